@@ -1,0 +1,47 @@
+# Rackhand: `make run` starts a demo, `make test` runs every test. `make help` lists the rest.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+LINT_DB := /tmp/rackhand-lint-$(shell id -u).db
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint format bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)  ## create .venv and install Rackhand with its dev tools
+
+run: $(STAMP)  ## start Rackhand on 127.0.0.1:8000 with the demo fleet (data in ./var)
+	$(BIN)/rackhand serve --demo
+
+test: $(STAMP)  ## run every test, on SQLite and on PostgreSQL
+	$(BIN)/pytest -n 2 --dist loadgroup
+
+lint: $(STAMP)  ## ruff, mypy (strict), import contracts, alembic check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	@rm -f $(LINT_DB)
+	@RACKHAND_DATABASE_URL=sqlite+aiosqlite:///$(LINT_DB) $(BIN)/alembic -c alembic.ini upgrade head >/dev/null 2>&1
+	RACKHAND_DATABASE_URL=sqlite+aiosqlite:///$(LINT_DB) $(BIN)/alembic -c alembic.ini check
+	@rm -f $(LINT_DB)
+
+format: $(STAMP)  ## fix formatting and the fixable lint
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)  ## benchmarks: figures and ratios (see bench/README.md)
+	$(BIN)/python -m bench
+
+clean:  ## remove the virtualenv and caches (not ./var)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Rackhand site agent: the only code that speaks to devices (never imports `app`)."""

@@ -1,0 +1,1 @@
+"""Rackhand central service: catalogue, identity, jobs, consoles and audit."""

@@ -1,0 +1,163 @@
+"""`rackhand devices list|show|import|export`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app.cli.client import ApiError, Client, connection
+
+app = typer.Typer(help="Find, show, import and export devices.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+Select = Annotated[str | None, typer.Argument(help="node range, e.g. 'web[01-20],db1'")]
+Site = Annotated[str | None, typer.Option(help="site slug")]
+Rack = Annotated[str | None, typer.Option(help="rack name")]
+Kind = Annotated[str | None, typer.Option(help="server, pdu, console_server, vm, ...")]
+Tags = Annotated[list[str] | None, typer.Option("--tag", help="repeat to require several")]
+Status = Annotated[str | None, typer.Option(help="active, maintenance, decommissioned")]
+Query = Annotated[str | None, typer.Option("--q", help="text in name, serial, asset tag, model")]
+Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _filters(select: str | None, site: str | None, rack: str | None, kind: str | None,
+             tag: list[str] | None, status: str | None, q: str | None) -> dict[str, Any]:
+    params = {"select": select, "site": site, "rack": rack, "kind": kind, "status": status, "q": q}
+    return {key: value for key, value in params.items() if value} | ({"tag": tag} if tag else {})
+
+
+def fail(exc: ApiError) -> typer.Exit:
+    err.print(f"[red]error[/red] ({exc.kind}): {exc.detail}", markup=True, highlight=False)
+    for row in exc.errors[:20]:
+        err.print(f"  row {row.get('row')}, {row.get('field')}: {row.get('message')}", highlight=False)
+    return typer.Exit(2 if exc.status in (400, 422) else 1)
+
+
+@app.command("list")
+def list_devices(
+    select: Select = None, site: Site = None, rack: Rack = None, kind: Kind = None,
+    tag: Tags = None, status: Status = None, q: Query = None, as_json: Json = False,
+    limit: Annotated[int, typer.Option(help="at most this many; 0 for all")] = 0,
+) -> None:
+    """List devices matching a node range and filters, in name order."""
+    params = _filters(select, site, rack, kind, tag, status, q)
+    found: list[dict[str, Any]] = []
+    try:
+        with Client(connection()) as client:
+            cursor = None
+            while True:
+                page_size = min(1000, limit - len(found)) if limit else 1000
+                page = client.get("/devices", **params, limit=page_size,
+                                  **({"cursor": cursor} if cursor else {}))
+                found.extend(page["items"])
+                cursor = page["next_cursor"]
+                if cursor is None or (limit and len(found) >= limit):
+                    break
+    except ApiError as exc:
+        raise fail(exc) from exc
+    if as_json:
+        json.dump(found, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("NAME", "KIND", "SITE", "RACK", "U", "STATUS", "MODEL", "TAGS"):
+        table.add_column(column)
+    for device in found:
+        table.add_row(device["name"], device["kind"], device["site"], device["rack"] or "",
+                      str(device["position_u"] or ""), device["status"],
+                      f"{device['vendor']} {device['model']}".strip(), ",".join(device["tags"]))
+    out.print(table)
+    err.print(f"{len(found)} devices", style="dim")
+
+
+@app.command()
+def show(name: str, as_json: Json = False) -> None:
+    """Show one device with its control paths (secrets are never shown)."""
+    try:
+        with Client(connection()) as client:
+            device = client.get(f"/devices/{name}")
+    except ApiError as exc:
+        raise fail(exc) from exc
+    if as_json:
+        json.dump(device, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in device.items():
+        if key not in ("paths", "attributes", "tags"):
+            table.add_row(key, "" if value is None else str(value))
+    table.add_row("tags", ", ".join(device["tags"]))
+    table.add_row("attributes", json.dumps(device["attributes"]))
+    out.print(table)
+    paths = Table(title="control paths", box=None, header_style="bold")
+    for column in ("ID", "PRIO", "KIND", "TARGET", "USER", "SECRET"):
+        paths.add_column(column)
+    for path in device["paths"]:
+        target = path["address"] or path["via"] or ""
+        if path["port"]:
+            target += f" port {path['port']}"
+        if path["outlets"]:
+            target += " outlets " + ",".join(map(str, path["outlets"]))
+        if path["domain"]:
+            target += f" domain {path['domain']}"
+        paths.add_row(str(path["id"]), str(path["priority"]), path["kind"], target,
+                      path["username"] or "", path["secret"] or "")
+    out.print(paths)
+
+
+@app.command("import")
+def import_devices(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a .csv or .json file")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only report what would change")] = False,
+    as_json: Json = False,
+) -> None:
+    """Upsert devices by name from CSV or JSON; a file with any bad row changes nothing."""
+    content_type = "text/csv" if file.suffix.lower() == ".csv" else "application/json"
+    try:
+        with Client(connection(), timeout=600) as client:
+            result = client.request(
+                "POST", "/devices/import", params={"dry_run": dry_run},
+                content=file.read_bytes(), headers={"Content-Type": content_type},
+            ).json()
+    except ApiError as exc:
+        raise fail(exc) from exc
+    if as_json:
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    for row in result["rows"]:
+        if row["action"] != "unchanged":
+            fields = ", ".join(row["changes"]) if row["changes"] else ""
+            out.print(f"{row['action']:>9} {row['name']} {fields}", highlight=False)
+    verb = "would be" if result["dry_run"] else "were"
+    out.print(f"{result['created']} created, {result['updated']} updated, "
+              f"{result['unchanged']} unchanged ({verb} written)")
+
+
+@app.command()
+def export(
+    select: Select = None, site: Site = None, rack: Rack = None, kind: Kind = None,
+    tag: Tags = None, status: Status = None, q: Query = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="file (default: stdout)")] = None,
+) -> None:
+    """Export devices (JSON includes control paths, without secrets)."""
+    params = _filters(select, site, rack, kind, tag, status, q) | {"format": fmt}
+    try:
+        with Client(connection(), timeout=600) as client:
+            body = client.request("GET", "/devices/export", params=params).content
+    except ApiError as exc:
+        raise fail(exc) from exc
+    if output is None:
+        sys.stdout.buffer.write(body)
+    else:
+        output.write_bytes(body)

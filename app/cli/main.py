@@ -1,0 +1,94 @@
+"""Entry point of the `rackhand` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.cli import devices
+
+app = typer.Typer(
+    help="Rackhand: remote hands for data-center fleets.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(devices.app, name="devices")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="address to listen on [RACKHAND_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port [RACKHAND_PORT]")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="SQLite file, key [RACKHAND_DATA_DIR]")] = None,
+    database_url: Annotated[str | None, typer.Option(help="[RACKHAND_DATABASE_URL]")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
+    tls_key: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
+    demo: Annotated[bool, typer.Option(help="load the demo fleet into an empty catalogue")] = False,
+) -> None:
+    """Run the central: migrate the database to head, then listen."""
+    import uvicorn
+
+    from app.config import Settings
+    from app.errors import ConfigError
+    from app.main import create_app
+    from app.migrate import upgrade
+
+    overrides = {
+        "host": host, "port": port, "data_dir": data_dir, "database_url": database_url,
+        "tls_cert": tls_cert, "tls_key": tls_key,
+    }
+    settings = Settings(**{key: value for key, value in overrides.items() if value is not None})
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise typer.BadParameter("give both --tls-cert and --tls-key, or neither")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        upgrade(settings.database_url)
+        if demo:
+            asyncio.run(_seed_demo(settings))
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    scheme = "https" if settings.tls_cert else "http"
+    typer.echo(f"Rackhand API docs: {scheme}://{settings.host}:{settings.port}/api/v1/docs")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
+        log_level="info",
+        proxy_headers=False,
+    )
+
+
+async def _seed_demo(settings: object) -> None:
+    from app.config import Settings
+    from app.db import make_engine, make_sessionmaker, session_scope
+    from app.inventory.demo import seed_demo
+    from app.vault import load_vault
+
+    assert isinstance(settings, Settings)
+    engine = make_engine(settings.database_url)
+    try:
+        async with session_scope(make_sessionmaker(engine)) as session:
+            if await seed_demo(session, load_vault(settings)):
+                logging.getLogger("rackhand").info("loaded the demo catalogue")
+    finally:
+        await engine.dispose()
+
+
+@app.command()
+def keygen() -> None:
+    """Print a new service key for RACKHAND_SECRET_KEY."""
+    from app.vault import generate_key
+
+    typer.echo(generate_key())
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,39 @@
+"""Service settings, read from `RACKHAND_*` environment variables or passed by tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+class Settings(BaseSettings):
+    """Everything `rackhand serve` can be told; nothing here is read at import time."""
+
+    model_config = SettingsConfigDict(env_prefix="RACKHAND_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    secret_key: SecretStr | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_body_bytes: int = 1 * MIB
+    max_import_bytes: int = 64 * MIB
+    page_size_max: int = 1000
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'rackhand.db'}"
+        return self
+
+    @property
+    def is_embedded(self) -> bool:
+        """True for the single-process SQLite default, where a generated key file is fine."""
+        return self.database_url.startswith("sqlite")

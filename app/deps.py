@@ -1,0 +1,34 @@
+"""Request-scoped dependencies, as `Annotated` aliases for route signatures."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.db import session_scope
+from app.vault import Vault
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work, committed before the response is sent."""
+    async with session_scope(request.app.state.sessions) as session:
+        yield session
+
+
+def _vault(request: Request) -> Vault:
+    vault: Vault = request.app.state.vault
+    return vault
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
+VaultDep = Annotated[Vault, Depends(_vault)]
+SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -1,0 +1,55 @@
+"""Domain errors: raised by services, mapped to HTTP status codes in `app.main` only."""
+
+
+class RackhandError(Exception):
+    """Base of errors a caller can act on; the message says what to fix."""
+
+
+class NotFound(RackhandError):
+    """The named object does not exist (or is not visible to the caller)."""
+
+
+class AlreadyExists(RackhandError):
+    """A unique name is taken; the message names the existing object."""
+
+
+class InUse(RackhandError):
+    """The object is referenced by others and cannot be removed or changed that way."""
+
+
+class InvalidInput(RackhandError):
+    """The request is well-formed but breaks a catalogue rule."""
+
+
+class AmbiguousReference(RackhandError):
+    """A name matches several objects; the caller must narrow it."""
+
+
+class ImportRejected(RackhandError):
+    """An import had bad rows; nothing was written."""
+
+    def __init__(self, errors: list[dict[str, object]]) -> None:
+        self.errors = errors
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(
+            f"row {first['row']}, field {first['field']!r}: {first['message']}{more}; "
+            "nothing was imported"
+        )
+
+
+class ConfigError(RackhandError):
+    """The service cannot start with the given settings."""
+
+
+class FieldError(InvalidInput):
+    """A catalogue rule broken by one field; imports report it with the row number."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class BodyTooLarge(RackhandError):
+    """The request body is over the limit for its endpoint."""

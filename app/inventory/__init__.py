@@ -1,0 +1,1 @@
+"""The fleet catalogue: sites, racks, devices and the control paths that reach them."""

@@ -1,0 +1,288 @@
+"""Devices: lookup, filtered listing, and edits that keep the catalogue's rules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from app.errors import AlreadyExists, FieldError, InUse, NotFound
+from app.inventory import paths as path_service
+from app.inventory.models import (
+    ControlPath,
+    Device,
+    DeviceKind,
+    DeviceStatus,
+    DeviceTag,
+    Rack,
+    Site,
+)
+from app.inventory.placement import ParentRef, RackOccupancy, check_parent, check_rack
+from app.inventory.racks import get_rack
+from app.inventory.schemas import DeviceCreate, DeviceDetail, DeviceRead, DeviceUpdate, Page
+from app.inventory.selectors import expand, name_in
+from app.inventory.sites import get_site
+from app.paging import decode_cursor, encode_cursor
+
+Sort = Literal["name", "-name"]
+Parent = aliased(Device)
+
+
+@dataclass
+class DeviceFilter:
+    """Filters of GET /devices, the CLI and bulk actions; all given filters must match."""
+
+    select: str | None = None
+    site: str | None = None
+    rack: str | None = None
+    kind: DeviceKind | None = None
+    tags: list[str] = field(default_factory=list)
+    status: DeviceStatus | None = None
+    parent: str | None = None
+    q: str | None = None
+
+
+def _read_query() -> Select[tuple[Device, str, str | None, str | None]]:
+    return (
+        select(Device, Site.slug, Rack.name, Parent.name)
+        .join(Site, Device.site_id == Site.id)
+        .outerjoin(Rack, Device.rack_id == Rack.id)
+        .outerjoin(Parent, Device.parent_id == Parent.id)
+    )
+
+
+async def _with_tags(
+    session: AsyncSession, rows: Sequence[tuple[Device, str, str | None, str | None]]
+) -> list[DeviceRead]:
+    ids = [device.id for device, *_ in rows]
+    tags: dict[int, list[str]] = {device_id: [] for device_id in ids}
+    if ids:
+        found = await session.execute(
+            select(DeviceTag.device_id, DeviceTag.tag)
+            .where(DeviceTag.device_id.in_(ids))
+            .order_by(DeviceTag.tag)
+        )
+        for device_id, tag in found:
+            tags[device_id].append(tag)
+    return [
+        DeviceRead(
+            id=device.id,
+            name=device.name,
+            kind=device.kind,
+            site=site,
+            rack=rack,
+            position_u=device.position_u,
+            height_u=device.height_u,
+            parent=parent,
+            status=device.status,
+            vendor=device.vendor,
+            model=device.model,
+            serial=device.serial,
+            asset_tag=device.asset_tag,
+            arch=device.arch,
+            os=device.os,
+            os_version=device.os_version,
+            description=device.description,
+            tags=tags[device.id],
+            attributes=device.attributes,
+            created_at=device.created_at,
+            updated_at=device.updated_at,
+        )
+        for device, site, rack, parent in rows
+    ]
+
+
+async def filtered_query(
+    session: AsyncSession, flt: DeviceFilter
+) -> Select[tuple[Device, str, str | None, str | None]]:
+    """The read query narrowed by a filter; unknown site/rack/parent names are a 404."""
+    query = _read_query()
+    if flt.select is not None:
+        dialect = session.get_bind().dialect.name
+        query = query.where(name_in(Device.name, expand(flt.select), dialect))
+    if flt.site is not None:
+        site = await get_site(session, flt.site)
+        query = query.where(Device.site_id == site.id)
+    if flt.rack is not None:
+        rack, _ = await get_rack(session, flt.rack, flt.site)
+        query = query.where(Device.rack_id == rack.id)
+    if flt.parent is not None:
+        parent = await get_device(session, flt.parent)
+        query = query.where(Device.parent_id == parent.id)
+    if flt.kind is not None:
+        query = query.where(Device.kind == flt.kind)
+    if flt.status is not None:
+        query = query.where(Device.status == flt.status)
+    for tag in flt.tags:
+        query = query.where(
+            Device.id.in_(select(DeviceTag.device_id).where(DeviceTag.tag == tag))
+        )
+    if flt.q:
+        query = query.where(
+            or_(
+                *(
+                    column.icontains(flt.q, autoescape=True)
+                    for column in (
+                        Device.name,
+                        Device.serial,
+                        Device.asset_tag,
+                        Device.vendor,
+                        Device.model,
+                        Device.description,
+                    )
+                )
+            )
+        )
+    return query
+
+
+async def list_devices(
+    session: AsyncSession,
+    flt: DeviceFilter,
+    *,
+    limit: int = 100,
+    cursor: str | None = None,
+    sort: Sort = "name",
+) -> Page[DeviceRead]:
+    """One page in name order; the cursor is the last name seen, so paging is stable."""
+    query = await filtered_query(session, flt)
+    descending = sort == "-name"
+    if cursor is not None:
+        (after, *_) = decode_cursor(cursor)
+        query = query.where(Device.name < after if descending else Device.name > str(after))
+    query = query.order_by(Device.name.desc() if descending else Device.name).limit(limit + 1)
+    rows = list(await session.execute(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor([rows[-1][0].name]) if more else None
+    return Page[DeviceRead](items=await _with_tags(session, rows), next_cursor=next_cursor)
+
+
+async def get_device(session: AsyncSession, ref: str) -> Device:
+    """By name, or by numeric id (names are never all digits)."""
+    query = select(Device).where(Device.id == int(ref)) if ref.isdigit() else None
+    device = await session.scalar(query if query is not None else select(Device).where(Device.name == ref))
+    if device is None:
+        raise NotFound(f"no device {ref!r}; search with GET /api/v1/devices?q=")
+    return device
+
+
+async def read_device(session: AsyncSession, device: Device) -> DeviceDetail:
+    rows = list((await session.execute(_read_query().where(Device.id == device.id))))
+    (read,) = await _with_tags(session, rows)
+    paths = await path_service.list_paths(session, device)
+    return DeviceDetail(**read.model_dump(), paths=paths)
+
+
+def as_fields(read: DeviceRead) -> dict[str, Any]:
+    """The writable fields of a device, in the shape of DeviceCreate."""
+    return read.model_dump(include=set(DeviceCreate.model_fields))
+
+
+async def _resolve(
+    session: AsyncSession, data: DeviceCreate, device_id: int | None
+) -> tuple[Site, Rack | None, Device | None]:
+    site = await get_site(session, data.site)
+    rack = (await get_rack(session, data.rack, site.slug))[0] if data.rack else None
+    parent = await get_device(session, data.parent) if data.parent else None
+    if parent is not None and parent.id == device_id:
+        raise FieldError("parent", "a device cannot be its own parent")
+    check_rack(data.kind, site, rack, data.position_u, data.height_u)
+    check_parent(
+        data.kind,
+        site,
+        ParentRef(parent.id, parent.name, parent.kind, parent.site_id) if parent else None,
+    )
+    if rack is not None and data.position_u is not None:
+        occupancy = RackOccupancy()
+        neighbours = await session.execute(
+            select(Device.name, Device.position_u, Device.height_u).where(
+                Device.rack_id == rack.id, Device.position_u.is_not(None)
+            )
+        )
+        for name, position_u, height_u in neighbours:
+            if position_u is not None:
+                occupancy.add(rack.id, name, position_u, height_u)
+        occupancy.place(rack, data.name, data.position_u, data.height_u)
+    return site, rack, parent
+
+
+async def _check_unique(session: AsyncSession, data: DeviceCreate, device_id: int | None) -> None:
+    other = await session.scalar(select(Device.id).where(Device.name == data.name))
+    if other is not None and other != device_id:
+        raise AlreadyExists(f"a device named {data.name!r} already exists (id {other})")
+    if data.asset_tag is not None:
+        holder = await session.scalar(select(Device).where(Device.asset_tag == data.asset_tag))
+        if holder is not None and holder.id != device_id:
+            raise AlreadyExists(f"asset tag {data.asset_tag!r} is already on {holder.name!r}")
+
+
+def _apply(device: Device, data: DeviceCreate, site: Site, rack: Rack | None, parent: Device | None) -> None:
+    for name in (
+        "name", "kind", "position_u", "height_u", "status", "vendor", "model", "serial",
+        "asset_tag", "arch", "os", "os_version", "description", "attributes",
+    ):
+        setattr(device, name, getattr(data, name))
+    device.site_id = site.id
+    device.rack_id = rack.id if rack else None
+    device.parent_id = parent.id if parent else None
+
+
+async def _set_tags(session: AsyncSession, device_id: int, tags: list[str]) -> None:
+    await session.execute(delete(DeviceTag).where(DeviceTag.device_id == device_id))
+    session.add_all(DeviceTag(device_id=device_id, tag=tag) for tag in tags)
+
+
+async def create_device(session: AsyncSession, data: DeviceCreate) -> DeviceDetail:
+    await _check_unique(session, data, None)
+    site, rack, parent = await _resolve(session, data, None)
+    device = Device()
+    _apply(device, data, site, rack, parent)
+    session.add(device)
+    await session.flush()
+    await _set_tags(session, device.id, data.tags)
+    await session.flush()
+    return await read_device(session, device)
+
+
+async def update_device(session: AsyncSession, device: Device, data: DeviceUpdate) -> DeviceDetail:
+    """Merge the given fields over the current ones and check the result as a whole."""
+    current = await read_device(session, device)
+    merged = DeviceCreate.model_validate(
+        as_fields(current) | data.model_dump(exclude_unset=True)
+    )
+    await _check_unique(session, merged, device.id)
+    site, rack, parent = await _resolve(session, merged, device.id)
+    _apply(device, merged, site, rack, parent)
+    await session.flush()
+    await path_service.check_links(session, device)
+    if merged.tags != current.tags:
+        await _set_tags(session, device.id, merged.tags)
+        await session.flush()
+    return await read_device(session, device)
+
+
+async def delete_device(session: AsyncSession, device: Device) -> None:
+    users = list(
+        await session.scalars(
+            select(Device.name)
+            .join(ControlPath, ControlPath.device_id == Device.id)
+            .where(ControlPath.via_device_id == device.id)
+            .distinct()
+            .limit(5)
+        )
+    )
+    if users:
+        raise InUse(
+            f"{device.name!r} is the control path of {', '.join(users)}; "
+            "remove those paths first"
+        )
+    children = await session.scalar(select(func.count()).where(Device.parent_id == device.id))
+    if children:
+        raise InUse(f"{device.name!r} still hosts {children} vms; move or delete them first")
+    await session.delete(device)
+    await session.flush()

@@ -1,0 +1,101 @@
+"""Racks: named within their site, with a height in rack units."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import AlreadyExists, AmbiguousReference, InUse, InvalidInput, NotFound
+from app.inventory.models import Device, Rack, Site
+from app.inventory.schemas import RackCreate, RackRead, RackUpdate
+from app.inventory.sites import get_site
+
+
+def to_read(rack: Rack, site: Site) -> RackRead:
+    return RackRead(
+        id=rack.id,
+        site=site.slug,
+        name=rack.name,
+        height_u=rack.height_u,
+        description=rack.description,
+        created_at=rack.created_at,
+        updated_at=rack.updated_at,
+    )
+
+
+async def list_racks(session: AsyncSession, site_ref: str | None = None) -> list[RackRead]:
+    query = select(Rack, Site).join(Site, Rack.site_id == Site.id).order_by(Site.slug, Rack.name)
+    if site_ref is not None:
+        site = await get_site(session, site_ref)
+        query = query.where(Rack.site_id == site.id)
+    return [to_read(rack, site) for rack, site in (await session.execute(query))]
+
+
+async def get_rack(session: AsyncSession, ref: str, site_ref: str | None = None) -> tuple[Rack, Site]:
+    """By id, or by name (unique within a site; give the site when two sites share a name)."""
+    query = select(Rack, Site).join(Site, Rack.site_id == Site.id).where(Rack.name == ref)
+    if site_ref is not None:
+        site = await get_site(session, site_ref)
+        query = query.where(Rack.site_id == site.id)
+    found = list(await session.execute(query))
+    if not found and ref.isdigit() and site_ref is None:
+        found = list(
+            (await session.execute(
+                select(Rack, Site).join(Site, Rack.site_id == Site.id).where(Rack.id == int(ref))
+            ))
+        )
+    if not found:
+        where = f" at site {site_ref!r}" if site_ref else ""
+        raise NotFound(f"no rack {ref!r}{where}; list them with GET /api/v1/racks")
+    if len(found) > 1:
+        sites = ", ".join(sorted(site.slug for _, site in found))
+        raise AmbiguousReference(
+            f"rack name {ref!r} exists at sites {sites}; add ?site=<slug> or use the rack id"
+        )
+    return found[0]
+
+
+async def create_rack(session: AsyncSession, data: RackCreate) -> RackRead:
+    site = await get_site(session, data.site)
+    existing = await session.scalar(
+        select(Rack).where(Rack.site_id == site.id, Rack.name == data.name)
+    )
+    if existing is not None:
+        raise AlreadyExists(f"site {site.slug!r} already has a rack {data.name!r} (id {existing.id})")
+    rack = Rack(site_id=site.id, name=data.name, height_u=data.height_u, description=data.description)
+    session.add(rack)
+    await session.flush()
+    return to_read(rack, site)
+
+
+async def update_rack(session: AsyncSession, rack: Rack, site: Site, data: RackUpdate) -> RackRead:
+    changes = data.model_dump(exclude_unset=True, exclude_none=True)
+    if "name" in changes and changes["name"] != rack.name:
+        taken = await session.scalar(
+            select(Rack.id).where(Rack.site_id == rack.site_id, Rack.name == changes["name"])
+        )
+        if taken is not None:
+            raise AlreadyExists(f"site {site.slug!r} already has a rack {changes['name']!r}")
+    if "height_u" in changes:
+        top = await session.scalar(
+            select(func.max(Device.position_u + Device.height_u - 1)).where(
+                Device.rack_id == rack.id, Device.position_u.is_not(None)
+            )
+        )
+        if top is not None and top > changes["height_u"]:
+            raise InvalidInput(
+                f"rack {rack.name!r} has a device up to U{top}; it cannot shrink to "
+                f"{changes['height_u']}U"
+            )
+    for field, value in changes.items():
+        setattr(rack, field, value)
+    await session.flush()
+    return to_read(rack, site)
+
+
+async def delete_rack(session: AsyncSession, rack: Rack) -> None:
+    devices = await session.scalar(select(func.count()).where(Device.rack_id == rack.id))
+    if devices:
+        raise InUse(f"rack {rack.name!r} still holds {devices} devices; move or delete them first")
+    await session.delete(rack)
+    await session.flush()

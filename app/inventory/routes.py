@@ -1,0 +1,242 @@
+"""HTTP routes of the catalogue: parse, call one service function, return."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi.responses import StreamingResponse
+
+from app.deps import SessionDep, SettingsDep, VaultDep
+from app.errors import InvalidInput
+from app.inventory import devices, paths, racks, sites, transfer
+from app.inventory.models import DeviceKind, DeviceStatus
+from app.inventory.schemas import (
+    DeviceCreate,
+    DeviceDetail,
+    DeviceRead,
+    DeviceUpdate,
+    ImportResult,
+    Page,
+    PathCreate,
+    PathRead,
+    PathUpdate,
+    RackCreate,
+    RackRead,
+    RackUpdate,
+    SiteCreate,
+    SiteRead,
+    SiteUpdate,
+)
+
+router = APIRouter()
+SiteQuery = Annotated[str | None, Query(description="site slug or id")]
+
+
+# Sites ---------------------------------------------------------------------------------------
+
+
+@router.get("/sites", tags=["sites"])
+async def list_sites(session: SessionDep) -> list[SiteRead]:
+    return [SiteRead.model_validate(site) for site in await sites.list_sites(session)]
+
+
+@router.post("/sites", status_code=status.HTTP_201_CREATED, tags=["sites"])
+async def create_site(session: SessionDep, body: SiteCreate) -> SiteRead:
+    return SiteRead.model_validate(await sites.create_site(session, body))
+
+
+@router.get("/sites/{site}", tags=["sites"])
+async def get_site(session: SessionDep, site: str) -> SiteRead:
+    return SiteRead.model_validate(await sites.get_site(session, site))
+
+
+@router.patch("/sites/{site}", tags=["sites"])
+async def update_site(session: SessionDep, site: str, body: SiteUpdate) -> SiteRead:
+    found = await sites.get_site(session, site)
+    return SiteRead.model_validate(await sites.update_site(session, found, body))
+
+
+@router.delete("/sites/{site}", status_code=status.HTTP_204_NO_CONTENT, tags=["sites"])
+async def delete_site(session: SessionDep, site: str) -> None:
+    await sites.delete_site(session, await sites.get_site(session, site))
+
+
+# Racks ---------------------------------------------------------------------------------------
+
+
+@router.get("/racks", tags=["racks"])
+async def list_racks(session: SessionDep, site: SiteQuery = None) -> list[RackRead]:
+    return await racks.list_racks(session, site)
+
+
+@router.post("/racks", status_code=status.HTTP_201_CREATED, tags=["racks"])
+async def create_rack(session: SessionDep, body: RackCreate) -> RackRead:
+    return await racks.create_rack(session, body)
+
+
+@router.get("/racks/{rack}", tags=["racks"])
+async def get_rack(session: SessionDep, rack: str, site: SiteQuery = None) -> RackRead:
+    return racks.to_read(*await racks.get_rack(session, rack, site))
+
+
+@router.patch("/racks/{rack}", tags=["racks"])
+async def update_rack(
+    session: SessionDep, rack: str, body: RackUpdate, site: SiteQuery = None
+) -> RackRead:
+    found, found_site = await racks.get_rack(session, rack, site)
+    return await racks.update_rack(session, found, found_site, body)
+
+
+@router.delete("/racks/{rack}", status_code=status.HTTP_204_NO_CONTENT, tags=["racks"])
+async def delete_rack(session: SessionDep, rack: str, site: SiteQuery = None) -> None:
+    found, _ = await racks.get_rack(session, rack, site)
+    await racks.delete_rack(session, found)
+
+
+# Devices -------------------------------------------------------------------------------------
+
+
+def device_filter(
+    select: Annotated[
+        str | None, Query(description="node range, e.g. `web[01-20],db1`", max_length=4096)
+    ] = None,
+    site: SiteQuery = None,
+    rack: Annotated[str | None, Query(description="rack name or id")] = None,
+    kind: DeviceKind | None = None,
+    tag: Annotated[list[str], Query(description="repeat to require several tags")] = [],  # noqa: B006
+    status: DeviceStatus | None = None,
+    parent: Annotated[str | None, Query(description="hypervisor of the vms listed")] = None,
+    q: Annotated[
+        str | None, Query(description="text in name, serial, asset tag, vendor, model")
+    ] = None,
+) -> devices.DeviceFilter:
+    return devices.DeviceFilter(
+        select=select, site=site, rack=rack, kind=kind, tags=tag, status=status, parent=parent, q=q
+    )
+
+
+FilterDep = Annotated[devices.DeviceFilter, Depends(device_filter)]
+
+
+@router.get("/devices", tags=["devices"])
+async def list_devices(
+    session: SessionDep,
+    settings: SettingsDep,
+    flt: FilterDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+    sort: devices.Sort = "name",
+) -> Page[DeviceRead]:
+    return await devices.list_devices(session, flt, limit=limit, cursor=cursor, sort=sort)
+
+
+@router.post("/devices", status_code=status.HTTP_201_CREATED, tags=["devices"])
+async def create_device(session: SessionDep, body: DeviceCreate) -> DeviceDetail:
+    return await devices.create_device(session, body)
+
+
+_IMPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "array", "items": {"type": "object"}},
+            },
+            "text/csv": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+@router.post("/devices/import", tags=["devices"], openapi_extra=_IMPORT_BODY)
+async def import_devices(
+    request: Request,
+    session: SessionDep,
+    vault: VaultDep,
+    dry_run: bool = False,
+    format: Literal["csv", "json"] | None = Query(
+        None, description="default: from Content-Type (text/csv or application/json)"
+    ),
+) -> ImportResult:
+    """Upsert devices by name; any bad row rejects the whole file. JSON rows may carry `paths`."""
+    raw = await request.body()
+    fmt = format or ("csv" if "csv" in request.headers.get("content-type", "") else "json")
+    if fmt == "csv":
+        try:
+            rows = transfer.parse_csv(raw.decode("utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            raise InvalidInput("the CSV file must be UTF-8") from exc
+    else:
+        rows = transfer.parse_json(raw)
+    result = await transfer.import_devices(session, vault, rows, dry_run=dry_run)
+    if dry_run:
+        await session.rollback()
+    return result
+
+
+@router.get(
+    "/devices/export",
+    tags=["devices"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}, "application/json": {}}}},
+)
+async def export_devices(
+    request: Request, session: SessionDep, flt: FilterDep, format: Literal["csv", "json"] = "json"
+) -> StreamingResponse:
+    await devices.filtered_query(session, flt)  # unknown site/rack names fail here, as a 4xx
+    media = "text/csv" if format == "csv" else "application/json"
+    return StreamingResponse(
+        transfer.export_devices(request.app.state.sessions, flt, format),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="devices.{format}"'},
+    )
+
+
+@router.get("/devices/{device}", tags=["devices"])
+async def get_device(session: SessionDep, device: str) -> DeviceDetail:
+    return await devices.read_device(session, await devices.get_device(session, device))
+
+
+@router.patch("/devices/{device}", tags=["devices"])
+async def update_device(session: SessionDep, device: str, body: DeviceUpdate) -> DeviceDetail:
+    found = await devices.get_device(session, device)
+    return await devices.update_device(session, found, body)
+
+
+@router.delete("/devices/{device}", status_code=status.HTTP_204_NO_CONTENT, tags=["devices"])
+async def delete_device(session: SessionDep, device: str) -> None:
+    await devices.delete_device(session, await devices.get_device(session, device))
+
+
+# Control paths -------------------------------------------------------------------------------
+
+
+@router.get("/devices/{device}/paths", tags=["paths"])
+async def list_paths(session: SessionDep, device: str) -> list[PathRead]:
+    return await paths.list_paths(session, await devices.get_device(session, device))
+
+
+@router.post("/devices/{device}/paths", status_code=status.HTTP_201_CREATED, tags=["paths"])
+async def create_path(
+    session: SessionDep, vault: VaultDep, device: str, body: PathCreate
+) -> PathRead:
+    found = await devices.get_device(session, device)
+    return await paths.create_path(session, vault, found, body)
+
+
+@router.patch("/devices/{device}/paths/{path_id}", tags=["paths"])
+async def update_path(
+    session: SessionDep, vault: VaultDep, device: str, path_id: int, body: PathUpdate
+) -> PathRead:
+    found = await devices.get_device(session, device)
+    path = await paths.get_path(session, found, path_id)
+    return await paths.update_path(session, vault, found, path, body)
+
+
+@router.delete(
+    "/devices/{device}/paths/{path_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["paths"]
+)
+async def delete_path(session: SessionDep, device: str, path_id: int) -> None:
+    found = await devices.get_device(session, device)
+    await paths.delete_path(session, await paths.get_path(session, found, path_id))

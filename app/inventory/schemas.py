@@ -1,0 +1,421 @@
+"""Request and response shapes of the catalogue API."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Generic, Literal, TypeVar
+from zoneinfo import available_timezones
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+)
+
+from app.inventory.models import DeviceKind, DeviceStatus, PathKind, SiteKind
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+_SLUG = r"^[a-z0-9][a-z0-9-]*$"
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_URL = re.compile(r"^https://(?P<host>\[[0-9A-Fa-f:.]+\]|[^/:\[\]]+)(:(?P<port>\d{1,5}))?(/.*)?$")
+
+
+def _not_all_digits(value: str) -> str:
+    if value.isdigit():
+        raise ValueError("must not be only digits (that reads as an id); add a letter")
+    return value
+
+
+def _host(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if not _HOSTNAME.match(value):
+        raise ValueError("must be an IP address or a DNS host name")
+    return value.lower()
+
+
+def _redfish_address(value: str) -> str:
+    match = _URL.match(value)
+    if match is None:
+        return _host(value)
+    _host(match["host"].strip("[]"))
+    return value
+
+
+Name = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=_NAME),
+    AfterValidator(_not_all_digits),
+]
+Slug = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=_SLUG),
+    AfterValidator(_not_all_digits),
+]
+Ref = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Tag = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/=-]*$")
+]
+Host = Annotated[str, StringConstraints(min_length=1, max_length=253), AfterValidator(_host)]
+RedfishAddress = Annotated[
+    str, StringConstraints(min_length=1, max_length=255), AfterValidator(_redfish_address)
+]
+TcpPort = Annotated[int, Field(ge=1, le=65535)]
+Units = Annotated[int, Field(ge=1, le=100)]
+Text = Annotated[str, StringConstraints(max_length=2000)]
+Short = Annotated[str, StringConstraints(max_length=100)]
+Username = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Secret = Annotated[SecretStr, Field(min_length=1, max_length=16384)]
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ReadSchema(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# Sites ---------------------------------------------------------------------------------------
+
+_TIMEZONES: frozenset[str] | None = None
+
+
+def _timezone(value: str) -> str:
+    global _TIMEZONES
+    if _TIMEZONES is None:
+        _TIMEZONES = frozenset(available_timezones()) | {"UTC"}
+    if value not in _TIMEZONES:
+        raise ValueError("must be an IANA time zone such as 'Europe/Paris' or 'UTC'")
+    return value
+
+
+TimeZone = Annotated[str, AfterValidator(_timezone)]
+
+
+class SiteCreate(Schema):
+    slug: Slug
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    kind: SiteKind = SiteKind.DATACENTER
+    timezone: TimeZone = "UTC"
+    address: Text = ""
+    description: Text = ""
+
+
+class SiteUpdate(Schema):
+    slug: Slug | None = None
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    kind: SiteKind | None = None
+    timezone: TimeZone | None = None
+    address: Text | None = None
+    description: Text | None = None
+
+
+class SiteRead(ReadSchema):
+    id: int
+    slug: str
+    name: str
+    kind: SiteKind
+    timezone: str
+    address: str
+    description: str
+    created_at: datetime
+    updated_at: datetime
+
+
+# Racks ---------------------------------------------------------------------------------------
+
+
+class RackCreate(Schema):
+    site: Ref
+    name: Name
+    height_u: Units = 42
+    description: Text = ""
+
+
+class RackUpdate(Schema):
+    name: Name | None = None
+    height_u: Units | None = None
+    description: Text | None = None
+
+
+class RackRead(BaseModel):
+    id: int
+    site: str
+    name: str
+    height_u: int
+    description: str
+    created_at: datetime
+    updated_at: datetime
+
+
+# Devices -------------------------------------------------------------------------------------
+
+Attributes = dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], Any]
+
+
+def _distinct_sorted(tags: list[str]) -> list[str]:
+    return sorted(set(tags))
+
+
+Tags = Annotated[list[Tag], Field(max_length=64), AfterValidator(_distinct_sorted)]
+
+
+class DeviceFields(Schema):
+    """Fields shared by create and import; an update makes every one optional."""
+
+    kind: DeviceKind
+    site: Ref
+    rack: Ref | None = None
+    position_u: Annotated[int, Field(ge=1, le=100)] | None = None
+    height_u: Units = 1
+    parent: Ref | None = None
+    status: DeviceStatus = DeviceStatus.ACTIVE
+    vendor: Short = ""
+    model: Short = ""
+    serial: Short = ""
+    asset_tag: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    arch: Annotated[str, StringConstraints(max_length=32)] = ""
+    os: Annotated[str, StringConstraints(max_length=32)] = ""
+    os_version: Annotated[str, StringConstraints(max_length=64)] = ""
+    description: Text = ""
+    tags: Tags = []
+    attributes: Attributes = {}
+
+
+class DeviceCreate(DeviceFields):
+    name: Name
+
+
+class DeviceUpdate(Schema):
+    name: Name | None = None
+    kind: DeviceKind | None = None
+    site: Ref | None = None
+    rack: Ref | None = None
+    position_u: Annotated[int, Field(ge=1, le=100)] | None = None
+    height_u: Units | None = None
+    parent: Ref | None = None
+    status: DeviceStatus | None = None
+    vendor: Short | None = None
+    model: Short | None = None
+    serial: Short | None = None
+    asset_tag: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = None
+    arch: Annotated[str, StringConstraints(max_length=32)] | None = None
+    os: Annotated[str, StringConstraints(max_length=32)] | None = None
+    os_version: Annotated[str, StringConstraints(max_length=64)] | None = None
+    description: Text | None = None
+    tags: Tags | None = None
+    attributes: Attributes | None = None
+
+
+class DeviceRead(BaseModel):
+    id: int
+    name: str
+    kind: DeviceKind
+    site: str
+    rack: str | None
+    position_u: int | None
+    height_u: int
+    parent: str | None
+    status: DeviceStatus
+    vendor: str
+    model: str
+    serial: str
+    asset_tag: str | None
+    arch: str
+    os: str
+    os_version: str
+    description: str
+    tags: list[str]
+    attributes: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+# Control paths -------------------------------------------------------------------------------
+
+Priority = Annotated[int, Field(ge=0, le=1000)]
+
+
+class SshDialect(StrEnum):
+    """How to drive the device's own CLI over SSH (see notes/console-servers.md)."""
+
+    OPENGEAR = "opengear"
+    OPENGEAR_NGCS = "opengear_ngcs"
+    CYCLADES = "cyclades"
+    AVOCENT_ACS = "avocent_acs"
+    RARITAN_SX = "raritan_sx"
+    MENU = "menu"
+    RARITAN_PX = "raritan_px"
+    APC = "apc"
+    SHELL = "shell"
+
+
+class IpmiOptions(Schema):
+    cipher_suite: Literal[3, 17] | None = None
+    privilege: Literal["administrator", "operator", "user"] = "administrator"
+
+
+class RedfishOptions(Schema):
+    tls_fingerprint: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F:]{64,95}$")] | None = (
+        None
+    )
+
+
+class SshOptions(Schema):
+    dialect: SshDialect = SshDialect.SHELL
+
+
+class NoOptions(Schema):
+    pass
+
+
+class IpmiPath(Schema):
+    kind: Literal[PathKind.IPMI]
+    priority: Priority = 10
+    address: Host
+    port: TcpPort = 623
+    username: Username
+    secret: Secret | None = None
+    options: IpmiOptions = IpmiOptions()
+
+
+class RedfishPath(Schema):
+    kind: Literal[PathKind.REDFISH]
+    priority: Priority = 20
+    address: RedfishAddress
+    port: TcpPort = 443
+    username: Username
+    secret: Secret | None = None
+    options: RedfishOptions = RedfishOptions()
+
+
+class ConsolePortPath(Schema):
+    kind: Literal[PathKind.CONSOLE_PORT]
+    priority: Priority = 30
+    via: Ref
+    port: Annotated[int, Field(ge=1, le=4096)]
+    options: NoOptions = NoOptions()
+
+
+class PduOutletPath(Schema):
+    kind: Literal[PathKind.PDU_OUTLET]
+    priority: Priority = 40
+    via: Ref
+    outlets: Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1, max_length=8)]
+    options: NoOptions = NoOptions()
+
+    @field_validator("outlets")
+    @classmethod
+    def _distinct(cls, outlets: list[int]) -> list[int]:
+        if len(set(outlets)) != len(outlets):
+            raise ValueError("lists an outlet twice")
+        return outlets
+
+
+class SshPath(Schema):
+    kind: Literal[PathKind.SSH]
+    priority: Priority = 50
+    address: Host
+    port: TcpPort = 22
+    username: Username
+    secret: Secret | None = None
+    options: SshOptions = SshOptions()
+
+
+class LibvirtPath(Schema):
+    kind: Literal[PathKind.LIBVIRT]
+    priority: Priority = 10
+    via: Ref
+    domain: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\s/]+$")]
+    options: NoOptions = NoOptions()
+
+
+PATH_MODELS: dict[PathKind, type[Schema]] = {
+    PathKind.IPMI: IpmiPath,
+    PathKind.REDFISH: RedfishPath,
+    PathKind.CONSOLE_PORT: ConsolePortPath,
+    PathKind.PDU_OUTLET: PduOutletPath,
+    PathKind.SSH: SshPath,
+    PathKind.LIBVIRT: LibvirtPath,
+}
+
+PathCreate = Annotated[
+    IpmiPath | RedfishPath | ConsolePortPath | PduOutletPath | SshPath | LibvirtPath,
+    Field(discriminator="kind"),
+]
+
+
+class PathUpdate(Schema):
+    """Every field optional; the merged path is validated as a whole. `secret: null` clears it."""
+
+    priority: Priority | None = None
+    address: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    username: Username | None = None
+    secret: Secret | None = None
+    via: Ref | None = None
+    outlets: list[int] | None = None
+    domain: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    options: dict[str, Any] | None = None
+
+
+class PathRead(BaseModel):
+    id: int
+    kind: PathKind
+    priority: int
+    address: str | None
+    port: int | None
+    username: str | None
+    secret: Literal["set"] | None
+    via: str | None
+    outlets: list[int] | None
+    domain: str | None
+    options: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeviceDetail(DeviceRead):
+    paths: list[PathRead]
+
+
+# Lists, import, export -----------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class ImportChange(BaseModel):
+    row: int
+    name: str
+    action: Literal["create", "update", "unchanged"]
+    changes: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="field → {before, after} for updates"
+    )
+
+
+class ImportResult(BaseModel):
+    dry_run: bool
+    created: int
+    updated: int
+    unchanged: int
+    rows: list[ImportChange]

@@ -1,0 +1,62 @@
+"""Request body limits, enforced before a large body reaches a handler."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import BodyTooLarge
+
+
+class BodyLimit:
+    """Refuse bodies over `default` bytes (or a larger limit for listed path suffixes)."""
+
+    def __init__(self, app: ASGIApp, default: int, larger: dict[str, int]) -> None:
+        self.app = app
+        self.default = default
+        self.larger = larger
+
+    def _limit(self, path: str) -> int:
+        for suffix, limit in self.larger.items():
+            if path.endswith(suffix):
+                return limit
+        return self.default
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit(scope["path"])
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _refuse(send, limit)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(_message(limit))
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _message(limit: int) -> str:
+    return f"the request body is over {limit} bytes; send less (split an import into parts)"
+
+
+async def _refuse(send: Send, limit: int) -> None:
+    body = json.dumps({"error": "BodyTooLarge", "detail": _message(limit)}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,142 @@
+"""The central service's ASGI application, built by `create_app(settings)`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException
+
+from app import errors
+from app.config import Settings
+from app.db import make_engine, make_sessionmaker
+from app.inventory.routes import router as inventory_router
+from app.limits import BodyLimit
+from app.vault import load_vault
+
+log = logging.getLogger(__name__)
+API = "/api/v1"
+
+STATUS: dict[type[errors.RackhandError], int] = {
+    errors.NotFound: 404,
+    errors.AlreadyExists: 409,
+    errors.InUse: 409,
+    errors.AmbiguousReference: 400,
+    errors.InvalidInput: 422,
+    errors.ImportRejected: 422,
+    errors.BodyTooLarge: 413,
+    errors.ConfigError: 500,
+}
+
+
+def _status(exc: errors.RackhandError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return 400
+
+
+def _problem(status: int, kind: str, detail: str, **extra: object) -> JSONResponse:
+    return JSONResponse({"error": kind, "detail": detail, **extra}, status_code=status)
+
+
+def _describe(errors_: list[dict[str, object]]) -> str:
+    """Field paths and messages only: inputs may hold secrets and are never echoed."""
+    parts = []
+    for error in errors_[:5]:
+        loc = ".".join(str(part) for part in error.get("loc", ()) if part != "body")  # type: ignore[union-attr]
+        parts.append(f"{loc}: {error['msg']}" if loc else str(error["msg"]))
+    more = f" (and {len(errors_) - 5} more)" if len(errors_) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.RackhandError)
+    async def domain_error(_: Request, exc: errors.RackhandError) -> JSONResponse:
+        extra = {"errors": exc.errors} if isinstance(exc, errors.ImportRejected) else {}
+        return _problem(_status(exc), type(exc).__name__, str(exc), **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _problem(422, "ValidationError", _describe(list(exc.errors())))
+
+    @app.exception_handler(ValidationError)
+    async def data_invalid(_: Request, exc: ValidationError) -> JSONResponse:
+        found = exc.errors(include_input=False, include_url=False)
+        return _problem(422, "ValidationError", _describe([dict(e) for e in found]))
+
+    @app.exception_handler(IntegrityError)
+    async def integrity(_: Request, exc: IntegrityError) -> JSONResponse:
+        log.info("integrity error: %s", exc.orig.__class__.__name__)
+        return _problem(
+            409, "Conflict", "the change collides with another one made at the same time; retry"
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+        return _problem(exc.status_code, kind, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _problem(500, "InternalError", "an unexpected error; it is logged on the server")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; the engine and the vault are opened by the lifespan, not here."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessions = make_sessionmaker(engine)
+        app.state.vault = load_vault(settings)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Rackhand",
+        summary="Remote hands for data-center fleets",
+        version="0.1.0",
+        openapi_url=f"{API}/openapi.json",
+        docs_url=f"{API}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        BodyLimit,
+        default=settings.max_body_bytes,
+        larger={"/devices/import": settings.max_import_bytes},
+    )
+    _install_error_handlers(app)
+    app.include_router(inventory_router, prefix=API)
+
+    @app.get(f"{API}/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get(f"{API}/readyz", tags=["ops"])
+    async def readyz(request: Request) -> JSONResponse:
+        """The database answers."""
+        try:
+            async with request.app.state.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception:  # any database failure means "not ready", never a 500
+            log.warning("readiness check: database unreachable", exc_info=True)
+            return _problem(503, "NotReady", "the database does not answer")
+        return JSONResponse({"status": "ready"})
+
+    return app

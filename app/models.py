@@ -1,0 +1,7 @@
+"""Imports every ORM module, so that `Base.metadata` is complete for alembic and tests."""
+
+from __future__ import annotations
+
+
+def load_all() -> None:
+    import app.inventory.models  # noqa: F401

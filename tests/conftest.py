@@ -1,0 +1,85 @@
+"""Shared fixtures: every database test runs on SQLite and on PostgreSQL, schema by migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from app.config import Settings
+from app.db import Base, make_engine
+from app.main import create_app
+from app.migrate import upgrade
+from app.models import load_all
+from app.vault import generate_key
+
+POSTGRES = os.environ.get("RACKHAND_TEST_POSTGRES", "postgres@127.0.0.1:5432")
+SERVICE_KEY = generate_key()
+
+
+def _postgres_dsn(database: str) -> str:
+    return f"postgresql://{POSTGRES}/{database}"
+
+
+async def _admin(statement: str) -> None:
+    connection = await asyncpg.connect(_postgres_dsn("postgres"))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def new_database_url(backend: str, folder: Path) -> tuple[str, str | None]:
+    """A throwaway empty database: (url, PostgreSQL database name to drop later)."""
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{folder / f'{uuid.uuid4().hex[:8]}.db'}", None
+    name = f"rackhand_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    return f"postgresql+asyncpg://{POSTGRES}/{name}", name
+
+
+def drop_database(name: str | None) -> None:
+    if name is not None:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One migrated database per backend and test worker, emptied after each test."""
+    url, name = new_database_url(request.param, tmp_path_factory.mktemp("db"))
+    upgrade(url)
+    yield url
+    drop_database(name)
+
+
+async def _empty(url: str) -> None:
+    load_all()
+    engine = make_engine(url)
+    tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
+    async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                await connection.execute(text(f"DELETE FROM {table}"))
+    await engine.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Iterator[Settings]:
+    yield Settings(database_url=database_url, data_dir=tmp_path, secret_key=SERVICE_KEY)
+    asyncio.run(_empty(database_url))
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        test_client.base_url = test_client.base_url.join("/api/v1/")
+        yield test_client

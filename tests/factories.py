@@ -1,0 +1,39 @@
+"""Small typed helpers that build catalogue objects through the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+
+def ok(response: Any, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    return response.json() if response.content else None
+
+
+def site(client: TestClient, slug: str = "bj-dc1", **fields: Any) -> dict[str, Any]:
+    body = {"slug": slug, "name": slug.upper(), "kind": "datacenter"} | fields
+    return ok(client.post("sites", json=body), 201)  # type: ignore[no-any-return]
+
+
+def rack(client: TestClient, name: str = "A01", site: str = "bj-dc1", **fields: Any) -> dict[str, Any]:
+    return ok(client.post("racks", json={"site": site, "name": name} | fields), 201)  # type: ignore[no-any-return]
+
+
+def device(client: TestClient, name: str, kind: str = "server", site: str = "bj-dc1", **fields: Any) -> dict[str, Any]:
+    body = {"name": name, "kind": kind, "site": site} | fields
+    return ok(client.post("devices", json=body), 201)  # type: ignore[no-any-return]
+
+
+def path(client: TestClient, device: str, **fields: Any) -> dict[str, Any]:
+    return ok(client.post(f"devices/{device}/paths", json=fields), 201)  # type: ignore[no-any-return]
+
+
+def error(response: Any, status: int) -> str:
+    """Assert the error shape of DESIGN §8 and return its detail."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) >= {"error", "detail"}, body
+    assert isinstance(body["detail"], str) and body["detail"]
+    return str(body["detail"])
