@@ -67,6 +67,7 @@ async def _empty(url: str) -> None:
         if connection.dialect.name == "postgresql":
             await connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         else:
+            await connection.execute(text("PRAGMA defer_foreign_keys=ON"))
             for table in tables:
                 await connection.execute(text(f"DELETE FROM {table}"))
     await engine.dispose()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -10,7 +11,7 @@ from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from app.errors import AlreadyExists, FieldError, InUse, NotFound
+from app.errors import AlreadyExists, AmbiguousReference, FieldError, InUse, NotFound
 from app.inventory import paths as path_service
 from app.inventory.models import (
     ControlPath,
@@ -183,12 +184,24 @@ def as_fields(read: DeviceRead) -> dict[str, Any]:
     return read.model_dump(include=set(DeviceCreate.model_fields))
 
 
+@contextmanager
+def _field(name: str) -> Iterator[None]:
+    """A name in a request body that does not resolve is bad input (422), not a missing URL."""
+    try:
+        yield
+    except (NotFound, AmbiguousReference) as exc:
+        raise FieldError(name, str(exc).split(";")[0]) from exc
+
+
 async def _resolve(
     session: AsyncSession, data: DeviceCreate, device_id: int | None
 ) -> tuple[Site, Rack | None, Device | None]:
-    site = await get_site(session, data.site)
-    rack = (await get_rack(session, data.rack, site.slug))[0] if data.rack else None
-    parent = await get_device(session, data.parent) if data.parent else None
+    with _field("site"):
+        site = await get_site(session, data.site)
+    with _field("rack"):
+        rack = (await get_rack(session, data.rack, site.slug))[0] if data.rack else None
+    with _field("parent"):
+        parent = await get_device(session, data.parent) if data.parent else None
     if parent is not None and parent.id == device_id:
         raise FieldError("parent", "a device cannot be its own parent")
     check_rack(data.kind, site, rack, data.position_u, data.height_u)
@@ -257,6 +270,8 @@ async def update_device(session: AsyncSession, device: Device, data: DeviceUpdat
     )
     await _check_unique(session, merged, device.id)
     site, rack, parent = await _resolve(session, merged, device.id)
+    if merged.kind is not DeviceKind.HYPERVISOR or site.id != device.site_id:
+        await _check_no_vms(session, device, "it must stay a hypervisor at its site")
     _apply(device, merged, site, rack, parent)
     await session.flush()
     await path_service.check_links(session, device)
@@ -281,8 +296,12 @@ async def delete_device(session: AsyncSession, device: Device) -> None:
             f"{device.name!r} is the control path of {', '.join(users)}; "
             "remove those paths first"
         )
-    children = await session.scalar(select(func.count()).where(Device.parent_id == device.id))
-    if children:
-        raise InUse(f"{device.name!r} still hosts {children} vms; move or delete them first")
+    await _check_no_vms(session, device, "move or delete them first")
     await session.delete(device)
     await session.flush()
+
+
+async def _check_no_vms(session: AsyncSession, device: Device, remedy: str) -> None:
+    children = await session.scalar(select(func.count()).where(Device.parent_id == device.id))
+    if children:
+        raise InUse(f"{device.name!r} hosts {children} vms; {remedy}")

@@ -152,7 +152,7 @@ async def update_path(
     changes = data.model_dump(exclude_unset=True)
     foreign = sorted(set(changes) - set(model.model_fields))
     if foreign:
-        raise FieldError(foreign[0], f"does not apply to a {path.kind} path")
+        raise FieldError(foreign[0], f"does not apply to {path.kind} paths")
     clear_secret = "secret" in changes and changes.pop("secret") is None
     merged_input = {k: v for k, v in (current | changes).items() if k in model.model_fields}
     if data.secret is not None:

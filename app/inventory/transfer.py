@@ -37,6 +37,7 @@ CSV_COLUMNS = [
 ]  # fmt: skip
 _NULLABLE = {"rack", "position_u", "parent", "asset_tag"}
 _INTEGERS = {"position_u", "height_u"}
+_KEEP_IF_EMPTY = {"kind", "site", "height_u", "status"}  # an empty cell keeps (or defaults) these
 MAX_ROWS = 200_000
 _CHUNK = 1000
 _T = TypeVar("_T")
@@ -77,6 +78,8 @@ def _from_cells(line: int, record: dict[str, str | None]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for column, cell in record.items():
         value = (cell or "").strip()
+        if column in _KEEP_IF_EMPTY and not value:
+            continue
         if column in _NULLABLE and not value:
             row[column] = None
         elif column in _INTEGERS and value:
@@ -473,15 +476,14 @@ async def _write(session: AsyncSession, vault: Vault, plans: list[_Plan]) -> Non
         ).values()
     }
     # Hypervisors before their vms, so a parent created by this file has an id in time.
-    creates = sorted(
-        (p for p in plans if p.existing is None), key=lambda p: p.data.kind is DeviceKind.VM
-    )
-    for chunk in _chunks(creates):
-        inserted = await session.execute(
-            insert(Device).returning(Device.id, Device.name),
-            [_columns(plan, ids) | {"created_at": utcnow()} for plan in chunk],
-        )
-        ids |= {name: device_id for device_id, name in inserted}
+    creates = [p for p in plans if p.existing is None]
+    for vms in (False, True):
+        for chunk in _chunks([p for p in creates if (p.data.kind is DeviceKind.VM) == vms]):
+            inserted = await session.execute(
+                insert(Device).returning(Device.id, Device.name),
+                [_columns(plan, ids) | {"created_at": utcnow()} for plan in chunk],
+            )
+            ids |= {name: device_id for device_id, name in inserted}
     updates = [p for p in plans if p.change.action == "update" and p.existing is not None]
     for chunk in _chunks(updates):
         await session.execute(
