@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,7 +40,7 @@ STATUS: dict[type[errors.RackhandError], int] = {
 def _status(exc: errors.RackhandError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 400
 
 
@@ -47,11 +48,11 @@ def _problem(status: int, kind: str, detail: str, **extra: object) -> JSONRespon
     return JSONResponse({"error": kind, "detail": detail, **extra}, status_code=status)
 
 
-def _describe(errors_: list[dict[str, object]]) -> str:
+def _describe(errors_: Sequence[Mapping[str, Any]]) -> str:
     """Field paths and messages only: inputs may hold secrets and are never echoed."""
     parts = []
     for error in errors_[:5]:
-        loc = ".".join(str(part) for part in error.get("loc", ()) if part != "body")  # type: ignore[union-attr]
+        loc = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
         parts.append(f"{loc}: {error['msg']}" if loc else str(error["msg"]))
     more = f" (and {len(errors_) - 5} more)" if len(errors_) > 5 else ""
     return "; ".join(parts) + more
@@ -65,12 +66,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _problem(422, "ValidationError", _describe(list(exc.errors())))
+        return _problem(422, "ValidationError", _describe(exc.errors()))
 
     @app.exception_handler(ValidationError)
     async def data_invalid(_: Request, exc: ValidationError) -> JSONResponse:
         found = exc.errors(include_input=False, include_url=False)
-        return _problem(422, "ValidationError", _describe([dict(e) for e in found]))
+        return _problem(422, "ValidationError", _describe(found))
 
     @app.exception_handler(IntegrityError)
     async def integrity(_: Request, exc: IntegrityError) -> JSONResponse:

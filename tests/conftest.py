@@ -51,7 +51,9 @@ def drop_database(name: str | None) -> None:
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """One migrated database per backend and test worker, emptied after each test."""
     url, name = new_database_url(request.param, tmp_path_factory.mktemp("db"))
     upgrade(url)

@@ -17,11 +17,15 @@ def site(client: TestClient, slug: str = "bj-dc1", **fields: Any) -> dict[str, A
     return ok(client.post("sites", json=body), 201)  # type: ignore[no-any-return]
 
 
-def rack(client: TestClient, name: str = "A01", site: str = "bj-dc1", **fields: Any) -> dict[str, Any]:
+def rack(
+    client: TestClient, name: str = "A01", site: str = "bj-dc1", **fields: Any
+) -> dict[str, Any]:
     return ok(client.post("racks", json={"site": site, "name": name} | fields), 201)  # type: ignore[no-any-return]
 
 
-def device(client: TestClient, name: str, kind: str = "server", site: str = "bj-dc1", **fields: Any) -> dict[str, Any]:
+def device(
+    client: TestClient, name: str, kind: str = "server", site: str = "bj-dc1", **fields: Any
+) -> dict[str, Any]:
     body = {"name": name, "kind": kind, "site": site} | fields
     return ok(client.post("devices", json=body), 201)  # type: ignore[no-any-return]
 
@@ -35,5 +39,6 @@ def error(response: Any, status: int) -> str:
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) >= {"error", "detail"}, body
-    assert isinstance(body["detail"], str) and body["detail"]
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
     return str(body["detail"])

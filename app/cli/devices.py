@@ -27,8 +27,15 @@ Query = Annotated[str | None, typer.Option("--q", help="text in name, serial, as
 Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
-def _filters(select: str | None, site: str | None, rack: str | None, kind: str | None,
-             tag: list[str] | None, status: str | None, q: str | None) -> dict[str, Any]:
+def _filters(
+    select: str | None,
+    site: str | None,
+    rack: str | None,
+    kind: str | None,
+    tag: list[str] | None,
+    status: str | None,
+    q: str | None,
+) -> dict[str, Any]:
     params = {"select": select, "site": site, "rack": rack, "kind": kind, "status": status, "q": q}
     return {key: value for key, value in params.items() if value} | ({"tag": tag} if tag else {})
 
@@ -36,14 +43,22 @@ def _filters(select: str | None, site: str | None, rack: str | None, kind: str |
 def fail(exc: ApiError) -> typer.Exit:
     err.print(f"[red]error[/red] ({exc.kind}): {exc.detail}", markup=True, highlight=False)
     for row in exc.errors[:20]:
-        err.print(f"  row {row.get('row')}, {row.get('field')}: {row.get('message')}", highlight=False)
+        err.print(
+            f"  row {row.get('row')}, {row.get('field')}: {row.get('message')}", highlight=False
+        )
     return typer.Exit(2 if exc.status in (400, 422) else 1)
 
 
 @app.command("list")
 def list_devices(
-    select: Select = None, site: Site = None, rack: Rack = None, kind: Kind = None,
-    tag: Tags = None, status: Status = None, q: Query = None, as_json: Json = False,
+    select: Select = None,
+    site: Site = None,
+    rack: Rack = None,
+    kind: Kind = None,
+    tag: Tags = None,
+    status: Status = None,
+    q: Query = None,
+    as_json: Json = False,
     limit: Annotated[int, typer.Option(help="at most this many; 0 for all")] = 0,
 ) -> None:
     """List devices matching a node range and filters, in name order."""
@@ -54,8 +69,9 @@ def list_devices(
             cursor = None
             while True:
                 page_size = min(1000, limit - len(found)) if limit else 1000
-                page = client.get("/devices", **params, limit=page_size,
-                                  **({"cursor": cursor} if cursor else {}))
+                page = client.get(
+                    "/devices", **params, limit=page_size, **({"cursor": cursor} if cursor else {})
+                )
                 found.extend(page["items"])
                 cursor = page["next_cursor"]
                 if cursor is None or (limit and len(found) >= limit):
@@ -70,9 +86,16 @@ def list_devices(
     for column in ("NAME", "KIND", "SITE", "RACK", "U", "STATUS", "MODEL", "TAGS"):
         table.add_column(column)
     for device in found:
-        table.add_row(device["name"], device["kind"], device["site"], device["rack"] or "",
-                      str(device["position_u"] or ""), device["status"],
-                      f"{device['vendor']} {device['model']}".strip(), ",".join(device["tags"]))
+        table.add_row(
+            device["name"],
+            device["kind"],
+            device["site"],
+            device["rack"] or "",
+            str(device["position_u"] or ""),
+            device["status"],
+            f"{device['vendor']} {device['model']}".strip(),
+            ",".join(device["tags"]),
+        )
     out.print(table)
     err.print(f"{len(found)} devices", style="dim")
 
@@ -109,15 +132,23 @@ def show(name: str, as_json: Json = False) -> None:
             target += " outlets " + ",".join(map(str, path["outlets"]))
         if path["domain"]:
             target += f" domain {path['domain']}"
-        paths.add_row(str(path["id"]), str(path["priority"]), path["kind"], target,
-                      path["username"] or "", path["secret"] or "")
+        paths.add_row(
+            str(path["id"]),
+            str(path["priority"]),
+            path["kind"],
+            target,
+            path["username"] or "",
+            path["secret"] or "",
+        )
     out.print(paths)
 
 
 @app.command("import")
 def import_devices(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a .csv or .json file")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="only report what would change")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="only report what would change")
+    ] = False,
     as_json: Json = False,
 ) -> None:
     """Upsert devices by name from CSV or JSON; a file with any bad row changes nothing."""
@@ -125,8 +156,11 @@ def import_devices(
     try:
         with Client(connection(), timeout=600) as client:
             result = client.request(
-                "POST", "/devices/import", params={"dry_run": dry_run},
-                content=file.read_bytes(), headers={"Content-Type": content_type},
+                "POST",
+                "/devices/import",
+                params={"dry_run": dry_run},
+                content=file.read_bytes(),
+                headers={"Content-Type": content_type},
             ).json()
     except ApiError as exc:
         raise fail(exc) from exc
@@ -139,16 +173,25 @@ def import_devices(
             fields = ", ".join(row["changes"]) if row["changes"] else ""
             out.print(f"{row['action']:>9} {row['name']} {fields}", highlight=False)
     verb = "would be" if result["dry_run"] else "were"
-    out.print(f"{result['created']} created, {result['updated']} updated, "
-              f"{result['unchanged']} unchanged ({verb} written)")
+    out.print(
+        f"{result['created']} created, {result['updated']} updated, "
+        f"{result['unchanged']} unchanged ({verb} written)"
+    )
 
 
 @app.command()
 def export(
-    select: Select = None, site: Site = None, rack: Rack = None, kind: Kind = None,
-    tag: Tags = None, status: Status = None, q: Query = None,
+    select: Select = None,
+    site: Site = None,
+    rack: Rack = None,
+    kind: Kind = None,
+    tag: Tags = None,
+    status: Status = None,
+    q: Query = None,
     fmt: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="file (default: stdout)")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="file (default: stdout)")
+    ] = None,
 ) -> None:
     """Export devices (JSON includes control paths, without secrets)."""
     params = _filters(select, site, rack, kind, tag, status, q) | {"format": fmt}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,7 +23,9 @@ app.add_typer(devices.app, name="devices")
 def serve(
     host: Annotated[str | None, typer.Option(help="address to listen on [RACKHAND_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port [RACKHAND_PORT]")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="SQLite file, key [RACKHAND_DATA_DIR]")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="SQLite file, key [RACKHAND_DATA_DIR]")
+    ] = None,
     database_url: Annotated[str | None, typer.Option(help="[RACKHAND_DATABASE_URL]")] = None,
     tls_cert: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
     tls_key: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
@@ -37,9 +39,13 @@ def serve(
     from app.main import create_app
     from app.migrate import upgrade
 
-    overrides = {
-        "host": host, "port": port, "data_dir": data_dir, "database_url": database_url,
-        "tls_cert": tls_cert, "tls_key": tls_key,
+    overrides: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
     }
     settings = Settings(**{key: value for key, value in overrides.items() if value is not None})
     if (settings.tls_cert is None) != (settings.tls_key is None):

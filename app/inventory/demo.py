@@ -20,7 +20,7 @@ from app.inventory.schemas import (
 )
 from app.vault import Vault
 
-DEMO_PASSWORD = "demo-bmc-password"  # noqa: S105 - the simulated fleet's well-known password
+DEMO_PASSWORD = "demo-bmc-password"
 FIRST_BMC_PORT = 16230
 
 
@@ -30,73 +30,194 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
         return False
     await sites.create_site(
         session,
-        SiteCreate(slug="bj-dc1", name="Beijing DC 1", kind=SiteKind.DATACENTER,
-                   timezone="Asia/Shanghai", address="Jiuxianqiao Rd 10, Beijing"),
+        SiteCreate(
+            slug="bj-dc1",
+            name="Beijing DC 1",
+            kind=SiteKind.DATACENTER,
+            timezone="Asia/Shanghai",
+            address="Jiuxianqiao Rd 10, Beijing",
+        ),
     )
     await sites.create_site(
         session,
-        SiteCreate(slug="sh-br12", name="Shanghai branch 12", kind=SiteKind.BRANCH,
-                   timezone="Asia/Shanghai"),
+        SiteCreate(
+            slug="sh-br12",
+            name="Shanghai branch 12",
+            kind=SiteKind.BRANCH,
+            timezone="Asia/Shanghai",
+        ),
     )
     for site, rack in (("bj-dc1", "A01"), ("bj-dc1", "A02"), ("bj-dc1", "B01"), ("sh-br12", "R1")):
         await racks.create_rack(session, RackCreate(site=site, name=rack, height_u=42))
 
     async def add(name: str, kind: DeviceKind, site: str, **fields: object) -> Device:
         await devices.create_device(
-            session, DeviceCreate.model_validate({"name": name, "kind": kind, "site": site, **fields})
+            session,
+            DeviceCreate.model_validate({"name": name, "kind": kind, "site": site, **fields}),
         )
         return await devices.get_device(session, name)
 
     async def ssh(device: Device, address: str, dialect: str) -> None:
         await paths.create_path(
-            session, vault, device,
-            SshPath(kind=PathKind.SSH, address=address, username="admin",
-                    secret=DEMO_PASSWORD, options=SshOptions.model_validate({"dialect": dialect})),
+            session,
+            vault,
+            device,
+            SshPath(
+                kind=PathKind.SSH,
+                address=address,
+                username="admin",
+                secret=DEMO_PASSWORD,
+                options=SshOptions.model_validate({"dialect": dialect}),
+            ),
         )
 
     bmc_port = FIRST_BMC_PORT
     for site, rack, prefix in (("bj-dc1", "A01", "cs-01"), ("sh-br12", "R1", "br12-cs")):
-        await ssh(await add(prefix, DeviceKind.CONSOLE_SERVER, site, rack=rack, position_u=42,
-                            vendor="Opengear", model="CM7148", tags=["oob"]), "127.0.0.1", "opengear")
-    for site, rack, name, dialect in (("bj-dc1", "A01", "pdu-a1", "raritan_px"),
-                                      ("bj-dc1", "A02", "pdu-a2", "apc"),
-                                      ("sh-br12", "R1", "br12-pdu", "apc")):
-        await ssh(await add(name, DeviceKind.PDU, site, rack=rack, vendor="Raritan"
-                            if dialect == "raritan_px" else "APC", tags=["power"]), "127.0.0.1", dialect)
-    await add("kvm-01", DeviceKind.KVM_SWITCH, "bj-dc1", rack="A02", position_u=42,
-              vendor="Raritan", model="Dominion SX II", tags=["oob"])
-    await add("sw-core-01", DeviceKind.NETWORK, "bj-dc1", rack="B01", position_u=40,
-              vendor="Cisco", model="Nexus 9336C", os="nxos", tags=["core"])
-    await add("stor01", DeviceKind.STORAGE, "bj-dc1", rack="B01", position_u=30, height_u=4,
-              vendor="NetApp", model="AFF A250")
+        await ssh(
+            await add(
+                prefix,
+                DeviceKind.CONSOLE_SERVER,
+                site,
+                rack=rack,
+                position_u=42,
+                vendor="Opengear",
+                model="CM7148",
+                tags=["oob"],
+            ),
+            "127.0.0.1",
+            "opengear",
+        )
+    for site, rack, name, dialect in (
+        ("bj-dc1", "A01", "pdu-a1", "raritan_px"),
+        ("bj-dc1", "A02", "pdu-a2", "apc"),
+        ("sh-br12", "R1", "br12-pdu", "apc"),
+    ):
+        await ssh(
+            await add(
+                name,
+                DeviceKind.PDU,
+                site,
+                rack=rack,
+                vendor="Raritan" if dialect == "raritan_px" else "APC",
+                tags=["power"],
+            ),
+            "127.0.0.1",
+            dialect,
+        )
+    await add(
+        "kvm-01",
+        DeviceKind.KVM_SWITCH,
+        "bj-dc1",
+        rack="A02",
+        position_u=42,
+        vendor="Raritan",
+        model="Dominion SX II",
+        tags=["oob"],
+    )
+    await add(
+        "sw-core-01",
+        DeviceKind.NETWORK,
+        "bj-dc1",
+        rack="B01",
+        position_u=40,
+        vendor="Cisco",
+        model="Nexus 9336C",
+        os="nxos",
+        tags=["core"],
+    )
+    await add(
+        "stor01",
+        DeviceKind.STORAGE,
+        "bj-dc1",
+        rack="B01",
+        position_u=30,
+        height_u=4,
+        vendor="NetApp",
+        model="AFF A250",
+    )
 
-    servers = [(f"web{n:02d}", "bj-dc1", "A01", n, "cs-01", "pdu-a1", ["web", "prod"]) for n in range(1, 17)]
-    servers += [(f"db{n:02d}", "bj-dc1", "A02", 2 * n - 1, "kvm-01", "pdu-a2", ["db", "prod"]) for n in range(1, 5)]
-    servers += [(f"br12-srv{n:02d}", "sh-br12", "R1", n, "br12-cs", "br12-pdu", ["branch"]) for n in range(1, 5)]
+    servers = [
+        (f"web{n:02d}", "bj-dc1", "A01", n, "cs-01", "pdu-a1", ["web", "prod"])
+        for n in range(1, 17)
+    ]
+    servers += [
+        (f"db{n:02d}", "bj-dc1", "A02", 2 * n - 1, "kvm-01", "pdu-a2", ["db", "prod"])
+        for n in range(1, 5)
+    ]
+    servers += [
+        (f"br12-srv{n:02d}", "sh-br12", "R1", n, "br12-cs", "br12-pdu", ["branch"])
+        for n in range(1, 5)
+    ]
     for name, site, rack, slot, console, pdu, tags in servers:
         height = 2 if name.startswith("db") else 1
-        device = await add(name, DeviceKind.SERVER, site, rack=rack, position_u=slot, height_u=height,
-                           vendor="Lenovo", model="SR650" if height == 2 else "SR630",
-                           serial=f"J30{bmc_port:05d}", arch="x86_64", os="linux",
-                           os_version="Rocky 9.4", tags=tags)
-        await paths.create_path(session, vault, device, IpmiPath(
-            kind=PathKind.IPMI, address="127.0.0.1", port=bmc_port, username="admin",
-            secret=DEMO_PASSWORD))
-        await paths.create_path(session, vault, device, ConsolePortPath(
-            kind=PathKind.CONSOLE_PORT, via=console, port=slot))
-        await paths.create_path(session, vault, device, PduOutletPath(
-            kind=PathKind.PDU_OUTLET, via=pdu, outlets=[slot]))
+        device = await add(
+            name,
+            DeviceKind.SERVER,
+            site,
+            rack=rack,
+            position_u=slot,
+            height_u=height,
+            vendor="Lenovo",
+            model="SR650" if height == 2 else "SR630",
+            serial=f"J30{bmc_port:05d}",
+            arch="x86_64",
+            os="linux",
+            os_version="Rocky 9.4",
+            tags=tags,
+        )
+        await paths.create_path(
+            session,
+            vault,
+            device,
+            IpmiPath(
+                kind=PathKind.IPMI,
+                address="127.0.0.1",
+                port=bmc_port,
+                username="admin",
+                secret=DEMO_PASSWORD,
+            ),
+        )
+        await paths.create_path(
+            session,
+            vault,
+            device,
+            ConsolePortPath(kind=PathKind.CONSOLE_PORT, via=console, port=slot),
+        )
+        await paths.create_path(
+            session, vault, device, PduOutletPath(kind=PathKind.PDU_OUTLET, via=pdu, outlets=[slot])
+        )
         bmc_port += 1
 
     for n, rack in ((1, "B01"), (2, "B01")):
-        hypervisor = await add(f"hv{n:02d}", DeviceKind.HYPERVISOR, "bj-dc1", rack=rack,
-                               position_u=10 + 2 * n, height_u=2, vendor="Dell",
-                               model="PowerEdge R750", arch="x86_64", os="linux",
-                               os_version="Debian 12 / KVM", tags=["virt"])
+        hypervisor = await add(
+            f"hv{n:02d}",
+            DeviceKind.HYPERVISOR,
+            "bj-dc1",
+            rack=rack,
+            position_u=10 + 2 * n,
+            height_u=2,
+            vendor="Dell",
+            model="PowerEdge R750",
+            arch="x86_64",
+            os="linux",
+            os_version="Debian 12 / KVM",
+            tags=["virt"],
+        )
         await ssh(hypervisor, "127.0.0.1", "shell")
         for m in range(1, 4):
-            vm = await add(f"vm{n}{m:02d}", DeviceKind.VM, "bj-dc1", parent=hypervisor.name,
-                           arch="x86_64", os="linux", tags=["virt"])
-            await paths.create_path(session, vault, vm, LibvirtPath(
-                kind=PathKind.LIBVIRT, via=hypervisor.name, domain=vm.name))
+            vm = await add(
+                f"vm{n}{m:02d}",
+                DeviceKind.VM,
+                "bj-dc1",
+                parent=hypervisor.name,
+                arch="x86_64",
+                os="linux",
+                tags=["virt"],
+            )
+            await paths.create_path(
+                session,
+                vault,
+                vm,
+                LibvirtPath(kind=PathKind.LIBVIRT, via=hypervisor.name, domain=vm.name),
+            )
     return True

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy import Row, Select, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -30,6 +30,8 @@ from app.inventory.sites import get_site
 from app.paging import decode_cursor, encode_cursor
 
 Sort = Literal["name", "-name"]
+ReadQuery = Select[Device, str, str | None, str | None]  # device, site slug, rack, parent
+ReadRow = Row[Device, str, str | None, str | None]
 Parent = aliased(Device)
 
 
@@ -47,7 +49,7 @@ class DeviceFilter:
     q: str | None = None
 
 
-def _read_query() -> Select[tuple[Device, str, str | None, str | None]]:
+def _read_query() -> ReadQuery:
     return (
         select(Device, Site.slug, Rack.name, Parent.name)
         .join(Site, Device.site_id == Site.id)
@@ -56,9 +58,7 @@ def _read_query() -> Select[tuple[Device, str, str | None, str | None]]:
     )
 
 
-async def _with_tags(
-    session: AsyncSession, rows: Sequence[tuple[Device, str, str | None, str | None]]
-) -> list[DeviceRead]:
+async def _with_tags(session: AsyncSession, rows: Sequence[ReadRow]) -> list[DeviceRead]:
     ids = [device.id for device, *_ in rows]
     tags: dict[int, list[str]] = {device_id: [] for device_id in ids}
     if ids:
@@ -97,9 +97,7 @@ async def _with_tags(
     ]
 
 
-async def filtered_query(
-    session: AsyncSession, flt: DeviceFilter
-) -> Select[tuple[Device, str, str | None, str | None]]:
+async def filtered_query(session: AsyncSession, flt: DeviceFilter) -> ReadQuery:
     """The read query narrowed by a filter; unknown site/rack/parent names are a 404."""
     query = _read_query()
     if flt.select is not None:
@@ -119,9 +117,7 @@ async def filtered_query(
     if flt.status is not None:
         query = query.where(Device.status == flt.status)
     for tag in flt.tags:
-        query = query.where(
-            Device.id.in_(select(DeviceTag.device_id).where(DeviceTag.tag == tag))
-        )
+        query = query.where(Device.id.in_(select(DeviceTag.device_id).where(DeviceTag.tag == tag)))
     if flt.q:
         query = query.where(
             or_(
@@ -166,14 +162,16 @@ async def list_devices(
 async def get_device(session: AsyncSession, ref: str) -> Device:
     """By name, or by numeric id (names are never all digits)."""
     query = select(Device).where(Device.id == int(ref)) if ref.isdigit() else None
-    device = await session.scalar(query if query is not None else select(Device).where(Device.name == ref))
+    device = await session.scalar(
+        query if query is not None else select(Device).where(Device.name == ref)
+    )
     if device is None:
         raise NotFound(f"no device {ref!r}; search with GET /api/v1/devices?q=")
     return device
 
 
 async def read_device(session: AsyncSession, device: Device) -> DeviceDetail:
-    rows = list((await session.execute(_read_query().where(Device.id == device.id))))
+    rows = list(await session.execute(_read_query().where(Device.id == device.id)))
     (read,) = await _with_tags(session, rows)
     paths = await path_service.list_paths(session, device)
     return DeviceDetail(**read.model_dump(), paths=paths)
@@ -234,10 +232,24 @@ async def _check_unique(session: AsyncSession, data: DeviceCreate, device_id: in
             raise AlreadyExists(f"asset tag {data.asset_tag!r} is already on {holder.name!r}")
 
 
-def _apply(device: Device, data: DeviceCreate, site: Site, rack: Rack | None, parent: Device | None) -> None:
+def _apply(
+    device: Device, data: DeviceCreate, site: Site, rack: Rack | None, parent: Device | None
+) -> None:
     for name in (
-        "name", "kind", "position_u", "height_u", "status", "vendor", "model", "serial",
-        "asset_tag", "arch", "os", "os_version", "description", "attributes",
+        "name",
+        "kind",
+        "position_u",
+        "height_u",
+        "status",
+        "vendor",
+        "model",
+        "serial",
+        "asset_tag",
+        "arch",
+        "os",
+        "os_version",
+        "description",
+        "attributes",
     ):
         setattr(device, name, getattr(data, name))
     device.site_id = site.id
@@ -265,9 +277,7 @@ async def create_device(session: AsyncSession, data: DeviceCreate) -> DeviceDeta
 async def update_device(session: AsyncSession, device: Device, data: DeviceUpdate) -> DeviceDetail:
     """Merge the given fields over the current ones and check the result as a whole."""
     current = await read_device(session, device)
-    merged = DeviceCreate.model_validate(
-        as_fields(current) | data.model_dump(exclude_unset=True)
-    )
+    merged = DeviceCreate.model_validate(as_fields(current) | data.model_dump(exclude_unset=True))
     await _check_unique(session, merged, device.id)
     site, rack, parent = await _resolve(session, merged, device.id)
     if merged.kind is not DeviceKind.HYPERVISOR or site.id != device.site_id:
@@ -293,8 +303,7 @@ async def delete_device(session: AsyncSession, device: Device) -> None:
     )
     if users:
         raise InUse(
-            f"{device.name!r} is the control path of {', '.join(users)}; "
-            "remove those paths first"
+            f"{device.name!r} is the control path of {', '.join(users)}; remove those paths first"
         )
     await _check_no_vms(session, device, "move or delete them first")
     await session.delete(device)

@@ -77,7 +77,7 @@ def check_fit(device: Device, kind: PathKind, via: Device | None) -> None:
     if via.site_id != device.site_id:
         raise FieldError("via", f"{via.name!r} is at another site than {device.name!r}")
     if kind is PathKind.LIBVIRT and device.parent_id != via.id:
-        raise FieldError("via", f"a vm's libvirt path goes through its parent hypervisor")
+        raise FieldError("via", "a vm's libvirt path goes through its parent hypervisor")
 
 
 async def _via(session: AsyncSession, ref: str | None) -> Device | None:
@@ -117,9 +117,7 @@ def store(path: ControlPath, data: Any, via: Device | None, vault: Vault) -> Non
         path.secret_ciphertext = vault.encrypt(secret.get_secret_value())
 
 
-async def create_path(
-    session: AsyncSession, vault: Vault, device: Device, data: Any
-) -> PathRead:
+async def create_path(session: AsyncSession, vault: Vault, device: Device, data: Any) -> PathRead:
     """`data` is one member of the PathCreate union."""
     via = await _via(session, getattr(data, "via", None))
     check_fit(device, data.kind, via)
@@ -136,7 +134,7 @@ async def update_path(
     session: AsyncSession, vault: Vault, device: Device, path: ControlPath, data: PathUpdate
 ) -> PathRead:
     """Merge the update over the stored path and validate the result as a new path would be."""
-    via_name = (await session.get(Device, path.via_device_id)).name if path.via_device_id else None
+    via_name = await session.scalar(select(Device.name).where(Device.id == path.via_device_id))
     current: dict[str, Any] = {
         "kind": path.kind,
         "priority": path.priority,

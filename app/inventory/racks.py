@@ -31,7 +31,9 @@ async def list_racks(session: AsyncSession, site_ref: str | None = None) -> list
     return [to_read(rack, site) for rack, site in (await session.execute(query))]
 
 
-async def get_rack(session: AsyncSession, ref: str, site_ref: str | None = None) -> tuple[Rack, Site]:
+async def get_rack(
+    session: AsyncSession, ref: str, site_ref: str | None = None
+) -> tuple[Rack, Site]:
     """By id, or by name (unique within a site; give the site when two sites share a name)."""
     query = select(Rack, Site).join(Site, Rack.site_id == Site.id).where(Rack.name == ref)
     if site_ref is not None:
@@ -40,9 +42,9 @@ async def get_rack(session: AsyncSession, ref: str, site_ref: str | None = None)
     found = list(await session.execute(query))
     if not found and ref.isdigit() and site_ref is None:
         found = list(
-            (await session.execute(
+            await session.execute(
                 select(Rack, Site).join(Site, Rack.site_id == Site.id).where(Rack.id == int(ref))
-            ))
+            )
         )
     if not found:
         where = f" at site {site_ref!r}" if site_ref else ""
@@ -61,8 +63,12 @@ async def create_rack(session: AsyncSession, data: RackCreate) -> RackRead:
         select(Rack).where(Rack.site_id == site.id, Rack.name == data.name)
     )
     if existing is not None:
-        raise AlreadyExists(f"site {site.slug!r} already has a rack {data.name!r} (id {existing.id})")
-    rack = Rack(site_id=site.id, name=data.name, height_u=data.height_u, description=data.description)
+        raise AlreadyExists(
+            f"site {site.slug!r} already has a rack {data.name!r} (id {existing.id})"
+        )
+    rack = Rack(
+        site_id=site.id, name=data.name, height_u=data.height_u, description=data.description
+    )
     session.add(rack)
     await session.flush()
     return to_read(rack, site)

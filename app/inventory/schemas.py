@@ -314,7 +314,9 @@ class PduOutletPath(Schema):
     kind: Literal[PathKind.PDU_OUTLET]
     priority: Priority = 40
     via: Ref
-    outlets: Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1, max_length=8)]
+    outlets: Annotated[
+        list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1, max_length=8)
+    ]
     options: NoOptions = NoOptions()
 
     @field_validator("outlets")

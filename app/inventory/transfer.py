@@ -13,6 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.db import utcnow
 from app.errors import FieldError, ImportRejected, InvalidInput
 from app.inventory import devices as device_service
 from app.inventory import paths as path_service
@@ -27,7 +28,6 @@ from app.inventory.schemas import (
     PathCreate,
 )
 from app.inventory.selectors import name_in
-from app.db import utcnow
 from app.vault import Vault
 
 CSV_COLUMNS = [
@@ -175,7 +175,7 @@ async def import_devices(
         await _diff_paths(session, vault, plans)
     if not dry_run:
         await _write(session, vault, plans)
-    counts = {action: 0 for action in ("create", "update", "unchanged")}
+    counts = dict.fromkeys(("create", "update", "unchanged"), 0)
     for plan in plans:
         counts[plan.change.action] += 1
     return ImportResult(
@@ -206,7 +206,7 @@ async def _load_existing(session: AsyncSession, names: list[str]) -> dict[str, D
     for start in range(0, len(names), _CHUNK):
         chunk = names[start : start + _CHUNK]
         query = await device_service.filtered_query(session, device_service.DeviceFilter())
-        rows = list((await session.execute(query.where(name_in(Device.name, chunk, dialect)))))
+        rows = list(await session.execute(query.where(name_in(Device.name, chunk, dialect))))
         for read in await device_service._with_tags(session, rows):
             found[read.name] = read
     return found
@@ -307,7 +307,8 @@ async def _occupancy(
     rack_ids = {
         rack.id
         for plan in plans
-        if plan.data.rack and (site := sites.get(plan.data.site))
+        if plan.data.rack
+        and (site := sites.get(plan.data.site))
         and (rack := racks.get((site.id, plan.data.rack)))
     }
     occupancy = RackOccupancy()
@@ -365,7 +366,13 @@ def _diff(plan: _Plan) -> None:
 
 def _path_key(path: dict[str, Any]) -> tuple[Any, ...]:
     """What makes two paths 'the same path' so that an import without secrets keeps them."""
-    return (path["kind"], path.get("address"), path.get("port"), path.get("via"), path.get("domain"))
+    return (
+        path["kind"],
+        path.get("address"),
+        path.get("port"),
+        path.get("via"),
+        path.get("domain"),
+    )
 
 
 def _path_dict(model: Any) -> dict[str, Any]:
@@ -408,21 +415,34 @@ async def _diff_paths(session: AsyncSession, vault: Vault, plans: list[_Plan]) -
         old = stored.get(plan.existing.id, []) if plan.existing else []
         old_secrets = {_path_key(path): path["secret"] for path in old}
         new = [_path_dict(model) for model in plan.paths]
-        for path in new:
-            if path["secret"] is None:
-                path["secret"] = old_secrets.get(_path_key(path))
+        for wanted in new:
+            if wanted["secret"] is None:
+                wanted["secret"] = old_secrets.get(_path_key(wanted))
         if _comparable(old) != _comparable(new):
             plan.change.changes["paths"] = {
                 "before": [_public(path) for path in old],
                 "after": [_public(path) for path in new],
             }
             plan.change.action = "update" if plan.existing else "create"
-        plan.path_secrets = [path["secret"] for path in new]
+        plan.path_secrets = [wanted["secret"] for wanted in new]
 
 
 def _comparable(paths: list[dict[str, Any]]) -> list[str]:
-    keys = ("kind", "priority", "address", "port", "username", "via", "outlets", "domain", "options", "secret")
-    return sorted(json.dumps({key: path.get(key) for key in keys}, sort_keys=True) for path in paths)
+    keys = (
+        "kind",
+        "priority",
+        "address",
+        "port",
+        "username",
+        "via",
+        "outlets",
+        "domain",
+        "options",
+        "secret",
+    )
+    return sorted(
+        json.dumps({key: path.get(key) for key in keys}, sort_keys=True) for path in paths
+    )
 
 
 def _public(path: dict[str, Any]) -> dict[str, Any]:
@@ -471,7 +491,8 @@ async def _write(session: AsyncSession, vault: Vault, plans: list[_Plan]) -> Non
         device.name: device.id
         for device in (
             await _load_devices_by_name(
-                session, {p.data.parent for p in plans if p.data.parent and p.data.parent not in ids}
+                session,
+                {p.data.parent for p in plans if p.data.parent and p.data.parent not in ids},
             )
         ).values()
     }
@@ -506,7 +527,7 @@ async def _write_paths(
     if not plans:
         return
     wanted = {p.data.name for p in plans}
-    wanted |= {getattr(m, "via") for p in plans for m in p.paths or [] if getattr(m, "via", None)}
+    wanted |= {m.via for p in plans for m in p.paths or [] if getattr(m, "via", None)}
     devices = await _load_devices_by_name(session, wanted)
     errors = _Errors()
     for plan in plans:
@@ -550,7 +571,11 @@ async def _shared_console_ports(
         holder = first.setdefault((via_id, port), device_id)
         if holder != device_id and device_id in rows:
             problems.append(
-                {"row": rows[device_id], "field": "paths", "message": f"console port {port} is already wired to another device"}
+                {
+                    "row": rows[device_id],
+                    "field": "paths",
+                    "message": f"console port {port} is already wired to another device",
+                }
             )
     return problems
 
@@ -571,7 +596,11 @@ async def export_devices(
     while True:
         async with sessions() as session:
             page = await device_service.list_devices(session, flt, limit=_CHUNK, cursor=cursor)
-            paths = await _export_paths(session, [item.id for item in page.items]) if fmt == "json" else {}
+            paths = (
+                await _export_paths(session, [item.id for item in page.items])
+                if fmt == "json"
+                else {}
+            )
         for item in page.items:
             if fmt == "csv":
                 yield _csv_line(_csv_cells(item))

@@ -6,6 +6,7 @@ Create Date: 2026-11-26
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -19,7 +20,7 @@ depends_on: str | Sequence[str] | None = None
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
-def _timestamps() -> list[sa.Column[sa.DateTime]]:
+def _timestamps() -> list[sa.Column[Any]]:
     return [
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
@@ -76,7 +77,9 @@ def upgrade() -> None:
         sa.Column("attributes", JSON, nullable=False),
         *_timestamps(),
         sa.ForeignKeyConstraint(
-            ["parent_id"], ["device.id"], name=op.f("fk_device_parent_id_device"),
+            ["parent_id"],
+            ["device.id"],
+            name=op.f("fk_device_parent_id_device"),
             ondelete="RESTRICT",
         ),
         sa.ForeignKeyConstraint(
@@ -110,11 +113,15 @@ def upgrade() -> None:
         sa.Column("options", JSON, nullable=False),
         *_timestamps(),
         sa.ForeignKeyConstraint(
-            ["device_id"], ["device.id"], name=op.f("fk_control_path_device_id_device"),
+            ["device_id"],
+            ["device.id"],
+            name=op.f("fk_control_path_device_id_device"),
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["via_device_id"], ["device.id"], name=op.f("fk_control_path_via_device_id_device"),
+            ["via_device_id"],
+            ["device.id"],
+            name=op.f("fk_control_path_via_device_id_device"),
             ondelete="RESTRICT",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_control_path")),
@@ -126,7 +133,9 @@ def upgrade() -> None:
         sa.Column("device_id", sa.Integer(), nullable=False),
         sa.Column("tag", sa.String(64), nullable=False),
         sa.ForeignKeyConstraint(
-            ["device_id"], ["device.id"], name=op.f("fk_device_tag_device_id_device"),
+            ["device_id"],
+            ["device.id"],
+            name=op.f("fk_device_tag_device_id_device"),
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("device_id", "tag", name=op.f("pk_device_tag")),

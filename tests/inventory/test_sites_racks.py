@@ -18,7 +18,9 @@ def test_site_crud_by_slug_and_id(client: TestClient) -> None:
 
 def test_site_input_errors(client: TestClient) -> None:
     site(client, "bj-dc1")
-    assert "already exists" in error(client.post("sites", json={"slug": "bj-dc1", "name": "x"}), 409)
+    assert "already exists" in error(
+        client.post("sites", json={"slug": "bj-dc1", "name": "x"}), 409
+    )
     assert "time zone" in error(
         client.post("sites", json={"slug": "x1", "name": "x", "timezone": "Mars/Base"}), 422
     )
@@ -44,7 +46,9 @@ def test_racks_are_named_per_site(client: TestClient) -> None:
     assert "exists at sites bj-dc1, sh-dc2" in error(client.get("racks/A01"), 400)
     assert ok(client.get("racks/A01", params={"site": "bj-dc1"}))["id"] == first["id"]
     assert ok(client.get(f"racks/{first['id']}"))["site"] == "bj-dc1"
-    assert "already has a rack" in error(client.post("racks", json={"site": "bj-dc1", "name": "A01"}), 409)
+    assert "already has a rack" in error(
+        client.post("racks", json={"site": "bj-dc1", "name": "A01"}), 409
+    )
     assert [r["site"] for r in ok(client.get("racks", params={"site": "sh-dc2"}))] == ["sh-dc2"]
     error(client.post("racks", json={"site": "nowhere", "name": "A02"}), 404)
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 from fastapi.testclient import TestClient
 
 from tests.factories import device, error, ok, path, rack, site
@@ -13,9 +14,13 @@ hv01,hypervisor,bj-dc1,A01,3,2,Dell,R750,J3,virt,
 """
 
 
-def _import(client: TestClient, body: str | bytes, fmt: str, **params: object) -> object:
+def _import(client: TestClient, body: str | bytes, fmt: str, **params: object) -> httpx.Response:
     content_type = "text/csv" if fmt == "csv" else "application/json"
-    return client.post("devices/import", content=body, headers={"Content-Type": content_type}, params=params)
+    headers = {"Content-Type": content_type}
+    response: httpx.Response = client.post(
+        "devices/import", content=body, headers=headers, params=params
+    )
+    return response
 
 
 def _setup(client: TestClient) -> None:
@@ -31,7 +36,11 @@ def test_csv_import_dry_run_then_real_then_idempotent(client: TestClient) -> Non
     real = ok(_import(client, CSV, "csv"))
     assert (real["created"], real["updated"]) == (3, 0)
     web01 = ok(client.get("devices/web01"))
-    assert (web01["tags"], web01["attributes"], web01["rack"]) == (["prod", "web"], {"owner": "a"}, "A01")
+    assert (web01["tags"], web01["attributes"], web01["rack"]) == (
+        ["prod", "web"],
+        {"owner": "a"},
+        "A01",
+    )
     again = ok(_import(client, CSV, "csv"))
     assert (again["created"], again["updated"], again["unchanged"]) == (0, 0, 3)
 
@@ -42,7 +51,8 @@ def test_update_reports_before_and_after(client: TestClient) -> None:
     changed = CSV.replace("J2,web;prod", "J2-NEW,web")
     result = ok(_import(client, changed, "csv", dry_run=True))
     (row,) = [r for r in result["rows"] if r["action"] == "update"]
-    assert row["name"] == "web02" and row["row"] == 3
+    assert row["name"] == "web02"
+    assert row["row"] == 3
     assert row["changes"] == {
         "serial": {"before": "J2", "after": "J2-NEW"},
         "tags": {"before": ["prod", "web"], "after": ["web"]},
@@ -64,7 +74,12 @@ def test_missing_columns_keep_stored_values(client: TestClient) -> None:
 def test_any_bad_row_rejects_the_whole_file(client: TestClient) -> None:
     _setup(client)
     device(client, "db01", rack="A01", position_u=10)
-    bad = CSV + "web03,server,bj-dc1,A01,10,1,,,,,\nweb04,toaster,bj-dc1,,,,,,,,\nweb05,server,nowhere,,,,,,,,\nweb01,server,bj-dc1,,,,,,,,\n"
+    bad = CSV + (
+        "web03,server,bj-dc1,A01,10,1,,,,,\n"  # U10 is db01's
+        "web04,toaster,bj-dc1,,,,,,,,\n"
+        "web05,server,nowhere,,,,,,,,\n"
+        "web01,server,bj-dc1,,,,,,,,\n"  # twice in the file
+    )
     response = _import(client, bad, "csv")
     detail = error(response, 422)
     assert "nothing was imported" in detail
@@ -89,41 +104,66 @@ def test_malformed_files(client: TestClient) -> None:
     assert "UTF-8" in error(_import(client, b"name\n\xff\xfe\n", "csv"), 422)
     assert "not valid JSON" in error(_import(client, "[{", "json"), 422)
     assert "JSON list" in error(_import(client, '{"name": "web01"}', "json"), 422)
-    response = _import(client, '[{"name": "web01", "kind": "server", "site": "bj-dc1", "attributes": 5}]', "json")
+    response = _import(
+        client, '[{"name": "web01", "kind": "server", "site": "bj-dc1", "attributes": 5}]', "json"
+    )
     assert response.json()["errors"][0]["field"] == "attributes"
     response = _import(client, "name,attributes\nweb01,{oops\n", "csv")
-    assert response.json()["errors"] == [{"row": 2, "field": "attributes", "message": response.json()["errors"][0]["message"]}]
+    assert response.json()["errors"] == [
+        {"row": 2, "field": "attributes", "message": response.json()["errors"][0]["message"]}
+    ]
 
 
 def test_json_import_with_paths_and_vms(client: TestClient) -> None:
     _setup(client)
     rows = [
-        {"name": "vm1", "kind": "vm", "site": "bj-dc1", "parent": "hv01",
-         "paths": [{"kind": "libvirt", "via": "hv01", "domain": "vm1"}]},
+        {
+            "name": "vm1",
+            "kind": "vm",
+            "site": "bj-dc1",
+            "parent": "hv01",
+            "paths": [{"kind": "libvirt", "via": "hv01", "domain": "vm1"}],
+        },
         {"name": "hv01", "kind": "hypervisor", "site": "bj-dc1"},
         {"name": "cs-01", "kind": "console_server", "site": "bj-dc1"},
-        {"name": "web01", "kind": "server", "site": "bj-dc1", "paths": [
-            {"kind": "ipmi", "address": "10.1.0.11", "username": "admin", "secret": "pw-1"},
-            {"kind": "console_port", "via": "cs-01", "port": 1},
-        ]},
+        {
+            "name": "web01",
+            "kind": "server",
+            "site": "bj-dc1",
+            "paths": [
+                {"kind": "ipmi", "address": "10.1.0.11", "username": "admin", "secret": "pw-1"},
+                {"kind": "console_port", "via": "cs-01", "port": 1},
+            ],
+        },
     ]
     result = ok(_import(client, json.dumps({"devices": rows}), "json"))
     assert result["created"] == 4
     assert ok(client.get("devices/vm1"))["parent"] == "hv01"
     web01 = ok(client.get("devices/web01"))
-    assert [(p["kind"], p["secret"]) for p in web01["paths"]] == [("ipmi", "set"), ("console_port", None)]
+    assert [(p["kind"], p["secret"]) for p in web01["paths"]] == [
+        ("ipmi", "set"),
+        ("console_port", None),
+    ]
     # re-importing the export (which has no secrets) changes nothing and keeps the secret
     exported = client.get("devices/export", params={"format": "json"})
     assert "pw-1" not in exported.text
     again = ok(_import(client, exported.content, "json"))
     assert (again["updated"], again["unchanged"]) == (0, 4)
     # the same console port on two devices is refused, whole file
-    clash = [{"name": "web02", "kind": "server", "site": "bj-dc1",
-              "paths": [{"kind": "console_port", "via": "cs-01", "port": 1}]}]
+    clash = [
+        {
+            "name": "web02",
+            "kind": "server",
+            "site": "bj-dc1",
+            "paths": [{"kind": "console_port", "via": "cs-01", "port": 1}],
+        }
+    ]
     response = _import(client, json.dumps(clash), "json")
     assert response.json()["errors"][0]["row"] == 1
     error(client.get("devices/web02"), 404)
-    bad_path = [{"name": "web01", "paths": [{"kind": "pdu_outlet", "via": "cs-01", "outlets": [1]}]}]
+    bad_path = [
+        {"name": "web01", "paths": [{"kind": "pdu_outlet", "via": "cs-01", "outlets": [1]}]}
+    ]
     response = _import(client, json.dumps(bad_path), "json")
     assert response.json()["errors"][0]["field"] == "paths.0.via"
     assert len(ok(client.get("devices/web01"))["paths"]) == 2
@@ -133,9 +173,11 @@ def test_export_csv_round_trip(client: TestClient) -> None:
     _setup(client)
     ok(_import(client, CSV, "csv"))
     exported = client.get("devices/export", params={"format": "csv", "tag": "web"})
-    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    assert exported.status_code == 200
+    assert exported.headers["content-type"].startswith("text/csv")
     lines = exported.text.splitlines()
-    assert lines[0].startswith("name,kind,site,rack") and len(lines) == 3
+    assert lines[0].startswith("name,kind,site,rack")
+    assert len(lines) == 3
     assert ok(_import(client, exported.text, "csv"))["unchanged"] == 2
     assert "no site" in error(client.get("devices/export", params={"site": "nowhere"}), 404)
 
@@ -145,5 +187,13 @@ def test_ipmi_path_in_json_export(client: TestClient) -> None:
     device(client, "web01")
     path(client, "web01", kind="ipmi", address="10.1.0.11", username="admin", secret="pw-1")
     (record,) = json.loads(client.get("devices/export").text)
-    assert record["paths"] == [{"kind": "ipmi", "priority": 10, "address": "10.1.0.11", "port": 623,
-                                "username": "admin", "options": {"cipher_suite": None, "privilege": "administrator"}}]
+    assert record["paths"] == [
+        {
+            "kind": "ipmi",
+            "priority": 10,
+            "address": "10.1.0.11",
+            "port": 623,
+            "username": "admin",
+            "options": {"cipher_suite": None, "privilege": "administrator"},
+        }
+    ]
