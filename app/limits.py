@@ -10,7 +10,10 @@ from app.errors import BodyTooLarge
 
 
 class BodyLimit:
-    """Refuse bodies over `default` bytes (or a larger limit for listed path suffixes)."""
+    """Refuse bodies over `default` bytes (or a larger limit for listed path suffixes).
+
+    Also refuses NUL in the URL, which no database column can store.
+    """
 
     def __init__(self, app: ASGIApp, default: int, larger: dict[str, int]) -> None:
         self.app = app
@@ -27,10 +30,13 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if b"%00" in scope.get("raw_path", b"") or b"%00" in scope["query_string"]:
+            await _refuse(send, 422, "InvalidInput", "the URL may not contain NUL (%00) characters")
+            return
         limit = self._limit(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _refuse(send, limit)
+            await _refuse(send, 413, "BodyTooLarge", _message(limit))
             return
         seen = 0
 
@@ -50,12 +56,12 @@ def _message(limit: int) -> str:
     return f"the request body is over {limit} bytes; send less (split an import into parts)"
 
 
-async def _refuse(send: Send, limit: int) -> None:
-    body = json.dumps({"error": "BodyTooLarge", "detail": _message(limit)}).encode()
+async def _refuse(send: Send, status: int, kind: str, detail: str) -> None:
+    body = json.dumps({"error": kind, "detail": detail}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
         }
     )

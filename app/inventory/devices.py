@@ -24,6 +24,7 @@ from app.inventory.models import (
 )
 from app.inventory.placement import ParentRef, RackOccupancy, check_parent, check_rack
 from app.inventory.racks import get_rack
+from app.inventory.refs import as_id
 from app.inventory.schemas import DeviceCreate, DeviceDetail, DeviceRead, DeviceUpdate, Page
 from app.inventory.selectors import expand, name_in
 from app.inventory.sites import get_site
@@ -161,9 +162,9 @@ async def list_devices(
 
 async def get_device(session: AsyncSession, ref: str) -> Device:
     """By name, or by numeric id (names are never all digits)."""
-    query = select(Device).where(Device.id == int(ref)) if ref.isdigit() else None
+    device_id = as_id(ref)
     device = await session.scalar(
-        query if query is not None else select(Device).where(Device.name == ref)
+        select(Device).where(Device.id == device_id if device_id else Device.name == ref)
     )
     if device is None:
         raise NotFound(f"no device {ref!r}; search with GET /api/v1/devices?q=")

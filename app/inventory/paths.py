@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import AlreadyExists, FieldError, NotFound
 from app.inventory.models import ControlPath, Device, DeviceKind, PathKind
+from app.inventory.refs import as_id
 from app.inventory.schemas import PATH_MODELS, PathRead, PathUpdate
 from app.vault import Vault
 
@@ -83,8 +84,10 @@ def check_fit(device: Device, kind: PathKind, via: Device | None) -> None:
 async def _via(session: AsyncSession, ref: str | None) -> Device | None:
     if ref is None:
         return None
-    query = select(Device).where(Device.id == int(ref) if ref.isdigit() else Device.name == ref)
-    via = await session.scalar(query)
+    device_id = as_id(ref)
+    via = await session.scalar(
+        select(Device).where(Device.id == device_id if device_id else Device.name == ref)
+    )
     if via is None:
         raise FieldError("via", f"no device {ref!r}")
     return via

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import AlreadyExists, AmbiguousReference, InUse, InvalidInput, NotFound
 from app.inventory.models import Device, Rack, Site
+from app.inventory.refs import as_id
 from app.inventory.schemas import RackCreate, RackRead, RackUpdate
 from app.inventory.sites import get_site
 
@@ -40,10 +41,11 @@ async def get_rack(
         site = await get_site(session, site_ref)
         query = query.where(Rack.site_id == site.id)
     found = list(await session.execute(query))
-    if not found and ref.isdigit() and site_ref is None:
+    rack_id = as_id(ref)
+    if not found and rack_id is not None and site_ref is None:
         found = list(
             await session.execute(
-                select(Rack, Site).join(Site, Rack.site_id == Site.id).where(Rack.id == int(ref))
+                select(Rack, Site).join(Site, Rack.site_id == Site.id).where(Rack.id == rack_id)
             )
         )
     if not found:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import Path as FastApiPath
 from fastapi.responses import StreamingResponse
 
 from app.deps import SessionDep, SettingsDep, VaultDep
 from app.errors import InvalidInput
 from app.inventory import devices, paths, racks, sites, transfer
 from app.inventory.models import DeviceKind, DeviceStatus
+from app.inventory.refs import MAX_ID
 from app.inventory.schemas import (
     DeviceCreate,
     DeviceDetail,
@@ -30,6 +32,7 @@ from app.inventory.schemas import (
 )
 
 router = APIRouter()
+PathId = Annotated[int, FastApiPath(ge=1, le=MAX_ID)]
 SiteQuery = Annotated[str | None, Query(description="site slug or id")]
 
 
@@ -227,7 +230,7 @@ async def create_path(
 
 @router.patch("/devices/{device}/paths/{path_id}", tags=["paths"])
 async def update_path(
-    session: SessionDep, vault: VaultDep, device: str, path_id: int, body: PathUpdate
+    session: SessionDep, vault: VaultDep, device: str, path_id: PathId, body: PathUpdate
 ) -> PathRead:
     found = await devices.get_device(session, device)
     path = await paths.get_path(session, found, path_id)
@@ -237,6 +240,6 @@ async def update_path(
 @router.delete(
     "/devices/{device}/paths/{path_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["paths"]
 )
-async def delete_path(session: SessionDep, device: str, path_id: int) -> None:
+async def delete_path(session: SessionDep, device: str, path_id: PathId) -> None:
     found = await devices.get_device(session, device)
     await paths.delete_path(session, await paths.get_path(session, found, path_id))

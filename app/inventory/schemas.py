@@ -17,6 +17,7 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
 from app.inventory.models import DeviceKind, DeviceStatus, PathKind, SiteKind
@@ -80,8 +81,28 @@ Username = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Secret = Annotated[SecretStr, Field(min_length=1, max_length=16384)]
 
 
+def reject_nul(data: Any) -> None:
+    """PostgreSQL text and JSONB cannot hold NUL; refuse it up front, wherever it hides."""
+    if isinstance(data, str):
+        if "\x00" in data:
+            raise ValueError("text may not contain NUL (\\x00) characters")
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            reject_nul(key)
+            reject_nul(value)
+    elif isinstance(data, list | tuple):
+        for item in data:
+            reject_nul(item)
+
+
 class Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        reject_nul(data)
+        return data
 
 
 class ReadSchema(BaseModel):

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import AlreadyExists, InUse, NotFound
 from app.inventory.models import Device, Rack, Site
+from app.inventory.refs import as_id
 from app.inventory.schemas import SiteCreate, SiteUpdate
 
 
@@ -17,8 +18,8 @@ async def list_sites(session: AsyncSession) -> list[Site]:
 async def get_site(session: AsyncSession, ref: str) -> Site:
     """By slug, or by numeric id."""
     site = await session.scalar(select(Site).where(Site.slug == ref))
-    if site is None and ref.isdigit():
-        site = await session.get(Site, int(ref))
+    if site is None and (site_id := as_id(ref)) is not None:
+        site = await session.get(Site, site_id)
     if site is None:
         raise NotFound(f"no site {ref!r}; list them with GET /api/v1/sites")
     return site

@@ -25,6 +25,7 @@ from app.inventory.schemas import (
     DeviceRead,
     ImportChange,
     ImportResult,
+    Name,
     PathCreate,
 )
 from app.inventory.selectors import name_in
@@ -42,6 +43,7 @@ MAX_ROWS = 200_000
 _CHUNK = 1000
 _T = TypeVar("_T")
 _paths_adapter: TypeAdapter[list[Any]] = TypeAdapter(list[PathCreate])
+_name_adapter: TypeAdapter[str] = TypeAdapter(Name)
 
 
 # Parsing -------------------------------------------------------------------------------------
@@ -83,7 +85,7 @@ def _from_cells(line: int, record: dict[str, str | None]) -> dict[str, Any]:
         if column in _NULLABLE and not value:
             row[column] = None
         elif column in _INTEGERS and value:
-            row[column] = int(value) if value.isdigit() else value
+            row[column] = int(value) if value.isascii() and value.isdigit() else value
         elif column == "tags":
             row[column] = [tag.strip() for tag in value.replace(";", ",").split(",") if tag.strip()]
         elif column == "attributes":
@@ -191,9 +193,13 @@ def _names(rows: list[Row], errors: _Errors) -> dict[str, int]:
     seen: dict[str, int] = {}
     for number, row in rows:
         name = row.get("name")
-        if not isinstance(name, str) or not name:
-            errors.add(number, "name", "every row needs a device name")
-        elif name in seen:
+        try:
+            _name_adapter.validate_python(name)
+        except ValidationError as exc:
+            errors.from_validation(number, exc, prefix="name")
+            row["name"] = None
+            continue
+        if name in seen:
             errors.add(number, "name", f"{name!r} is also on row {seen[name]}")
         else:
             seen[name] = number

@@ -1,0 +1,13 @@
+"""How a URL or body names a catalogue object: by its name or slug, or by its numeric id."""
+
+from __future__ import annotations
+
+MAX_ID = 2**31 - 1  # the database's integer keys
+
+
+def as_id(ref: str) -> int | None:
+    """The id that `ref` spells, or None when it is a name (names are never all digits)."""
+    if ref.isascii() and ref.isdigit() and len(ref) <= 10:
+        number = int(ref)
+        return number if number <= MAX_ID else None
+    return None
