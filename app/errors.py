@@ -49,7 +49,3 @@ class FieldError(InvalidInput):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
-
-
-class BodyTooLarge(RackhandError):
-    """The request body is over the limit for its endpoint."""

@@ -6,11 +6,12 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import BodyTooLarge
-
 
 class BodyLimit:
     """Refuse bodies over `default` bytes (or a larger limit for listed path suffixes).
+
+    The body is read here, within the limit, and handed on whole: a handler never starts on a
+    body that will turn out too large.
 
     Also refuses NUL in the URL, which no database column can store.
     """
@@ -38,18 +39,27 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _refuse(send, 413, "BodyTooLarge", _message(limit))
             return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        body = bytearray()
+        more = True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise BodyTooLarge(_message(limit))
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away before sending its body
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                await _refuse(send, 413, "BodyTooLarge", _message(limit))
+                return
+        replayed = False
 
-        await self.app(scope, counted, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def _message(limit: int) -> str:

@@ -32,7 +32,6 @@ STATUS: dict[type[errors.RackhandError], int] = {
     errors.AmbiguousReference: 400,
     errors.InvalidInput: 422,
     errors.ImportRejected: 422,
-    errors.BodyTooLarge: 413,
     errors.ConfigError: 500,
 }
 

@@ -61,7 +61,8 @@ def database_url(
     drop_database(name)
 
 
-async def _empty(url: str) -> None:
+async def empty_database(url: str) -> None:
+    """Remove every row (tests share one migrated database per backend and worker)."""
     load_all()
     engine = make_engine(url)
     tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
@@ -78,7 +79,7 @@ async def _empty(url: str) -> None:
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Iterator[Settings]:
     yield Settings(database_url=database_url, data_dir=tmp_path, secret_key=SERVICE_KEY)
-    asyncio.run(_empty(database_url))
+    asyncio.run(empty_database(database_url))
 
 
 @pytest.fixture

@@ -192,9 +192,8 @@ async def import_devices(
 def _names(rows: list[Row], errors: _Errors) -> dict[str, int]:
     seen: dict[str, int] = {}
     for number, row in rows:
-        name = row.get("name")
         try:
-            _name_adapter.validate_python(name)
+            name = _name_adapter.validate_python(row.get("name"))
         except ValidationError as exc:
             errors.from_validation(number, exc, prefix="name")
             row["name"] = None

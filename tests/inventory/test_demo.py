@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import asyncio
+
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.db import make_engine, make_sessionmaker, session_scope
+from app.inventory.demo import seed_demo
+from app.vault import load_vault
+from tests.factories import ok
+
+
+async def _seed(settings: Settings) -> bool:
+    engine = make_engine(settings.database_url)
+    async with session_scope(make_sessionmaker(engine)) as session:
+        loaded = await seed_demo(session, load_vault(settings))
+    await engine.dispose()
+    return loaded
+
+
+def test_demo_fleet_loads_once(client: TestClient, settings: Settings) -> None:
+    assert asyncio.run(_seed(settings)) is True
+    assert asyncio.run(_seed(settings)) is False
+    devices = ok(client.get("devices", params={"limit": 1000}))["items"]
+    kinds = {d["kind"] for d in devices}
+    assert 35 <= len(devices) <= 50
+    assert kinds == {
+        "server",
+        "network",
+        "storage",
+        "pdu",
+        "kvm_switch",
+        "console_server",
+        "hypervisor",
+        "vm",
+    }
+    assert [s["slug"] for s in ok(client.get("sites"))] == ["bj-dc1", "sh-br12"]
+    web01 = ok(client.get("devices/web01"))
+    assert [p["kind"] for p in web01["paths"]] == ["ipmi", "console_port", "pdu_outlet"]
