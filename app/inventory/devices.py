@@ -118,7 +118,12 @@ async def filtered_query(session: AsyncSession, flt: DeviceFilter) -> ReadQuery:
     if flt.status is not None:
         query = query.where(Device.status == flt.status)
     for tag in flt.tags:
-        query = query.where(Device.id.in_(select(DeviceTag.device_id).where(DeviceTag.tag == tag)))
+        # EXISTS, probed per device on the (device_id, tag) key: an IN over every device with a
+        # common tag made SQLite multiply it with the name list (seconds at 100,000 devices).
+        tagged = select(DeviceTag.device_id).where(
+            DeviceTag.device_id == Device.id, DeviceTag.tag == tag
+        )
+        query = query.where(tagged.exists())
     if flt.q:
         query = query.where(
             or_(

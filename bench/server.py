@@ -1,0 +1,84 @@
+"""Start a real `rackhand serve` for a benchmark, on a throwaway SQLite or PostgreSQL database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from app.vault import generate_key
+
+POSTGRES = os.environ.get("RACKHAND_BENCH_POSTGRES", "postgres@127.0.0.1:5432")
+
+
+@dataclass
+class Server:
+    url: str
+    pid: int
+    database_url: str
+
+    def peak_rss_mib(self) -> float:
+        """High-water mark of the server's resident memory (VmHWM), in MiB."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+
+async def _admin(statement: str) -> None:
+    connection = await asyncpg.connect(f"postgresql://{POSTGRES}/postgres")
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running(backend: str) -> Iterator[Server]:
+    with tempfile.TemporaryDirectory(prefix="rackhand-bench-") as folder:
+        database = None
+        if backend == "postgresql":
+            database = f"rackhand_bench_{uuid.uuid4().hex[:10]}"
+            asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
+            url = f"postgresql+asyncpg://{POSTGRES}/{database}"
+        else:
+            url = f"sqlite+aiosqlite:///{folder}/rackhand.db"
+        port = _free_port()
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "rackhand"), "serve", "--port", str(port),
+             "--database-url", url, "--data-dir", folder],
+            env=os.environ | {"RACKHAND_SECRET_KEY": generate_key()},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(200):
+                try:
+                    if httpx.get(f"{base}/api/v1/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            yield Server(base, process.pid, url)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+            if database is not None:
+                asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
