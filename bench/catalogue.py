@@ -64,7 +64,7 @@ def _list_latencies(client: httpx.Client) -> list[float]:
     for _ in range(PAGES):
         site = rng.randrange(SITES)
         first = rng.randrange(0, 1800)
-        params = {
+        params: dict[str, str | int] = {
             "site": f"site-{site:02d}", "tag": "web",
             "select": f"s{site:02d}-node[{first:05d}-{first + 199:05d}]", "limit": 100,
         }  # fmt: skip
