@@ -38,6 +38,7 @@ def serve(
     from app.errors import ConfigError
     from app.main import create_app
     from app.migrate import upgrade
+    from app.vault import load_vault
 
     overrides: dict[str, Any] = {
         "host": host,
@@ -53,6 +54,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
+        load_vault(settings)  # a missing or bad key stops us before the database is touched
         upgrade(settings.database_url)
         if demo:
             asyncio.run(_seed_demo(settings))

@@ -20,7 +20,7 @@ from tests.conftest import SERVICE_KEY, empty_database
 RACKHAND = str(Path(sys.executable).parent / "rackhand")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -28,7 +28,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = os.environ | {"RACKHAND_SECRET_KEY": SERVICE_KEY}
     process = subprocess.Popen(
         [RACKHAND, "serve", "--port", str(port), "--database-url", database_url,
@@ -114,7 +114,7 @@ def test_errors_and_exit_codes(rackhand: Run, tmp_path: Path) -> None:
     assert rackhand("devices", "list", "web[1-").returncode == 2
     unreachable = subprocess.run(
         [RACKHAND, "devices", "list"], capture_output=True, text=True, timeout=60,
-        env=os.environ | {"RACKHAND_URL": f"http://127.0.0.1:{_free_port()}"},
+        env=os.environ | {"RACKHAND_URL": f"http://127.0.0.1:{free_port()}"},
     )  # fmt: skip
     assert unreachable.returncode == 1
     assert "cannot reach" in unreachable.stderr
