@@ -18,7 +18,6 @@ from cryptography.x509.oid import NameOID
 
 from tests.cli.test_devices_cli import RACKHAND, free_port
 
-
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
 
