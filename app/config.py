@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     database_url: str = ""
     secret_key: SecretStr | None = None
+    admin_password: SecretStr | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_body_bytes: int = 1 * MIB

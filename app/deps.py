@@ -9,13 +9,18 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.db import session_scope
+from app.uow import unit_of_work
 from app.vault import Vault
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's unit of work, committed before the response is sent."""
-    async with session_scope(request.app.state.sessions) as session:
+    """The request's unit of work, committed before the response is sent.
+
+    Requests that may change something take a writer's transaction from the start.
+    """
+    writes = request.method not in ("GET", "HEAD", "OPTIONS")
+    sessions = request.app.state.write_sessions if writes else request.app.state.sessions
+    async with unit_of_work(sessions) as session:
         yield session
 
 

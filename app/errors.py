@@ -49,3 +49,33 @@ class FieldError(InvalidInput):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
+
+
+class Unauthenticated(RackhandError):
+    """No valid credentials: log in, or send `Authorization: Bearer rh_…`."""
+
+
+class Refused(RackhandError):
+    """A refusal that is itself audited; `event` is written even though the request fails."""
+
+    def __init__(self, message: str, event: object | None = None) -> None:
+        super().__init__(message)
+        self.event = event
+
+
+class Forbidden(Refused):
+    """The caller is known but lacks the role for this site or object."""
+
+
+class Hidden(Refused):
+    """The object is at a site the caller cannot see; answered like a missing object."""
+
+    kind = "NotFound"
+
+
+class TooManyAttempts(RackhandError):
+    """Too many failed logins; wait before trying again."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

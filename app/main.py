@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,16 +17,28 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
 from app import errors
+from app.audit.routes import router as audit_router
+from app.audit.service import Event
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
+from app.identity.auth import CsrfFailed
+from app.identity.routes import router as identity_router
+from app.identity.service import LoginFailed, bootstrap_admin
 from app.inventory.routes import router as inventory_router
 from app.limits import BodyLimit
+from app.uow import record_alone, unit_of_work
 from app.vault import load_vault
 
 log = logging.getLogger(__name__)
 API = "/api/v1"
 
 STATUS: dict[type[errors.RackhandError], int] = {
+    errors.Unauthenticated: 401,
+    LoginFailed: 401,
+    errors.Forbidden: 403,
+    CsrfFailed: 403,
+    errors.Hidden: 404,
+    errors.TooManyAttempts: 429,
     errors.NotFound: 404,
     errors.AlreadyExists: 409,
     errors.InUse: 409,
@@ -59,9 +72,17 @@ def _describe(errors_: Sequence[Mapping[str, Any]]) -> str:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.RackhandError)
-    async def domain_error(_: Request, exc: errors.RackhandError) -> JSONResponse:
+    async def domain_error(request: Request, exc: errors.RackhandError) -> JSONResponse:
+        if isinstance(exc, errors.Refused) and isinstance(exc.event, Event):
+            await record_alone(request.app.state.write_sessions, exc.event)
         extra = {"errors": exc.errors} if isinstance(exc, errors.ImportRejected) else {}
-        return _problem(_status(exc), type(exc).__name__, str(exc), **extra)
+        kind = getattr(exc, "kind", type(exc).__name__)
+        response = _problem(_status(exc), kind, str(exc), **extra)
+        if isinstance(exc, errors.Unauthenticated | LoginFailed):
+            response.headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, errors.TooManyAttempts):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -90,6 +111,20 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _problem(500, "InternalError", "an unexpected error; it is logged on the server")
 
 
+async def _bootstrap(app: FastAPI, settings: Settings) -> None:
+    """First start: the `admin` user, with a password printed once if none was given."""
+    password = settings.admin_password.get_secret_value() if settings.admin_password else None
+    async with unit_of_work(app.state.write_sessions) as session:
+        generated = await bootstrap_admin(session, password)
+    if generated is not None:
+        print(
+            f"\n  Created the user 'admin' with password: {generated}\n"
+            "  (set RACKHAND_ADMIN_PASSWORD to choose it; change it with PATCH /api/v1/users/admin)\n",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; the engine and the vault are opened by the lifespan, not here."""
     settings = settings or Settings()
@@ -100,7 +135,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
+        app.state.write_sessions = make_sessionmaker(engine, write=True)
         app.state.vault = load_vault(settings)
+        await _bootstrap(app, settings)
         try:
             yield
         finally:
@@ -121,7 +158,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         larger={"/devices/import": settings.max_import_bytes},
     )
     _install_error_handlers(app)
+    app.include_router(identity_router, prefix=API)
     app.include_router(inventory_router, prefix=API)
+    app.include_router(audit_router, prefix=API)
 
     @app.get(f"{API}/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

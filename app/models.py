@@ -4,4 +4,6 @@ from __future__ import annotations
 
 
 def load_all() -> None:
+    import app.audit.models
+    import app.identity.models
     import app.inventory.models  # noqa: F401

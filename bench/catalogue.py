@@ -30,13 +30,20 @@ def _fleet() -> list[dict[str, Any]]:
     for s in range(SITES):
         for n in range(per_site):
             rack, slot = divmod(n, 40)
-            rows.append({
-                "name": f"s{s:02d}-node{n:05d}", "kind": "server", "site": f"site-{s:02d}",
-                "rack": f"R{rack % RACKS_PER_SITE:02d}" if rack < RACKS_PER_SITE else None,
-                "position_u": slot + 1 if rack < RACKS_PER_SITE else None,
-                "vendor": "Lenovo", "model": "SR650", "serial": f"J{s:02d}{n:06d}",
-                "tags": ["web" if n % 3 else "db", f"team-{n % 7}"], "attributes": {"n": n},
-            })  # fmt: skip
+            rows.append(
+                {
+                    "name": f"s{s:02d}-node{n:05d}",
+                    "kind": "server",
+                    "site": f"site-{s:02d}",
+                    "rack": f"R{rack % RACKS_PER_SITE:02d}" if rack < RACKS_PER_SITE else None,
+                    "position_u": slot + 1 if rack < RACKS_PER_SITE else None,
+                    "vendor": "Lenovo",
+                    "model": "SR650",
+                    "serial": f"J{s:02d}{n:06d}",
+                    "tags": ["web" if n % 3 else "db", f"team-{n % 7}"],
+                    "attributes": {"n": n},
+                }
+            )
     return rows
 
 
@@ -65,9 +72,11 @@ def _list_latencies(client: httpx.Client) -> list[float]:
         site = rng.randrange(SITES)
         first = rng.randrange(0, 1800)
         params: dict[str, str | int] = {
-            "site": f"site-{site:02d}", "tag": "web",
-            "select": f"s{site:02d}-node[{first:05d}-{first + 199:05d}]", "limit": 100,
-        }  # fmt: skip
+            "site": f"site-{site:02d}",
+            "tag": "web",
+            "select": f"s{site:02d}-node[{first:05d}-{first + 199:05d}]",
+            "limit": 100,
+        }
         started = time.perf_counter()
         response = client.get("/devices", params=params)
         latencies.append((time.perf_counter() - started) * 1000)
@@ -79,8 +88,10 @@ def _list_latencies(client: httpx.Client) -> list[float]:
 def _reference_sqlite(rows: list[dict[str, Any]]) -> tuple[float, list[float]]:
     """Raw sqlite3: one executemany of the device rows, and the same page in plain SQL."""
     db = sqlite3.connect(":memory:")
-    db.execute("CREATE TABLE device (id INTEGER PRIMARY KEY, name TEXT UNIQUE, site TEXT, "
-               "serial TEXT, attributes TEXT)")  # fmt: skip
+    db.execute(
+        "CREATE TABLE device (id INTEGER PRIMARY KEY, name TEXT UNIQUE, site TEXT, "
+        "serial TEXT, attributes TEXT)"
+    )
     db.execute(
         "CREATE TABLE device_tag (device_id INTEGER, tag TEXT, PRIMARY KEY (device_id, tag))"
     )
@@ -92,8 +103,10 @@ def _reference_sqlite(rows: list[dict[str, Any]]) -> tuple[float, list[float]]:
         [(r["name"], r["site"], r["serial"], json.dumps(r["attributes"])) for r in rows],
     )
     ids = dict(db.execute("SELECT name, id FROM device"))
-    db.executemany("INSERT INTO device_tag VALUES (?, ?)",
-                   [(ids[r["name"]], tag) for r in rows for tag in r["tags"]])  # fmt: skip
+    db.executemany(
+        "INSERT INTO device_tag VALUES (?, ?)",
+        [(ids[r["name"]], tag) for r in rows for tag in r["tags"]],
+    )
     db.commit()
     rate = len(rows) / (time.perf_counter() - started)
     rng = random.Random(7)
@@ -109,8 +122,10 @@ def _reference_sqlite(rows: list[dict[str, Any]]) -> tuple[float, list[float]]:
             "ORDER BY name LIMIT 101",
             [f"site-{site:02d}", *names],
         ).fetchall()
-        db.execute(f"SELECT * FROM device_tag WHERE device_id IN ({','.join('?' * 100)})",
-                   [row[0] for row in found[:100]]).fetchall()  # fmt: skip
+        db.execute(
+            f"SELECT * FROM device_tag WHERE device_id IN ({','.join('?' * 100)})",
+            [row[0] for row in found[:100]],
+        ).fetchall()
         latencies.append((time.perf_counter() - started) * 1000)
     return rate, latencies
 
@@ -139,8 +154,10 @@ def run() -> None:
     ref_rate, ref_latencies = _reference_sqlite(rows)
     ref_p50, ref_p99 = _pct(ref_latencies, 50), _pct(ref_latencies, 99)
     print(f"\n== catalogue: {DEVICES:,} devices, {SITES} sites, {SITES * RACKS_PER_SITE} racks ==")
-    print(f"reference (raw sqlite3 in memory): insert {ref_rate:,.0f} devices/s, "
-          f"page p50 {ref_p50:.2f} ms p99 {ref_p99:.2f} ms")  # fmt: skip
+    print(
+        f"reference (raw sqlite3 in memory): insert {ref_rate:,.0f} devices/s, "
+        f"page p50 {ref_p50:.2f} ms p99 {ref_p99:.2f} ms"
+    )
     for backend in ("sqlite", "postgresql"):
         with running(backend) as server:
             figures = _measure(server, rows)

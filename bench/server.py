@@ -63,11 +63,20 @@ def running(backend: str) -> Iterator[Server]:
             url = f"sqlite+aiosqlite:///{folder}/rackhand.db"
         port = _free_port()
         process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "rackhand"), "serve", "--port", str(port),
-             "--database-url", url, "--data-dir", folder],
+            [
+                str(Path(sys.executable).parent / "rackhand"),
+                "serve",
+                "--port",
+                str(port),
+                "--database-url",
+                url,
+                "--data-dir",
+                folder,
+            ],
             env=os.environ | {"RACKHAND_SECRET_KEY": generate_key()},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             for _ in range(200):

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from app.config import Settings
+from app.audit.models import GENESIS
 from app.db import Base, make_engine
 from app.main import create_app
 from app.migrate import upgrade
@@ -22,6 +23,7 @@ from app.vault import generate_key
 
 POSTGRES = os.environ.get("RACKHAND_TEST_POSTGRES", "postgres@127.0.0.1:5432")
 SERVICE_KEY = generate_key()
+ADMIN_PASSWORD = "admin-password-for-tests"
 
 
 def _postgres_dsn(database: str) -> str:
@@ -68,22 +70,46 @@ async def empty_database(url: str) -> None:
     tables = [table.name for table in reversed(Base.metadata.sorted_tables)]
     async with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
-            await connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            kept = [table for table in tables if table != "audit_head"]
+            await connection.execute(text(f"TRUNCATE {', '.join(kept)} RESTART IDENTITY CASCADE"))
         else:
             await connection.execute(text("PRAGMA defer_foreign_keys=ON"))
             for table in tables:
-                await connection.execute(text(f"DELETE FROM {table}"))
+                if table != "audit_head":
+                    await connection.execute(text(f"DELETE FROM {table}"))
+        await connection.execute(text(f"UPDATE audit_head SET seq = 0, hash = '{GENESIS}'"))
     await engine.dispose()
 
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Iterator[Settings]:
-    yield Settings(database_url=database_url, data_dir=tmp_path, secret_key=SERVICE_KEY)
+    yield Settings(
+        database_url=database_url,
+        data_dir=tmp_path,
+        secret_key=SERVICE_KEY,
+        admin_password=ADMIN_PASSWORD,
+    )
     asyncio.run(empty_database(database_url))
 
 
+def login(client: TestClient, username: str, password: str) -> str:
+    """A bearer token for `username`, through the OAuth2 password flow."""
+    response = client.post("auth/token", data={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
+def anonymous(settings: Settings) -> Iterator[TestClient]:
+    """A client of a started app, without credentials."""
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         test_client.base_url = test_client.base_url.join("/api/v1/")
         yield test_client
+
+
+@pytest.fixture
+def client(anonymous: TestClient) -> TestClient:
+    """Logged in as the bootstrap admin (every role on every site)."""
+    token = login(anonymous, "admin", ADMIN_PASSWORD)
+    anonymous.headers["Authorization"] = f"Bearer {token}"
+    return anonymous

@@ -76,14 +76,15 @@ def serve(
 
 async def _seed_demo(settings: object) -> None:
     from app.config import Settings
-    from app.db import make_engine, make_sessionmaker, session_scope
+    from app.db import make_engine, make_sessionmaker
     from app.inventory.demo import seed_demo
+    from app.uow import unit_of_work
     from app.vault import load_vault
 
     assert isinstance(settings, Settings)
     engine = make_engine(settings.database_url)
     try:
-        async with session_scope(make_sessionmaker(engine)) as session:
+        async with unit_of_work(make_sessionmaker(engine, write=True)) as session:
             if await seed_demo(session, load_vault(settings)):
                 logging.getLogger("rackhand").info("loaded the demo catalogue")
     finally:

@@ -18,6 +18,7 @@ from app.inventory.schemas import (
     SshOptions,
     SshPath,
 )
+from app.context import system_context
 from app.vault import Vault
 
 DEMO_PASSWORD = "demo-bmc-password"
@@ -28,8 +29,10 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
     """Load the demo fleet into an empty catalogue; leave a non-empty one alone."""
     if await session.scalar(select(func.count()).select_from(Device)):
         return False
+    ctx = system_context("demo fleet for `make run`")
     await sites.create_site(
         session,
+        ctx,
         SiteCreate(
             slug="bj-dc1",
             name="Beijing DC 1",
@@ -40,6 +43,7 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
     )
     await sites.create_site(
         session,
+        ctx,
         SiteCreate(
             slug="sh-br12",
             name="Shanghai branch 12",
@@ -48,11 +52,12 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
         ),
     )
     for site, rack in (("bj-dc1", "A01"), ("bj-dc1", "A02"), ("bj-dc1", "B01"), ("sh-br12", "R1")):
-        await racks.create_rack(session, RackCreate(site=site, name=rack, height_u=42))
+        await racks.create_rack(session, ctx, RackCreate(site=site, name=rack, height_u=42))
 
     async def add(name: str, kind: DeviceKind, site: str, **fields: object) -> Device:
         await devices.create_device(
             session,
+            ctx,
             DeviceCreate.model_validate({"name": name, "kind": kind, "site": site, **fields}),
         )
         return await devices.get_device(session, name)
@@ -60,6 +65,7 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
     async def ssh(device: Device, address: str, dialect: str) -> None:
         await paths.create_path(
             session,
+            ctx,
             vault,
             device,
             SshPath(
@@ -167,6 +173,7 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
         )
         await paths.create_path(
             session,
+            ctx,
             vault,
             device,
             IpmiPath(
@@ -179,12 +186,17 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
         )
         await paths.create_path(
             session,
+            ctx,
             vault,
             device,
             ConsolePortPath(kind=PathKind.CONSOLE_PORT, via=console, port=slot),
         )
         await paths.create_path(
-            session, vault, device, PduOutletPath(kind=PathKind.PDU_OUTLET, via=pdu, outlets=[slot])
+            session,
+            ctx,
+            vault,
+            device,
+            PduOutletPath(kind=PathKind.PDU_OUTLET, via=pdu, outlets=[slot]),
         )
         bmc_port += 1
 
@@ -216,6 +228,7 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
             )
             await paths.create_path(
                 session,
+                ctx,
                 vault,
                 vm,
                 LibvirtPath(kind=PathKind.LIBVIRT, via=hypervisor.name, domain=vm.name),

@@ -11,7 +11,10 @@ from sqlalchemy import Row, Select, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from app.audit.service import Event, diff, stage
+from app.context import RequestContext
 from app.errors import AlreadyExists, AmbiguousReference, FieldError, InUse, NotFound
+from app.identity.models import Role
 from app.inventory import paths as path_service
 from app.inventory.models import (
     ControlPath,
@@ -48,6 +51,7 @@ class DeviceFilter:
     status: DeviceStatus | None = None
     parent: str | None = None
     q: str | None = None
+    site_ids: set[int] | None = None  # the caller's visible sites; None: all
 
 
 def _read_query() -> ReadQuery:
@@ -104,6 +108,8 @@ async def filtered_query(session: AsyncSession, flt: DeviceFilter) -> ReadQuery:
     if flt.select is not None:
         dialect = session.get_bind().dialect.name
         query = query.where(name_in(Device.name, expand(flt.select), dialect))
+    if flt.site_ids is not None:
+        query = query.where(Device.site_id.in_(sorted(flt.site_ids)))
     if flt.site is not None:
         site = await get_site(session, flt.site)
         query = query.where(Device.site_id == site.id)
@@ -176,6 +182,35 @@ async def get_device(session: AsyncSession, ref: str) -> Device:
     return device
 
 
+async def device_for(
+    session: AsyncSession, ctx: RequestContext, ref: str, role: Role, what: str
+) -> Device:
+    """A device at a site where the caller holds `role` (elsewhere it looks missing)."""
+    device = await get_device(session, ref)
+    site = await session.get(Site, device.site_id)
+    ctx.require(
+        role,
+        device.site_id,
+        what=what,
+        target_type="device",
+        target_id=device.id,
+        target_name=device.name,
+        site=site.slug if site else None,
+    )
+    return device
+
+
+def _event(ctx: RequestContext, type_: str, read: DeviceRead, details: dict[str, Any]) -> Event:
+    return ctx.event(
+        type_,
+        target_type="device",
+        target_id=read.id,
+        target_name=read.name,
+        site=read.site,
+        details=details,
+    )
+
+
 async def read_device(session: AsyncSession, device: Device) -> DeviceDetail:
     rows = list(await session.execute(_read_query().where(Device.id == device.id)))
     (read,) = await _with_tags(session, rows)
@@ -185,7 +220,7 @@ async def read_device(session: AsyncSession, device: Device) -> DeviceDetail:
 
 def as_fields(read: DeviceRead) -> dict[str, Any]:
     """The writable fields of a device, in the shape of DeviceCreate."""
-    return read.model_dump(include=set(DeviceCreate.model_fields))
+    return read.model_dump(mode="json", include=set(DeviceCreate.model_fields))
 
 
 @contextmanager
@@ -268,7 +303,19 @@ async def _set_tags(session: AsyncSession, device_id: int, tags: list[str]) -> N
     session.add_all(DeviceTag(device_id=device_id, tag=tag) for tag in tags)
 
 
-async def create_device(session: AsyncSession, data: DeviceCreate) -> DeviceDetail:
+async def create_device(
+    session: AsyncSession, ctx: RequestContext, data: DeviceCreate
+) -> DeviceDetail:
+    with _field("site"):
+        target = await get_site(session, data.site)
+    ctx.require(
+        Role.ADMIN,
+        target.id,
+        what="adding devices",
+        target_type="device",
+        target_name=data.name,
+        site=target.slug,
+    )
     await _check_unique(session, data, None)
     site, rack, parent = await _resolve(session, data, None)
     device = Device()
@@ -277,15 +324,29 @@ async def create_device(session: AsyncSession, data: DeviceCreate) -> DeviceDeta
     await session.flush()
     await _set_tags(session, device.id, data.tags)
     await session.flush()
-    return await read_device(session, device)
+    read = await read_device(session, device)
+    stage(session, _event(ctx, "device.created", read, {"after": as_fields(read)}))
+    return read
 
 
-async def update_device(session: AsyncSession, device: Device, data: DeviceUpdate) -> DeviceDetail:
+async def update_device(
+    session: AsyncSession, ctx: RequestContext, device: Device, data: DeviceUpdate
+) -> DeviceDetail:
     """Merge the given fields over the current ones and check the result as a whole."""
     current = await read_device(session, device)
     merged = DeviceCreate.model_validate(as_fields(current) | data.model_dump(exclude_unset=True))
     await _check_unique(session, merged, device.id)
     site, rack, parent = await _resolve(session, merged, device.id)
+    if site.id != device.site_id:
+        ctx.require(
+            Role.ADMIN,
+            site.id,
+            what="moving devices to a site",
+            target_type="device",
+            target_id=device.id,
+            target_name=device.name,
+            site=site.slug,
+        )
     if merged.kind is not DeviceKind.HYPERVISOR or site.id != device.site_id:
         await _check_no_vms(session, device, "it must stay a hypervisor at its site")
     _apply(device, merged, site, rack, parent)
@@ -294,10 +355,16 @@ async def update_device(session: AsyncSession, device: Device, data: DeviceUpdat
     if merged.tags != current.tags:
         await _set_tags(session, device.id, merged.tags)
         await session.flush()
-    return await read_device(session, device)
+    read = await read_device(session, device)
+    changes = diff(as_fields(current), as_fields(read))
+    stage(session, _event(ctx, "device.updated", read, changes))
+    return read
 
 
-async def delete_device(session: AsyncSession, device: Device) -> None:
+async def delete_device(session: AsyncSession, ctx: RequestContext, device: Device) -> None:
+    site = await session.get(Site, device.site_id)
+    if site is not None:
+        ctx.require_ticket(site.slug, site.require_ticket, "deleting a device")
     users = list(
         await session.scalars(
             select(Device.name)
@@ -312,8 +379,14 @@ async def delete_device(session: AsyncSession, device: Device) -> None:
             f"{device.name!r} is the control path of {', '.join(users)}; remove those paths first"
         )
     await _check_no_vms(session, device, "move or delete them first")
+    before = await read_device(session, device)
     await session.delete(device)
     await session.flush()
+    details = {
+        "before": as_fields(before),
+        "paths": [p.model_dump(mode="json") for p in before.paths],
+    }
+    stage(session, _event(ctx, "device.deleted", before, details))
 
 
 async def _check_no_vms(session: AsyncSession, device: Device, remedy: str) -> None:

@@ -6,7 +6,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, EnumText, JSONType, UTCDateTime, utcnow
@@ -60,6 +69,7 @@ class Site(Timestamped, Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     address: Mapped[str] = mapped_column(Text, default="")
     description: Mapped[str] = mapped_column(Text, default="")
+    require_ticket: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class Rack(Timestamped, Base):

@@ -8,8 +8,10 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.service import diff, stage
+from app.context import RequestContext
 from app.errors import AlreadyExists, FieldError, NotFound
-from app.inventory.models import ControlPath, Device, DeviceKind, PathKind
+from app.inventory.models import ControlPath, Device, DeviceKind, PathKind, Site
 from app.inventory.refs import as_id
 from app.inventory.schemas import PATH_MODELS, PathRead, PathUpdate
 from app.vault import Vault
@@ -120,7 +122,33 @@ def store(path: ControlPath, data: Any, via: Device | None, vault: Vault) -> Non
         path.secret_ciphertext = vault.encrypt(secret.get_secret_value())
 
 
-async def create_path(session: AsyncSession, vault: Vault, device: Device, data: Any) -> PathRead:
+async def _site_slug(session: AsyncSession, device: Device) -> str | None:
+    return await session.scalar(select(Site.slug).where(Site.id == device.site_id))
+
+
+def _public(read: PathRead) -> dict[str, Any]:
+    return read.model_dump(mode="json", exclude={"created_at", "updated_at"})
+
+
+async def _audit(
+    session: AsyncSession, ctx: RequestContext, type_: str, device: Device, details: dict[str, Any]
+) -> None:
+    stage(
+        session,
+        ctx.event(
+            type_,
+            target_type="device",
+            target_id=device.id,
+            target_name=device.name,
+            site=await _site_slug(session, device),
+            details=details,
+        ),
+    )
+
+
+async def create_path(
+    session: AsyncSession, ctx: RequestContext, vault: Vault, device: Device, data: Any
+) -> PathRead:
     """`data` is one member of the PathCreate union."""
     via = await _via(session, getattr(data, "via", None))
     check_fit(device, data.kind, via)
@@ -130,14 +158,22 @@ async def create_path(session: AsyncSession, vault: Vault, device: Device, data:
     store(path, data, via, vault)
     session.add(path)
     await session.flush()
-    return to_read(path, via.name if via else None)
+    read = to_read(path, via.name if via else None)
+    await _audit(session, ctx, "path.created", device, {"after": _public(read)})
+    return read
 
 
 async def update_path(
-    session: AsyncSession, vault: Vault, device: Device, path: ControlPath, data: PathUpdate
+    session: AsyncSession,
+    ctx: RequestContext,
+    vault: Vault,
+    device: Device,
+    path: ControlPath,
+    data: PathUpdate,
 ) -> PathRead:
     """Merge the update over the stored path and validate the result as a new path would be."""
     via_name = await session.scalar(select(Device.name).where(Device.id == path.via_device_id))
+    before = _public(to_read(path, via_name))
     current: dict[str, Any] = {
         "kind": path.kind,
         "priority": path.priority,
@@ -167,12 +203,25 @@ async def update_path(
     if clear_secret:
         path.secret_ciphertext = None
     await session.flush()
-    return to_read(path, via.name if via else None)
+    read = to_read(path, via.name if via else None)
+    details = diff(before, _public(read))
+    if data.secret is not None or clear_secret:
+        details["secret"] = "cleared" if clear_secret else "replaced"
+    await _audit(session, ctx, "path.updated", device, details)
+    return read
 
 
-async def delete_path(session: AsyncSession, path: ControlPath) -> None:
+async def delete_path(
+    session: AsyncSession, ctx: RequestContext, device: Device, path: ControlPath
+) -> None:
+    site = await session.get(Site, device.site_id)
+    if site is not None:
+        ctx.require_ticket(site.slug, site.require_ticket, "removing a control path")
+    via_name = await session.scalar(select(Device.name).where(Device.id == path.via_device_id))
+    before = _public(to_read(path, via_name))
     await session.delete(path)
     await session.flush()
+    await _audit(session, ctx, "path.deleted", device, {"before": before})
 
 
 async def check_links(session: AsyncSession, device: Device) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.service import diff, stage
+from app.context import RequestContext
 from app.errors import AlreadyExists, AmbiguousReference, InUse, InvalidInput, NotFound
+from app.identity.models import Role
 from app.inventory.models import Device, Rack, Site
 from app.inventory.refs import as_id
 from app.inventory.schemas import RackCreate, RackRead, RackUpdate
-from app.inventory.sites import get_site
+from app.inventory.sites import get_site, site_for
 
 
 def to_read(rack: Rack, site: Site) -> RackRead:
@@ -24,12 +27,21 @@ def to_read(rack: Rack, site: Site) -> RackRead:
     )
 
 
-async def list_racks(session: AsyncSession, site_ref: str | None = None) -> list[RackRead]:
+def _snapshot(rack: Rack, site: Site) -> dict[str, object]:
+    return to_read(rack, site).model_dump(mode="json", exclude={"created_at", "updated_at"})
+
+
+async def list_racks(
+    session: AsyncSession, ctx: RequestContext, site_ref: str | None = None
+) -> list[RackRead]:
     query = select(Rack, Site).join(Site, Rack.site_id == Site.id).order_by(Site.slug, Rack.name)
     if site_ref is not None:
-        site = await get_site(session, site_ref)
+        site = await site_for(session, ctx, site_ref, Role.VIEWER, "listing racks")
         query = query.where(Rack.site_id == site.id)
-    return [to_read(rack, site) for rack, site in (await session.execute(query))]
+    visible = ctx.principal.visible_site_ids()
+    if visible is not None:
+        query = query.where(Rack.site_id.in_(visible))
+    return [to_read(rack, site) for rack, site in await session.execute(query)]
 
 
 async def get_rack(
@@ -43,11 +55,8 @@ async def get_rack(
     found = list(await session.execute(query))
     rack_id = as_id(ref)
     if not found and rack_id is not None and site_ref is None:
-        found = list(
-            await session.execute(
-                select(Rack, Site).join(Site, Rack.site_id == Site.id).where(Rack.id == rack_id)
-            )
-        )
+        by_id = select(Rack, Site).join(Site, Rack.site_id == Site.id).where(Rack.id == rack_id)
+        found = list(await session.execute(by_id))
     if not found:
         where = f" at site {site_ref!r}" if site_ref else ""
         raise NotFound(f"no rack {ref!r}{where}; list them with GET /api/v1/racks")
@@ -56,11 +65,33 @@ async def get_rack(
         raise AmbiguousReference(
             f"rack name {ref!r} exists at sites {sites}; add ?site=<slug> or use the rack id"
         )
-    return found[0]
+    rack, site = found[0]
+    return rack, site
 
 
-async def create_rack(session: AsyncSession, data: RackCreate) -> RackRead:
-    site = await get_site(session, data.site)
+async def rack_for(
+    session: AsyncSession,
+    ctx: RequestContext,
+    ref: str,
+    site_ref: str | None,
+    role: Role,
+    what: str,
+) -> tuple[Rack, Site]:
+    rack, site = await get_rack(session, ref, site_ref)
+    ctx.require(
+        role,
+        site.id,
+        what=what,
+        target_type="rack",
+        target_id=rack.id,
+        target_name=rack.name,
+        site=site.slug,
+    )
+    return rack, site
+
+
+async def create_rack(session: AsyncSession, ctx: RequestContext, data: RackCreate) -> RackRead:
+    site = await site_for(session, ctx, data.site, Role.ADMIN, "creating racks")
     existing = await session.scalar(
         select(Rack).where(Rack.site_id == site.id, Rack.name == data.name)
     )
@@ -73,10 +104,24 @@ async def create_rack(session: AsyncSession, data: RackCreate) -> RackRead:
     )
     session.add(rack)
     await session.flush()
+    stage(
+        session,
+        ctx.event(
+            "rack.created",
+            target_type="rack",
+            target_id=rack.id,
+            target_name=rack.name,
+            site=site.slug,
+            details={"after": _snapshot(rack, site)},
+        ),
+    )
     return to_read(rack, site)
 
 
-async def update_rack(session: AsyncSession, rack: Rack, site: Site, data: RackUpdate) -> RackRead:
+async def update_rack(
+    session: AsyncSession, ctx: RequestContext, rack: Rack, site: Site, data: RackUpdate
+) -> RackRead:
+    before = _snapshot(rack, site)
     changes = data.model_dump(exclude_unset=True, exclude_none=True)
     if "name" in changes and changes["name"] != rack.name:
         taken = await session.scalar(
@@ -98,12 +143,36 @@ async def update_rack(session: AsyncSession, rack: Rack, site: Site, data: RackU
     for field, value in changes.items():
         setattr(rack, field, value)
     await session.flush()
+    stage(
+        session,
+        ctx.event(
+            "rack.updated",
+            target_type="rack",
+            target_id=rack.id,
+            target_name=rack.name,
+            site=site.slug,
+            details=diff(before, _snapshot(rack, site)),
+        ),
+    )
     return to_read(rack, site)
 
 
-async def delete_rack(session: AsyncSession, rack: Rack) -> None:
+async def delete_rack(session: AsyncSession, ctx: RequestContext, rack: Rack, site: Site) -> None:
+    ctx.require_ticket(site.slug, site.require_ticket, "deleting a rack")
     devices = await session.scalar(select(func.count()).where(Device.rack_id == rack.id))
     if devices:
         raise InUse(f"rack {rack.name!r} still holds {devices} devices; move or delete them first")
+    before = _snapshot(rack, site)
     await session.delete(rack)
     await session.flush()
+    stage(
+        session,
+        ctx.event(
+            "rack.deleted",
+            target_type="rack",
+            target_id=rack.id,
+            target_name=rack.name,
+            site=site.slug,
+            details={"before": before},
+        ),
+    )

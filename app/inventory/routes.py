@@ -8,8 +8,10 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi import Path as FastApiPath
 from fastapi.responses import StreamingResponse
 
-from app.deps import SessionDep, SettingsDep, VaultDep
+from app.deps import SessionDep, VaultDep
 from app.errors import InvalidInput
+from app.identity.auth import Ctx
+from app.identity.models import Role
 from app.inventory import devices, paths, racks, sites, transfer
 from app.inventory.models import DeviceKind, DeviceStatus
 from app.inventory.refs import MAX_ID
@@ -40,67 +42,77 @@ SiteQuery = Annotated[str | None, Query(description="site slug or id")]
 
 
 @router.get("/sites", tags=["sites"])
-async def list_sites(session: SessionDep) -> list[SiteRead]:
-    return [SiteRead.model_validate(site) for site in await sites.list_sites(session)]
+async def list_sites(session: SessionDep, ctx: Ctx) -> list[SiteRead]:
+    return [SiteRead.model_validate(site) for site in await sites.list_sites(session, ctx)]
 
 
 @router.post("/sites", status_code=status.HTTP_201_CREATED, tags=["sites"])
-async def create_site(session: SessionDep, body: SiteCreate) -> SiteRead:
-    return SiteRead.model_validate(await sites.create_site(session, body))
+async def create_site(session: SessionDep, ctx: Ctx, body: SiteCreate) -> SiteRead:
+    return SiteRead.model_validate(await sites.create_site(session, ctx, body))
 
 
 @router.get("/sites/{site}", tags=["sites"])
-async def get_site(session: SessionDep, site: str) -> SiteRead:
-    return SiteRead.model_validate(await sites.get_site(session, site))
+async def get_site(session: SessionDep, ctx: Ctx, site: str) -> SiteRead:
+    return SiteRead.model_validate(
+        await sites.site_for(session, ctx, site, Role.VIEWER, "reading a site")
+    )
 
 
 @router.patch("/sites/{site}", tags=["sites"])
-async def update_site(session: SessionDep, site: str, body: SiteUpdate) -> SiteRead:
-    found = await sites.get_site(session, site)
-    return SiteRead.model_validate(await sites.update_site(session, found, body))
+async def update_site(session: SessionDep, ctx: Ctx, site: str, body: SiteUpdate) -> SiteRead:
+    found = await sites.site_for(session, ctx, site, Role.ADMIN, "changing a site")
+    return SiteRead.model_validate(await sites.update_site(session, ctx, found, body))
 
 
 @router.delete("/sites/{site}", status_code=status.HTTP_204_NO_CONTENT, tags=["sites"])
-async def delete_site(session: SessionDep, site: str) -> None:
-    await sites.delete_site(session, await sites.get_site(session, site))
+async def delete_site(session: SessionDep, ctx: Ctx, site: str) -> None:
+    found = await sites.site_for(session, ctx, site, Role.VIEWER, "deleting a site")
+    await sites.delete_site(session, ctx, found)
 
 
 # Racks ---------------------------------------------------------------------------------------
 
 
 @router.get("/racks", tags=["racks"])
-async def list_racks(session: SessionDep, site: SiteQuery = None) -> list[RackRead]:
-    return await racks.list_racks(session, site)
+async def list_racks(session: SessionDep, ctx: Ctx, site: SiteQuery = None) -> list[RackRead]:
+    return await racks.list_racks(session, ctx, site)
 
 
 @router.post("/racks", status_code=status.HTTP_201_CREATED, tags=["racks"])
-async def create_rack(session: SessionDep, body: RackCreate) -> RackRead:
-    return await racks.create_rack(session, body)
+async def create_rack(session: SessionDep, ctx: Ctx, body: RackCreate) -> RackRead:
+    return await racks.create_rack(session, ctx, body)
 
 
 @router.get("/racks/{rack}", tags=["racks"])
-async def get_rack(session: SessionDep, rack: str, site: SiteQuery = None) -> RackRead:
-    return racks.to_read(*await racks.get_rack(session, rack, site))
+async def get_rack(session: SessionDep, ctx: Ctx, rack: str, site: SiteQuery = None) -> RackRead:
+    return racks.to_read(
+        *await racks.rack_for(session, ctx, rack, site, Role.VIEWER, "reading a rack")
+    )
 
 
 @router.patch("/racks/{rack}", tags=["racks"])
 async def update_rack(
-    session: SessionDep, rack: str, body: RackUpdate, site: SiteQuery = None
+    session: SessionDep, ctx: Ctx, rack: str, body: RackUpdate, site: SiteQuery = None
 ) -> RackRead:
-    found, found_site = await racks.get_rack(session, rack, site)
-    return await racks.update_rack(session, found, found_site, body)
+    found, found_site = await racks.rack_for(
+        session, ctx, rack, site, Role.ADMIN, "changing a rack"
+    )
+    return await racks.update_rack(session, ctx, found, found_site, body)
 
 
 @router.delete("/racks/{rack}", status_code=status.HTTP_204_NO_CONTENT, tags=["racks"])
-async def delete_rack(session: SessionDep, rack: str, site: SiteQuery = None) -> None:
-    found, _ = await racks.get_rack(session, rack, site)
-    await racks.delete_rack(session, found)
+async def delete_rack(session: SessionDep, ctx: Ctx, rack: str, site: SiteQuery = None) -> None:
+    found, found_site = await racks.rack_for(
+        session, ctx, rack, site, Role.ADMIN, "deleting a rack"
+    )
+    await racks.delete_rack(session, ctx, found, found_site)
 
 
 # Devices -------------------------------------------------------------------------------------
 
 
 def device_filter(
+    ctx: Ctx,
     select: Annotated[
         str | None, Query(description="node range, e.g. `web[01-20],db1`", max_length=4096)
     ] = None,
@@ -114,8 +126,17 @@ def device_filter(
         str | None, Query(description="text in name, serial, asset tag, vendor, model")
     ] = None,
 ) -> devices.DeviceFilter:
+    """The filters of lists and exports, narrowed to the sites the caller may see."""
     return devices.DeviceFilter(
-        select=select, site=site, rack=rack, kind=kind, tags=tag, status=status, parent=parent, q=q
+        select=select,
+        site=site,
+        rack=rack,
+        kind=kind,
+        tags=tag,
+        status=status,
+        parent=parent,
+        q=q,
+        site_ids=ctx.principal.visible_site_ids(),
     )
 
 
@@ -125,7 +146,6 @@ FilterDep = Annotated[devices.DeviceFilter, Depends(device_filter)]
 @router.get("/devices", tags=["devices"])
 async def list_devices(
     session: SessionDep,
-    settings: SettingsDep,
     flt: FilterDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
@@ -135,8 +155,8 @@ async def list_devices(
 
 
 @router.post("/devices", status_code=status.HTTP_201_CREATED, tags=["devices"])
-async def create_device(session: SessionDep, body: DeviceCreate) -> DeviceDetail:
-    return await devices.create_device(session, body)
+async def create_device(session: SessionDep, ctx: Ctx, body: DeviceCreate) -> DeviceDetail:
+    return await devices.create_device(session, ctx, body)
 
 
 _IMPORT_BODY = {
@@ -156,6 +176,7 @@ _IMPORT_BODY = {
 async def import_devices(
     request: Request,
     session: SessionDep,
+    ctx: Ctx,
     vault: VaultDep,
     dry_run: bool = False,
     format: Literal["csv", "json"] | None = Query(
@@ -172,7 +193,7 @@ async def import_devices(
             raise InvalidInput("the CSV file must be UTF-8") from exc
     else:
         rows = transfer.parse_json(raw)
-    result = await transfer.import_devices(session, vault, rows, dry_run=dry_run)
+    result = await transfer.import_devices(session, ctx, vault, rows, dry_run=dry_run)
     if dry_run:
         await session.rollback()
     return result
@@ -197,49 +218,54 @@ async def export_devices(
 
 
 @router.get("/devices/{device}", tags=["devices"])
-async def get_device(session: SessionDep, device: str) -> DeviceDetail:
-    return await devices.read_device(session, await devices.get_device(session, device))
+async def get_device(session: SessionDep, ctx: Ctx, device: str) -> DeviceDetail:
+    found = await devices.device_for(session, ctx, device, Role.VIEWER, "reading a device")
+    return await devices.read_device(session, found)
 
 
 @router.patch("/devices/{device}", tags=["devices"])
-async def update_device(session: SessionDep, device: str, body: DeviceUpdate) -> DeviceDetail:
-    found = await devices.get_device(session, device)
-    return await devices.update_device(session, found, body)
+async def update_device(
+    session: SessionDep, ctx: Ctx, device: str, body: DeviceUpdate
+) -> DeviceDetail:
+    found = await devices.device_for(session, ctx, device, Role.ADMIN, "changing a device")
+    return await devices.update_device(session, ctx, found, body)
 
 
 @router.delete("/devices/{device}", status_code=status.HTTP_204_NO_CONTENT, tags=["devices"])
-async def delete_device(session: SessionDep, device: str) -> None:
-    await devices.delete_device(session, await devices.get_device(session, device))
+async def delete_device(session: SessionDep, ctx: Ctx, device: str) -> None:
+    found = await devices.device_for(session, ctx, device, Role.ADMIN, "deleting a device")
+    await devices.delete_device(session, ctx, found)
 
 
 # Control paths -------------------------------------------------------------------------------
 
 
 @router.get("/devices/{device}/paths", tags=["paths"])
-async def list_paths(session: SessionDep, device: str) -> list[PathRead]:
-    return await paths.list_paths(session, await devices.get_device(session, device))
+async def list_paths(session: SessionDep, ctx: Ctx, device: str) -> list[PathRead]:
+    found = await devices.device_for(session, ctx, device, Role.VIEWER, "reading control paths")
+    return await paths.list_paths(session, found)
 
 
 @router.post("/devices/{device}/paths", status_code=status.HTTP_201_CREATED, tags=["paths"])
 async def create_path(
-    session: SessionDep, vault: VaultDep, device: str, body: PathCreate
+    session: SessionDep, ctx: Ctx, vault: VaultDep, device: str, body: PathCreate
 ) -> PathRead:
-    found = await devices.get_device(session, device)
-    return await paths.create_path(session, vault, found, body)
+    found = await devices.device_for(session, ctx, device, Role.ADMIN, "adding control paths")
+    return await paths.create_path(session, ctx, vault, found, body)
 
 
 @router.patch("/devices/{device}/paths/{path_id}", tags=["paths"])
 async def update_path(
-    session: SessionDep, vault: VaultDep, device: str, path_id: PathId, body: PathUpdate
+    session: SessionDep, ctx: Ctx, vault: VaultDep, device: str, path_id: PathId, body: PathUpdate
 ) -> PathRead:
-    found = await devices.get_device(session, device)
+    found = await devices.device_for(session, ctx, device, Role.ADMIN, "changing control paths")
     path = await paths.get_path(session, found, path_id)
-    return await paths.update_path(session, vault, found, path, body)
+    return await paths.update_path(session, ctx, vault, found, path, body)
 
 
 @router.delete(
     "/devices/{device}/paths/{path_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["paths"]
 )
-async def delete_path(session: SessionDep, device: str, path_id: PathId) -> None:
-    found = await devices.get_device(session, device)
-    await paths.delete_path(session, await paths.get_path(session, found, path_id))
+async def delete_path(session: SessionDep, ctx: Ctx, device: str, path_id: PathId) -> None:
+    found = await devices.device_for(session, ctx, device, Role.ADMIN, "removing control paths")
+    await paths.delete_path(session, ctx, found, await paths.get_path(session, found, path_id))

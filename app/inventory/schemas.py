@@ -133,6 +133,9 @@ class SiteCreate(Schema):
     timezone: TimeZone = "UTC"
     address: Text = ""
     description: Text = ""
+    require_ticket: bool = Field(
+        False, description="refuse destructive actions at this site without a ticket"
+    )
 
 
 class SiteUpdate(Schema):
@@ -142,6 +145,7 @@ class SiteUpdate(Schema):
     timezone: TimeZone | None = None
     address: Text | None = None
     description: Text | None = None
+    require_ticket: bool | None = None
 
 
 class SiteRead(ReadSchema):
@@ -152,6 +156,7 @@ class SiteRead(ReadSchema):
     timezone: str
     address: str
     description: str
+    require_ticket: bool
     created_at: datetime
     updated_at: datetime
 

@@ -1,18 +1,25 @@
-"""Sites: data centers and branch offices."""
+"""Sites: data centers and branch offices, the unit of access scope."""
 
 from __future__ import annotations
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.service import diff, stage
+from app.context import RequestContext
 from app.errors import AlreadyExists, InUse, NotFound
+from app.identity.models import Role
 from app.inventory.models import Device, Rack, Site
 from app.inventory.refs import as_id
-from app.inventory.schemas import SiteCreate, SiteUpdate
+from app.inventory.schemas import SiteCreate, SiteRead, SiteUpdate
 
 
-async def list_sites(session: AsyncSession) -> list[Site]:
-    return list(await session.scalars(select(Site).order_by(Site.slug)))
+async def list_sites(session: AsyncSession, ctx: RequestContext) -> list[Site]:
+    query = select(Site).order_by(Site.slug)
+    visible = ctx.principal.visible_site_ids()
+    if visible is not None:
+        query = query.where(Site.id.in_(visible))
+    return list(await session.scalars(query))
 
 
 async def get_site(session: AsyncSession, ref: str) -> Site:
@@ -25,31 +32,91 @@ async def get_site(session: AsyncSession, ref: str) -> Site:
     return site
 
 
+async def site_for(
+    session: AsyncSession, ctx: RequestContext, ref: str, role: Role, what: str
+) -> Site:
+    """A site the caller holds `role` at (other sites look missing, or are forbidden)."""
+    site = await get_site(session, ref)
+    ctx.require(
+        role,
+        site.id,
+        what=what,
+        target_type="site",
+        target_id=site.id,
+        target_name=site.slug,
+        site=site.slug,
+    )
+    return site
+
+
+def _snapshot(site: Site) -> dict[str, object]:
+    return SiteRead.model_validate(site).model_dump(
+        mode="json", exclude={"created_at", "updated_at"}
+    )
+
+
 async def _check_slug_free(session: AsyncSession, slug: str) -> None:
     existing = await session.scalar(select(Site).where(Site.slug == slug))
     if existing is not None:
         raise AlreadyExists(f"a site with slug {slug!r} already exists (id {existing.id})")
 
 
-async def create_site(session: AsyncSession, data: SiteCreate) -> Site:
+async def create_site(session: AsyncSession, ctx: RequestContext, data: SiteCreate) -> Site:
+    ctx.require(Role.ADMIN, None, what="creating sites", target_type="site", target_name=data.slug)
     await _check_slug_free(session, data.slug)
     site = Site(**data.model_dump())
     session.add(site)
     await session.flush()
+    stage(
+        session,
+        ctx.event(
+            "site.created",
+            target_type="site",
+            target_id=site.id,
+            target_name=site.slug,
+            site=site.slug,
+            details={"after": _snapshot(site)},
+        ),
+    )
     return site
 
 
-async def update_site(session: AsyncSession, site: Site, data: SiteUpdate) -> Site:
+async def update_site(
+    session: AsyncSession, ctx: RequestContext, site: Site, data: SiteUpdate
+) -> Site:
+    before = _snapshot(site)
     changes = data.model_dump(exclude_unset=True, exclude_none=True)
     if "slug" in changes and changes["slug"] != site.slug:
         await _check_slug_free(session, changes["slug"])
     for field, value in changes.items():
         setattr(site, field, value)
     await session.flush()
+    after = _snapshot(site)
+    stage(
+        session,
+        ctx.event(
+            "site.updated",
+            target_type="site",
+            target_id=site.id,
+            target_name=site.slug,
+            site=site.slug,
+            details=diff(before, after),
+        ),
+    )
     return site
 
 
-async def delete_site(session: AsyncSession, site: Site) -> None:
+async def delete_site(session: AsyncSession, ctx: RequestContext, site: Site) -> None:
+    ctx.require(
+        Role.ADMIN,
+        None,
+        what="deleting sites",
+        target_type="site",
+        target_id=site.id,
+        target_name=site.slug,
+        site=site.slug,
+    )
+    ctx.require_ticket(site.slug, site.require_ticket, "deleting it")
     devices = await session.scalar(select(func.count()).where(Device.site_id == site.id))
     racks = await session.scalar(select(func.count()).where(Rack.site_id == site.id))
     if devices or racks:
@@ -57,5 +124,17 @@ async def delete_site(session: AsyncSession, site: Site) -> None:
             f"site {site.slug!r} still holds {devices} devices and {racks} racks; "
             "move or delete them first"
         )
+    before = _snapshot(site)
     await session.delete(site)
     await session.flush()
+    stage(
+        session,
+        ctx.event(
+            "site.deleted",
+            target_type="site",
+            target_id=site.id,
+            target_name=site.slug,
+            site=site.slug,
+            details={"before": before},
+        ),
+    )

@@ -13,8 +13,11 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.audit.service import stage
+from app.context import RequestContext
 from app.db import utcnow
 from app.errors import FieldError, ImportRejected, InvalidInput
+from app.identity.models import Role
 from app.inventory import devices as device_service
 from app.inventory import paths as path_service
 from app.inventory.models import ControlPath, Device, DeviceKind, DeviceTag, PathKind, Rack, Site
@@ -32,10 +35,25 @@ from app.inventory.selectors import name_in
 from app.vault import Vault
 
 CSV_COLUMNS = [
-    "name", "kind", "site", "rack", "position_u", "height_u", "parent", "status", "vendor",
-    "model", "serial", "asset_tag", "arch", "os", "os_version", "description", "tags",
+    "name",
+    "kind",
+    "site",
+    "rack",
+    "position_u",
+    "height_u",
+    "parent",
+    "status",
+    "vendor",
+    "model",
+    "serial",
+    "asset_tag",
+    "arch",
+    "os",
+    "os_version",
+    "description",
+    "tags",
     "attributes",
-]  # fmt: skip
+]
 _NULLABLE = {"rack", "position_u", "parent", "asset_tag"}
 _INTEGERS = {"position_u", "height_u"}
 _KEEP_IF_EMPTY = {"kind", "site", "height_u", "status"}  # an empty cell keeps (or defaults) these
@@ -155,7 +173,7 @@ class _Errors:
 
 
 async def import_devices(
-    session: AsyncSession, vault: Vault, rows: list[Row], *, dry_run: bool
+    session: AsyncSession, ctx: RequestContext, vault: Vault, rows: list[Row], *, dry_run: bool
 ) -> ImportResult:
     """Check every row, then write them all in the caller's transaction; any error → nothing."""
     errors = _Errors()
@@ -169,6 +187,7 @@ async def import_devices(
         {p.data.parent for p in plans if p.data.parent and p.data.parent not in names},
     )
     await _check_placement(session, plans, sites, racks, outside, errors)
+    _authorize(ctx, plans, sites)
     await _check_asset_tags(session, plans, errors)
     if errors.items:
         raise ImportRejected(errors.items)
@@ -177,7 +196,8 @@ async def import_devices(
     if any(plan.paths is not None for plan in plans):
         await _diff_paths(session, vault, plans)
     if not dry_run:
-        await _write(session, vault, plans)
+        ids = await _write(session, vault, plans)
+        _audit(ctx, session, plans, ids)
     counts = dict.fromkeys(("create", "update", "unchanged"), 0)
     for plan in plans:
         counts[plan.change.action] += 1
@@ -188,6 +208,49 @@ async def import_devices(
         unchanged=counts["unchanged"],
         rows=[plan.change for plan in plans],
     )
+
+
+def _authorize(ctx: RequestContext, plans: list[_Plan], sites: dict[str, Site]) -> None:
+    """Importing is an admin's act at every site the file puts devices in or takes them from."""
+    touched = {plan.data.site for plan in plans} | {p.existing.site for p in plans if p.existing}
+    for slug in sorted(touched):
+        site = sites.get(slug)
+        if site is not None:
+            ctx.require(
+                Role.ADMIN,
+                site.id,
+                what="importing devices",
+                target_type="site",
+                target_id=site.id,
+                target_name=slug,
+                site=slug,
+            )
+
+
+def _audit(
+    ctx: RequestContext, session: AsyncSession, plans: list[_Plan], ids: dict[str, int]
+) -> None:
+    """One event per device created or changed, and one for the import as a whole."""
+    counts = {"create": 0, "update": 0, "unchanged": 0}
+    for plan in plans:
+        counts[plan.change.action] += 1
+        if plan.change.action == "unchanged":
+            continue
+        details: dict[str, Any] = dict(plan.change.changes)
+        if plan.change.action == "create":
+            details = {"after": plan.data.model_dump(mode="json")}
+        stage(
+            session,
+            ctx.event(
+                f"device.{plan.change.action}d",
+                target_type="device",
+                target_id=ids.get(plan.data.name),
+                target_name=plan.data.name,
+                site=plan.data.site,
+                details={"import_row": plan.row, **details},
+            ),
+        )
+    stage(session, ctx.event("devices.imported", details={"rows": len(plans), **counts}))
 
 
 def _names(rows: list[Row], errors: _Errors) -> dict[str, int]:
@@ -491,7 +554,7 @@ def _chunks(items: list[_T]) -> Iterable[list[_T]]:
         yield items[start : start + _CHUNK]
 
 
-async def _write(session: AsyncSession, vault: Vault, plans: list[_Plan]) -> None:
+async def _write(session: AsyncSession, vault: Vault, plans: list[_Plan]) -> dict[str, int]:
     ids = {plan.existing.name: plan.existing.id for plan in plans if plan.existing}
     ids |= {
         device.name: device.id
@@ -527,6 +590,7 @@ async def _write(session: AsyncSession, vault: Vault, plans: list[_Plan]) -> Non
     await _write_paths(session, vault, [p for p in plans if "paths" in p.change.changes], ids)
     if len(creates) >= _REFRESH_STATISTICS_AFTER:
         await refresh_statistics(session)
+    return ids
 
 
 async def refresh_statistics(session: AsyncSession) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import SERVICE_KEY, empty_database
+from tests.conftest import ADMIN_PASSWORD, SERVICE_KEY, empty_database
 
 RACKHAND = str(Path(sys.executable).parent / "rackhand")
 
@@ -26,15 +26,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `rackhand serve` on the test database (started per test: it makes the admin)."""
     port = free_port()
-    env = os.environ | {"RACKHAND_SECRET_KEY": SERVICE_KEY}
+    env = os.environ | {"RACKHAND_SECRET_KEY": SERVICE_KEY, "RACKHAND_ADMIN_PASSWORD": ADMIN_PASSWORD}
     process = subprocess.Popen(
-        [RACKHAND, "serve", "--port", str(port), "--database-url", database_url,
-         "--data-dir", str(tmp_path_factory.mktemp("serve"))],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            RACKHAND,
+            "serve",
+            "--port",
+            str(port),
+            "--database-url",
+            database_url,
+            "--data-dir",
+            str(tmp_path_factory.mktemp("serve")),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -57,14 +68,19 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture
 def rackhand(server: str, database_url: str) -> Iterator[Run]:
+    login = {"username": "admin", "password": ADMIN_PASSWORD}
+    token = httpx.post(f"{server}/api/v1/auth/token", data=login).json()["access_token"]
+
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        env = os.environ | {"RACKHAND_URL": server, "COLUMNS": "200"}
+        env = os.environ | {"RACKHAND_URL": server, "RACKHAND_TOKEN": token, "COLUMNS": "200"}
         return subprocess.run(
             [RACKHAND, *args], env=env, capture_output=True, text=True, timeout=60
         )
 
-    httpx.post(f"{server}/api/v1/sites", json={"slug": "bj-dc1", "name": "Beijing"})
-    httpx.post(f"{server}/api/v1/racks", json={"site": "bj-dc1", "name": "A01"})
+    auth = {"Authorization": f"Bearer {token}"}
+    site = {"slug": "bj-dc1", "name": "Beijing"}
+    httpx.post(f"{server}/api/v1/sites", json=site, headers=auth).raise_for_status()
+    httpx.post(f"{server}/api/v1/racks", json={"site": "bj-dc1", "name": "A01"}, headers=auth)
     yield run
     asyncio.run(empty_database(database_url))
 
@@ -113,8 +129,11 @@ def test_errors_and_exit_codes(rackhand: Run, tmp_path: Path) -> None:
     assert "no device 'nope'" in missing.stderr
     assert rackhand("devices", "list", "web[1-").returncode == 2
     unreachable = subprocess.run(
-        [RACKHAND, "devices", "list"], capture_output=True, text=True, timeout=60,
+        [RACKHAND, "devices", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env=os.environ | {"RACKHAND_URL": f"http://127.0.0.1:{free_port()}"},
-    )  # fmt: skip
+    )
     assert unreachable.returncode == 1
     assert "cannot reach" in unreachable.stderr

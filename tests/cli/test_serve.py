@@ -27,12 +27,15 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(LOOPBACK)]), critical=False)
         .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    )
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
@@ -49,10 +52,21 @@ def test_serve_over_tls(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path)
     port = free_port()
     process = subprocess.Popen(
-        [RACKHAND, "serve", "--port", str(port), "--data-dir", str(tmp_path / "var"),
-         "--tls-cert", str(cert), "--tls-key", str(key)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            RACKHAND,
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "var"),
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     context = ssl.create_default_context(cafile=str(cert))
     try:
         for _ in range(100):
@@ -72,9 +86,18 @@ def test_serve_over_tls(tmp_path: Path) -> None:
 def test_postgres_without_a_key_is_refused(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "RACKHAND_SECRET_KEY"}
     result = subprocess.run(
-        [RACKHAND, "serve", "--database-url", "postgresql+asyncpg://postgres@127.0.0.1/rackhand_never_created",
-         "--data-dir", str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            RACKHAND,
+            "serve",
+            "--database-url",
+            "postgresql+asyncpg://postgres@127.0.0.1/rackhand_never_created",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "RACKHAND_SECRET_KEY is required" in result.stderr

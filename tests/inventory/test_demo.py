@@ -5,7 +5,8 @@ import asyncio
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.db import make_engine, make_sessionmaker, session_scope
+from app.db import make_engine, make_sessionmaker
+from app.uow import unit_of_work
 from app.inventory.demo import seed_demo
 from app.vault import load_vault
 from tests.factories import ok
@@ -13,7 +14,7 @@ from tests.factories import ok
 
 async def _seed(settings: Settings) -> bool:
     engine = make_engine(settings.database_url)
-    async with session_scope(make_sessionmaker(engine)) as session:
+    async with unit_of_work(make_sessionmaker(engine, write=True)) as session:
         loaded = await seed_demo(session, load_vault(settings))
     await engine.dispose()
     return loaded

@@ -1,0 +1,1 @@
+"""The tamper-evident audit log: every change, login and refusal, hash-chained."""

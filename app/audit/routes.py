@@ -1,0 +1,135 @@
+"""HTTP routes of the audit log: read, verify, export. Nothing here edits or deletes."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from app.audit import service
+from app.audit.schemas import AuditEventRead, BadEvent, VerifyResult
+from app.context import RequestContext
+from app.deps import SessionDep
+from app.identity.auth import Ctx
+from app.identity.models import Role
+from app.inventory.models import Site
+from app.inventory.schemas import Page
+from app.paging import decode_cursor, encode_cursor
+
+router = APIRouter()
+Text = Annotated[str | None, Query(max_length=200)]
+
+
+async def _filter(
+    session: SessionDep,
+    ctx: Ctx,
+    actor: Text = None,
+    device: Text = None,
+    site: Text = None,
+    ticket: Text = None,
+    type: Annotated[
+        str | None, Query(max_length=64, description="e.g. `device.updated` or `auth.*`")
+    ] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> service.AuditFilter:
+    service.check_range(since, until)
+    return service.AuditFilter(
+        actor=actor,
+        device=device,
+        site=site,
+        ticket=ticket,
+        type=type,
+        since=since,
+        until=until,
+        visible_sites=await _visible(session, ctx),
+    )
+
+
+async def _visible(session: SessionDep, ctx: RequestContext) -> set[str] | None:
+    """Site-scoped callers read only the events of their sites (never site-less ones)."""
+    ids = ctx.principal.visible_site_ids()
+    if ids is None:
+        return None
+    return set(await session.scalars(select(Site.slug).where(Site.id.in_(ids))))
+
+
+FilterDep = Annotated[service.AuditFilter, Depends(_filter)]
+
+
+@router.get("/audit", tags=["audit"])
+async def list_audit(
+    session: SessionDep,
+    flt: FilterDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> Page[AuditEventRead]:
+    """Newest first."""
+    before = None
+    if cursor is not None:
+        (value, *_) = decode_cursor(cursor)
+        before = value if isinstance(value, int) else None
+    events, last = await service.list_events(session, flt, limit=limit, before=before)
+    return Page[AuditEventRead](
+        items=[AuditEventRead.model_validate(event) for event in events],
+        next_cursor=encode_cursor([last]) if last is not None else None,
+    )
+
+
+@router.get("/audit/verify", tags=["audit"])
+async def verify_audit(session: SessionDep, ctx: Ctx) -> VerifyResult:
+    """Walk the whole chain; name the first event that does not match."""
+    ctx.require(Role.ADMIN, None, what="verifying the audit chain")
+    verdict = await service.verify(session)
+    bad = (
+        None
+        if verdict.ok
+        else BadEvent(id=verdict.bad_id, seq=verdict.bad_seq, reason=verdict.reason)
+    )
+    return VerifyResult(ok=verdict.ok, checked=verdict.checked, first_bad=bad)
+
+
+@router.get(
+    "/audit/export",
+    tags=["audit"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+)
+async def export_audit(
+    request: Request, flt: FilterDep, format: Literal["jsonl", "csv"] = "jsonl"
+) -> StreamingResponse:
+    """Oldest first, with each event's hash, for archiving outside Rackhand."""
+    sessions = request.app.state.sessions
+
+    async def lines() -> AsyncIterator[bytes]:
+        columns = list(AuditEventRead.model_fields)
+        if format == "csv":
+            yield _csv(columns)
+        async with sessions() as session:
+            async for event in service.stream_events(session, flt):
+                record = AuditEventRead.model_validate(event).model_dump(mode="json")
+                if format == "csv":
+                    record["details"] = orjson.dumps(record["details"]).decode()
+                    yield _csv(["" if record[c] is None else str(record[c]) for c in columns])
+                else:
+                    yield orjson.dumps(record) + b"\n"
+
+    media = "text/csv" if format == "csv" else "application/x-ndjson"
+    return StreamingResponse(
+        lines(),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="audit.{format}"'},
+    )
+
+
+def _csv(cells: list[str]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(cells)
+    return buffer.getvalue().encode()

@@ -1,0 +1,273 @@
+"""Append, read and verify the audit log.
+
+Events are staged on the session during a unit of work and appended just before it commits
+(`append_staged`), so they share the change's transaction and hold the chain head only
+briefly. The head row is locked by an UPDATE: that serialises appenders on PostgreSQL across
+processes, and on SQLite the write transaction already holds the database's write lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.chain import link
+from app.audit.models import GENESIS, AuditEvent, AuditHead
+from app.db import utcnow
+from app.errors import InvalidInput
+
+_STAGED = "rackhand.audit.staged"
+SECRET_KEYS = frozenset({"secret", "password", "token", "secret_ciphertext"})
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: a user, an API token, the system itself, or nobody yet (a failed login)."""
+
+    kind: str
+    id: int | None
+    name: str
+
+
+SYSTEM = Actor("system", None, "rackhand")
+
+
+@dataclass
+class Event:
+    type: str
+    actor: Actor
+    outcome: str = "success"
+    target_type: str | None = None
+    target_id: int | None = None
+    target_name: str | None = None
+    site: str | None = None
+    ticket: str | None = None
+    reason: str | None = None
+    source_ip: str | None = None
+    request_id: str | None = None
+    job_id: str | None = None
+    session_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def redact(value: Any) -> Any:
+    """Secrets never reach the log: any key that names one is replaced by "set"/None."""
+    if isinstance(value, dict):
+        return {
+            key: ("set" if item else None) if key in SECRET_KEYS else redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    return value
+
+
+def stage(session: AsyncSession, event: Event) -> None:
+    """Record `event` with the session's transaction; it is written when that commits."""
+    session.info.setdefault(_STAGED, []).append(event)
+
+
+async def append_staged(session: AsyncSession) -> None:
+    events: list[Event] = session.info.pop(_STAGED, [])
+    if events:
+        await append(session, events)
+
+
+async def append(session: AsyncSession, events: list[Event]) -> None:
+    """Chain and insert events now, in the session's transaction (the head stays locked)."""
+    head = (
+        await session.execute(
+            update(AuditHead)
+            .where(AuditHead.id == 1)
+            .values(seq=AuditHead.seq + len(events))
+            .returning(AuditHead.seq, AuditHead.hash)
+        )
+    ).one_or_none()
+    if head is None:
+        raise RuntimeError("audit_head is missing; the database was not migrated")
+    last_seq, prev_hash = head
+    seq = last_seq - len(events)
+    rows = []
+    now = utcnow()
+    for event in events:
+        seq += 1
+        fields = {
+            "seq": seq,
+            "at": now,
+            "type": event.type,
+            "outcome": event.outcome,
+            "actor_kind": event.actor.kind,
+            "actor_id": event.actor.id,
+            "actor_name": event.actor.name,
+            "source_ip": event.source_ip,
+            "target_type": event.target_type,
+            "target_id": event.target_id,
+            "target_name": event.target_name,
+            "site": event.site,
+            "ticket": event.ticket,
+            "reason": event.reason,
+            "request_id": event.request_id,
+            "job_id": event.job_id,
+            "session_id": event.session_id,
+            "details": redact(event.details),
+        }
+        digest = link(prev_hash, fields)
+        rows.append(fields | {"prev_hash": prev_hash, "hash": digest})
+        prev_hash = digest
+    await session.execute(insert(AuditEvent), rows)
+    await session.execute(update(AuditHead).where(AuditHead.id == 1).values(hash=prev_hash))
+
+
+@dataclass
+class AuditFilter:
+    actor: str | None = None
+    device: str | None = None
+    site: str | None = None
+    ticket: str | None = None
+    type: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    visible_sites: set[str] | None = None  # None: every site and site-less events
+
+
+def filtered(flt: AuditFilter) -> Select[tuple[AuditEvent]]:
+    query = select(AuditEvent)
+    if flt.actor is not None:
+        query = query.where(AuditEvent.actor_name == flt.actor)
+    if flt.device is not None:
+        query = query.where(
+            AuditEvent.target_type == "device", AuditEvent.target_name == flt.device
+        )
+    if flt.site is not None:
+        query = query.where(AuditEvent.site == flt.site)
+    if flt.ticket is not None:
+        query = query.where(AuditEvent.ticket == flt.ticket)
+    if flt.type is not None:
+        if flt.type.endswith(".*"):
+            query = query.where(AuditEvent.type.startswith(flt.type[:-1], autoescape=True))
+        else:
+            query = query.where(AuditEvent.type == flt.type)
+    if flt.since is not None:
+        query = query.where(AuditEvent.at >= flt.since)
+    if flt.until is not None:
+        query = query.where(AuditEvent.at < flt.until)
+    if flt.visible_sites is not None:
+        query = query.where(AuditEvent.site.in_(sorted(flt.visible_sites)))
+    return query
+
+
+async def list_events(
+    session: AsyncSession, flt: AuditFilter, *, limit: int, before: int | None
+) -> tuple[list[AuditEvent], int | None]:
+    """Newest first; the cursor is the last id seen."""
+    query = filtered(flt)
+    if before is not None:
+        query = query.where(AuditEvent.id < before)
+    rows = list(await session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more else None)
+
+
+async def stream_events(session: AsyncSession, flt: AuditFilter) -> AsyncIterator[AuditEvent]:
+    """Oldest first, in batches, for export."""
+    after = 0
+    while True:
+        batch = list(
+            await session.scalars(
+                filtered(flt).where(AuditEvent.id > after).order_by(AuditEvent.id).limit(2000)
+            )
+        )
+        for event in batch:
+            yield event
+        if len(batch) < 2000:
+            return
+        after = batch[-1].id
+
+
+_VERIFY_COLUMNS = (
+    AuditEvent.id,
+    AuditEvent.seq,
+    AuditEvent.at,
+    AuditEvent.type,
+    AuditEvent.outcome,
+    AuditEvent.actor_kind,
+    AuditEvent.actor_id,
+    AuditEvent.actor_name,
+    AuditEvent.source_ip,
+    AuditEvent.target_type,
+    AuditEvent.target_id,
+    AuditEvent.target_name,
+    AuditEvent.site,
+    AuditEvent.ticket,
+    AuditEvent.reason,
+    AuditEvent.request_id,
+    AuditEvent.job_id,
+    AuditEvent.session_id,
+    AuditEvent.details,
+    AuditEvent.prev_hash,
+    AuditEvent.hash,
+)
+_NAMES = [column.key for column in _VERIFY_COLUMNS]
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    checked: int
+    bad_id: int | None = None
+    bad_seq: int | None = None
+    reason: str = ""
+
+
+async def verify(session: AsyncSession, batch: int = 20_000) -> Verdict:
+    """Walk the chain in order; name the first event whose link or contents do not match."""
+    prev_hash, expected_seq, checked, after = GENESIS, 1, 0, -1
+    while True:
+        rows = (
+            await session.execute(
+                select(*_VERIFY_COLUMNS)
+                .where(AuditEvent.id > after)
+                .order_by(AuditEvent.id)
+                .limit(batch)
+            )
+        ).all()
+        for row in rows:
+            fields = dict(zip(_NAMES, row, strict=True))
+            if fields["seq"] != expected_seq:
+                missing = "missing" if fields["seq"] > expected_seq else "out of order"
+                reason = f"expected event #{expected_seq} here, found #{fields['seq']} ({missing})"
+                return Verdict(False, checked, fields["id"], fields["seq"], reason)
+            if fields["prev_hash"] != prev_hash:
+                reason = "its prev_hash does not match the hash of the event before it"
+                return Verdict(False, checked, fields["id"], fields["seq"], reason)
+            if link(prev_hash, fields) != fields["hash"]:
+                reason = "its contents do not match its hash (the row was changed)"
+                return Verdict(False, checked, fields["id"], fields["seq"], reason)
+            prev_hash = fields["hash"]
+            expected_seq += 1
+            checked += 1
+        if len(rows) < batch:
+            break
+        after = rows[-1][0]
+    head = (await session.execute(select(AuditHead.seq, AuditHead.hash))).one()
+    if head.seq != checked or head.hash != prev_hash:
+        reason = f"the chain ends at #{checked} but the head records #{head.seq}: events removed"
+        return Verdict(False, checked, None, checked + 1, reason)
+    return Verdict(True, checked)
+
+
+def check_range(since: datetime | None, until: datetime | None) -> None:
+    if since is not None and until is not None and since >= until:
+        raise InvalidInput("`since` must be before `until`")
+
+
+def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Only the fields that changed, as {"before": {...}, "after": {...}}."""
+    changed = [key for key in after if before.get(key) != after[key]]
+    return {"before": {k: before.get(k) for k in changed}, "after": {k: after[k] for k in changed}}

@@ -1,0 +1,77 @@
+"""What every request carries into the services: who, from where, for which ticket and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from app.audit.service import SYSTEM, Event
+from app.errors import Forbidden, Hidden, InvalidInput
+from app.identity.models import Role
+from app.identity.principal import Principal
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    principal: Principal
+    source_ip: str | None = None
+    request_id: str | None = None
+    ticket: str | None = None
+    reason: str | None = None
+
+    def event(self, type_: str, **fields: Any) -> Event:
+        """An audit event by this caller, with the request's ticket and reason."""
+        return Event(
+            type=type_,
+            actor=self.principal.actor,
+            source_ip=self.source_ip,
+            request_id=self.request_id,
+            ticket=self.ticket,
+            reason=self.reason,
+            **fields,
+        )
+
+    def require(
+        self,
+        role: Role,
+        site_id: int | None,
+        *,
+        what: str,
+        target_type: str | None = None,
+        target_id: int | None = None,
+        target_name: str | None = None,
+        site: str | None = None,
+    ) -> None:
+        """Refuse (and audit the refusal) unless the caller holds `role` at the site.
+
+        A caller who cannot see the site at all gets "not found", so that other sites'
+        objects stay invisible; one who sees it without the role gets "forbidden".
+        """
+        held = self.principal.role_at(site_id)
+        if held is not None and held.rank >= role.rank:
+            return
+        event = self.event(
+            "access.denied",
+            outcome="denied",
+            target_type=target_type,
+            target_id=target_id,
+            target_name=target_name,
+            site=site,
+            details={"needed": role.value, "held": held.value if held else None, "action": what},
+        )
+        if held is None and site_id is not None:
+            raise Hidden(f"no {target_type or 'object'} {target_name!r}", event)
+        where = f"at site {site!r}" if site else "on every site"
+        raise Forbidden(f"{what} needs the {role} role {where}; you have {held or 'none'}", event)
+
+    def require_ticket(self, site_slug: str, enforced: bool, what: str) -> None:
+        if enforced and not self.ticket:
+            raise InvalidInput(
+                f"site {site_slug!r} requires a ticket for {what}; send it as the X-Ticket header"
+            )
+
+
+def system_context(reason: str) -> RequestContext:
+    """Rackhand acting on its own (first start, demo data): every right, audited as `system`."""
+    principal = Principal(SYSTEM, user_id=0, grants=((Role.ADMIN, None),))
+    return RequestContext(principal=principal, reason=reason)

@@ -1,0 +1,1 @@
+"""Who may do what, where: users, API tokens, dashboard sessions, roles scoped to sites."""

@@ -1,0 +1,90 @@
+"""Who is calling: a bearer token (scripts) or a session cookie with CSRF check (dashboard)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import OAuth2PasswordBearer
+
+from app.audit.service import Event
+from app.context import RequestContext
+from app.deps import SessionDep
+from app.errors import Refused, Unauthenticated
+from app.identity import service
+from app.identity.principal import Principal
+from app.uow import unit_of_work
+
+SESSION_COOKIE = "rackhand_session"
+CSRF_COOKIE = "rackhand_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+oauth2 = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+
+class CsrfFailed(Refused):
+    kind = "Forbidden"
+
+
+def source_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def current_principal(
+    request: Request, session: SessionDep, token: Annotated[str | None, Depends(oauth2)]
+) -> Principal:
+    if token is not None:
+        found = await service.principal_for_token(session, token)
+        if found is None:
+            raise Unauthenticated("the bearer token is unknown, expired or revoked; get a new one")
+        principal, stored = found
+        if service.needs_last_used(stored):
+            if request.method in SAFE_METHODS:  # a read: note the use in a short write of its own
+                async with unit_of_work(request.app.state.write_sessions) as writer:
+                    await service.mark_used(writer, stored.id)
+            else:  # a write already holds the (SQLite) write lock: note it in the same transaction
+                await service.mark_used(session, stored.id)
+        return principal
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        found_session = await service.principal_for_session(session, cookie)
+        if found_session is None:
+            raise Unauthenticated("the dashboard session has expired; log in again")
+        principal, csrf = found_session
+        if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != csrf:
+            raise CsrfFailed(
+                f"a change made with the session cookie needs the {CSRF_HEADER} header "
+                "(the csrf_token from login)",
+                Event(
+                    "access.denied",
+                    principal.actor,
+                    outcome="denied",
+                    source_ip=source_ip(request),
+                    details={"why": "csrf", "path": request.url.path},
+                ),
+            )
+        return principal
+    raise Unauthenticated("log in (POST /api/v1/auth/login) or send Authorization: Bearer rh_…")
+
+
+async def request_context(
+    request: Request,
+    principal: Annotated[Principal, Depends(current_principal)],
+    x_ticket: Annotated[str | None, Header(max_length=128, pattern=r"^[^\x00-\x1f]*$")] = None,
+    x_reason: Annotated[str | None, Header(max_length=2000, pattern=r"^[^\x00]*$")] = None,
+    x_request_id: Annotated[
+        str | None, Header(max_length=64, pattern=r"^[A-Za-z0-9._:-]*$")
+    ] = None,
+) -> RequestContext:
+    return RequestContext(
+        principal=principal,
+        source_ip=source_ip(request),
+        request_id=x_request_id or uuid.uuid4().hex,
+        ticket=x_ticket or None,
+        reason=x_reason or None,
+    )
+
+
+Ctx = Annotated[RequestContext, Depends(request_context)]

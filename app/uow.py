@@ -1,0 +1,29 @@
+"""The unit of work: a transaction whose staged audit events are appended before it commits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.audit.service import Event, append_staged, stage
+
+
+@asynccontextmanager
+async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """Commit when the caller finishes cleanly (changes and their audit together), else roll back."""
+    async with sessions() as session:
+        try:
+            yield session
+            await append_staged(session)
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+async def record_alone(sessions: async_sessionmaker[AsyncSession], event: Event) -> None:
+    """Audit an event whose request fails (a refusal, a failed login) in its own transaction."""
+    async with unit_of_work(sessions) as session:
+        stage(session, event)
