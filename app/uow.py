@@ -12,7 +12,7 @@ from app.audit.service import Event, append_staged, stage
 
 @asynccontextmanager
 async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """Commit when the caller finishes cleanly (changes and their audit together), else roll back."""
+    """Commit the changes and their audit together when the caller succeeds, else roll back."""
     async with sessions() as session:
         try:
             yield session

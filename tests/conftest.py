@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from app.config import Settings
 from app.audit.models import GENESIS
+from app.config import Settings
 from app.db import Base, make_engine
 from app.main import create_app
 from app.migrate import upgrade

@@ -135,7 +135,7 @@ class AuditFilter:
     visible_sites: set[str] | None = None  # None: every site and site-less events
 
 
-def filtered(flt: AuditFilter) -> Select[tuple[AuditEvent]]:
+def filtered(flt: AuditFilter) -> Select[AuditEvent]:
     query = select(AuditEvent)
     if flt.actor is not None:
         query = query.where(AuditEvent.actor_name == flt.actor)

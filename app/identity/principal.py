@@ -32,7 +32,7 @@ class Principal:
     token_id: int | None = None
 
     def role_at(self, site_id: int | None) -> Role | None:
-        """The strongest role that covers `site_id` (None: a thing of no site, needs a global grant)."""
+        """The strongest role covering `site_id` (None: a site-less thing, needs a global grant)."""
         roles = [
             role
             for role, site in self.grants

@@ -53,7 +53,7 @@ class UserCreate(Schema):
     username: Username
     password: Password
     display_name: Annotated[str, StringConstraints(max_length=200)] = ""
-    grants: Annotated[list[GrantSpec], Field(max_length=50)] = []
+    grants: Annotated[list[GrantSpec], Field(max_length=50)] = Field(default_factory=list)
 
 
 class UserUpdate(Schema):

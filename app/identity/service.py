@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditEvent
-from app.audit.service import Actor, Event, stage
+from app.audit.service import Actor, Event, diff, stage
 from app.context import RequestContext
 from app.db import utcnow
 from app.errors import (
@@ -196,7 +197,7 @@ async def _check_rate(session: AsyncSession, attempt: Attempt) -> None:
         )
     if by_user >= MAX_FAILURES_PER_USER or by_address >= MAX_FAILURES_PER_ADDRESS:
         raise TooManyAttempts(
-            f"too many failed logins; try again in {int(LOGIN_WINDOW.total_seconds() // 60)} minutes",
+            f"too many failed logins; try again in {LOGIN_WINDOW.seconds // 60} minutes",
             retry_after=int(LOGIN_WINDOW.total_seconds()),
         )
 
@@ -393,7 +394,7 @@ async def update_user(
         user.disabled = data.disabled
     await session.flush()
     after = await _read_user(session, user)
-    details = {"before": before.model_dump(mode="json"), "after": after.model_dump(mode="json")}
+    details: dict[str, Any] = diff(before.model_dump(mode="json"), after.model_dump(mode="json"))
     if data.password is not None:
         details["password"] = "changed"
     stage(
@@ -497,7 +498,7 @@ async def create_token(
         pairs = await resolve_specs(session, [GrantSpec(role=data.role, sites=data.sites)])
     if not pairs or not _within(pairs, principal):
         raise Forbidden(
-            f"a token cannot hold more than you: you do not hold {data.role} on every site asked for",
+            f"a token cannot hold more than you: you lack {data.role} on some of those sites",
             ctx.event(
                 "access.denied",
                 outcome="denied",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.context import system_context
 from app.inventory import devices, paths, racks, sites
 from app.inventory.models import Device, DeviceKind, PathKind, SiteKind
 from app.inventory.schemas import (
@@ -18,7 +19,6 @@ from app.inventory.schemas import (
     SshOptions,
     SshPath,
 )
-from app.context import system_context
 from app.vault import Vault
 
 DEMO_PASSWORD = "demo-bmc-password"

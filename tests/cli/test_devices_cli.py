@@ -30,7 +30,10 @@ def free_port() -> int:
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `rackhand serve` on the test database (started per test: it makes the admin)."""
     port = free_port()
-    env = os.environ | {"RACKHAND_SECRET_KEY": SERVICE_KEY, "RACKHAND_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    env = os.environ | {
+        "RACKHAND_SECRET_KEY": SERVICE_KEY,
+        "RACKHAND_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    }
     process = subprocess.Popen(
         [
             RACKHAND,

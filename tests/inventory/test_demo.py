@@ -6,8 +6,8 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
-from app.uow import unit_of_work
 from app.inventory.demo import seed_demo
+from app.uow import unit_of_work
 from app.vault import load_vault
 from tests.factories import ok
 
