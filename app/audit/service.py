@@ -226,14 +226,14 @@ class Verdict:
 
 
 async def verify(session: AsyncSession, batch: int = 20_000) -> Verdict:
-    """Walk the chain in order; name the first event whose link or contents do not match."""
+    """Walk the chain in sequence; name the first event whose link or contents do not match."""
     prev_hash, expected_seq, checked, after = GENESIS, 1, 0, -1
     while True:
         rows = (
             await session.execute(
                 select(*_VERIFY_COLUMNS)
-                .where(AuditEvent.id > after)
-                .order_by(AuditEvent.id)
+                .where(AuditEvent.seq > after)
+                .order_by(AuditEvent.seq)
                 .limit(batch)
             )
         ).all()
@@ -254,7 +254,7 @@ async def verify(session: AsyncSession, batch: int = 20_000) -> Verdict:
             checked += 1
         if len(rows) < batch:
             break
-        after = rows[-1][0]
+        after = rows[-1][1]
     head = (await session.execute(select(AuditHead.seq, AuditHead.hash))).one()
     if head.seq != checked or head.hash != prev_hash:
         reason = f"the chain ends at #{checked} but the head records #{head.seq}: events removed"

@@ -5,65 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_PASSWORD, SERVICE_KEY, empty_database
-
-RACKHAND = str(Path(sys.executable).parent / "rackhand")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.conftest import empty_database
+from tests.live import RACKHAND, admin_token, free_port, rackhand_serve
 
 
 @pytest.fixture
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `rackhand serve` on the test database (started per test: it makes the admin)."""
-    port = free_port()
-    env = os.environ | {
-        "RACKHAND_SECRET_KEY": SERVICE_KEY,
-        "RACKHAND_ADMIN_PASSWORD": ADMIN_PASSWORD,
-    }
-    process = subprocess.Popen(
-        [
-            RACKHAND,
-            "serve",
-            "--port",
-            str(port),
-            "--database-url",
-            database_url,
-            "--data-dir",
-            str(tmp_path_factory.mktemp("serve")),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{url}/api/v1/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            process.kill()
-            pytest.fail(f"rackhand serve did not start: {process.communicate()[0].decode()}")
+    with rackhand_serve(database_url, tmp_path_factory.mktemp("serve")) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -71,8 +28,7 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture
 def rackhand(server: str, database_url: str) -> Iterator[Run]:
-    login = {"username": "admin", "password": ADMIN_PASSWORD}
-    token = httpx.post(f"{server}/api/v1/auth/token", data=login).json()["access_token"]
+    token = admin_token(server)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         env = os.environ | {"RACKHAND_URL": server, "RACKHAND_TOKEN": token, "COLUMNS": "200"}

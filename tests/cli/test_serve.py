@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.cli.test_devices_cli import RACKHAND, free_port
+from tests.live import RACKHAND, free_port
 
 LOOPBACK = ipaddress.ip_address("127.0.0.1")
 
