@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import typer
 
 CONFIG_FILE = Path("~/.config/rackhand/config.toml").expanduser()
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -72,3 +74,20 @@ class Client:
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params).json()
+
+
+def authenticated() -> Connection:
+    """The configured token, or a one-hour token from a username and password."""
+    conn = connection()
+    if conn.token:
+        return conn
+    interactive = sys.stdin.isatty()
+    if not interactive and not os.environ.get("RACKHAND_PASSWORD"):
+        raise ApiError(401, "Unauthenticated", "set RACKHAND_TOKEN (see `rackhand tokens create`)")
+    username = os.environ.get("RACKHAND_USERNAME") or typer.prompt("username")
+    password = os.environ.get("RACKHAND_PASSWORD") or typer.prompt("password", hide_input=True)
+    with Client(conn) as client:
+        answer = client.request(
+            "POST", "/auth/token", data={"username": username, "password": password}
+        ).json()
+    return Connection(url=conn.url, token=answer["access_token"])

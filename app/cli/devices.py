@@ -8,14 +8,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from app.cli.client import ApiError, Client, connection
+from app.cli.client import ApiError, Client, authenticated
+from app.cli.output import err, fail, out
 
 app = typer.Typer(help="Find, show, import and export devices.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
 
 Select = Annotated[str | None, typer.Argument(help="node range, e.g. 'web[01-20],db1'")]
 Site = Annotated[str | None, typer.Option(help="site slug")]
@@ -40,15 +38,6 @@ def _filters(
     return {key: value for key, value in params.items() if value} | ({"tag": tag} if tag else {})
 
 
-def fail(exc: ApiError) -> typer.Exit:
-    err.print(f"[red]error[/red] ({exc.kind}): {exc.detail}", markup=True, highlight=False)
-    for row in exc.errors[:20]:
-        err.print(
-            f"  row {row.get('row')}, {row.get('field')}: {row.get('message')}", highlight=False
-        )
-    return typer.Exit(2 if exc.status in (400, 422) else 1)
-
-
 @app.command("list")
 def list_devices(
     select: Select = None,
@@ -65,7 +54,7 @@ def list_devices(
     params = _filters(select, site, rack, kind, tag, status, q)
     found: list[dict[str, Any]] = []
     try:
-        with Client(connection()) as client:
+        with Client(authenticated()) as client:
             cursor = None
             while True:
                 page_size = min(1000, limit - len(found)) if limit else 1000
@@ -104,7 +93,7 @@ def list_devices(
 def show(name: str, as_json: Json = False) -> None:
     """Show one device with its control paths (secrets are never shown)."""
     try:
-        with Client(connection()) as client:
+        with Client(authenticated()) as client:
             device = client.get(f"/devices/{name}")
     except ApiError as exc:
         raise fail(exc) from exc
@@ -154,7 +143,7 @@ def import_devices(
     """Upsert devices by name from CSV or JSON; a file with any bad row changes nothing."""
     content_type = "text/csv" if file.suffix.lower() == ".csv" else "application/json"
     try:
-        with Client(connection(), timeout=600) as client:
+        with Client(authenticated(), timeout=600) as client:
             result = client.request(
                 "POST",
                 "/devices/import",
@@ -196,7 +185,7 @@ def export(
     """Export devices (JSON includes control paths, without secrets)."""
     params = _filters(select, site, rack, kind, tag, status, q) | {"format": fmt}
     try:
-        with Client(connection(), timeout=600) as client:
+        with Client(authenticated(), timeout=600) as client:
             body = client.request("GET", "/devices/export", params=params).content
     except ApiError as exc:
         raise fail(exc) from exc

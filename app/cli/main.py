@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from app.cli import devices
+from app.cli import audit, devices, tokens
 
 app = typer.Typer(
     help="Rackhand: remote hands for data-center fleets.",
@@ -17,6 +17,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(devices.app, name="devices")
+app.add_typer(tokens.app, name="tokens")
+app.add_typer(audit.app, name="audit")
 
 
 @app.command()

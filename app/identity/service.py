@@ -396,7 +396,7 @@ async def update_user(
     after = await _read_user(session, user)
     details: dict[str, Any] = diff(before.model_dump(mode="json"), after.model_dump(mode="json"))
     if data.password is not None:
-        details["password"] = "changed"
+        details["password_changed"] = True
     stage(
         session,
         ctx.event(

@@ -87,7 +87,8 @@ def _call(
     content = json.dumps(body) if body is not None else None
     saved = client.headers.pop("Authorization", None)
     try:
-        return client.request(method, url, content=content, headers=headers).status_code
+        status: int = client.request(method, url, content=content, headers=headers).status_code
+        return status
     finally:
         if saved is not None:
             client.headers["Authorization"] = saved
