@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -76,6 +77,7 @@ def utcnow() -> datetime:
 
 
 WRITE = "rackhand_write"
+WRITE_LOCK = "rackhand_write_lock"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -110,5 +112,14 @@ def make_sessionmaker(
     engine: AsyncEngine, *, write: bool = False
 ) -> async_sessionmaker[AsyncSession]:
     """Sessions for reading, or (`write=True`) for transactions that will change something."""
-    bind = engine.execution_options(**{WRITE: True}) if write else engine
-    return async_sessionmaker(bind, expire_on_commit=False, autoflush=False)
+    if not write:
+        return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    # SQLite has one writer at a time: queue writers here, in order, rather than in SQLite's
+    # busy handler, which sleeps and retries (16 writers fell to ~350 commits/s).
+    info = {WRITE_LOCK: asyncio.Lock()} if engine.dialect.name == "sqlite" else {}
+    return async_sessionmaker(
+        engine.execution_options(**{WRITE: True}),
+        expire_on_commit=False,
+        autoflush=False,
+        info=info,
+    )

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.service import Event, append_staged, stage
+from app.db import WRITE_LOCK
 
 
 @asynccontextmanager
 async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """Commit the changes and their audit together when the caller succeeds, else roll back."""
-    async with sessions() as session:
+    lock = sessions.kw.get("info", {}).get(WRITE_LOCK) or nullcontext()
+    async with lock, sessions() as session:
         try:
             yield session
             await append_staged(session)

@@ -1,6 +1,11 @@
 """`make bench`: every benchmark, one after the other."""
 
-from bench import catalogue
+import sys
+
+from bench import audit, catalogue
+
+SUITES = {"catalogue": catalogue.run, "audit": audit.run}
 
 if __name__ == "__main__":
-    catalogue.run()
+    for name in sys.argv[1:] or list(SUITES):
+        SUITES[name]()

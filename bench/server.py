@@ -52,15 +52,23 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running(backend: str) -> Iterator[Server]:
+def temporary_database(backend: str) -> Iterator[str]:
+    """An empty SQLite file or PostgreSQL database, removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="rackhand-bench-") as folder:
-        database = None
-        if backend == "postgresql":
-            database = f"rackhand_bench_{uuid.uuid4().hex[:10]}"
-            asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
-            url = f"postgresql+asyncpg://{POSTGRES}/{database}"
-        else:
-            url = f"sqlite+aiosqlite:///{folder}/rackhand.db"
+        if backend == "sqlite":
+            yield f"sqlite+aiosqlite:///{folder}/rackhand.db"
+            return
+        database = f"rackhand_bench_{uuid.uuid4().hex[:10]}"
+        asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
+        try:
+            yield f"postgresql+asyncpg://{POSTGRES}/{database}"
+        finally:
+            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+@contextmanager
+def running(backend: str) -> Iterator[Server]:
+    with temporary_database(backend) as url, tempfile.TemporaryDirectory() as folder:
         port = _free_port()
         process = subprocess.Popen(
             [
@@ -89,5 +97,3 @@ def running(backend: str) -> Iterator[Server]:
         finally:
             process.terminate()
             process.wait(timeout=30)
-            if database is not None:
-                asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -30,10 +30,19 @@ HASHED_FIELDS = (
 )
 
 
+AT_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # UTC; how SQLite stores it, and what PostgreSQL can print
+
+
+def format_at(at: datetime) -> str:
+    return at.astimezone(UTC).strftime(AT_FORMAT)
+
+
 def canonical(fields: dict[str, Any]) -> bytes:
-    """Sorted keys, no spaces, UTC timestamps with microseconds: the same bytes on any backend."""
-    at: datetime = fields["at"]
-    body = {name: fields[name] for name in HASHED_FIELDS} | {"at": at.isoformat()}
+    """Sorted keys, no spaces, `at` as UTC text with microseconds: the same bytes on any backend.
+
+    `fields["at"]` is that text already (see `format_at`), so verification never parses dates.
+    """
+    body = fields if len(fields) == len(HASHED_FIELDS) else {n: fields[n] for n in HASHED_FIELDS}
     return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
