@@ -51,16 +51,16 @@ class FieldError(InvalidInput):
         super().__init__(f"{field}: {message}")
 
 
-class Unauthenticated(RackhandError):
-    """No valid credentials: log in, or send `Authorization: Bearer rh_…`."""
-
-
 class Refused(RackhandError):
     """A refusal that is itself audited; `event` is written even though the request fails."""
 
     def __init__(self, message: str, event: object | None = None) -> None:
         super().__init__(message)
         self.event = event
+
+
+class Unauthenticated(Refused):
+    """No valid credentials: log in, or send `Authorization: Bearer rh_…`."""
 
 
 class Forbidden(Refused):

@@ -95,8 +95,18 @@ def test_secrets_never_reach_logs_or_responses(
     ipmi = ok(client.get("devices/web01/paths"))[0]
     client.patch(f"devices/web01/paths/{ipmi['id']}", json={"secret": SECRET + "2", "port": 0})
     path(client, "web01", kind="ipmi", address="10.0.0.9", username="a", secret=SECRET + "3")
+    password = "a-user-password-123"
+    ok(client.post("users", json={"username": "carol", "password": password}), 201)
+    token = ok(client.post("tokens", json={"name": "ci", "role": "viewer"}), 201)["token"]
+    client.get("sites", headers={"Authorization": f"Bearer {token}"})
+    client.post("auth/login", json={"username": "carol", "password": password + "x"})
+    assert password not in client.get("audit/export").text
+    assert token not in client.get("audit/export").text
     assert caplog.records, "the test must capture the service's logging"
     for record in caplog.records:
+        for secret in (SECRET, password, token):
+            assert secret not in record.getMessage()
+            assert secret not in str(record.args)
         assert SECRET not in record.getMessage()
         assert SECRET not in str(record.args)
         assert SECRET not in (record.exc_text or "")

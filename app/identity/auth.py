@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from fastapi.security import OAuth2PasswordBearer
 
-from app.audit.service import Event
+from app.audit.service import Actor, Event
 from app.context import RequestContext
 from app.deps import SessionDep
 from app.errors import Refused, Unauthenticated
@@ -32,13 +32,27 @@ def source_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+def _rejected(request: Request, credential: str, prefix: str | None) -> Event:
+    """A presented credential that does not work is a refusal, and refusals are audited."""
+    return Event(
+        "auth.rejected",
+        Actor("anonymous", None, "anonymous"),
+        outcome="denied",
+        source_ip=source_ip(request),
+        details={"credential": credential, "prefix": prefix, "path": request.url.path},
+    )
+
+
 async def current_principal(
     request: Request, session: SessionDep, token: Annotated[str | None, Depends(oauth2)]
 ) -> Principal:
     if token is not None:
         found = await service.principal_for_token(session, token)
         if found is None:
-            raise Unauthenticated("the bearer token is unknown, expired or revoked; get a new one")
+            raise Unauthenticated(
+                "the bearer token is unknown, expired or revoked; get a new one",
+                _rejected(request, "token", token[:10] if token.startswith("rh_") else None),
+            )
         principal, stored = found
         if service.needs_last_used(stored):
             if request.method in SAFE_METHODS:  # a read: note the use in a short write of its own
@@ -51,7 +65,10 @@ async def current_principal(
     if cookie:
         found_session = await service.principal_for_session(session, cookie)
         if found_session is None:
-            raise Unauthenticated("the dashboard session has expired; log in again")
+            raise Unauthenticated(
+                "the dashboard session has expired; log in again",
+                _rejected(request, "session", None),
+            )
         principal, csrf = found_session
         if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != csrf:
             raise CsrfFailed(

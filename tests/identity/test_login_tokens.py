@@ -106,6 +106,8 @@ def test_api_tokens_shown_once_hashed_scoped_and_revocable(
 
     ok(client.delete(f"tokens/{created['id']}"), 204)
     assert "revoked" in error(client.get("devices", headers=branch), 401)
+    (rejected,) = _events(client, "auth.rejected")
+    assert rejected["details"]["prefix"] == raw[:10]
     assert [e["type"] for e in _events(client, "token.*")] == ["token.revoked", "token.created"]
 
 
