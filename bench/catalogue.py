@@ -135,7 +135,8 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _measure(server: Server, rows: list[dict[str, Any]]) -> dict[str, float]:
-    with httpx.Client(base_url=f"{server.url}/api/v1", timeout=600) as client:
+    auth = {"Authorization": f"Bearer {server.token}"}
+    with httpx.Client(base_url=f"{server.url}/api/v1", headers=auth, timeout=600) as client:
         _setup(client)
         rate = _import(client, rows)
         reimport = _import(client, rows[:BATCH])  # idempotent: every row unchanged

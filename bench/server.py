@@ -20,6 +20,7 @@ import httpx
 
 from app.vault import generate_key
 
+ADMIN_PASSWORD = "bench-admin-password"
 POSTGRES = os.environ.get("RACKHAND_BENCH_POSTGRES", "postgres@127.0.0.1:5432")
 
 
@@ -28,6 +29,7 @@ class Server:
     url: str
     pid: int
     database_url: str
+    token: str
 
     def peak_rss_mib(self) -> float:
         """High-water mark of the server's resident memory (VmHWM), in MiB."""
@@ -81,19 +83,26 @@ def running(backend: str) -> Iterator[Server]:
                 "--data-dir",
                 folder,
             ],
-            env=os.environ | {"RACKHAND_SECRET_KEY": generate_key()},
+            env=os.environ
+            | {"RACKHAND_SECRET_KEY": generate_key(), "RACKHAND_ADMIN_PASSWORD": ADMIN_PASSWORD},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            for _ in range(200):
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and process.poll() is None:
                 try:
                     if httpx.get(f"{base}/api/v1/readyz").status_code == 200:
                         break
                 except httpx.TransportError:
-                    time.sleep(0.05)
-            yield Server(base, process.pid, url)
+                    time.sleep(0.1)
+            else:
+                raise RuntimeError(f"rackhand serve did not start on {backend}")
+            login = {"username": "admin", "password": ADMIN_PASSWORD}
+            answer = httpx.post(f"{base}/api/v1/auth/token", data=login)
+            answer.raise_for_status()
+            yield Server(base, process.pid, url, answer.json()["access_token"])
         finally:
             process.terminate()
             process.wait(timeout=30)

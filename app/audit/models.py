@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, JSONType, UTCDateTime
+from app.db import Base, UTCDateTime
 
 GENESIS = "0" * 64
 
@@ -41,9 +42,16 @@ class AuditEvent(Base):
     request_id: Mapped[str | None] = mapped_column(String(64))
     job_id: Mapped[str | None] = mapped_column(String(64))
     session_id: Mapped[str | None] = mapped_column(String(64))
-    details: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # The details as the canonical JSON text that was hashed: no JSON/JSONB round trip can
+    # change a number's spelling under the hash.
+    details_json: Mapped[str] = mapped_column("details", Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+    @property
+    def details(self) -> dict[str, Any]:
+        value: dict[str, Any] = orjson.loads(self.details_json)
+        return value
 
 
 class AuditHead(Base):

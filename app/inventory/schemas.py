@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -189,7 +190,30 @@ class RackRead(BaseModel):
 
 # Devices -------------------------------------------------------------------------------------
 
-Attributes = dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], Any]
+
+def _portable_json(value: Any) -> Any:
+    """Numbers every JSON reader agrees on: 64-bit integers, finite floats."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise ValueError("integers must fit in 64 bits; store larger numbers as strings")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("numbers must be finite")
+    elif isinstance(value, dict):
+        for item in value.values():
+            _portable_json(item)
+    elif isinstance(value, list):
+        for item in value:
+            _portable_json(item)
+    return value
+
+
+Attributes = Annotated[
+    dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], Any],
+    AfterValidator(_portable_json),
+]
 
 
 def _distinct_sorted(tags: list[str]) -> list[str]:

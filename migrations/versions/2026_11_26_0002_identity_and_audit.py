@@ -41,7 +41,7 @@ def upgrade() -> None:
         sa.Column("request_id", sa.String(length=64), nullable=True),
         sa.Column("job_id", sa.String(length=64), nullable=True),
         sa.Column("session_id", sa.String(length=64), nullable=True),
-        sa.Column("details", JSON, nullable=False),
+        sa.Column("details", sa.Text(), nullable=False),
         sa.Column("prev_hash", sa.String(length=64), nullable=False),
         sa.Column("hash", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_event")),

@@ -48,6 +48,11 @@ def test_device_read_shape_and_addressing(client: TestClient) -> None:
     assert created["paths"] == []
     assert ok(client.get(f"devices/{created['id']}"))["name"] == "web01"
     assert ok(client.get("devices/web01"))["attributes"] == {"owner": "team-a", "cores": 64}
+    huge = client.patch("devices/web01", json={"attributes": {"big": [10**30]}})
+    assert "64 bits" in error(huge, 422)
+    floats = ok(client.patch("devices/web01", json={"attributes": {"x": 1e20, "y": 0.1}}))
+    assert floats["attributes"] == {"x": 1e20, "y": 0.1}
+    assert ok(client.get("audit/verify"))["ok"] is True
 
 
 def test_filters_combine(client: TestClient) -> None:
