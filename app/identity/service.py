@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditEvent
@@ -56,8 +56,8 @@ class LoginFailed(Refused):
 # Grants ---------------------------------------------------------------------------------------
 
 
-async def _pairs(session: AsyncSession, where: object) -> list[GrantPair]:
-    rows = await session.execute(select(Grant.role, Grant.site_id).where(where))  # type: ignore[arg-type]
+async def _pairs(session: AsyncSession, owner: ColumnElement[bool]) -> list[GrantPair]:
+    rows = await session.execute(select(Grant.role, Grant.site_id).where(owner))
     return [(role, site_id) for role, site_id in rows]
 
 
@@ -92,17 +92,15 @@ async def describe(session: AsyncSession, pairs: Iterable[GrantPair]) -> list[Gr
         if ids
         else {}
     )
-    by_role: dict[Role, list[str] | None] = {}
-    for role, site in sorted(pairs, key=lambda pair: -pair[0].rank):
-        if site is None:
-            by_role[role] = None
-        elif by_role.get(role, []) is not None:
-            by_role.setdefault(role, [])
-            assert by_role[role] is not None
-            by_role[role].append(slugs[site])  # type: ignore[union-attr]
+    everywhere = {role for role, site in pairs if site is None}
+    by_role: dict[Role, set[str]] = {}
+    for role, site in pairs:
+        by_role.setdefault(role, set())
+        if site is not None:
+            by_role[role].add(slugs[site])
     return [
-        GrantRead(role=role, sites=sorted(sites) if sites is not None else None)
-        for role, sites in by_role.items()
+        GrantRead(role=role, sites=None if role in everywhere else sorted(by_role[role]))
+        for role in sorted(by_role, key=lambda role: -role.rank)
     ]
 
 
