@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from app.cli.client import ApiError, Client, authenticated
-from app.cli.output import err, fail, out
+from app.cli.output import err, fail, out, print_json, table
 
 app = typer.Typer(help="Read, verify and export the audit log.", no_args_is_help=True)
 
@@ -44,14 +42,11 @@ def list_events(
     except ApiError as exc:
         raise fail(exc) from exc
     if as_json:
-        json.dump(events, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(events)
         return
-    table = Table(box=None, header_style="bold")
-    for column in ("SEQ", "AT", "TYPE", "OUTCOME", "ACTOR", "TARGET", "SITE", "TICKET"):
-        table.add_column(column)
+    listing = table("SEQ", "AT", "TYPE", "OUTCOME", "ACTOR", "TARGET", "SITE", "TICKET")
     for event in events:
-        table.add_row(
+        listing.add_row(
             str(event["seq"]),
             event["at"][:19],
             event["type"],
@@ -61,7 +56,7 @@ def list_events(
             event["site"] or "",
             event["ticket"] or "",
         )
-    out.print(table)
+    out.print(listing)
 
 
 @app.command()

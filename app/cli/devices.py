@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from app.cli.client import ApiError, Client, authenticated
-from app.cli.output import err, fail, out
+from app.cli.output import err, fail, out, print_json, table
 
 app = typer.Typer(help="Find, show, import and export devices.", no_args_is_help=True)
 
@@ -68,14 +68,11 @@ def list_devices(
     except ApiError as exc:
         raise fail(exc) from exc
     if as_json:
-        json.dump(found, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(found)
         return
-    table = Table(box=None, header_style="bold")
-    for column in ("NAME", "KIND", "SITE", "RACK", "U", "STATUS", "MODEL", "TAGS"):
-        table.add_column(column)
+    listing = table("NAME", "KIND", "SITE", "RACK", "U", "STATUS", "MODEL", "TAGS")
     for device in found:
-        table.add_row(
+        listing.add_row(
             device["name"],
             device["kind"],
             device["site"],
@@ -85,7 +82,7 @@ def list_devices(
             f"{device['vendor']} {device['model']}".strip(),
             ",".join(device["tags"]),
         )
-    out.print(table)
+    out.print(listing)
     err.print(f"{len(found)} devices", style="dim")
 
 
@@ -98,21 +95,19 @@ def show(name: str, as_json: Json = False) -> None:
     except ApiError as exc:
         raise fail(exc) from exc
     if as_json:
-        json.dump(device, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(device)
         return
-    table = Table(box=None, show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
+    fields = Table(box=None, show_header=False)
+    fields.add_column(style="bold")
+    fields.add_column()
     for key, value in device.items():
         if key not in ("paths", "attributes", "tags"):
-            table.add_row(key, "" if value is None else str(value))
-    table.add_row("tags", ", ".join(device["tags"]))
-    table.add_row("attributes", json.dumps(device["attributes"]))
-    out.print(table)
-    paths = Table(title="control paths", box=None, header_style="bold")
-    for column in ("ID", "PRIO", "KIND", "TARGET", "USER", "SECRET"):
-        paths.add_column(column)
+            fields.add_row(key, "" if value is None else str(value))
+    fields.add_row("tags", ", ".join(device["tags"]))
+    fields.add_row("attributes", json.dumps(device["attributes"]))
+    out.print(fields)
+    paths = table("ID", "PRIO", "KIND", "TARGET", "USER", "SECRET")
+    paths.title = "control paths"
     for path in device["paths"]:
         target = path["address"] or path["via"] or ""
         if path["port"]:
@@ -154,8 +149,7 @@ def import_devices(
     except ApiError as exc:
         raise fail(exc) from exc
     if as_json:
-        json.dump(result, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(result)
         return
     for row in result["rows"]:
         if row["action"] != "unchanged":

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Annotated
 
 import typer
 
 from app.cli.client import ApiError, Client, authenticated
-from app.cli.output import fail, out
+from app.cli.output import fail, out, print_json
 
 app = typer.Typer(help="API tokens for scripts (shown once, stored hashed).", no_args_is_help=True)
 
@@ -30,8 +29,7 @@ def create(
     except ApiError as exc:
         raise fail(exc) from exc
     if as_json:
-        json.dump(created, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(created)
         return
     sys.stderr.write("This is the only time the token is shown; store it now.\n")
     out.print(created["token"], highlight=False)
@@ -46,8 +44,7 @@ def list_tokens(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     except ApiError as exc:
         raise fail(exc) from exc
     if as_json:
-        json.dump(tokens, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(tokens)
         return
     for token in tokens:
         grants = "; ".join(f"{g['role']}@{','.join(g['sites'] or ['*'])}" for g in token["grants"])
