@@ -66,7 +66,7 @@ async def _appends(url: str) -> tuple[float, float, float]:
                     "outcome": "success",
                     "actor_kind": "user",
                     "actor_name": "admin",
-                    "details": {},
+                    "details_json": "{}",
                     "prev_hash": "",
                     "hash": "",
                 }
