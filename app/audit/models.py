@@ -20,8 +20,8 @@ class AuditEvent(Base):
     __tablename__ = "audit_event"
     __table_args__ = (
         Index("ix_audit_event_type_at", "type", "at"),
-        Index("ix_audit_event_target_type_target_id", "target_type", "target_id"),
-        Index("ix_audit_event_actor_kind_actor_id", "actor_kind", "actor_id"),
+        Index("ix_audit_event_target_type_target_name", "target_type", "target_name"),
+        Index("ix_audit_event_actor_name", "actor_name"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

@@ -59,13 +59,20 @@ class Event:
 
 def redact(value: Any) -> Any:
     """Secrets never reach the log: any key that names one is replaced by "set"/None."""
+    shown = repr(value)
+    if not any(f"'{key}'" in shown for key in SECRET_KEYS):  # C-fast check; walk only if needed
+        return value
+    return _redact(value)
+
+
+def _redact(value: Any) -> Any:
     if isinstance(value, dict):
         return {
-            key: ("set" if item else None) if key in SECRET_KEYS else redact(item)
+            key: ("set" if item else None) if key in SECRET_KEYS else _redact(item)
             for key, item in value.items()
         }
     if isinstance(value, list):
-        return [redact(item) for item in value]
+        return [_redact(item) for item in value]
     return value
 
 

@@ -48,13 +48,11 @@ def upgrade() -> None:
         sa.UniqueConstraint("seq", name=op.f("uq_audit_event_seq")),
     )
     with op.batch_alter_table("audit_event", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_audit_event_actor_kind_actor_id", ["actor_kind", "actor_id"], unique=False
-        )
+        batch_op.create_index("ix_audit_event_actor_name", ["actor_name"], unique=False)
         batch_op.create_index(batch_op.f("ix_audit_event_at"), ["at"], unique=False)
         batch_op.create_index(batch_op.f("ix_audit_event_site"), ["site"], unique=False)
         batch_op.create_index(
-            "ix_audit_event_target_type_target_id", ["target_type", "target_id"], unique=False
+            "ix_audit_event_target_type_target_name", ["target_type", "target_name"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_audit_event_ticket"), ["ticket"], unique=False)
         batch_op.create_index("ix_audit_event_type_at", ["type", "at"], unique=False)
@@ -180,9 +178,9 @@ def downgrade() -> None:
     with op.batch_alter_table("audit_event", schema=None) as batch_op:
         batch_op.drop_index("ix_audit_event_type_at")
         batch_op.drop_index(batch_op.f("ix_audit_event_ticket"))
-        batch_op.drop_index("ix_audit_event_target_type_target_id")
+        batch_op.drop_index("ix_audit_event_target_type_target_name")
         batch_op.drop_index(batch_op.f("ix_audit_event_site"))
         batch_op.drop_index(batch_op.f("ix_audit_event_at"))
-        batch_op.drop_index("ix_audit_event_actor_kind_actor_id")
+        batch_op.drop_index("ix_audit_event_actor_name")
 
     op.drop_table("audit_event")
