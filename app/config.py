@@ -26,7 +26,6 @@ class Settings(BaseSettings):
     tls_key: Path | None = None
     max_body_bytes: int = 1 * MIB
     max_import_bytes: int = 64 * MIB
-    page_size_max: int = 1000
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

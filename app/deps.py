@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
 from app.uow import unit_of_work
 from app.vault import Vault
 
@@ -29,11 +28,5 @@ def _vault(request: Request) -> Vault:
     return vault
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 VaultDep = Annotated[Vault, Depends(_vault)]
-SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -28,7 +28,6 @@ class Principal:
     actor: Actor
     user_id: int
     grants: tuple[GrantPair, ...]
-    by_cookie: bool = False
     token_id: int | None = None
 
     def role_at(self, site_id: int | None) -> Role | None:

@@ -169,9 +169,7 @@ async def principal_for_session(session: AsyncSession, raw: str) -> tuple[Princi
     if user is None or user.disabled:
         return None
     grants = await user_grants(session, user.id)
-    principal = Principal(
-        Actor("user", user.id, user.username), user.id, tuple(grants), by_cookie=True
-    )
+    principal = Principal(Actor("user", user.id, user.username), user.id, tuple(grants))
     return principal, found.csrf_token
 
 
