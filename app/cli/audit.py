@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from app.cli.client import ApiError, Client, authenticated
-from app.cli.output import err, fail, out, print_json, table
+from app.cli.output import download, err, fail, out, print_json, table
 
 app = typer.Typer(help="Read, verify and export the audit log.", no_args_is_help=True)
 
@@ -89,12 +88,4 @@ def export(
 ) -> None:
     """Export events, oldest first, with their hashes."""
     params = _filters(since=since, until=until, site=site) | {"format": fmt}
-    try:
-        with Client(authenticated(), timeout=3600) as client:
-            body = client.request("GET", "/audit/export", params=params).content
-    except ApiError as exc:
-        raise fail(exc) from exc
-    if output is None:
-        sys.stdout.buffer.write(body)
-    else:
-        output.write_bytes(body)
+    download("/audit/export", params, output)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import sys
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import typer
@@ -60,17 +62,33 @@ class Client:
         except httpx.TransportError as exc:
             raise ApiError(0, "Unreachable", f"cannot reach {self._http.base_url}: {exc}") from exc
         if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {"error": "HTTPError", "detail": response.text[:500]}
-            raise ApiError(
-                response.status_code,
-                str(body.get("error", "HTTPError")),
-                str(body.get("detail", "")),
-                body.get("errors"),
-            )
+            self._raise(response)
         return response
+
+    @staticmethod
+    def _raise(response: httpx.Response) -> NoReturn:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": "HTTPError", "detail": response.text[:500]}
+        raise ApiError(
+            response.status_code,
+            str(body.get("error", "HTTPError")),
+            str(body.get("detail", "")),
+            body.get("errors"),
+        )
+
+    @contextmanager
+    def stream(self, path: str, params: dict[str, Any]) -> Iterator[Iterator[bytes]]:
+        """GET a streamed body; API errors raise before the first byte is handed out."""
+        try:
+            with self._http.stream("GET", path, params=params) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._raise(response)
+                yield response.iter_bytes()
+        except httpx.TransportError as exc:
+            raise ApiError(0, "Unreachable", f"cannot reach {self._http.base_url}: {exc}") from exc
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params=params).json()

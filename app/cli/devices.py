@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +10,7 @@ import typer
 from rich.table import Table
 
 from app.cli.client import ApiError, Client, authenticated
-from app.cli.output import err, fail, out, print_json, table
+from app.cli.output import download, err, fail, out, print_json, table
 
 app = typer.Typer(help="Find, show, import and export devices.", no_args_is_help=True)
 
@@ -178,12 +177,4 @@ def export(
 ) -> None:
     """Export devices (JSON includes control paths, without secrets)."""
     params = _filters(select, site, rack, kind, tag, status, q) | {"format": fmt}
-    try:
-        with Client(authenticated(), timeout=600) as client:
-            body = client.request("GET", "/devices/export", params=params).content
-    except ApiError as exc:
-        raise fail(exc) from exc
-    if output is None:
-        sys.stdout.buffer.write(body)
-    else:
-        output.write_bytes(body)
+    download("/devices/export", params, output)

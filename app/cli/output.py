@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from app.cli.client import ApiError
+from app.cli.client import ApiError, Client, authenticated
 
 out = Console()
 err = Console(stderr=True)
@@ -36,3 +38,18 @@ def table(*columns: str) -> Table:
     for column in columns:
         grid.add_column(column)
     return grid
+
+
+def download(path: str, params: dict[str, Any], output: Path | None) -> None:
+    """Fetch an export into a file, or to stdout; streamed, so large exports stay small."""
+    try:
+        with Client(authenticated(), timeout=3600) as client, client.stream(path, params) as body:
+            sink = output.open("wb") if output is not None else sys.stdout.buffer
+            try:
+                for chunk in body:
+                    sink.write(chunk)
+            finally:
+                if output is not None:
+                    sink.close()
+    except ApiError as exc:
+        raise fail(exc) from exc
