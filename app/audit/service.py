@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Row, Select, Text, cast, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, Text, bindparam, cast, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.chain import HASHED_FIELDS, format_at, link
@@ -238,9 +238,27 @@ async def verify(session: AsyncSession, batch: int = 50_000) -> Verdict:
     columns = _verify_columns(session.get_bind().dialect.name)
     connection = await session.connection()
 
-    async def fetch(after: int) -> Sequence[Row[Any]]:
-        query = select(*columns).where(AuditEvent.seq > after).order_by(AuditEvent.seq)
-        return (await connection.execute(query.limit(batch))).all()
+    # Rows straight from the driver: SQLAlchemy's row processing was a third of the time.
+    dialect = connection.dialect
+    query = (
+        select(*columns)
+        .where(AuditEvent.seq > bindparam("after"))
+        .order_by(AuditEvent.seq)
+        .limit(bindparam("batch"))
+    )
+    compiled = query.compile(dialect=dialect)
+    sql = str(compiled)
+    order = compiled.positiontup or []
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+
+    async def fetch(after: int) -> Sequence[Any]:
+        values = compiled.construct_params({"after": after, "batch": batch})
+        args = [values[name] for name in order]
+        if dialect.name == "postgresql":
+            rows: Sequence[Any] = await driver.fetch(sql, *args)
+            return rows
+        async with driver.execute(sql, args) as cursor:
+            return list(await cursor.fetchall())
 
     prev_hash, expected_seq = GENESIS, 1
     rows = await fetch(0)
