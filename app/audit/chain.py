@@ -37,14 +37,13 @@ def format_at(at: datetime) -> str:
     return at.astimezone(UTC).strftime(AT_FORMAT)
 
 
-def canonical(fields: dict[str, Any]) -> bytes:
-    """Sorted keys, no spaces, `at` as UTC text with microseconds: the same bytes on any backend.
-
-    `fields["at"]` is that text already (see `format_at`), so verification never parses dates.
-    """
-    body = fields if len(fields) == len(HASHED_FIELDS) else {n: fields[n] for n in HASHED_FIELDS}
-    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+def canonical(values: list[Any]) -> bytes:
+    """A compact JSON array of the values of HASHED_FIELDS, in that order: the same bytes on
+    any backend. `at` is UTC text with microseconds (`format_at`), `details` the stored JSON
+    text (an `orjson.Fragment`), so verification parses neither."""
+    return orjson.dumps(values)
 
 
-def link(prev_hash: str, fields: dict[str, Any]) -> str:
-    return hashlib.sha256(prev_hash.encode() + canonical(fields)).hexdigest()
+def link(prev_hash: str, values: list[Any]) -> str:
+    """The event's hash: sha256(prev_hash || canonical(values)), hex."""
+    return hashlib.sha256(prev_hash.encode() + canonical(values)).hexdigest()

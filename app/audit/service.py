@@ -127,7 +127,8 @@ async def append(session: AsyncSession, events: list[Event]) -> None:
             "details": orjson.dumps(redact(event.details), option=orjson.OPT_SORT_KEYS),
         }
         details: bytes = fields["details"]
-        digest = link(prev_hash, fields | {"at": stamp, "details": orjson.Fragment(details)})
+        hashed = fields | {"at": stamp, "details": orjson.Fragment(details)}
+        digest = link(prev_hash, [hashed[name] for name in HASHED_FIELDS])
         rows.append(fields | {"details": details.decode(), "prev_hash": prev_hash, "hash": digest})
         prev_hash = digest
     # Core insert: the ORM's bulk path costs more per row than the hashing does.
@@ -273,12 +274,12 @@ async def verify(session: AsyncSession, batch: int = 50_000) -> Verdict:
                 missing = "missing" if seq > expected_seq else "out of order"
                 reason = f"expected event #{expected_seq} here, found #{seq} ({missing})"
                 return Verdict(False, expected_seq - 1, row[_ID], seq, reason)
-            fields = dict(zip(HASHED_FIELDS, row, strict=False))
-            fields["details"] = orjson.Fragment(row[_DETAILS])
+            values = list(row[:_ID])
+            values[_DETAILS] = orjson.Fragment(values[_DETAILS])
             reason = ""
             if row[_PREV] != prev_hash:
                 reason = "its prev_hash does not match the hash of the event before it"
-            elif link(prev_hash, fields) != row[_HASH]:
+            elif link(prev_hash, values) != row[_HASH]:
                 reason = "its contents do not match its hash (the row was changed)"
             if reason:
                 if upcoming is not None:
