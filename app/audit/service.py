@@ -231,7 +231,7 @@ class Verdict:
     reason: str = ""
 
 
-async def verify(session: AsyncSession, batch: int = 20000) -> Verdict:
+async def verify(session: AsyncSession, batch: int = 20_000) -> Verdict:
     """Walk the chain in sequence; name the first event whose link or contents do not match.
 
     The next batch is requested before this one is hashed, so the database works meanwhile.
