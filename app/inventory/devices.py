@@ -273,29 +273,20 @@ async def _check_unique(session: AsyncSession, data: DeviceCreate, device_id: in
             raise AlreadyExists(f"asset tag {data.asset_tag!r} is already on {holder.name!r}")
 
 
+def columns(
+    data: DeviceCreate, site_id: int, rack_id: int | None, parent_id: int | None
+) -> dict[str, Any]:
+    """The device's table columns from checked input; one place for edits and imports."""
+    plain = data.model_dump(exclude={"site", "rack", "parent", "tags"})
+    return plain | {"site_id": site_id, "rack_id": rack_id, "parent_id": parent_id}
+
+
 def _apply(
     device: Device, data: DeviceCreate, site: Site, rack: Rack | None, parent: Device | None
 ) -> None:
-    for name in (
-        "name",
-        "kind",
-        "position_u",
-        "height_u",
-        "status",
-        "vendor",
-        "model",
-        "serial",
-        "asset_tag",
-        "arch",
-        "os",
-        "os_version",
-        "description",
-        "attributes",
-    ):
-        setattr(device, name, getattr(data, name))
-    device.site_id = site.id
-    device.rack_id = rack.id if rack else None
-    device.parent_id = parent.id if parent else None
+    values = columns(data, site.id, rack.id if rack else None, parent.id if parent else None)
+    for name, value in values.items():
+        setattr(device, name, value)
 
 
 async def _set_tags(session: AsyncSession, device_id: int, tags: list[str]) -> None:

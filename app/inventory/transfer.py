@@ -527,26 +527,10 @@ def _public(path: dict[str, Any]) -> dict[str, Any]:
 def _columns(plan: _Plan, ids: dict[str, int]) -> dict[str, Any]:
     data = plan.data
     assert plan.site is not None
-    return {
-        "name": data.name,
-        "kind": data.kind,
-        "site_id": plan.site.id,
-        "rack_id": plan.rack.id if plan.rack else None,
-        "position_u": data.position_u,
-        "height_u": data.height_u,
-        "parent_id": ids[data.parent] if data.parent else None,
-        "status": data.status,
-        "vendor": data.vendor,
-        "model": data.model,
-        "serial": data.serial,
-        "asset_tag": data.asset_tag,
-        "arch": data.arch,
-        "os": data.os,
-        "os_version": data.os_version,
-        "description": data.description,
-        "attributes": data.attributes,
-        "updated_at": utcnow(),
-    }
+    rack_id = plan.rack.id if plan.rack else None
+    parent_id = ids[data.parent] if data.parent else None
+    values = device_service.columns(data, plan.site.id, rack_id, parent_id)
+    return values | {"updated_at": utcnow()}
 
 
 def _chunks(items: list[_T]) -> Iterable[list[_T]]:
