@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
 from app import errors
+from app.audit.recorder import AuditRecorder
 from app.audit.routes import router as audit_router
 from app.audit.service import Event
 from app.config import Settings
@@ -26,7 +27,7 @@ from app.identity.routes import router as identity_router
 from app.identity.service import LoginFailed, bootstrap_admin
 from app.inventory.routes import router as inventory_router
 from app.limits import BodyLimit
-from app.uow import record_alone, unit_of_work
+from app.uow import unit_of_work
 from app.vault import load_vault
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.RackhandError)
     async def domain_error(request: Request, exc: errors.RackhandError) -> JSONResponse:
         if isinstance(exc, errors.Refused) and isinstance(exc.event, Event):
-            await record_alone(request.app.state.write_sessions, exc.event)
+            await request.app.state.audit.record(exc.event)
         extra = {"errors": exc.errors} if isinstance(exc, errors.ImportRejected) else {}
         kind = getattr(exc, "kind", type(exc).__name__)
         response = _problem(_status(exc), kind, str(exc), **extra)
@@ -136,11 +137,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
         app.state.write_sessions = make_sessionmaker(engine, write=True)
+        app.state.audit = AuditRecorder(app.state.write_sessions)
         app.state.vault = load_vault(settings)
         await _bootstrap(app, settings)
         try:
             yield
         finally:
+            await app.state.audit.close()
             await engine.dispose()
 
     app = FastAPI(

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager, nullcontext
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.audit.service import Event, append_staged, stage
+from app.audit.service import append_staged
 from app.db import WRITE_LOCK
 
 
@@ -23,9 +23,3 @@ async def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncItera
         except BaseException:
             await session.rollback()
             raise
-
-
-async def record_alone(sessions: async_sessionmaker[AsyncSession], event: Event) -> None:
-    """Audit an event whose request fails (a refusal, a failed login) in its own transaction."""
-    async with unit_of_work(sessions) as session:
-        stage(session, event)
