@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 LINT_DB := /tmp/rackhand-lint-$(shell id -u).db
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format bench clean
+.PHONY: help install peers run test lint format bench clean
+# Real protocol peers the tests and the benchmarks drive (Debian packages).
+PEERS := ipmitool:ipmitool ipmipower:freeipmi-tools ipmi_sim:openipmi
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -20,10 +22,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install Rackhand with its dev tools
 
-run: $(STAMP)  ## start Rackhand on 127.0.0.1:8000 with the demo fleet (data in ./var)
+peers:  ## install the IPMI peers (ipmitool, FreeIPMI, OpenIPMI's ipmi_sim) if missing
+	@missing=$$(for pair in $(PEERS); do command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing $$missing"; \
+		apt-get install -y -q $$missing >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; }; \
+	fi
+
+run: $(STAMP) peers  ## start Rackhand on 127.0.0.1:8000 with the demo fleet (data in ./var)
 	$(BIN)/rackhand serve --demo
 
-test: $(STAMP)  ## run every test, on SQLite and on PostgreSQL
+test: $(STAMP) peers  ## run every test, on SQLite and on PostgreSQL
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)  ## ruff, mypy (strict), import contracts, alembic check
@@ -40,7 +49,7 @@ format: $(STAMP)  ## fix formatting and the fixable lint
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP)  ## benchmarks: figures and ratios (see bench/README.md)
+bench: $(STAMP) peers  ## benchmarks: figures and ratios (see bench/README.md)
 	$(BIN)/python -m bench
 
 clean:  ## remove the virtualenv and caches (not ./var)

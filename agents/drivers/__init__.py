@@ -1,0 +1,1 @@
+"""Drivers: the only code that speaks to devices, one module per protocol."""
