@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     tls_key: Path | None = None
     max_body_bytes: int = 1 * MIB
     max_import_bytes: int = 64 * MIB
+    poll_power: bool = True  # the background power poller (tests of other things turn it off)
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -80,6 +80,7 @@ def utcnow() -> datetime:
 
 WRITE = "rackhand_write"
 WRITE_LOCK = "rackhand_write_lock"
+WRITER = "rackhand_writer"  # session.info key: the session may write
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
@@ -127,7 +128,9 @@ def make_sessionmaker(
         return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
     # SQLite has one writer at a time: queue writers here, in order, rather than in SQLite's
     # busy handler, which sleeps and retries (16 writers fell to ~350 commits/s).
-    info = {WRITE_LOCK: asyncio.Lock()} if engine.dialect.name == "sqlite" else {}
+    info: dict[str, object] = {WRITER: True}
+    if engine.dialect.name == "sqlite":
+        info[WRITE_LOCK] = asyncio.Lock()
     return async_sessionmaker(
         engine.execution_options(**{WRITE: True}),
         expire_on_commit=False,

@@ -16,16 +16,23 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
+from agents.protocol import Report
+from agents.runner import Driver
 from app import errors
 from app.audit.recorder import AuditRecorder
 from app.audit.routes import router as audit_router
 from app.audit.service import Event
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
+from app.fleetlink.builtin import BuiltinAgent
 from app.identity.auth import CsrfFailed
 from app.identity.routes import router as identity_router
 from app.identity.service import LoginFailed, bootstrap_admin
 from app.inventory.routes import router as inventory_router
+from app.jobs.engine import JobEngine
+from app.jobs.poller import PREFIX as POLL
+from app.jobs.poller import PowerPoller
+from app.jobs.routes import router as jobs_router
 from app.limits import BodyLimit
 from app.uow import unit_of_work
 from app.vault import load_vault
@@ -126,8 +133,13 @@ async def _bootstrap(app: FastAPI, settings: Settings) -> None:
         )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; the engine and the vault are opened by the lifespan, not here."""
+def create_app(
+    settings: Settings | None = None, drivers: Mapping[str, Driver] | None = None
+) -> FastAPI:
+    """Build the app; the engine and the vault are opened by the lifespan, not here.
+
+    `drivers` replaces the built-in agent's device drivers (tests use the fake one).
+    """
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -140,9 +152,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.audit = AuditRecorder(app.state.write_sessions)
         app.state.vault = load_vault(settings)
         await _bootstrap(app, settings)
+        jobs = app.state.jobs = JobEngine(app.state.write_sessions)
+        await jobs.recover()
+
+        async def reports(report: Report) -> None:
+            (poller if report.task_id.startswith(POLL) else jobs).report(report)
+
+        agent = BuiltinAgent(reports, drivers)
+        jobs.attach(agent)
+        poller = app.state.poller = PowerPoller(
+            app.state.sessions, app.state.write_sessions, app.state.vault, agent
+        )
+        if settings.poll_power:
+            poller.start()
         try:
             yield
         finally:
+            await poller.stop()
+            await agent.close()
+            await poller.close()
+            await jobs.close()
             await app.state.audit.close()
             await engine.dispose()
 
@@ -164,6 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(identity_router, prefix=API)
     app.include_router(inventory_router, prefix=API)
     app.include_router(audit_router, prefix=API)
+    app.include_router(jobs_router, prefix=API)
 
     @app.get(f"{API}/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from app.cli import audit, devices, tokens
+from app.cli import audit, devices, power, tokens
 
 app = typer.Typer(
     help="Rackhand: remote hands for data-center fleets.",
@@ -19,6 +23,8 @@ app = typer.Typer(
 app.add_typer(devices.app, name="devices")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(audit.app, name="audit")
+app.command("power")(power.power)
+app.command("boot")(power.boot)
 
 
 @app.command()
@@ -65,15 +71,42 @@ def serve(
         raise typer.Exit(2) from exc
     scheme = "https" if settings.tls_cert else "http"
     typer.echo(f"Rackhand API docs: {scheme}://{settings.host}:{settings.port}/api/v1/docs")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        ssl_certfile=settings.tls_cert,
-        ssl_keyfile=settings.tls_key,
-        log_level="info",
-        proxy_headers=False,
-    )
+    with _demo_fleet() if demo else contextlib.nullcontext():
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            ssl_certfile=settings.tls_cert,
+            ssl_keyfile=settings.tls_key,
+            log_level="info",
+            proxy_headers=False,
+        )
+
+
+@contextlib.contextmanager
+def _demo_fleet() -> Iterator[None]:
+    """The demo catalogue's BMCs, simulated on 127.0.0.1, for as long as the server runs."""
+    from app.inventory.demo import DEMO_BMCS, DEMO_PASSWORD, FIRST_BMC_PORT
+
+    command = [sys.executable, "-m", "sim", "--count", str(DEMO_BMCS), "--base-port",
+               str(FIRST_BMC_PORT), "--user", "admin", "--password", DEMO_PASSWORD]  # fmt: skip
+    fleet = subprocess.Popen(command)
+    try:
+        yield
+    finally:
+        fleet.terminate()
+        fleet.wait(timeout=10)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def sim(ctx: typer.Context) -> None:
+    """Run simulated BMCs on 127.0.0.1 (`rackhand sim --help` for the options)."""
+    from sim.__main__ import main as sim_main
+
+    raise typer.Exit(sim_main(ctx.args))
 
 
 async def _seed_demo(settings: object) -> None:

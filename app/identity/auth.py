@@ -10,6 +10,7 @@ from fastapi.security import OAuth2PasswordBearer
 
 from app.audit.service import Actor, Event
 from app.context import RequestContext
+from app.db import WRITER
 from app.deps import SessionDep
 from app.errors import Refused, Unauthenticated
 from app.identity import service
@@ -55,7 +56,7 @@ async def current_principal(
             )
         principal, stored = found
         if service.needs_last_used(stored):
-            if request.method in SAFE_METHODS:  # a read: note the use in a short write of its own
+            if not session.info.get(WRITER):  # a read: note the use in a short write of its own
                 async with unit_of_work(request.app.state.write_sessions) as writer:
                     await service.mark_used(writer, stored.id)
             else:  # a write already holds the (SQLite) write lock: note it in the same transaction

@@ -23,6 +23,7 @@ from app.vault import Vault
 
 DEMO_PASSWORD = "demo-bmc-password"
 FIRST_BMC_PORT = 16230
+DEMO_BMCS = 40  # simulated by `rackhand serve --demo`; more than the demo has servers
 
 
 async def seed_demo(session: AsyncSession, vault: Vault) -> bool:

@@ -22,6 +22,7 @@ from app.inventory.models import (
     DeviceKind,
     DeviceStatus,
     DeviceTag,
+    PowerStatus,
     Rack,
     Site,
 )
@@ -34,8 +35,9 @@ from app.inventory.sites import get_site
 from app.paging import decode_cursor, encode_cursor
 
 Sort = Literal["name", "-name"]
-ReadQuery = Select[Device, str, str | None, str | None]  # device, site slug, rack, parent
-ReadRow = Row[Device, str, str | None, str | None]
+# device, site slug, rack, parent, power state
+ReadQuery = Select[Device, str, str | None, str | None, str | None]
+ReadRow = Row[Device, str, str | None, str | None, str | None]
 Parent = aliased(Device)
 
 
@@ -50,16 +52,18 @@ class DeviceFilter:
     tags: list[str] = field(default_factory=list)
     status: DeviceStatus | None = None
     parent: str | None = None
+    power_state: str | None = None  # on | off | unknown (never polled counts as unknown)
     q: str | None = None
     site_ids: set[int] | None = None  # the caller's visible sites; None: all
 
 
 def _read_query() -> ReadQuery:
     return (
-        select(Device, Site.slug, Rack.name, Parent.name)
+        select(Device, Site.slug, Rack.name, Parent.name, PowerStatus.state)
         .join(Site, Device.site_id == Site.id)
         .outerjoin(Rack, Device.rack_id == Rack.id)
         .outerjoin(Parent, Device.parent_id == Parent.id)
+        .outerjoin(PowerStatus, PowerStatus.device_id == Device.id)
     )
 
 
@@ -95,10 +99,11 @@ async def _with_tags(session: AsyncSession, rows: Sequence[ReadRow]) -> list[Dev
             description=device.description,
             tags=tags[device.id],
             attributes=device.attributes,
+            power_state=power or "unknown",
             created_at=device.created_at,
             updated_at=device.updated_at,
         )
-        for device, site, rack, parent in rows
+        for device, site, rack, parent, power in rows
     ]
 
 
@@ -123,6 +128,10 @@ async def filtered_query(session: AsyncSession, flt: DeviceFilter) -> ReadQuery:
         query = query.where(Device.kind == flt.kind)
     if flt.status is not None:
         query = query.where(Device.status == flt.status)
+    if flt.power_state == "unknown":
+        query = query.where(or_(PowerStatus.state.is_(None), PowerStatus.state == "unknown"))
+    elif flt.power_state is not None:
+        query = query.where(PowerStatus.state == flt.power_state)
     for tag in flt.tags:
         # EXISTS, probed per device on the (device_id, tag) key: an IN over every device with a
         # common tag made SQLite multiply it with the name list (seconds at 100,000 devices).

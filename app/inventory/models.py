@@ -70,6 +70,7 @@ class Site(Timestamped, Base):
     address: Mapped[str] = mapped_column(Text, default="")
     description: Mapped[str] = mapped_column(Text, default="")
     require_ticket: Mapped[bool] = mapped_column(Boolean, default=False)
+    poll_seconds: Mapped[int] = mapped_column(Integer, default=300, server_default="300")  # 0: off
 
 
 class Rack(Timestamped, Base):
@@ -132,6 +133,23 @@ class Device(Timestamped, Base):
         foreign_keys="ControlPath.device_id",
         order_by="(ControlPath.priority, ControlPath.id)",
     )
+
+
+class PowerStatus(Base):
+    """The last known power state of a device, kept apart so polls never touch the device row."""
+
+    __tablename__ = "power_status"
+
+    device_id: Mapped[int] = mapped_column(
+        ForeignKey("device.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(String(16))  # on | off | unknown
+    reachable: Mapped[bool] = mapped_column(Boolean)
+    path: Mapped[str | None] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text, default="")
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last answer from it
+    changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last state change
 
 
 class DeviceTag(Base):

@@ -122,6 +122,7 @@ def device_filter(
     tag: Annotated[list[str], Query(description="repeat to require several tags")] = [],  # noqa: B006
     status: DeviceStatus | None = None,
     parent: Annotated[str | None, Query(description="hypervisor of the vms listed")] = None,
+    power_state: Literal["on", "off", "unknown"] | None = None,
     q: Annotated[
         str | None, Query(description="text in name, serial, asset tag, vendor, model")
     ] = None,
@@ -135,6 +136,7 @@ def device_filter(
         tags=tag,
         status=status,
         parent=parent,
+        power_state=power_state,
         q=q,
         site_ids=ctx.principal.visible_site_ids(),
     )

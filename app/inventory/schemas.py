@@ -126,6 +126,10 @@ def _timezone(value: str) -> str:
 
 
 TimeZone = Annotated[str, AfterValidator(_timezone)]
+PollSeconds = Annotated[
+    int,
+    Field(ge=0, le=86_400, description="seconds between power-state polls; 0 turns polling off"),
+]
 
 
 class SiteCreate(Schema):
@@ -138,6 +142,7 @@ class SiteCreate(Schema):
     require_ticket: bool = Field(
         False, description="refuse destructive actions at this site without a ticket"
     )
+    poll_seconds: PollSeconds = 300
 
 
 class SiteUpdate(Schema):
@@ -148,6 +153,7 @@ class SiteUpdate(Schema):
     address: Text | None = None
     description: Text | None = None
     require_ticket: bool | None = None
+    poll_seconds: PollSeconds | None = None
 
 
 class SiteRead(ReadSchema):
@@ -159,6 +165,7 @@ class SiteRead(ReadSchema):
     address: str
     description: str
     require_ticket: bool
+    poll_seconds: int
     created_at: datetime
     updated_at: datetime
 
@@ -291,6 +298,7 @@ class DeviceRead(BaseModel):
     description: str
     tags: list[str]
     attributes: dict[str, Any]
+    power_state: Literal["on", "off", "unknown"] = "unknown"
     created_at: datetime
     updated_at: datetime
 

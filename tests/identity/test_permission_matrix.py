@@ -48,6 +48,9 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/tokens"): {"name": "t", "role": "viewer"},
     ("POST", "/api/v1/auth/login"): {"username": "x", "password": "y"},
     ("POST", "/api/v1/auth/token"): {"username": "x", "password": "y"},
+    ("POST", "/api/v1/devices/{device}/power"): {"action": "cycle"},
+    ("POST", "/api/v1/devices/{device}/boot"): {"device": "bios"},
+    ("POST", "/api/v1/power"): {"select": "web01", "action": "cycle"},
 }
 
 
@@ -72,7 +75,14 @@ def _seed(client: TestClient) -> dict[str, str]:
         body = {"username": name, "password": password, "grants": grants}
         ok(client.post("users", json=body), 201)
     token = ok(client.post("tokens", json={"name": "spare", "role": "viewer"}), 201)
-    return {"path_id": str(ipmi["id"]), "token_id": str(token["id"]), "password": password}
+    # a job whose BMC (nothing listens at 10.0.0.1) never answers: it is still running
+    job = ok(client.post("devices/web01/power", json={"action": "on", "wait": 0}), 202)["job"]
+    return {
+        "path_id": str(ipmi["id"]),
+        "token_id": str(token["id"]),
+        "job_id": job,
+        "password": password,
+    }
 
 
 def _call(

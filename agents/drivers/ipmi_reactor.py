@@ -1,0 +1,426 @@
+"""The one thread that owns every pyghmi object: sessions, logins, deadlines, results.
+
+asyncio callers `submit()` jobs; the thread pumps pyghmi's event loop, runs each BMC's jobs one
+at a time on its warm session (pyghmi allows one request in flight per session), and hands
+results back with `loop.call_soon_threadsafe`. pyghmi's callbacks only queue an event; the
+loop below handles it, so nothing runs re-entrantly inside pyghmi. The words of its errors are
+in `ipmi_errors.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+from agents.drivers import pyghmi_shim as shim
+from agents.drivers.base import DriverError, Refused
+from agents.drivers.ipmi_errors import completion_error, login_error, no_answer, unreachable
+from agents.protocol import PowerState
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, int, str, str, int]  # address, port, username, password, cipher suite
+
+_SWEEP_EVERY = 1.0  # s between looks for idle or broken sessions
+_BLOCKED_POLL = 0.05  # s between looks at a session busy with pyghmi's keep-alive
+
+
+@dataclass(frozen=True)
+class Request:
+    """One IPMI request; `retry=False` means sent exactly once, never retransmitted."""
+
+    netfn: int
+    command: int
+    data: bytes
+    retry: bool
+    name: str
+    invalid_means_unsupported: bool = False  # 0xCC: the data names an action the BMC lacks
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The requests of one action, in order, and how to read the result from their replies."""
+
+    requests: tuple[Request, ...]
+    result: Callable[[list[bytes]], PowerState]
+
+
+@dataclass(eq=False)
+class Pool:
+    """One driver's sessions and settings (see `IpmiDriver` for what the settings mean)."""
+
+    max_logins: int
+    idle_timeout: float
+    request_timeout: float
+    login_timeout: float
+    bmcs: dict[Key, _Bmc] = field(default_factory=dict)
+    login_queue: deque[_Bmc] = field(default_factory=deque)
+    logins_in_flight: int = 0
+    logins: int = 0  # started so far
+    closed: bool = False
+
+
+@dataclass(eq=False)
+class Job:
+    """One caller's action on one BMC, from submit to result."""
+
+    pool: Pool
+    key: Key
+    endpoint: str
+    plan: Plan
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[PowerState]
+    cancelled: bool = False  # set by the caller's loop; a job not yet started is skipped
+    step: int = 0
+    replies: list[bytes] = field(default_factory=list)
+    warm: bool = False  # started on a session opened for an earlier job
+    retried: bool = False
+    unsafe_sent: bool = False  # a request that must not be repeated has gone out
+
+    def settle(self, result: PowerState | None = None, error: DriverError | None = None) -> None:
+        with contextlib.suppress(RuntimeError):  # the caller's loop closed: nobody waits
+            self.loop.call_soon_threadsafe(_settle, self.future, result, error)
+
+
+def _settle(
+    future: asyncio.Future[PowerState], result: PowerState | None, error: DriverError | None
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    elif result is not None:
+        future.set_result(result)
+
+
+@dataclass(frozen=True)
+class _Close:
+    pool: Pool
+    done: Callable[[], object]
+
+
+@dataclass(eq=False)
+class _Bmc:
+    """A BMC as one pool knows it: its session (if any) and its queue of jobs."""
+
+    pool: Pool
+    key: Key
+    endpoint: str
+    link: shim.Link | None = None
+    jobs: deque[Job] = field(default_factory=deque)
+    job: Job | None = None
+    logging_in: bool = False
+    queued_for_login: bool = False
+    fresh: bool = False  # logged in, no job has run on the session yet
+    generation: int = 0  # of the current login; events of older ones are stale
+    token: int = 0  # of what is awaited now (a login or a reply); older events are stale
+    last_used: float = 0.0
+
+
+_reactor: Reactor | None = None
+_reactor_lock = threading.Lock()
+
+
+def reactor() -> Reactor:
+    """The process's reactor thread, started (and pyghmi patched) on first use; it never ends.
+
+    One per process because pyghmi's state is: a second thread pumping it would run other
+    threads' callbacks and could deadlock. Drivers come and go as pools on it.
+    """
+    global _reactor
+    with _reactor_lock:
+        if _reactor is None:
+            shim.apply()
+            _reactor = Reactor()
+            _reactor.start()
+        return _reactor
+
+
+class Reactor(threading.Thread):
+    def __init__(self) -> None:
+        super().__init__(name="ipmi-reactor", daemon=True)
+        self._inbox: deque[Job | _Close] = deque()
+        self._events: deque[Callable[[], None]] = deque()
+        self._pools: list[Pool] = []
+        self._timers: list[tuple[float, int, _Bmc, int]] = []
+        self._timer_order = itertools.count()
+        self._blocked: set[_Bmc] = set()
+        self._next_sweep = 0.0
+
+    def submit(self, job: Job) -> None:
+        """Queue a job (any thread)."""
+        self._inbox.append(job)
+        shim.wake()
+
+    def close_pool(self, pool: Pool, done: Callable[[], object]) -> None:
+        """Fail the pool's pending jobs and close its sessions, then call `done` (any thread)."""
+        self._inbox.append(_Close(pool, done))
+        shim.wake()
+
+    def run(self) -> None:
+        while True:
+            try:
+                self._turn()
+            except Exception:  # a bug here must not silently stop IPMI for the whole process
+                log.exception("the IPMI reactor failed a turn; going on")
+
+    def _turn(self) -> None:
+        shim.pump(self._sleep())
+        self._take_inbox()
+        self._handle_events()
+        self._fire_timers()
+        for bmc in list(self._blocked):
+            self._advance(bmc)
+        self._start_logins()
+        if time.monotonic() >= self._next_sweep:
+            self._sweep()
+
+    def _sleep(self) -> float:
+        if self._events or self._inbox:
+            return 0.0
+        wake_at = self._next_sweep
+        if self._timers:
+            wake_at = min(wake_at, self._timers[0][0])
+        sleep = wake_at - time.monotonic()
+        return min(sleep, _BLOCKED_POLL) if self._blocked else sleep
+
+    def _take_inbox(self) -> None:
+        while self._inbox:
+            item = self._inbox.popleft()
+            if isinstance(item, _Close):
+                self._close(item)
+                continue
+            pool = item.pool
+            if pool.closed:
+                item.settle(error=DriverError("the IPMI driver is closed"))
+                continue
+            if pool not in self._pools:
+                self._pools.append(pool)
+            bmc = pool.bmcs.get(item.key)
+            if bmc is None:
+                bmc = pool.bmcs[item.key] = _Bmc(pool, item.key, item.endpoint)
+            bmc.jobs.append(item)
+            self._advance(bmc)
+
+    def _handle_events(self) -> None:
+        while self._events:
+            self._events.popleft()()
+
+    def _advance(self, bmc: _Bmc) -> None:
+        """Start the BMC's next job if it is idle: on its session, or after a login."""
+        self._blocked.discard(bmc)
+        if bmc.job is not None or bmc.logging_in or not _has_live_jobs(bmc):
+            return
+        if bmc.link is not None and not bmc.link.usable:
+            self._drop_link(bmc)
+        if bmc.link is None:
+            if not bmc.queued_for_login:
+                bmc.queued_for_login = True
+                bmc.pool.login_queue.append(bmc)
+            return
+        if bmc.link.busy:  # pyghmi's keep-alive is out; a second request would block us
+            self._blocked.add(bmc)
+            return
+        job = bmc.job = bmc.jobs.popleft()
+        job.warm = not bmc.fresh
+        bmc.fresh = False
+        self._send(bmc, job)
+
+    def _send(self, bmc: _Bmc, job: Job) -> None:
+        assert bmc.link is not None
+        request = job.plan.requests[job.step]
+        token = self._await(bmc, bmc.pool.request_timeout)
+        job.unsafe_sent |= not request.retry
+        try:
+            bmc.link.send(
+                request.netfn,
+                request.command,
+                request.data,
+                retry=request.retry,
+                on_reply=lambda reply: self._events.append(
+                    partial(self._on_reply, bmc, token, reply)
+                ),
+            )
+        except Exception as exc:  # pyghmi raises when the session died under us
+            self._request_failed(bmc, f"pyghmi could not send it: {exc}")
+
+    def _on_reply(self, bmc: _Bmc, token: int, reply: shim.Reply) -> None:
+        job = bmc.job
+        if token != bmc.token or job is None:
+            return
+        bmc.token += 1
+        bmc.last_used = time.monotonic()
+        request = job.plan.requests[job.step]
+        if reply.error is not None:
+            detail = "no reply after retries" if reply.error == "timeout" else reply.error
+            self._request_failed(bmc, detail)
+            return
+        if reply.code:
+            self._finish(bmc, error=completion_error(bmc.endpoint, request, reply.code))
+            return
+        job.replies.append(reply.data)
+        job.step += 1
+        if job.step < len(job.plan.requests):
+            self._send(bmc, job)
+            return
+        try:
+            result = job.plan.result(job.replies)
+        except IndexError:
+            short = Refused(f"BMC {bmc.endpoint} sent a short {request.name} reply")
+            self._finish(bmc, error=short)
+            return
+        self._finish(bmc, result=result)
+
+    def _finish(
+        self, bmc: _Bmc, result: PowerState | None = None, error: DriverError | None = None
+    ) -> None:
+        job = bmc.job
+        assert job is not None
+        bmc.job = None
+        job.settle(result, error)
+        self._advance(bmc)
+
+    def _request_failed(self, bmc: _Bmc, detail: str) -> None:
+        """No usable reply: drop the session; repeat the job once on a new one if that is safe."""
+        job = bmc.job
+        assert job is not None
+        request = job.plan.requests[job.step]
+        bmc.token += 1
+        self._drop_link(bmc)
+        bmc.job = None
+        if job.warm and not job.unsafe_sent and not job.retried:
+            job.retried = True  # the warm session may just be stale (e.g. the BMC restarted)
+            job.step = 0
+            job.replies.clear()
+            bmc.jobs.appendleft(job)
+        else:
+            job.settle(error=no_answer(bmc.endpoint, request, job, detail))
+        self._advance(bmc)
+
+    def _start_logins(self) -> None:
+        for pool in self._pools:
+            while pool.login_queue and pool.logins_in_flight < pool.max_logins:
+                bmc = pool.login_queue.popleft()
+                bmc.queued_for_login = False
+                if bmc.link is None and not bmc.logging_in and _has_live_jobs(bmc):
+                    self._log_in(bmc)
+
+    def _log_in(self, bmc: _Bmc) -> None:
+        address, port, username, password, suite = bmc.key
+        bmc.generation += 1
+        generation = bmc.generation
+        bmc.logging_in = True
+        bmc.pool.logins_in_flight += 1
+        bmc.pool.logins += 1
+        self._await(bmc, bmc.pool.login_timeout)
+        try:
+            bmc.link = shim.Link(
+                address,
+                port,
+                username,
+                password,
+                suite,
+                on_logon=lambda error: self._events.append(
+                    partial(self._on_logon, bmc, generation, error)
+                ),
+            )
+        except Exception as exc:  # e.g. pyghmi refusing a user name longer than 16 bytes
+            self._login_ended(bmc)
+            self._fail_queued(bmc, Refused(f"BMC {bmc.endpoint}: cannot open a session: {exc}"))
+
+    def _on_logon(self, bmc: _Bmc, generation: int, error: str | None) -> None:
+        if generation != bmc.generation or not bmc.logging_in:
+            return
+        self._login_ended(bmc)
+        if error is not None:
+            self._drop_link(bmc)
+            self._fail_queued(bmc, login_error(bmc.endpoint, bmc.key[4], error))
+            return
+        bmc.fresh = True
+        bmc.last_used = time.monotonic()
+        self._advance(bmc)
+
+    def _login_ended(self, bmc: _Bmc) -> None:
+        bmc.logging_in = False
+        bmc.token += 1
+        bmc.pool.logins_in_flight -= 1
+
+    def _await(self, bmc: _Bmc, timeout: float) -> int:
+        """Start waiting for the BMC's next event; returns the token that event must carry."""
+        bmc.token += 1
+        heapq.heappush(
+            self._timers, (time.monotonic() + timeout, next(self._timer_order), bmc, bmc.token)
+        )
+        return bmc.token
+
+    def _fire_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, bmc, token = heapq.heappop(self._timers)
+            if token != bmc.token:
+                continue
+            if bmc.logging_in:
+                bmc.generation += 1  # the login's own callback, if it ever comes, is stale
+                self._login_ended(bmc)
+                self._drop_link(bmc)
+                self._fail_queued(bmc, unreachable(bmc.endpoint))
+            elif bmc.job is not None:
+                timeout = bmc.pool.request_timeout
+                self._request_failed(bmc, f"no reply within {timeout:g} s")
+
+    def _fail_queued(self, bmc: _Bmc, error: DriverError) -> None:
+        while bmc.jobs:
+            bmc.jobs.popleft().settle(error=error)
+
+    def _drop_link(self, bmc: _Bmc) -> None:
+        self._blocked.discard(bmc)
+        if bmc.link is not None:
+            bmc.link.close()
+            bmc.link = None
+
+    def _sweep(self) -> None:
+        """Close sessions idle too long or broken (e.g. a failed keep-alive); forget idle BMCs."""
+        now = time.monotonic()
+        self._next_sweep = now + _SWEEP_EVERY
+        for pool in self._pools:
+            for key, bmc in list(pool.bmcs.items()):
+                if bmc.job is not None or bmc.logging_in or _has_live_jobs(bmc):
+                    continue
+                link = bmc.link
+                if link is None or not link.usable or now - bmc.last_used > pool.idle_timeout:
+                    self._drop_link(bmc)
+                    del pool.bmcs[key]
+
+    def _close(self, close: _Close) -> None:
+        pool = close.pool
+        pool.closed = True
+        closed = DriverError("the IPMI driver was closed before the BMC answered")
+        for bmc in pool.bmcs.values():
+            bmc.generation += 1
+            bmc.token += 1
+            if bmc.job is not None:
+                bmc.job.settle(error=closed)
+                bmc.job = None
+            self._fail_queued(bmc, closed)
+            self._drop_link(bmc)
+        pool.bmcs.clear()
+        pool.login_queue.clear()
+        if pool in self._pools:
+            self._pools.remove(pool)
+        close.done()
+
+
+def _has_live_jobs(bmc: _Bmc) -> bool:
+    """Forget jobs whose caller gave up; say whether any are left."""
+    if any(job.cancelled for job in bmc.jobs):
+        bmc.jobs = deque(job for job in bmc.jobs if not job.cancelled)
+    return bool(bmc.jobs)

@@ -1,0 +1,373 @@
+"""The only code that touches pyghmi's internals: four patches and a narrow typed wrapper.
+
+Written against pyghmi 1.6.19 (read from its source, see notes/ipmi.md §1.2); `apply()` refuses
+any other version. Everything here runs on the one thread that drives pyghmi (the IPMI reactor
+in `agents/drivers/ipmi_reactor.py`), except `wake()`, which any thread may call.
+
+Not patched, on purpose: the lock-order deadlock (`awaitresponse` holds WAITING_SESSIONS and
+takes KEEPALIVE_SESSIONS, `send_payload` the reverse) needs two threads inside pyghmi's protocol
+code. pyghmi's own I/O thread takes neither lock, so with a single driving thread it cannot
+happen; a second thread calling pyghmi in this process would bring it back.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pyghmi.ipmi import command as _command  # type: ignore[import-untyped]
+from pyghmi.ipmi.private import constants as _constants  # type: ignore[import-untyped]
+from pyghmi.ipmi.private import session as _session
+
+log = logging.getLogger(__name__)
+
+PYGHMI_VERSION = "1.6.19"
+SUITE_REFUSED = "cipher suite refused"  # starts a login error caused by a forced suite
+UNPARSABLE = "pyghmi could not handle its reply"  # starts the error of a session it choked on
+SUITES = (0, 3, 17)  # 0 = pyghmi's own choice: 17 (SHA-256), then 3 (SHA-1) if refused
+
+# The shape of every pyghmi function patched or relied on below, as in 1.6.19: a changed
+# signature means the body may have changed too, and the shim must be re-read before it is trusted.
+_SHAPES = {
+    "_io_wait": "(timeout, myaddr=None, evq=None)",
+    "Session.__init__": (
+        "(self, bmc, userid, password, port=623, kg=None, onlogon=None, privlevel=None, "
+        "keepalive=True)"
+    ),
+    "Session._initsession": "(self)",
+    "Session._got_rmcp_response": "(self, data)",
+    "Session.raw_command": (
+        "(self, netfn, command, bridge_request=None, data=(), retry=True, delay_xmit=None, "
+        "timeout=None, callback=None, rslun=0)"
+    ),
+    "Session.wait_for_rsp": "(timeout=None, callout=True)",
+    "Session.process_pktqueue": "(self)",
+}
+
+_applied = False
+_wake = threading.Event()
+_sleeper: threading.Event | None = None  # the reactor's current general wait, for wake()
+_suite_for_new_session = 0
+
+
+def apply() -> None:
+    """Install the patches once; raise if pyghmi is not the version they were written for."""
+    global _applied
+    if _applied:
+        return
+    installed = importlib.metadata.version("pyghmi")
+    if installed != PYGHMI_VERSION:
+        raise RuntimeError(
+            f"pyghmi {installed} is installed but agents/drivers/pyghmi_shim.py patches "
+            f"{PYGHMI_VERSION}; re-read the patched functions in the new version, then update "
+            "the shim and its tests"
+        )
+    session_class = _session.Session
+    found = {name: str(inspect.signature(_lookup(name))) for name in _SHAPES}
+    changed = {name: shape for name, shape in found.items() if shape != _SHAPES[name]}
+    if changed:
+        raise RuntimeError(f"pyghmi {installed} has changed shape, refusing to patch: {changed}")
+    _session._io_wait = _io_wait
+    session_class.__init__ = _init_forgetting_initting(session_class.__init__)
+    session_class._initsession = _initsession_with_suite(session_class._initsession)
+    session_class._got_rmcp_response = _rmcp_response_with_suite(session_class._got_rmcp_response)
+    session_class.process_pktqueue = _process_failing_alone(session_class.process_pktqueue)
+    _applied = True
+
+
+def _lookup(name: str) -> Callable[..., Any]:
+    owner: Any = _session
+    for part in name.split("."):
+        owner = getattr(owner, part)
+    return owner  # type: ignore[no-any-return]
+
+
+# Patch 1 ---------------------------------------------------------------------------------------
+
+
+def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
+    """pyghmi's `_io_wait`, plus: do not sleep when the awaited packet is already queued.
+
+    Upstream bug (lost wake-up): the I/O thread wakes only waiters registered before it read a
+    packet. A reply read just before the wait was registered sits in the queue until the retry
+    timer fires 0.5-1 s later, and the request is then sent again (a chassis control can run
+    twice). After registering, this version returns at once when a reply is already queued: for
+    a general wait any session's (`sessionqueue`), for a wait on one BMC address that of a
+    session awaiting it. It also lets `wake()` end the reactor's general wait, which pyghmi has
+    no way to do.
+    """
+    global _sleeper
+    evt = threading.Event()
+    if evq is not None:
+        evq.append(evt)
+    deadline = timeout + _session._monotonic_time()
+    _session.ioqueue.append((deadline, evt, myaddr))
+    if evq is None:  # waits on another command's end are woken by it, never lost
+        if myaddr is None:
+            _sleeper = evt
+            if _session.sessionqueue or _wake.is_set():
+                return
+        elif _reply_queued(myaddr):
+            return
+    if deadline < _session.selectdeadline:
+        intsock = _session.iosockets[0]
+        if hasattr(intsock, "fd"):
+            intsock = intsock.fd
+        intsock.sendto(b"\x01", (_session.myself, _session.iosockets[0].getsockname()[1]))
+    evt.wait()
+
+
+def _reply_queued(sockaddr: Any) -> bool:
+    handlers = _session.Session.bmc_handlers.get(sockaddr, {})
+    return any(
+        handler.pktqueue and getattr(handler, "awaitingresponse", False)
+        for handler in list(handlers.values())
+    )
+
+
+def wake() -> None:
+    """End the reactor's current (or next) `pump()` early; safe from any thread."""
+    _wake.set()
+    sleeper = _sleeper
+    if sleeper is not None:
+        sleeper.set()
+
+
+def pump(timeout: float) -> None:
+    """One turn of pyghmi's event loop: packets, retries, keep-alives and callbacks of every BMC.
+
+    Returns after `timeout` s, on any packet, or on `wake()`. Call it from one thread only. A
+    packet pyghmi chokes on fails its own session (patch 4); anything else pyghmi raises (from
+    a retry or keep-alive) is logged, and the loop goes on. Work submitted before a `wake()`
+    must be looked at after `pump()` returns: the wake flag is cleared on the way out.
+    """
+    try:
+        _session.Session.wait_for_rsp(timeout=max(timeout, 0.0))
+    except Exception:
+        log.exception("pyghmi failed while handling a packet; going on with the other BMCs")
+    finally:
+        _wake.clear()
+
+
+# Patch 2 ---------------------------------------------------------------------------------------
+
+
+def _init_forgetting_initting(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap `Session.__init__`: forget the session in `initting_sessions` once it has started.
+
+    Upstream bug (Python 3): the entry is stored under the caller's `str` user and password and
+    deleted under the session's `bytes` copies, so it is never deleted. The next Command for the
+    same BMC and credentials is handed that old session: it hangs forever if the session is still
+    logging in, and fails after ~8 s forever after one failed login. Upstream deletes the entry on
+    the first packet sent, so popping it when `__init__` returns keeps upstream's intent. It also
+    stamps the cipher suite asked for (patch 3) on the session before its login starts.
+    """
+
+    def __init__(  # noqa: N807 - it replaces Session.__init__
+        self: Any,
+        bmc: str,
+        userid: str,
+        password: str,
+        port: int = 623,
+        kg: Any = None,
+        onlogon: Any = None,
+        privlevel: Any = None,
+        keepalive: bool = True,
+    ) -> None:
+        if not hasattr(self, "initialized"):
+            self.rackhand_suite = _suite_for_new_session
+        try:
+            init(self, bmc, userid, password, port, kg, onlogon, privlevel, keepalive)
+        finally:
+            key = (bmc, userid, password, port, kg)
+            if _session.Session.initting_sessions.get(key) is self:
+                del _session.Session.initting_sessions[key]
+
+    return __init__
+
+
+# Patch 3 ---------------------------------------------------------------------------------------
+
+
+def _initsession_with_suite(initsession: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Wrap `Session._initsession`: propose the forced suite's algorithms (3 = SHA-1 at once).
+
+    pyghmi has no cipher suite setting: it always proposes suite 17 (SHA-256) first and falls
+    back to 3 only when the BMC answers the proposal with an error.
+    """
+
+    def _initsession(self: Any) -> None:
+        initsession(self)
+        if getattr(self, "rackhand_suite", 0) == 3:
+            self.attemptedhash = 1  # pyghmi's SHA-1 proposal is suite 3's algorithms exactly
+
+    return _initsession
+
+
+def _rmcp_response_with_suite(got: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """Wrap `Session._got_rmcp_response`: a forced suite that the BMC refuses fails the login.
+
+    Without this, a refused suite 17 silently becomes suite 3, and a refused suite 3 fails with a
+    bare RMCP status that does not say the suite was the problem.
+    """
+
+    def _got_rmcp_response(self: Any, data: Any) -> Any:
+        suite = getattr(self, "rackhand_suite", 0)
+        if (
+            suite
+            and self.sessioncontext == "OPENSESSION"
+            and data[0] == self.rmcptag
+            and data[1] != 0
+        ):
+            reason = _constants.rmcp_codes.get(data[1], f"RMCP+ status {data[1]:#04x}")
+            self.onlogon({"error": f"{SUITE_REFUSED}: suite {suite} ({reason})"})
+            return -9
+        return got(self, data)
+
+    return _got_rmcp_response
+
+
+# Patch 4 ---------------------------------------------------------------------------------------
+
+
+def _process_failing_alone(process: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Wrap `Session.process_pktqueue`: a packet pyghmi chokes on fails that BMC's session only.
+
+    Upstream, the exception (e.g. `struct.error` on a truncated reply, or "Session no longer
+    connected" when a BMC falls silent mid-login) escapes into whichever call pumped the loop:
+    often another BMC's `Command()` or request, which then fails in its place, while the
+    packets queued behind it wait. Here the session whose packet it was fails as a timeout
+    fails it: its login, or its pending request, gets the error, and it is marked broken.
+    """
+
+    def process_pktqueue(self: Any) -> None:
+        try:
+            process(self)
+        except Exception as exc:
+            self.pktqueue.clear()
+            if self.broken:
+                return
+            error = f"{UNPARSABLE}: {exc!r}"
+            if self.logging:
+                self.onlogon({"error": error})  # upstream's own path for a failed login
+                return
+            if self.incommand:
+                self.ipmicallback({"error": error, "code": 0xFFFF})
+            self._mark_broken(error)
+
+    return process_pktqueue
+
+
+@contextmanager
+def _suite(suite: int) -> Iterator[None]:
+    global _suite_for_new_session
+    _suite_for_new_session = suite
+    try:
+        yield
+    finally:
+        _suite_for_new_session = 0
+
+
+# The typed wrapper -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A BMC's answer to one request; `error` is set when pyghmi gave up without one."""
+
+    code: int = 0
+    data: bytes = b""
+    error: str | None = None
+
+
+class Link:
+    """One RMCP+ session to one BMC: a pyghmi Command driven in callback style.
+
+    `on_logon(None)` or `on_logon(error)` is called once the login ends. After a good login the
+    session never re-logs in on its own: pyghmi's silent re-login drops the pending callback and
+    leaves the session marked busy for ~20 s, so a dead session is reported broken instead, and
+    the caller opens a new one.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        username: str,
+        password: str,
+        suite: int,
+        on_logon: Callable[[str | None], None],
+    ) -> None:
+        if suite not in SUITES:
+            raise ValueError(f"cipher suite {suite} is not one of {SUITES}")
+        self._on_logon = on_logon
+        with _suite(suite):
+            self._command = _command.Command(
+                bmc=address, userid=username, password=password, port=port, onlogon=self._logged
+            )
+        self._session = self._command.ipmi_session
+
+    def _logged(self, response: dict[str, Any], command: Any) -> None:
+        error = response.get("error")
+        if error is None:
+            command.ipmi_session.logontries = 0
+        self._on_logon(error)
+
+    @property
+    def usable(self) -> bool:
+        """Logged in and not broken (pyghmi marks a session broken after it gives up)."""
+        session = self._session
+        return bool(session.logged) and not session.logging and not session.broken
+
+    @property
+    def busy(self) -> bool:
+        """A request (ours or pyghmi's keep-alive) is still waiting for its reply."""
+        return bool(self._session._isincommand())
+
+    def send(
+        self,
+        netfn: int,
+        command: int,
+        data: bytes,
+        *,
+        retry: bool,
+        on_reply: Callable[[Reply], None],
+    ) -> None:
+        """Send one request; `on_reply` gets the answer, or an error if pyghmi gave up.
+
+        With `retry=False` the request goes out exactly once and pyghmi sets no timer at all: no
+        reply means no call, and the caller's own deadline must end the wait.
+        """
+        session = self._session
+
+        def done(response: dict[str, Any]) -> None:
+            session.incommand = False  # callback style leaves this to the caller
+            while session.evq:
+                session.evq.popleft().set()
+            on_reply(_reply(response, netfn + 1, command))
+
+        session.raw_command(netfn=netfn, command=command, data=data, retry=retry, callback=done)
+
+    def close(self) -> None:
+        """Send Close Session once (if logged in) and forget the session; safe in any state."""
+        session = self._session
+        session.incommand = False
+        while session.evq:
+            session.evq.popleft().set()
+        if not session.broken:
+            session._mark_broken("closed")
+
+
+def _reply(response: dict[str, Any], netfn: int, command: int) -> Reply:
+    if "error" in response:
+        return Reply(code=response.get("code", 0), error=str(response["error"]))
+    if response.get("netfn") != netfn or response.get("command") != command:
+        got = f"netfn {response.get('netfn')} command {response.get('command')}"
+        return Reply(error=f"an unrelated reply ({got})")
+    return Reply(code=response["code"], data=bytes(response["data"]))

@@ -1,0 +1,1 @@
+"""Jobs: power and boot requests, one task per device, dispatched to the agents."""

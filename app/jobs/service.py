@@ -1,0 +1,393 @@
+"""Jobs: targets resolved and checked, rows and `requested` events written, before any I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agents.protocol import (
+    BootDevice,
+    BootOrder,
+    IpmiPath,
+    Order,
+    Path,
+    PowerAction,
+    PowerOrder,
+    RedfishPath,
+)
+from app.audit.service import stage
+from app.context import RequestContext
+from app.errors import InUse, InvalidInput, NotFound
+from app.identity.models import Role
+from app.inventory.devices import DeviceFilter, device_for, filtered_query
+from app.inventory.models import ControlPath, PathKind, Site
+from app.jobs.models import ACTIVE, Job, JobKind, JobStatus, Task
+from app.jobs.schemas import JobRead, Targets, TaskRead
+from app.vault import Vault
+
+POWER_PATHS = (PathKind.IPMI, PathKind.REDFISH)
+
+
+@dataclass(frozen=True)
+class Target:
+    device_id: int
+    name: str
+    site_id: int
+    site: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A job as asked: what to do, to whom, with which guards."""
+
+    kind: JobKind
+    action: str  # a PowerAction or a BootDevice
+    targets: list[Target]
+    asked: dict[str, object]  # the selector and filters, kept on the job
+    timeout: float
+    persistent: bool = False
+    stagger: int | None = None
+    idempotency_key: str | None = None
+
+    @property
+    def exclusive(self) -> bool:
+        """Status reads may run beside anything; everything else holds its devices."""
+        return not (self.kind is JobKind.POWER and self.action == PowerAction.STATUS)
+
+    def digest(self) -> str:
+        """What an Idempotency-Key stands for: the same key must mean the same request."""
+        body = [self.kind, self.action, self.persistent, self.stagger, self.asked]
+        return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def needed_role(kind: JobKind, action: str) -> Role:
+    return Role.VIEWER if kind is JobKind.POWER and action == PowerAction.STATUS else Role.OPERATOR
+
+
+async def device_target(
+    session: AsyncSession, ctx: RequestContext, ref: str, kind: JobKind, action: str
+) -> Target:
+    """One device by name or id, refused unless the caller may act on its site."""
+    what = f"{kind} {action}"
+    device = await device_for(session, ctx, ref, needed_role(kind, action), what)
+    site = await session.get(Site, device.site_id)
+    assert site is not None
+    return Target(device.id, device.name, site.id, site.slug)
+
+
+async def bulk_targets(
+    session: AsyncSession, ctx: RequestContext, asked: Targets, action: PowerAction
+) -> list[Target]:
+    """Every visible device the selector and filters match; refused if any site is not ours."""
+    if asked.select is None and asked.site is None and asked.rack is None and not asked.tags:
+        raise InvalidInput(
+            "name the targets: give `select` (a node range such as 'web[01-20]') or a site, "
+            "rack or tag; a bulk action never means every device"
+        )
+    flt = DeviceFilter(
+        select=asked.select,
+        site=asked.site,
+        rack=asked.rack,
+        kind=asked.kind,
+        tags=asked.tags,
+        status=asked.status,
+        power_state=asked.power_state,
+        site_ids=ctx.principal.visible_site_ids(),
+    )
+    rows = (await session.execute(await filtered_query(session, flt))).all()
+    targets = [Target(device.id, device.name, device.site_id, slug) for device, slug, *_ in rows]
+    if not targets:
+        raise InvalidInput("the selector and filters match no device you can see; check them")
+    role = needed_role(JobKind.POWER, action)
+    for site_id, slug in sorted({(t.site_id, t.site) for t in targets}):
+        ctx.require(role, site_id, what=f"power {action}", site=slug)
+    return sorted(targets, key=lambda target: target.name)
+
+
+async def check_free(session: AsyncSession, targets: Sequence[Target]) -> None:
+    """One change per device at a time: name the job that holds a device."""
+    ids = [target.device_id for target in targets]
+    for start in range(0, len(ids), 5000):
+        busy = (
+            await session.execute(
+                select(Task.device_name, Task.job_id, Job.action)
+                .join(Job, Job.id == Task.job_id)
+                .where(
+                    Task.device_id.in_(ids[start : start + 5000]),
+                    Task.exclusive,
+                    Task.status.in_(ACTIVE),
+                )
+                .limit(5)
+            )
+        ).all()
+        if busy:
+            held = ", ".join(f"{name} by job {job} ({action})" for name, job, action in busy)
+            raise InUse(
+                f"busy: {held}; wait for it to finish or cancel it (POST /api/v1/jobs/ID/cancel)"
+            )
+
+
+async def replay(session: AsyncSession, ctx: RequestContext, plan: Plan) -> Job | None:
+    """The job an earlier request with the same Idempotency-Key made, if any."""
+    if plan.idempotency_key is None:
+        return None
+    actor = ctx.principal.actor
+    job = await session.scalar(
+        select(Job).where(
+            Job.actor_kind == actor.kind,
+            Job.actor_name == actor.name,
+            Job.idempotency_key == plan.idempotency_key,
+        )
+    )
+    if job is not None and job.request_digest != plan.digest():
+        raise InvalidInput(
+            "this Idempotency-Key was used for a different request; use a new key for a new one"
+        )
+    return job
+
+
+async def create_job(
+    session: AsyncSession, ctx: RequestContext, plan: Plan
+) -> tuple[Job, list[int]]:
+    """Job and task rows plus a `requested` event per device, in the caller's transaction."""
+    if plan.exclusive:
+        await check_free(session, plan.targets)
+    actor = ctx.principal.actor
+    job = Job(
+        id=uuid.uuid4().hex,
+        kind=plan.kind,
+        action=plan.action,
+        persistent=plan.persistent,
+        status=JobStatus.RUNNING,
+        targets=plan.asked,
+        total=len(plan.targets),
+        stagger=plan.stagger,
+        ticket=ctx.ticket,
+        reason=ctx.reason,
+        actor_kind=actor.kind,
+        actor_id=actor.id,
+        actor_name=actor.name,
+        idempotency_key=plan.idempotency_key,
+        request_digest=plan.digest() if plan.idempotency_key else None,
+    )
+    session.add(job)
+    await session.flush()
+    rows = [
+        {
+            "job_id": job.id,
+            "device_id": target.device_id,
+            "device_name": target.name,
+            "site_id": target.site_id,
+            "site": target.site,
+            "exclusive": plan.exclusive,
+            "status": "queued",
+            "message": "",
+            "attempts": 0,
+        }
+        for target in plan.targets
+    ]
+    task_ids = list(
+        await session.scalars(insert(Task).returning(Task.id, sort_by_parameter_order=True), rows)
+    )
+    event_type = f"{plan.kind}.requested"
+    details: dict[str, object] = {"action": plan.action, "timeout": plan.timeout}
+    if plan.kind is JobKind.BOOT:
+        details["persistent"] = plan.persistent
+    if len(plan.targets) > 1:
+        details["targets"] = plan.asked
+    for target in plan.targets:
+        stage(
+            session,
+            ctx.event(
+                event_type,
+                target_type="device",
+                target_id=target.device_id,
+                target_name=target.name,
+                site=target.site,
+                job_id=job.id,
+                details=details,
+            ),
+        )
+    return job, task_ids
+
+
+async def orders_for(
+    session: AsyncSession, vault: Vault, plan: Plan, job: Job, task_ids: Sequence[int]
+) -> list[Order]:
+    """The agent's orders, with each device's power paths in priority order, secrets opened."""
+    paths = await power_paths(session, vault, [target.device_id for target in plan.targets])
+    orders: list[Order] = []
+    for target, task_id in zip(plan.targets, task_ids, strict=True):
+        found = tuple(paths.get(target.device_id, ()))
+        if plan.kind is JobKind.BOOT:
+            orders.append(
+                BootOrder(
+                    str(task_id),
+                    target.name,
+                    target.site,
+                    BootDevice(plan.action),
+                    plan.persistent,
+                    found,
+                    plan.timeout,
+                )
+            )
+        else:
+            orders.append(
+                PowerOrder(
+                    str(task_id),
+                    target.name,
+                    target.site,
+                    PowerAction(plan.action),
+                    found,
+                    plan.timeout,
+                )
+            )
+    return orders
+
+
+async def power_paths(
+    session: AsyncSession, vault: Vault, device_ids: Sequence[int]
+) -> dict[int, list[Path]]:
+    found: dict[int, list[Path]] = {}
+    for start in range(0, len(device_ids), 5000):
+        rows = await session.scalars(
+            select(ControlPath)
+            .where(
+                ControlPath.device_id.in_(device_ids[start : start + 5000]),
+                ControlPath.kind.in_(POWER_PATHS),
+            )
+            .order_by(ControlPath.device_id, ControlPath.priority, ControlPath.id)
+        )
+        for row in rows:
+            found.setdefault(row.device_id, []).append(_path(row, vault))
+    return found
+
+
+def _path(row: ControlPath, vault: Vault) -> Path:
+    password = vault.decrypt(row.secret_ciphertext) if row.secret_ciphertext else ""
+    if row.kind is PathKind.IPMI:
+        return IpmiPath(
+            address=row.address or "",
+            username=row.username or "",
+            password=password,
+            port=row.port or 623,
+            cipher_suite=int(row.options.get("cipher_suite") or 0),
+        )
+    return RedfishPath(
+        url=f"https://{row.address}:{row.port or 443}",
+        username=row.username or "",
+        password=password,
+        fingerprint=row.options.get("tls_fingerprint"),
+    )
+
+
+async def without_power_path(session: AsyncSession, targets: Sequence[Target]) -> list[str]:
+    ids = [target.device_id for target in targets]
+    having: set[int] = set()
+    for start in range(0, len(ids), 5000):
+        having.update(
+            await session.scalars(
+                select(ControlPath.device_id)
+                .where(
+                    ControlPath.device_id.in_(ids[start : start + 5000]),
+                    ControlPath.kind.in_(POWER_PATHS),
+                )
+                .distinct()
+            )
+        )
+    return [target.name for target in targets if target.device_id not in having]
+
+
+async def get_job(session: AsyncSession, ctx: RequestContext, job_id: str) -> Job:
+    """A job the caller may see: their own, or one touching only sites they can see."""
+    job = await session.get(Job, job_id[:32])
+    if job is None or not await _visible(session, ctx, job):
+        raise NotFound(f"no job {job_id!r}; list jobs with GET /api/v1/jobs")
+    return job
+
+
+async def _visible(session: AsyncSession, ctx: RequestContext, job: Job) -> bool:
+    sites = ctx.principal.visible_site_ids()
+    if sites is None or job.actor_name == ctx.principal.actor.name:
+        return True
+    outside = await session.scalar(
+        select(func.count()).where(Task.job_id == job.id, Task.site_id.not_in(sorted(sites)))
+    )
+    return not outside
+
+
+async def job_site_ids(session: AsyncSession, job: Job) -> list[int]:
+    return list(await session.scalars(select(Task.site_id).where(Task.job_id == job.id).distinct()))
+
+
+async def read_job(session: AsyncSession, job: Job, *, with_tasks: bool = True) -> JobRead:
+    counts = Counter(
+        {
+            status.value: count
+            for status, count in await session.execute(
+                select(Task.status, func.count()).where(Task.job_id == job.id).group_by(Task.status)
+            )
+        }
+    )
+    tasks = None
+    if with_tasks:
+        tasks = [
+            task_read(task)
+            for task in await session.scalars(
+                select(Task).where(Task.job_id == job.id).order_by(Task.device_name)
+            )
+        ]
+    return JobRead(
+        id=job.id,
+        kind=job.kind,
+        action=job.action,
+        persistent=job.persistent,
+        status=job.status,
+        targets=job.targets,
+        total=job.total,
+        counts=dict(counts),
+        stagger=job.stagger,
+        ticket=job.ticket,
+        reason=job.reason,
+        actor=job.actor_name,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+        tasks=tasks,
+    )
+
+
+def task_read(task: Task) -> TaskRead:
+    return TaskRead(
+        device=task.device_name,
+        site=task.site,
+        status=task.status,
+        power_state=task.power_state,
+        path=task.path,
+        message=task.message,
+        attempts=task.attempts,
+        started_at=task.started_at,
+        finished_at=task.finished_at,
+    )
+
+
+async def list_jobs(
+    session: AsyncSession, ctx: RequestContext, *, limit: int, before: str | None
+) -> list[Job]:
+    """Newest first; a site-scoped caller sees the jobs that stayed inside their sites."""
+    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
+    if before is not None:
+        anchor = await session.get(Job, before[:32])
+        if anchor is not None:
+            query = query.where(Job.created_at <= anchor.created_at, Job.id != anchor.id)
+    sites = ctx.principal.visible_site_ids()
+    if sites is not None:
+        outside = select(Task.id).where(Task.job_id == Job.id, Task.site_id.not_in(sorted(sites)))
+        query = query.where(~outside.exists())
+    return list(await session.scalars(query.limit(limit)))

@@ -1,0 +1,62 @@
+"""The poller keeps power state fresh and reports a change nobody asked Rackhand for."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from agents.drivers.base import Unreachable
+from agents.drivers.fake import FakeDriver
+from agents.protocol import IpmiPath, PowerState
+from tests.factories import ok
+
+
+def _round(client: TestClient) -> int:
+    """One poll of every due site, then wait until its reports are stored."""
+    poller = client.app.state.poller  # type: ignore[attr-defined]
+    poller._next_round.clear()  # every site is due now
+    sent: int = client.portal.call(poller.poll_due)  # type: ignore[union-attr]
+    deadline = time.monotonic() + 10
+    while any(poller._out.values()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return sent
+
+
+def _devices(client: TestClient) -> dict[str, Any]:
+    return {d["name"]: d for d in ok(client.get("devices"))["items"]}
+
+
+def test_poll_stores_state_and_reports_drift(fleet: TestClient, fake: FakeDriver) -> None:
+    web01 = fake.machine(IpmiPath("10.0.0.1", "u", "x"))
+    web01.power = PowerState.ON
+    fake.machine(IpmiPath("10.0.0.2", "u", "x")).fail = Unreachable("did not answer")
+    assert _round(fleet) == 5
+    devices = _devices(fleet)
+    assert devices["web01"]["power_state"] == "on"
+    assert devices["web03"]["power_state"] == "off"
+    assert devices["web02"]["power_state"] == "unknown"
+    assert ok(fleet.get("audit", params={"type": "power.drift"}))["items"] == []
+
+    web01.power = PowerState.OFF  # someone pressed the button
+    _round(fleet)
+    assert _devices(fleet)["web01"]["power_state"] == "off"
+    drift = ok(fleet.get("audit", params={"type": "power.drift"}))["items"]
+    assert [(e["target_name"], e["details"]) for e in drift] == [
+        ("web01", {"before": "on", "after": "off", "seen_by": "poller"})
+    ]
+    assert drift[0]["actor_kind"] == "system"
+
+
+def test_a_change_made_through_rackhand_is_not_drift(fleet: TestClient, fake: FakeDriver) -> None:
+    _round(fleet)
+    ok(fleet.post("devices/web03/power", json={"action": "on"}))
+    _round(fleet)
+    assert _devices(fleet)["web03"]["power_state"] == "on"
+    assert ok(fleet.get("audit", params={"type": "power.drift"}))["items"] == []
+
+
+def test_sites_with_polling_off_are_left_alone(fleet: TestClient) -> None:
+    ok(fleet.patch("sites/bj-dc1", json={"poll_seconds": 0}))
+    assert _round(fleet) == 0

@@ -1,0 +1,219 @@
+"""Power and boot through the API, jobs and their rules, with the fake driver behind the agent."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from fastapi.testclient import TestClient
+
+from agents.drivers.base import DeviceTimeout, Unreachable
+from agents.drivers.fake import FakeDriver
+from agents.protocol import BootDevice, IpmiPath, PowerState
+from tests.factories import device, error, ok, path, site
+
+WEB01 = "10.0.0.1:623"
+
+
+def _job(client: TestClient, job_id: str, until: float = 10) -> dict[str, Any]:
+    """The job once it has ended (polling, as a ticketing system would)."""
+    deadline = time.monotonic() + until
+    while True:
+        job: dict[str, Any] = ok(client.get(f"jobs/{job_id}"))
+        if job["status"] != "running" or time.monotonic() > deadline:
+            return job
+        time.sleep(0.02)
+
+
+def _audit(client: TestClient, **params: Any) -> list[dict[str, Any]]:
+    items = ok(client.get("audit", params={"limit": 500} | params))["items"]
+    return list(reversed(items))
+
+
+def test_one_device_cycle_answers_with_the_result_and_audits_both_ends(
+    fleet: TestClient, fake: FakeDriver
+) -> None:
+    answer = ok(
+        fleet.post(
+            "devices/web01/power",
+            json={"action": "cycle", "ticket": "INC-1", "reason": "hung at boot"},
+        )
+    )
+    assert answer["device"] == "web01"
+    assert answer["status"] == "succeeded"
+    assert answer["power_state"] == "on"
+    assert answer["path"] == "ipmi"
+    assert "cycle done via ipmi 10.0.0.1:623" in answer["message"]
+    assert fake.machines[WEB01].actions == ["cycle"]
+    events = _audit(fleet, device="web01", type="power.*")
+    assert [e["type"] for e in events] == ["power.requested", "power.succeeded"]
+    assert all(e["ticket"] == "INC-1" and e["reason"] == "hung at boot" for e in events)
+    assert {e["job_id"] for e in events} == {answer["job"]}
+    assert "bmc-secret" not in orjson.dumps(events).decode()
+    listed = ok(fleet.get("devices", params={"select": "web01"}))["items"][0]
+    assert listed["power_state"] == "on"
+    assert ok(fleet.get("devices", params={"power_state": "on"}))["items"][0]["name"] == "web01"
+
+
+def test_boot_to_bios_next_boot_only(fleet: TestClient, fake: FakeDriver) -> None:
+    answer = ok(fleet.post("devices/web02/boot", json={"device": "bios"}))
+    assert answer["status"] == "succeeded"
+    assert "boot device set to bios for the next boot" in answer["message"]
+    machine = fake.machines["10.0.0.2:623"]
+    assert (machine.boot, machine.persistent) == (BootDevice.BIOS, False)
+    ok(fleet.post("devices/web02/boot", json={"device": "pxe", "persistent": True}))
+    assert (machine.boot, machine.persistent) == (BootDevice.PXE, True)
+
+
+def test_bulk_power_is_a_job_with_a_task_per_device(fleet: TestClient, fake: FakeDriver) -> None:
+    response = fleet.post("power", json={"select": "web[01-04]", "action": "on", "ticket": "CHG-9"})
+    job = ok(response, 202)
+    assert response.headers["Location"] == f"/api/v1/jobs/{job['id']}"
+    assert job["total"] == 4
+    done = _job(fleet, job["id"])
+    assert done["status"] == "succeeded"
+    assert [t["device"] for t in done["tasks"]] == ["web01", "web02", "web03", "web04"]
+    assert {t["power_state"] for t in done["tasks"]} == {"on"}
+    assert done["counts"] == {"succeeded": 4}
+    assert "10.0.0.5:623" not in fake.machines  # web05 was not selected
+    listed = ok(fleet.get("jobs"))
+    assert listed[0]["id"] == job["id"]
+    assert listed[0]["tasks"] is None
+
+
+def test_partial_failure_names_each_device(fleet: TestClient, fake: FakeDriver) -> None:
+    fake.machine(_ipmi(3)).fail = Unreachable("BMC 10.0.0.3:623 did not answer")
+    job = ok(fleet.post("power", json={"select": "web[01-03]", "action": "status"}), 202)
+    done = _job(fleet, job["id"])
+    assert done["status"] == "partial"
+    failed = [t for t in done["tasks"] if t["status"] != "succeeded"]
+    assert [(t["device"], t["status"]) for t in failed] == [("web03", "failed")]
+    assert "did not answer" in failed[0]["message"]
+    assert failed[0]["attempts"] == 3  # status is safe to retry
+
+
+def test_a_cycle_that_may_have_run_is_not_retried(fleet: TestClient, fake: FakeDriver) -> None:
+    fake.machine(_ipmi(1)).fail = DeviceTimeout("no reply to the chassis control")
+    answer = ok(fleet.post("devices/web01/power", json={"action": "cycle"}))
+    assert answer["status"] == "failed"
+    job = _job(fleet, answer["job"])
+    assert job["tasks"][0]["attempts"] == 1
+
+
+def test_one_change_per_device_at_a_time(fleet: TestClient, fake: FakeDriver) -> None:
+    fake.machine(_ipmi(1)).delay = 1.0
+    job = ok(fleet.post("power", json={"select": "web01", "action": "cycle"}), 202)
+    detail = error(fleet.post("devices/web01/power", json={"action": "off"}), 409)
+    assert f"web01 by job {job['id']} (cycle)" in detail
+    status = ok(fleet.post("devices/web01/power", json={"action": "status"}))
+    assert status["status"] == "succeeded"  # a status read runs beside it
+    assert _job(fleet, job["id"])["status"] == "succeeded"
+    ok(fleet.post("devices/web01/power", json={"action": "off"}))  # free again
+
+
+def test_cancel_stops_unfinished_tasks(fleet: TestClient, fake: FakeDriver) -> None:
+    for n in range(1, 6):
+        fake.machine(_ipmi(n)).delay = 5.0
+    job = ok(fleet.post("power", json={"select": "web[01-05]", "action": "off"}), 202)
+    time.sleep(0.1)
+    ok(fleet.post(f"jobs/{job['id']}/cancel"))
+    done = _job(fleet, job["id"])
+    assert done["status"] == "cancelled"
+    assert {t["status"] for t in done["tasks"]} == {"cancelled"}
+    assert [e["type"] for e in _audit(fleet, type="job.*")] == ["job.cancelled"]
+
+
+def test_wait_running_out_answers_202_with_the_job(fleet: TestClient, fake: FakeDriver) -> None:
+    fake.machine(_ipmi(2)).delay = 0.5
+    response = fleet.post("devices/web02/power", json={"action": "on", "wait": 0})
+    answer = ok(response, 202)
+    assert answer["status"] == "running"
+    assert f"GET /api/v1/jobs/{answer['job']}" in answer["message"]
+    assert _job(fleet, answer["job"])["status"] == "succeeded"
+
+
+def test_dry_run_and_guards(fleet: TestClient) -> None:
+    device(fleet, "db01")
+    dry = ok(
+        fleet.post("power", json={"select": "web[01-03],db01", "action": "off", "dry_run": True})
+    )
+    assert dry == {
+        "dry_run": True,
+        "action": "off",
+        "total": 4,
+        "devices": ["db01", "web01", "web02", "web03"],
+        "without_power_path": ["db01"],
+    }
+    assert ok(fleet.get("jobs")) == []
+    detail = error(
+        fleet.post("power", json={"select": "web[01-05]", "action": "off", "max_targets": 3}), 422
+    )
+    assert "matches 5 devices, more than max_targets 3" in detail
+    assert "no device" in error(fleet.post("power", json={"select": "nope", "action": "on"}), 422)
+    assert "name the targets" in error(fleet.post("power", json={"action": "on"}), 422)
+    detail = error(fleet.post("devices/db01/power", json={"action": "on"}), 422)
+    assert "db01 has no power path" in detail
+    error(fleet.post("devices/web01/power", json={"action": "explode"}), 422)
+    error(fleet.post("devices/nope/power", json={"action": "on"}), 404)
+
+
+def test_a_device_without_power_path_fails_its_task_in_bulk(fleet: TestClient) -> None:
+    device(fleet, "web06", tags=["web"])
+    job = ok(fleet.post("power", json={"tags": ["web"], "action": "status"}), 202)
+    done = _job(fleet, job["id"])
+    web06 = next(t for t in done["tasks"] if t["device"] == "web06")
+    assert web06["status"] == "failed"
+    assert "no power path" in web06["message"]
+
+
+def test_idempotency_key_gives_back_the_same_job(fleet: TestClient, fake: FakeDriver) -> None:
+    body = {"select": "web[01-02]", "action": "on"}
+    headers = {"Idempotency-Key": "chg-42-retry"}
+    first = ok(fleet.post("power", json=body, headers=headers), 202)
+    again = ok(fleet.post("power", json=body, headers=headers), 202)
+    assert again["id"] == first["id"]
+    _job(fleet, first["id"])
+    assert fake.machines[WEB01].actions == ["on"]
+    detail = error(fleet.post("power", json=body | {"action": "off"}, headers=headers), 422)
+    assert "Idempotency-Key" in detail
+
+
+def test_fallback_to_the_next_path_says_which_acted(fleet: TestClient, fake: FakeDriver) -> None:
+    path(fleet, "web04", kind="ipmi", priority=20, address="10.9.0.4", username="u", secret="s")
+    fake.machine(_ipmi(4)).fail = Unreachable("BMC 10.0.0.4:623 did not answer")
+    answer = ok(fleet.post("devices/web04/power", json={"action": "cycle"}))
+    assert answer["status"] == "succeeded"
+    assert "10.0.0.4:623: BMC 10.0.0.4:623 did not answer" in answer["message"]
+    assert "cycle done via ipmi 10.9.0.4:623" in answer["message"]
+    assert fake.machines["10.9.0.4:623"].power is PowerState.ON
+
+
+def test_site_policy_requires_a_ticket_for_destructive_actions(fleet: TestClient) -> None:
+    site(fleet, "sh-br12", kind="branch", require_ticket=True)
+    device(fleet, "br-web01", site="sh-br12")
+    path(fleet, "br-web01", kind="ipmi", address="10.1.0.1", username="u", secret="s")
+    assert "requires a ticket" in error(
+        fleet.post("devices/br-web01/power", json={"action": "off"}), 422
+    )
+    ok(fleet.post("devices/br-web01/power", json={"action": "status"}))
+    ok(fleet.post("devices/br-web01/power", json={"action": "off", "ticket": "INC-7"}))
+
+
+def test_job_events_stream_until_the_job_ends(fleet: TestClient, fake: FakeDriver) -> None:
+    fake.machine(_ipmi(1)).delay = 0.3
+    job = ok(fleet.post("power", json={"select": "web[01-02]", "action": "on"}), 202)
+    with fleet.stream("GET", f"jobs/{job['id']}/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        events = [
+            line.removeprefix("event: ")
+            for line in stream.iter_lines()
+            if line.startswith("event: ")
+        ]
+    assert events[0] == "job"
+    assert events[-1] == "job"
+    assert events.count("task") >= 2
+
+
+def _ipmi(n: int) -> IpmiPath:
+    return IpmiPath(f"10.0.0.{n}", "u", "x")
