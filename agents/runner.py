@@ -168,7 +168,8 @@ class Runner:
             outcome.attempts += 1
             try:
                 async with lock:
-                    return await _act(driver, order, path)
+                    state = await _act(driver, order, path)
+                    return await _settle(driver, order, path, state)
             except (Unreachable, DeviceTimeout):
                 if not _repeatable(order) or attempt == self._retry.attempts:
                     raise
@@ -182,6 +183,25 @@ async def _act(driver: Driver, order: Order, path: Path) -> PowerState | None:
         return await driver.power(path, order.action)
     await driver.set_boot(path, order.boot, order.persistent)
     return None
+
+
+async def _settle(
+    driver: Driver, order: Order, path: Path, state: PowerState | None
+) -> PowerState | None:
+    """On and off end when the BMC reports the new state (a server takes a moment to start).
+
+    Soft-off is left to the OS, which may take minutes or refuse: it ends when asked.
+    """
+    target = _TARGET.get(order.action) if isinstance(order, PowerOrder) else None
+    delay = 0.1
+    while target is not None and state is not target:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+        state = await driver.power(path, PowerAction.STATUS)
+    return state
+
+
+_TARGET = {PowerAction.ON: PowerState.ON, PowerAction.OFF: PowerState.OFF}
 
 
 def _repeatable(order: Order) -> bool:

@@ -1,0 +1,78 @@
+"""`python -m sim`: a fleet of simulated IPMI BMCs on consecutive UDP ports until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from sim.machine import Timing
+from sim.run import Saved, run
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m sim", description=__doc__)
+    parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--base-port", type=int, default=16230)
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--user", default="admin")
+    parser.add_argument("--password", default="password")
+    parser.add_argument(
+        "--credentials", type=Path, help='JSON file {"PORT": {"USER": "PASSWORD"}} for some BMCs'
+    )
+    parser.add_argument("--suites", default="3,17", help="cipher suites offered, e.g. 3 or 3,17")
+    parser.add_argument("--control-port", type=int, help="JSON-lines control channel (0: any)")
+    parser.add_argument("--state", type=Path, help="load power/boot state from and save it to")
+    parser.add_argument("--on-delay", type=float, default=Timing.on_delay)
+    parser.add_argument("--cycle-off", type=float, default=Timing.cycle_off)
+    parser.add_argument("--soft-delay", type=float, default=Timing.soft_delay)
+    parser.add_argument("--verbose", action="store_true", help="log dropped packets")
+    args = parser.parse_args(argv)
+    if args.count < 1 or not 1 <= args.processes <= args.count:
+        parser.error("need --count >= 1 and 1 <= --processes <= --count")
+    if args.base_port < 1 or args.base_port + args.count > 65536:
+        parser.error("the ports must lie within 1-65535")
+    return args
+
+
+def fleet_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of `start_fleet` (picklable, for child processes)."""
+    credentials = {}
+    if args.credentials:
+        credentials = {
+            int(port): users for port, users in json.loads(args.credentials.read_text()).items()
+        }
+    return {
+        "host": args.host,
+        "user": args.user,
+        "password": args.password,
+        "credentials": credentials,
+        "suites": tuple(int(suite) for suite in args.suites.split(",")),
+        "timing": Timing(args.on_delay, args.cycle_off, args.soft_delay),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    settings = fleet_settings(args)
+    saved: Saved = {}
+    if args.state and args.state.exists():
+        saved = {int(port): value for port, value in json.loads(args.state.read_text()).items()}
+    ports = range(args.base_port, args.base_port + args.count)
+    try:
+        state = run(ports, args.processes, settings, args.control_port, saved)
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.state:
+        args.state.write_text(json.dumps({**saved, **state}, indent=1, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

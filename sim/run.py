@@ -1,0 +1,147 @@
+"""Serving a fleet until signalled: in this process, or split over child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import signal
+from collections.abc import Callable
+from functools import partial
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, TypeVar
+
+from sim.control import serve_control, serve_relay
+from sim.fleet import start_fleet
+
+Saved = dict[int, dict[str, Any]]
+T = TypeVar("T")
+
+
+async def until_signalled(*others: int) -> None:
+    """Wait for SIGTERM or SIGINT, or for one of the given descriptors to become readable."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    for descriptor in others:
+        loop.add_reader(descriptor, stop.set)
+    await stop.wait()
+
+
+async def serve(
+    ports: range,
+    settings: dict[str, Any],
+    control_port: int | None,
+    saved: Saved,
+    ready: Callable[[int | None], None],
+    watched: tuple[int, ...] = (),
+) -> Saved:
+    """Run one process's BMCs and their control channel until signalled (or `watched` ends)."""
+    fleet = await start_fleet(len(ports), ports.start, saved=saved, **settings)
+    server = None
+    if control_port is not None:
+        server = await serve_control(fleet, settings["host"], control_port)
+    try:
+        ready(server.sockets[0].getsockname()[1] if server else None)
+        await until_signalled(*watched)
+    finally:
+        if server:
+            server.close()
+        state = fleet.saved_state()
+        await fleet.close()
+    return state
+
+
+def announce(host: str, ports: range, control_port: int | None) -> None:
+    """Tell whoever started the fleet that it is up (the last line says so)."""
+    if control_port is not None:
+        print(f"control: {host}:{control_port}", flush=True)
+    print(f"listening: {len(ports)} BMCs on {host}:{ports[0]}-{ports[-1]}", flush=True)
+
+
+def child(ports: range, settings: dict[str, Any], saved: Saved, parent: Connection) -> None:
+    """One process of a multi-process fleet: sends its control port, then its final state."""
+    parent_process = multiprocessing.parent_process()
+    orphaned = (parent_process.sentinel,) if parent_process else ()  # stop if the parent dies
+    try:
+        state = asyncio.run(serve(ports, settings, 0, saved, parent.send, orphaned))
+    except OSError as error:
+        parent.send(f"BMC ports {ports.start}-{ports.stop - 1}: {error}")
+        raise SystemExit(1) from error
+    with contextlib.suppress(BrokenPipeError):
+        parent.send(state)
+
+
+def run(
+    ports: range, processes: int, settings: dict[str, Any], control_port: int | None, saved: Saved
+) -> Saved:
+    """Serve the fleet until SIGTERM/SIGINT; the final power and boot state by port."""
+    if processes == 1:
+        host = settings["host"]
+        return asyncio.run(
+            serve(ports, settings, control_port, saved, partial(announce, host, ports))
+        )
+    context = multiprocessing.get_context("spawn")
+    children: list[tuple[BaseProcess, Connection, range]] = []
+    share, extra = divmod(len(ports), processes)
+    first = ports.start
+    for index in range(processes):
+        part = range(first, first + share + (index < extra))
+        first = part.stop
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(
+            target=child,
+            args=(part, settings, _within(saved, part), sender),
+        )
+        process.start()
+        sender.close()
+        children.append((process, receiver, part))
+    try:
+        slices = [(part, _receive(receiver, part, int)) for _, receiver, part in children]
+        sentinels = [worker.sentinel for worker, _, _ in children]
+        asyncio.run(relay(settings["host"], ports, slices, control_port, sentinels))
+        for worker, _, part in children:
+            if not worker.is_alive():
+                raise OSError(f"the process of BMC ports {part.start}-{part.stop - 1} died")
+    finally:
+        state: Saved = {}
+        for worker, receiver, part in children:
+            worker.terminate()
+            with contextlib.suppress(OSError):
+                state.update(_receive(receiver, part, dict) if receiver.poll(10) else {})
+            worker.join(10)
+    return state
+
+
+def _within(saved: Saved, ports: range) -> Saved:
+    return {port: value for port, value in saved.items() if port in ports}
+
+
+def _receive(receiver: Connection, ports: range, kind: type[T]) -> T:
+    """The next message of a child; its error text, or its death, as OSError."""
+    try:
+        message = receiver.recv()
+    except EOFError:
+        message = f"the process of BMC ports {ports.start}-{ports.stop - 1} died"
+    if not isinstance(message, kind):
+        raise OSError(message)
+    return message
+
+
+async def relay(
+    host: str,
+    ports: range,
+    slices: list[tuple[range, int]],
+    control_port: int | None,
+    sentinels: list[int],
+) -> None:
+    """The parent's part: one control port for all children; ends on a signal or a dead child."""
+    server = None
+    if control_port is not None:
+        server = await serve_relay(slices, host, control_port)
+    announce(host, ports, server.sockets[0].getsockname()[1] if server else None)
+    await until_signalled(*sentinels)
+    if server:
+        server.close()
