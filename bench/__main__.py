@@ -2,9 +2,9 @@
 
 import sys
 
-from bench import audit, catalogue
+from bench import audit, catalogue, power
 
-SUITES = {"catalogue": catalogue.run, "audit": audit.run}
+SUITES = {"catalogue": catalogue.run, "audit": audit.run, "power": power.run}
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or list(SUITES):

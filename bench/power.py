@@ -1,0 +1,326 @@
+"""Fleet power over simulated BMCs: status of 1,000 (and 10,000) BMCs, and a cycle of 1,000.
+
+Reference measured in the same run, over the same simulators: FreeIPMI's `ipmipower` (fresh
+RMCP+ sessions, fanout 64). Rackhand is measured as the agent runner alone (in this process,
+cold = a new driver, warm = the same driver again) and as an API job (`POST /power` to the
+job's end, on a real `rackhand serve` with SQLite).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import resource
+import select
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from agents.drivers.ipmi import IpmiDriver
+from agents.protocol import IpmiPath, PowerAction, PowerOrder, Report, TaskStatus
+from agents.runner import Runner
+from bench.server import Server, running
+from sim.control import FleetControl
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "bench-bmc-password"
+SITE = "bench"
+TIMING = ("--on-delay", "0.2", "--cycle-off", "0.3")
+FANOUT = 64
+PER_SITE = 256
+TASK_TIMEOUT = 30.0
+HOSTS_PER_CALL = 5000  # one argument holds at most 128 KiB: 5,000 "127.0.0.1:PORT" fit
+BMCS = int(os.environ.get("RACKHAND_BENCH_BMCS", "1000"))
+SKIP_10K = os.environ.get("RACKHAND_BENCH_SKIP_10K") == "1"
+
+
+@dataclass
+class Fleet:
+    process: subprocess.Popen[bytes]
+    ports: range
+    control: FleetControl
+
+    def all_on(self) -> None:
+        """Every machine on, through the control channel (no IPMI)."""
+        for port in self.ports:
+            self.control.set_power(port, "on")
+
+
+@dataclass
+class Figures:
+    """One measured pass: wall and CPU seconds, peak RSS (MiB), failures, per-BMC latencies."""
+
+    wall: float
+    cpu: float
+    rss_mib: float
+    failures: int
+    latencies: list[float] = field(default_factory=list)
+    why: Counter[str] = field(default_factory=Counter)  # failure status and message
+
+    def per_bmc(self) -> str:
+        if not self.latencies:
+            return "-"
+        median = statistics.median(self.latencies)
+        p99 = statistics.quantiles(self.latencies, n=100, method="inclusive")[98]
+        return f"{median:.2f} / {p99:.2f} s (x{p99 / median:.1f})"
+
+
+def _free_udp_base(count: int) -> int:
+    """The first of `count` consecutive UDP ports on 127.0.0.1 that are free right now."""
+    for _ in range(50):
+        base = random.randrange(20000, 60000 - count)
+        try:
+            for port in range(base, base + count):  # one at a time: 10,000 would pass ulimit -n
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError(f"no {count} consecutive free UDP ports")
+
+
+def _lines_until(process: subprocess.Popen[bytes], prefix: bytes, timeout: float) -> list[bytes]:
+    """Lines of stdout up to the one starting with `prefix` (RuntimeError if it never comes)."""
+    assert process.stdout is not None
+    deadline, buffer = time.monotonic() + timeout, b""
+    while time.monotonic() < deadline:
+        lines = buffer.split(b"\n")[:-1]
+        if any(line.startswith(prefix) for line in lines):
+            return lines
+        if select.select([process.stdout], [], [], deadline - time.monotonic())[0]:
+            chunk = os.read(process.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            buffer += chunk
+    raise RuntimeError(f"the simulated fleet did not start: {buffer.decode()}")
+
+
+@contextmanager
+def simulated(count: int, processes: int) -> Iterator[Fleet]:
+    """`python -m sim` with `count` BMCs, all off, until the block ends."""
+    base = _free_udp_base(count)
+    command = [sys.executable, "-m", "sim", "--count", str(count), "--base-port", str(base)]
+    options = ["--processes", str(processes), "--password", PASSWORD, "--control-port", "0"]
+    process = subprocess.Popen(
+        [*command, *options, *TIMING],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        lines = _lines_until(process, b"listening: ", timeout=60)
+        control_port = int(lines[0].rsplit(b":", 1)[1])
+        control = FleetControl("127.0.0.1", control_port, timeout=30)
+        try:
+            yield Fleet(process, range(base, base + count), control)
+        finally:
+            control.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+
+
+def _ipmipower(fleet: Fleet, action: str) -> Figures:
+    """`ipmipower --stat|--cycle` over the fleet, in calls of at most HOSTS_PER_CALL hosts."""
+    wall = cpu = rss = 0.0
+    answered = failures = 0
+    for start in range(0, len(fleet.ports), HOSTS_PER_CALL):
+        ports = fleet.ports[start : start + HOSTS_PER_CALL]
+        hosts = ",".join(f"127.0.0.1:{port}" for port in ports)
+        started = time.perf_counter()
+        target = ["-D", "LAN_2_0", "-h", hosts, "-u", "admin", "-p", PASSWORD]
+        timing = ["-F", str(FANOUT), "--session-timeout=3000", "--retransmission-timeout=500"]
+        process = subprocess.Popen(
+            ["ipmipower", *target, *timing, action],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert process.stdout is not None
+        output = process.stdout.read()  # to EOF; the child stays unreaped for wait4's rusage
+        process.stdout.close()
+        _, _, usage = os.wait4(process.pid, 0)
+        process.returncode = 0
+        wall += time.perf_counter() - started
+        cpu += usage.ru_utime + usage.ru_stime
+        rss = max(rss, usage.ru_maxrss / 1024)
+        lines = output.splitlines()
+        answered += len(lines)
+        failures += sum(line.rsplit(": ", 1)[-1] not in ("on", "off", "ok") for line in lines)
+    return Figures(wall, cpu, rss, failures + max(0, len(fleet.ports) - answered))
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def _runner_pass(driver: IpmiDriver, fleet: Fleet, action: PowerAction) -> Figures:
+    """Submit one order per BMC to a runner; time until every final report is in."""
+    submitted: dict[str, float] = {}
+    latencies: list[float] = []
+    why: Counter[str] = Counter()
+    done = asyncio.Event()
+
+    async def sink(report: Report) -> None:
+        if report.status is TaskStatus.RUNNING:
+            return
+        latencies.append(time.perf_counter() - submitted[report.task_id])
+        if report.status is not TaskStatus.SUCCEEDED:
+            why[f"{report.status}: {report.message}"] += 1
+        if len(latencies) == len(fleet.ports):
+            done.set()
+
+    runner = Runner({"ipmi": driver}, sink, per_site=PER_SITE)
+    cpu, started = time.process_time(), time.perf_counter()
+    for port in fleet.ports:
+        path = IpmiPath("127.0.0.1", "admin", PASSWORD, port=port)
+        order = PowerOrder(f"{action}-{port}", f"bmc{port}", SITE, action, (path,), TASK_TIMEOUT)
+        submitted[order.task_id] = time.perf_counter()
+        runner.submit(order)
+    await done.wait()
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    await runner.close()
+    return Figures(wall, cpu, _peak_rss_mib(), why.total(), latencies, why)
+
+
+async def _runner_suite(fleet: Fleet, cycle: bool) -> dict[str, Figures]:
+    """Status cold then warm; with `cycle`, a cycle of all on the warm driver and on a new one."""
+    results: dict[str, Figures] = {}
+    driver = IpmiDriver(max_logins=FANOUT)
+    try:
+        results["status cold"] = await _runner_pass(driver, fleet, PowerAction.STATUS)
+        results["status warm"] = await _runner_pass(driver, fleet, PowerAction.STATUS)
+        if cycle:
+            await asyncio.to_thread(fleet.all_on)
+            results["cycle warm"] = await _runner_pass(driver, fleet, PowerAction.CYCLE)
+    finally:
+        await driver.close()
+    if cycle:
+        await asyncio.sleep(1.0)  # let the cycled machines come back on
+        await asyncio.to_thread(fleet.all_on)
+        driver = IpmiDriver(max_logins=FANOUT)
+        try:
+            results["cycle cold"] = await _runner_pass(driver, fleet, PowerAction.CYCLE)
+        finally:
+            await driver.close()
+    return results
+
+
+def _server_cpu(server: Server) -> float:
+    """User + system CPU seconds of the server process so far."""
+    fields = Path(f"/proc/{server.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _api_job(client: httpx.Client, server: Server, count: int) -> Figures:
+    """`POST /power` status for the site, polled until the job is no longer running."""
+    cpu, started = _server_cpu(server), time.perf_counter()
+    job = client.post("/power", json={"site": SITE, "action": "status"})
+    job.raise_for_status()
+    job_id = job.json()["id"]
+    while True:
+        answer = client.get(f"/jobs/{job_id}")
+        answer.raise_for_status()
+        read = answer.json()
+        if read["status"] != "running":
+            break
+        time.sleep(0.02)
+    wall, cpu = time.perf_counter() - started, _server_cpu(server) - cpu
+    succeeded = read["counts"].get("succeeded", 0)
+    return Figures(wall, cpu, server.peak_rss_mib(), count - succeeded)
+
+
+def _api_suite(fleet: Fleet) -> dict[str, Figures]:
+    """A site with one device per BMC, then the status job twice (cold, then warm sessions)."""
+    rows = [
+        {
+            "name": f"bmc{port}",
+            "kind": "server",
+            "site": SITE,
+            "paths": [
+                {
+                    "kind": "ipmi",
+                    "address": "127.0.0.1",
+                    "port": port,
+                    "username": "admin",
+                    "secret": PASSWORD,
+                }
+            ],
+        }
+        for port in fleet.ports
+    ]
+    with running("sqlite") as server:
+        auth = {"Authorization": f"Bearer {server.token}"}
+        with httpx.Client(base_url=f"{server.url}/api/v1", headers=auth, timeout=600) as client:
+            site = {"slug": SITE, "name": "Bench", "poll_seconds": 0}
+            client.post("/sites", json=site).raise_for_status()
+            client.post("/devices/import", json=rows).raise_for_status()
+            cold = _api_job(client, server, len(rows))
+            warm = _api_job(client, server, len(rows))
+    return {"API job cold": cold, "API job warm": warm}
+
+
+def _row(name: str, figures: Figures, reference: Figures | None) -> str:
+    ratio = f"x{figures.wall / reference.wall:.2f}" if reference else "-"
+    row = (
+        f"{name:<26} {figures.wall:>7.2f} {figures.cpu:>7.2f} {ratio:>7} {figures.rss_mib:>8.0f} "
+        f"{figures.failures:>5}   {figures.per_bmc()}"
+    )
+    for why, count in figures.why.most_common(2):
+        row += f"\n{'':<29}{count} x {why[:100]}"
+    return row
+
+
+HEADER = f"{'':<26} {'wall s':>7} {'CPU s':>7} {'ratio':>7} {'RSS MiB':>8} {'fail':>5}   "
+HEADER += "per BMC median / p99"
+
+
+def _status_and_cycle(count: int) -> None:
+    with simulated(count, processes=2 if count <= 2000 else 4) as fleet:
+        ref_status = _ipmipower(fleet, "--stat")
+        fleet.all_on()
+        ref_cycle = _ipmipower(fleet, "--cycle")
+        time.sleep(1.0)  # let the cycled machines come back on
+        ours = asyncio.run(_runner_suite(fleet, cycle=True))
+        api = _api_suite(fleet)
+    print(f"\n== power: status and cycle of {count:,} simulated BMCs ==")
+    print("(ratio = wall / ipmipower's; RSS: ipmipower's, the bench process's, the server's)")
+    print(HEADER)
+    print(_row("ipmipower --stat", ref_status, None))
+    for name in ("status cold", "status warm"):
+        print(_row(f"runner {name}", ours[name], ref_status))
+    for name, figures in api.items():
+        print(_row(name, figures, ref_status))
+    print(_row("ipmipower --cycle", ref_cycle, None))
+    for name in ("cycle cold", "cycle warm"):
+        print(_row(f"runner {name}", ours[name], ref_cycle))
+
+
+def _status_10k() -> None:
+    count = 10_000
+    with simulated(count, processes=4) as fleet:
+        reference = _ipmipower(fleet, "--stat")
+        ours = asyncio.run(_runner_suite(fleet, cycle=False))
+    print(f"\n== power: status of {count:,} simulated BMCs (aim <= 5 s) ==")
+    print(HEADER)
+    calls = -(-count // HOSTS_PER_CALL)
+    print(_row(f"ipmipower --stat ({calls} calls)", reference, None))
+    for name, figures in ours.items():
+        print(_row(f"runner {name}", figures, reference))
+
+
+def run() -> None:
+    _status_and_cycle(BMCS)
+    if not SKIP_10K:
+        _status_10k()
