@@ -6,7 +6,6 @@ Plain frozen dataclasses, so an agent needs nothing of the central's stack; `enc
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -132,45 +131,31 @@ class Report:
     attempts: int = 0
 
 
-_KINDS: dict[str, type[Any]] = {
-    cls.__name__: cls for cls in (IpmiPath, RedfishPath, PowerOrder, BootOrder, Report)
+_MESSAGES: dict[str, type[Order | Report]] = {
+    cls.__name__: cls for cls in (PowerOrder, BootOrder, Report)
 }
+_PATHS: dict[str, type[Path]] = {"ipmi": IpmiPath, "redfish": RedfishPath}
 
 
 def encode(message: Order | Report) -> bytes:
     """JSON with the type named, for the remote link (secrets travel inside TLS only)."""
-
-    def tagged(value: Any) -> Any:
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            body = {f.name: tagged(getattr(value, f.name)) for f in dataclasses.fields(value)}
-            return {"type": type(value).__name__, **body}
-        if isinstance(value, tuple | list):
-            return [tagged(item) for item in value]
-        return value
-
-    return orjson.dumps(tagged(message))
+    return orjson.dumps({"type": type(message).__name__, "body": message})
 
 
 def decode(data: bytes) -> Order | Report:
-    def build(value: Any) -> Any:
-        if isinstance(value, dict) and value.get("type") in _KINDS:
-            cls = _KINDS[value["type"]]
-            hints = {f.name: f for f in dataclasses.fields(cls)}
-            args = {k: build(v) for k, v in value.items() if k in hints}
-            if "paths" in args:
-                args["paths"] = tuple(args["paths"])
-            for name, enum in _ENUMS.get(cls, {}).items():
-                if args.get(name) is not None:
-                    args[name] = enum(args[name])
-            return cls(**args)
-        if isinstance(value, list):
-            return [build(item) for item in value]
-        return value
-
-    message = build(orjson.loads(data))
-    if not isinstance(message, PowerOrder | BootOrder | Report):
-        raise ValueError("not a Rackhand agent message")
-    return message
+    """The message `encode` made; a ValueError for anything else."""
+    try:
+        envelope = orjson.loads(data)
+        body = envelope["body"]
+        cls = _MESSAGES[envelope["type"]]
+        if "paths" in body:
+            body["paths"] = tuple(_PATHS[path["kind"]](**path) for path in body["paths"])
+        for name, enum in _ENUMS[cls].items():
+            if body.get(name) is not None:
+                body[name] = enum(body[name])
+        return cls(**body)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a Rackhand agent message: {exc}") from exc
 
 
 _ENUMS: dict[type[Any], dict[str, type[StrEnum]]] = {

@@ -110,9 +110,10 @@ class Runner:
     async def _run(self, order: Order) -> None:
         outcome = _Outcome(TaskStatus.FAILED)
         try:
-            async with asyncio.timeout(order.timeout), self._sites[order.site]:
+            async with self._sites[order.site]:  # the timeout starts when the device is asked
                 await self._report(Report(order.task_id, TaskStatus.RUNNING))
-                await self._fallback(order, outcome)
+                async with asyncio.timeout(order.timeout):
+                    await self._fallback(order, outcome)
         except TimeoutError:
             outcome.status = TaskStatus.TIMEOUT
             outcome.message = _joined(

@@ -230,7 +230,7 @@ def _api_job(client: httpx.Client, server: Server, count: int) -> Figures:
     job.raise_for_status()
     job_id = job.json()["id"]
     while True:
-        answer = client.get(f"/jobs/{job_id}")
+        answer = client.get(f"/jobs/{job_id}", params={"tasks": "false"})
         answer.raise_for_status()
         read = answer.json()
         if read["status"] != "running":

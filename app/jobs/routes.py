@@ -244,8 +244,14 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}", tags=["jobs"])
-async def get_job(session: SessionDep, ctx: Ctx, job_id: str) -> JobRead:
-    return await service.read_job(session, await service.get_job(session, ctx, job_id))
+async def get_job(
+    session: SessionDep,
+    ctx: Ctx,
+    job_id: str,
+    tasks: Annotated[bool, Query(description="false: status and counts only (for polling)")] = True,
+) -> JobRead:
+    job = await service.get_job(session, ctx, job_id)
+    return await service.read_job(session, job, with_tasks=tasks)
 
 
 @router.get("/jobs/{job_id}/events", tags=["jobs"], response_class=StreamingResponse)
