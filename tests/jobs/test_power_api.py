@@ -201,7 +201,9 @@ def test_site_policy_requires_a_ticket_for_destructive_actions(fleet: TestClient
 
 
 def test_job_events_stream_until_the_job_ends(fleet: TestClient, fake: FakeDriver) -> None:
-    fake.machine(_ipmi(1)).delay = 0.3
+    fake.machine(
+        _ipmi(1)
+    ).delay = 1.5  # still running when the stream opens, even on a busy machine
     job = ok(fleet.post("power", json={"select": "web[01-02]", "action": "on"}), 202)
     with fleet.stream("GET", f"jobs/{job['id']}/events") as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
