@@ -50,7 +50,6 @@ class _Live:
     job_id: str
     kind: str
     action: str
-    device_id: int | None
     device: str
     site: str
     actor: Actor
@@ -108,7 +107,6 @@ class JobEngine:
                 job_id=job.id,
                 kind=job.kind.value,
                 action=job.action,
-                device_id=None,
                 device=order.device,
                 site=order.site,
                 actor=ctx.principal.actor,
@@ -337,17 +335,16 @@ class JobEngine:
                 task.finished_at = now
                 job = jobs[task.job_id]
                 live = _Live(
-                    job.id,
-                    job.kind.value,
-                    job.action,
-                    task.device_id,
-                    task.device_name,
-                    task.site,
-                    Actor(job.actor_kind, job.actor_id, job.actor_name),
-                    job.ticket,
-                    job.reason,
-                    None,
-                    None,
+                    job_id=job.id,
+                    kind=job.kind.value,
+                    action=job.action,
+                    device=task.device_name,
+                    site=task.site,
+                    actor=Actor(job.actor_kind, job.actor_id, job.actor_name),
+                    ticket=job.ticket,
+                    reason=job.reason,
+                    source_ip=None,
+                    request_id=None,
                 )
                 stage(
                     session,

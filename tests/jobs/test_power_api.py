@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import orjson
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from agents.drivers.base import DeviceTimeout, Unreachable
 from agents.drivers.fake import FakeDriver
 from agents.protocol import BootDevice, IpmiPath, PowerState
+from app.config import Settings
+from app.db import make_engine
+from app.main import create_app
 from tests.factories import device, error, ok, path, site
 
 WEB01 = "10.0.0.1:623"
@@ -219,3 +224,39 @@ def test_job_events_stream_until_the_job_ends(fleet: TestClient, fake: FakeDrive
 
 def _ipmi(n: int) -> IpmiPath:
     return IpmiPath(f"10.0.0.{n}", "u", "x")
+
+
+def test_tasks_of_a_crashed_central_are_lost_not_rerun(
+    fleet: TestClient, fake: FakeDriver, settings: Settings
+) -> None:
+    async def crash_mid_job() -> None:  # what a killed process leaves behind
+        engine = make_engine(settings.database_url)
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO job (id, kind, action, persistent, status, targets, total, "
+                    "actor_kind, actor_name, created_at) VALUES ('deadbeef', 'power', 'cycle', "
+                    "false, 'running', '{}', 1, 'user', 'admin', CURRENT_TIMESTAMP)"
+                )
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO task (job_id, device_id, device_name, site_id, site, exclusive, "
+                    "status, message, attempts) SELECT 'deadbeef', id, name, site_id, 'bj-dc1', "
+                    "true, 'running', '', 0 FROM device WHERE name = 'web01'"
+                )
+            )
+        await engine.dispose()
+
+    asyncio.run(crash_mid_job())
+    quiet = settings.model_copy(update={"poll_power": False})
+    with TestClient(create_app(quiet, drivers={"ipmi": fake})) as restarted:
+        restarted.base_url = fleet.base_url
+        restarted.headers["Authorization"] = fleet.headers["Authorization"]
+        job = ok(restarted.get("jobs/deadbeef"))
+        assert job["status"] == "failed"
+        assert job["tasks"][0]["status"] == "lost"
+        assert "not re-run" in job["tasks"][0]["message"]
+        assert [e["type"] for e in _audit(restarted, type="power.lost")] == ["power.lost"]
+        ok(restarted.post("devices/web01/power", json={"action": "off"}))  # the device is free
+    assert fake.machines[WEB01].actions == ["off"]
