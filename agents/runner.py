@@ -141,13 +141,14 @@ class Runner:
         if not order.paths:
             outcome.message = "the device has no power path (ipmi or redfish); add one"
             return
-        for path in order.paths:
+        for number, path in enumerate(order.paths, 1):
             driver = self._drivers.get(path.kind)
             if driver is None:
                 outcome.tried.append(f"{path.kind}: no driver for this path kind on the agent")
                 continue
             try:
-                state = await self._attempt(driver, order, path, outcome)
+                last = number == len(order.paths)  # retry the last path; fall back sooner
+                state = await self._attempt(driver, order, path, outcome, retries=last)
             except DriverError as exc:
                 outcome.tried.append(f"{path.kind} {path.endpoint}: {exc}")
                 if isinstance(exc, DeviceTimeout) and not _repeatable(order):
@@ -161,18 +162,19 @@ class Runner:
         outcome.message = "; ".join(outcome.tried)
 
     async def _attempt(
-        self, driver: Driver, order: Order, path: Path, outcome: _Outcome
+        self, driver: Driver, order: Order, path: Path, outcome: _Outcome, *, retries: bool
     ) -> PowerState | None:
         lock = self._endpoints.setdefault(path.endpoint, asyncio.Lock())
         delay = self._retry.first_delay
-        for attempt in range(1, self._retry.attempts + 1):
+        attempts = self._retry.attempts if retries else 1
+        for attempt in range(1, attempts + 1):
             outcome.attempts += 1
             try:
                 async with lock:
                     state = await _act(driver, order, path)
                     return await _settle(driver, order, path, state)
             except (Unreachable, DeviceTimeout):
-                if not _repeatable(order) or attempt == self._retry.attempts:
+                if not _repeatable(order) or attempt == attempts:
                     raise
             await asyncio.sleep(delay)
             delay *= self._retry.factor

@@ -7,5 +7,6 @@ from agents.runner import Driver
 
 def default_drivers() -> dict[str, Driver]:
     from agents.drivers.ipmi import IpmiDriver
+    from agents.drivers.redfish import RedfishDriver
 
-    return {"ipmi": IpmiDriver()}
+    return {"ipmi": IpmiDriver(), "redfish": RedfishDriver()}

@@ -280,8 +280,10 @@ def _path(row: ControlPath, vault: Vault) -> Path:
             port=row.port or 623,
             cipher_suite=int(row.options.get("cipher_suite") or 0),
         )
+    address = row.address or ""
+    url = address if address.startswith("https://") else f"https://{address}:{row.port or 443}"
     return RedfishPath(
-        url=f"https://{row.address}:{row.port or 443}",
+        url=url,
         username=row.username or "",
         password=password,
         fingerprint=row.options.get("tls_fingerprint"),

@@ -6,11 +6,14 @@ record of what its machine did (a cycle must run exactly once).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -20,6 +23,7 @@ from sim.openipmi import openipmi_fleet
 from tests.conftest import ADMIN_PASSWORD, login
 from tests.factories import device, ok, path, site
 from tests.sim.test_bmc_sim import PASSWORD, RunningFleet, ipmitool, launch
+from tests.sim.test_redfish_sim import free_tcp_ports
 
 COUNT = 12
 pytestmark = pytest.mark.xdist_group("power-e2e")
@@ -130,3 +134,51 @@ def test_power_through_a_bmc_we_did_not_write(api: TestClient, tmp_path: Path) -
         assert bmc.power() == "on"
         ok(api.post("devices/legacy01/power", json={"action": "off"}))
         assert bmc.power() == "off"
+
+
+@pytest.fixture
+def redfish_bmc() -> Iterator[tuple[str, str]]:
+    """One simulated Redfish BMC (HTTPS) in its own process: its URL and certificate pin."""
+    port = free_tcp_ports(1)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sim.redfish", "--count", "1", "--base-port", str(port),
+         "--password", "redfish-pw"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        fingerprint = process.stdout.readline().decode().split(":", 1)[1].strip()
+        assert process.stdout.readline().startswith(b"listening: ")
+        yield f"https://127.0.0.1:{port}", fingerprint
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_dead_bmc_falls_back_to_redfish_and_says_so(
+    api: TestClient, redfish_bmc: tuple[str, str]
+) -> None:
+    url, fingerprint = redfish_bmc
+    device(api, "web90")
+    path(
+        api,
+        "web90",
+        kind="ipmi",
+        priority=10,
+        address="127.0.0.1",
+        port=free_tcp_ports(1),
+        username="admin",
+        secret="x",
+    )  # fmt: skip  (nothing listens there)
+    path(api, "web90", kind="redfish", priority=20, address=url, username="admin",
+         secret="redfish-pw", options={"tls_fingerprint": fingerprint})  # fmt: skip
+    answer = ok(api.post("devices/web90/power", json={"action": "on", "timeout": 60}))
+    assert (answer["status"], answer["path"], answer["power_state"]) == (
+        "succeeded",
+        "redfish",
+        "on",
+    )
+    assert "did not answer" in answer["message"]  # the IPMI failure is kept in the message
+    assert f"via redfish {url}" in answer["message"]
+    system = httpx.get(f"{url}/redfish/v1/Systems/1", auth=("admin", "redfish-pw"), verify=False)
+    assert system.json()["PowerState"] == "On"
