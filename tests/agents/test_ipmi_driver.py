@@ -174,7 +174,7 @@ def test_a_wrong_password_fails_fast_every_time_and_the_right_one_still_works(bm
                 outcomes.append(str(await driver.power(ipmi(bmc, password), PowerAction.STATUS)))
             except AuthFailed as exc:
                 outcomes.append(str(exc))
-            assert time.monotonic() - start < 10
+            assert time.monotonic() - start < 20  # fails, never hangs
         return outcomes
 
     rejected = f"BMC {bmc.endpoint} rejected the user or password (Incorrect password provided)"
@@ -190,7 +190,7 @@ def test_a_silent_port_is_unreachable_and_works_once_a_bmc_listens() -> None:
         start = time.monotonic()
         with pytest.raises(Unreachable) as failed:
             await driver.power(path, PowerAction.STATUS)
-        assert time.monotonic() - start < 7
+        assert time.monotonic() - start < 20  # gives up (pyghmi: ~4.5 s), never hangs
         assert str(failed.value) == (
             f"BMC 127.0.0.1:{port} did not answer (is it powered and reachable?)"
         )
