@@ -1,0 +1,151 @@
+"""A `WorkerPool` child: `python -m agents.worker KIND OPTIONS_JSON` (see agents/workers.py).
+
+One driver, built as `KIND(**OPTIONS)`; stdin brings JSON lines ({"id", "op": "power" | "boot"
+| "cancel", ...}), each call runs as its own task, and stdout takes one line per answer:
+{"id", "state"} or {"id", "error": class name, "message"}. A cancelled call gets no answer.
+The child ends when stdin ends (its parent closed it or died), after closing the driver.
+stdin and stdout must be pipes, as the pool makes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import orjson
+
+from agents.drivers.base import DriverError
+from agents.protocol import BootDevice, IpmiPath, PowerAction, PowerState, RedfishPath
+from agents.runner import Driver
+from agents.workers import LINE_LIMIT
+
+log = logging.getLogger("agents.worker")
+
+KINDS = {
+    "ipmi": "agents.drivers.ipmi:IpmiDriver",
+    "redfish": "agents.drivers.redfish:RedfishDriver",
+    "fake": "agents.drivers.fake:FakeDriver",
+}
+_PATHS: dict[str, type[IpmiPath | RedfishPath]] = {"ipmi": IpmiPath, "redfish": RedfishPath}
+
+
+class ClosableDriver(Driver, Protocol):
+    async def close(self) -> None: ...
+
+
+def driver_class(kind: str) -> Callable[..., ClosableDriver]:
+    """A kind of `KINDS`, or "module:Class" for a driver defined elsewhere (tests, plugins)."""
+    module, _, name = KINDS.get(kind, kind).partition(":")
+    factory: Callable[..., ClosableDriver] = getattr(importlib.import_module(module), name)
+    return factory
+
+
+class _Output(asyncio.Protocol):
+    """The answer pipe; `done` once everything written has gone out and the pipe is closed."""
+
+    def __init__(self) -> None:
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class Worker:
+    def __init__(self, driver: ClosableDriver, out: asyncio.WriteTransport) -> None:
+        self._driver = driver
+        self._out = out
+        self._outbox: list[bytes] = []
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+
+    def handle(self, line: bytes) -> None:
+        """Start the call a line brings, or cancel the one it names."""
+        message = orjson.loads(line)
+        call_id: int = message["id"]
+        if message["op"] == "cancel":
+            task = self._tasks.get(call_id)
+            if task is not None:
+                task.cancel()
+            return
+        task = asyncio.create_task(self._run(call_id, message))
+        self._tasks[call_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(call_id, None))
+
+    async def close(self) -> None:
+        """Cancel what is in flight (nobody waits for it any more), then close the driver."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._driver.close()
+        self._flush()
+
+    async def _run(self, call_id: int, message: dict[str, Any]) -> None:
+        answer: dict[str, Any]
+        try:
+            state = await self._call(message)
+        except DriverError as exc:
+            answer = {"id": call_id, "error": type(exc).__name__, "message": str(exc)}
+        except Exception as exc:  # a bug must still answer, or the caller waits forever
+            log.exception("call %s failed unexpectedly", call_id)
+            text = f"internal error in the worker process: {type(exc).__name__}: {exc}"
+            answer = {"id": call_id, "error": type(exc).__name__, "message": text}
+        else:
+            answer = {"id": call_id, "state": state}
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append(orjson.dumps(answer, option=orjson.OPT_APPEND_NEWLINE))
+
+    async def _call(self, message: dict[str, Any]) -> PowerState | None:
+        fields = message["path"]
+        path = _PATHS[fields["kind"]](**fields)
+        if message["op"] == "power":
+            return await self._driver.power(path, PowerAction(message["action"]))
+        device = BootDevice(message["device"])
+        await self._driver.set_boot(path, device, bool(message["persistent"]))
+        return None
+
+    def _flush(self) -> None:
+        """One write per loop turn for all the answers that turn produced."""
+        self._out.write(b"".join(self._outbox))
+        self._outbox.clear()
+
+
+async def serve(kind: str, options: dict[str, Any]) -> None:
+    loop = asyncio.get_running_loop()
+    # Answers get a private copy of stdout; fd 1 becomes stderr, so a stray print cannot
+    # corrupt the answer stream.
+    answers = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    out, output = await loop.connect_write_pipe(_Output, answers)
+    reader = asyncio.StreamReader(limit=LINE_LIMIT)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+    worker = Worker(driver_class(kind)(**options), out)
+    try:
+        while line := await reader.readline():
+            worker.handle(line)
+    finally:
+        await worker.close()
+        out.close()  # once the last answers are written
+        await output.done
+
+
+def main() -> None:
+    kind, options = sys.argv[1], orjson.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s {kind} worker %(process)d %(levelname)s %(name)s: %(message)s",
+    )
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the parent's to handle
+    asyncio.run(serve(kind, options))
+
+
+if __name__ == "__main__":
+    main()
