@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -206,20 +207,22 @@ def test_site_policy_requires_a_ticket_for_destructive_actions(fleet: TestClient
 
 
 def test_job_events_stream_until_the_job_ends(fleet: TestClient, fake: FakeDriver) -> None:
-    fake.machine(
-        _ipmi(1)
-    ).delay = 1.5  # still running when the stream opens, even on a busy machine
+    fake.machine(_ipmi(1)).delay = 1.5  # still running when the stream opens, even when busy
     job = ok(fleet.post("power", json={"select": "web[01-02]", "action": "on"}), 202)
     with fleet.stream("GET", f"jobs/{job['id']}/events") as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
-        events = [
-            line.removeprefix("event: ")
-            for line in stream.iter_lines()
-            if line.startswith("event: ")
-        ]
-    assert events[0] == "job"
-    assert events[-1] == "job"
-    assert events.count("task") >= 2
+        lines = [line for line in stream.iter_lines() if line]
+    events = [
+        (kind.removeprefix("event: "), orjson.loads(data.removeprefix("data: ")))
+        for kind, data in itertools.pairwise(lines)
+        if kind.startswith("event: ")
+    ]
+    first, *progress, last = events
+    assert first[0] == "job"
+    assert first[1]["id"] == job["id"]
+    assert len(first[1]["tasks"]) == 2  # the snapshot: where every task stands now
+    assert ("task", "web01", "succeeded") in [(k, d["device"], d["status"]) for k, d in progress]
+    assert last == ("job", {"id": job["id"], "status": "succeeded"})
 
 
 def _ipmi(n: int) -> IpmiPath:
