@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -11,14 +10,11 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from agents.protocol import PowerAction, TaskStatus
 from app.context import RequestContext
 from app.deps import SessionDep, own_transactions
-from app.errors import InvalidInput
 from app.identity.auth import Ctx
 from app.identity.models import Role
-from app.inventory.models import Site
-from app.jobs import service
+from app.jobs import actions, service
 from app.jobs.engine import JobEngine
 from app.jobs.models import JobKind
 from app.jobs.schemas import (
@@ -30,100 +26,22 @@ from app.jobs.schemas import (
     DryRun,
     JobRead,
 )
-from app.uow import unit_of_work
 
 router = APIRouter(tags=["power"])
 IdempotencyKey = Annotated[
     str | None, Header(max_length=128, pattern=r"^[\x21-\x7e]+$", alias="Idempotency-Key")
 ]
-DESTRUCTIVE = frozenset({PowerAction.OFF, PowerAction.SOFT, PowerAction.CYCLE, PowerAction.RESET,
-                         PowerAction.NMI})  # fmt: skip
 
 
-def _engine(request: Request) -> JobEngine:
-    engine: JobEngine = request.app.state.jobs
-    return engine
+def _runtime(request: Request) -> actions.Runtime:
+    state = request.app.state
+    return actions.Runtime(state.write_sessions, state.vault, state.jobs)
 
 
 def _with_body(ctx: RequestContext, body: ActionFields) -> RequestContext:
     """Ticket and reason may come in the body (ticketing systems) or as headers."""
     return dataclasses.replace(
         ctx, ticket=body.ticket or ctx.ticket, reason=body.reason or ctx.reason
-    )
-
-
-async def _site_policy(session: Any, ctx: RequestContext, site_ids: set[int], what: str) -> None:
-    for site_id in sorted(site_ids):
-        site = await session.get(Site, site_id)
-        if site is not None:
-            ctx.require_ticket(site.slug, site.require_ticket, what)
-
-
-async def _single(
-    request: Request, ctx: RequestContext, plan: service.Plan, ref: str, wait: float
-) -> tuple[ActionResult, bool]:
-    """Create, launch and wait for a one-device job; False when the wait ran out first."""
-    engine = _engine(request)
-    async with unit_of_work(request.app.state.write_sessions) as session:
-        target = await service.device_target(session, ctx, ref, plan.kind, plan.action)
-        plan = dataclasses.replace(plan, targets=[target], asked={"device": target.name})
-        if plan.kind is JobKind.BOOT or PowerAction(plan.action) in DESTRUCTIVE:
-            await _site_policy(session, ctx, {target.site_id}, f"{plan.kind} {plan.action}")
-        if await service.without_power_path(session, [target]):
-            raise InvalidInput(
-                f"{target.name} has no power path; add an ipmi or redfish control path "
-                f"(POST /api/v1/devices/{target.name}/paths)"
-            )
-        job = await service.replay(session, ctx, plan)
-        if job is not None:
-            read = await service.read_job(session, job)
-            assert read.tasks
-            task = read.tasks[0]
-            return (
-                ActionResult(
-                    device=task.device,
-                    action=job.action,
-                    status=task.status,
-                    power_state=task.power_state,
-                    path=task.path,
-                    message=task.message,
-                    job=job.id,
-                ),
-                task.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING),
-            )
-        job, task_ids = await service.create_job(session, ctx, plan)
-        orders = await service.orders_for(session, request.app.state.vault, plan, job, task_ids)
-    task_id = str(task_ids[0])
-    waiter = engine.waiter(task_id)
-    engine.launch(ctx, job, orders)
-    try:
-        report = await asyncio.wait_for(asyncio.shield(waiter), wait)
-    except TimeoutError:
-        engine.forget(task_id, waiter)
-        message = f"still running after {wait:g} s; follow GET /api/v1/jobs/{job.id}"
-        return (
-            ActionResult(
-                device=target.name,
-                action=plan.action,
-                status=TaskStatus.RUNNING,
-                power_state=None,
-                path=None,
-                message=message,
-                job=job.id,
-            ),
-            False,
-        )
-    return (
-        ActionResult(
-            device=target.name,
-            action=plan.action,
-            status=report.status,
-            power_state=report.power_state,
-            path=report.path,
-            message=report.message,
-            job=job.id,
-        ),
-        True,
     )
 
 
@@ -141,7 +59,9 @@ async def power_device(
     plan = service.Plan(
         JobKind.POWER, body.action, [], {}, body.timeout, idempotency_key=idempotency_key
     )
-    result, done = await _single(request, _with_body(ctx, body), plan, device, body.wait)
+    result, done = await actions.act_on_device(
+        _runtime(request), _with_body(ctx, body), device, plan, body.wait
+    )
     if not done:
         response.status_code = status.HTTP_202_ACCEPTED
     return result
@@ -167,7 +87,9 @@ async def boot_device(
         persistent=body.persistent,
         idempotency_key=idempotency_key,
     )
-    result, done = await _single(request, _with_body(ctx, body), plan, device, body.wait)
+    result, done = await actions.act_on_device(
+        _runtime(request), _with_body(ctx, body), device, plan, body.wait
+    )
     if not done:
         response.status_code = status.HTTP_202_ACCEPTED
     return result
@@ -187,49 +109,14 @@ async def power_bulk(
     idempotency_key: IdempotencyKey = None,
 ) -> JobRead | DryRun:
     """Power every device the selector and filters match, as one job (202; follow the job)."""
-    ctx = _with_body(ctx, body)
-    asked = body.model_dump(
-        include={"select", "site", "rack", "kind", "tags", "status", "power_state"},
-        exclude_defaults=True,
-        mode="json",
+    answer = await actions.power_many(
+        _runtime(request), _with_body(ctx, body), body, idempotency_key
     )
-    async with unit_of_work(request.app.state.write_sessions) as session:
-        targets = await service.bulk_targets(session, ctx, body, body.action)
-        if body.max_targets is not None and len(targets) > body.max_targets:
-            raise InvalidInput(
-                f"the selector matches {len(targets)} devices, more than max_targets "
-                f"{body.max_targets}; narrow it or raise max_targets"
-            )
-        if body.dry_run:
-            response.status_code = status.HTTP_200_OK
-            return DryRun(
-                action=body.action,
-                total=len(targets),
-                devices=[target.name for target in targets],
-                without_power_path=await service.without_power_path(session, targets),
-            )
-        if body.action in DESTRUCTIVE:
-            await _site_policy(
-                session, ctx, {target.site_id for target in targets}, f"power {body.action}"
-            )
-        plan = service.Plan(
-            JobKind.POWER,
-            body.action,
-            targets,
-            asked,
-            body.timeout,
-            stagger=body.stagger,
-            idempotency_key=idempotency_key,
-        )
-        job = await service.replay(session, ctx, plan)
-        if job is not None:
-            return await service.read_job(session, job, with_tasks=False)
-        job, task_ids = await service.create_job(session, ctx, plan)
-        orders = await service.orders_for(session, request.app.state.vault, plan, job, task_ids)
-        read = await service.read_job(session, job, with_tasks=False)
-    _engine(request).launch(ctx, job, orders)
-    response.headers["Location"] = f"/api/v1/jobs/{job.id}"
-    return read
+    if isinstance(answer, DryRun):
+        response.status_code = status.HTTP_200_OK
+    else:
+        response.headers["Location"] = f"/api/v1/jobs/{answer.id}"
+    return answer
 
 
 @router.get("/jobs", tags=["jobs"])
@@ -260,7 +147,7 @@ async def job_events(
 ) -> StreamingResponse:
     """Server-Sent Events: the job as it is now, then each task's progress until it ends."""
     job = await service.get_job(session, ctx, job_id)
-    engine = _engine(request)
+    engine: JobEngine = request.app.state.jobs
     queue = engine.subscribe(job.id)  # before the snapshot, so no event falls between
     snapshot = await service.read_job(session, job)
 
@@ -292,7 +179,7 @@ async def cancel_job(request: Request, session: SessionDep, ctx: Ctx, job_id: st
     job = await service.get_job(session, ctx, job_id)
     for site_id in await service.job_site_ids(session, job):
         ctx.require(Role.OPERATOR, site_id, what="cancelling a job")
-    stopped = await _engine(request).cancel(job.id)
+    stopped = await request.app.state.jobs.cancel(job.id)
     await request.app.state.audit.record(
         ctx.event("job.cancelled", job_id=job.id, details={"stopped": stopped})
     )
