@@ -101,6 +101,7 @@ class PowerOrder:
     action: PowerAction
     paths: tuple[Path, ...]
     timeout: float = 30.0
+    background: bool = False  # a poll: it queues behind what people asked for
 
 
 @dataclass(frozen=True)

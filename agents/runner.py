@@ -77,6 +77,11 @@ class Runner:
         self._sites: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(self._per_site)
         )
+        # Polls get a quarter of the site's slots in a queue of their own, so a poll round over
+        # thousands of devices never stands between an operator and the device they asked for.
+        self._polls: dict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(max(1, self._per_site // 4))
+        )
         self._endpoints: dict[str, asyncio.Lock] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -107,10 +112,14 @@ class Runner:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _slots(self, order: Order) -> asyncio.Semaphore:
+        background = isinstance(order, PowerOrder) and order.background
+        return (self._polls if background else self._sites)[order.site]
+
     async def _run(self, order: Order) -> None:
         outcome = _Outcome(TaskStatus.FAILED)
         try:
-            async with self._sites[order.site]:  # the timeout starts when the device is asked
+            async with self._slots(order):  # the timeout starts when the device is asked
                 await self._report(Report(order.task_id, TaskStatus.RUNNING))
                 async with asyncio.timeout(order.timeout):
                     await self._fallback(order, outcome)

@@ -117,7 +117,13 @@ class PowerPoller:
             self._asked[task_id] = _Asked(device_id, name, slug)
             self._out[slug] += 1
             order = PowerOrder(
-                task_id, name, slug, PowerAction.STATUS, tuple(paths[device_id]), POLL_TIMEOUT
+                task_id,
+                name,
+                slug,
+                PowerAction.STATUS,
+                tuple(paths[device_id]),
+                POLL_TIMEOUT,
+                background=True,
             )
             self._link.submit(order)
         return len(devices)

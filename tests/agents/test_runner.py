@@ -124,3 +124,35 @@ def test_no_path_is_a_clear_failure() -> None:
     finals = asyncio.run(_run(FakeDriver(), _order("1", PowerAction.ON)))
     assert finals["1"].status is TaskStatus.FAILED
     assert "no power path" in finals["1"].message
+
+
+def test_polls_queue_apart_from_what_people_asked_for() -> None:
+    driver = FakeDriver()
+    polls = [
+        PowerOrder(f"p{n}", "web", "bj", PowerAction.STATUS, (IpmiPath(f"10.2.0.{n}", "u", "p"),),
+                   background=True)
+        for n in range(40)
+    ]  # fmt: skip
+    for order in polls:
+        driver.machine(order.paths[0]).delay = 0.2
+    asked = _order("user", PowerAction.ON, B)
+
+    async def scenario() -> list[str]:
+        order: list[str] = []
+        done = asyncio.Event()
+
+        async def sink(report: Report) -> None:
+            if report.status is not TaskStatus.RUNNING:
+                order.append(report.task_id)
+                if len(order) == len(polls) + 1:
+                    done.set()
+
+        runner = Runner({"ipmi": driver}, sink, per_site=8, retry=FAST)
+        for poll in polls:
+            runner.submit(poll)
+        runner.submit(asked)
+        await asyncio.wait_for(done.wait(), 30)
+        return order
+
+    # 40 polls of 0.2 s share 2 poll slots (4 s); the operator's order does not queue behind them
+    assert asyncio.run(scenario()).index("user") < 4
