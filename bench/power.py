@@ -27,9 +27,10 @@ from pathlib import Path
 
 import httpx
 
-from agents.drivers.ipmi import IpmiDriver
+from agents.drivers.registry import ipmi_workers
 from agents.protocol import IpmiPath, PowerAction, PowerOrder, Report, TaskStatus
 from agents.runner import Runner
+from agents.workers import WorkerPool
 from bench.server import Server, running
 from sim.control import FleetControl
 
@@ -165,7 +166,19 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def _runner_pass(driver: IpmiDriver, fleet: Fleet, action: PowerAction) -> Figures:
+def _process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far (children of ours that are still alive)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _workers_cpu(driver: WorkerPool, fleet: Fleet) -> float:
+    paths = (IpmiPath("127.0.0.1", "admin", PASSWORD, port=port) for port in fleet.ports)
+    pids = {driver.pid(path) for path in paths} - {None}
+    return sum(_process_cpu(pid) for pid in pids if pid is not None)
+
+
+async def _runner_pass(driver: WorkerPool, fleet: Fleet, action: PowerAction) -> Figures:
     """Submit one order per BMC to a runner; time until every final report is in."""
     submitted: dict[str, float] = {}
     latencies: list[float] = []
@@ -182,14 +195,15 @@ async def _runner_pass(driver: IpmiDriver, fleet: Fleet, action: PowerAction) ->
             done.set()
 
     runner = Runner({"ipmi": driver}, sink, per_site=PER_SITE)
-    cpu, started = time.process_time(), time.perf_counter()
+    cpu, started = time.process_time() + _workers_cpu(driver, fleet), time.perf_counter()
     for port in fleet.ports:
         path = IpmiPath("127.0.0.1", "admin", PASSWORD, port=port)
         order = PowerOrder(f"{action}-{port}", f"bmc{port}", SITE, action, (path,), TASK_TIMEOUT)
         submitted[order.task_id] = time.perf_counter()
         runner.submit(order)
     await done.wait()
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    wall = time.perf_counter() - started
+    cpu = time.process_time() + _workers_cpu(driver, fleet) - cpu
     await runner.close()
     return Figures(wall, cpu, _peak_rss_mib(), why.total(), latencies, why)
 
@@ -197,7 +211,7 @@ async def _runner_pass(driver: IpmiDriver, fleet: Fleet, action: PowerAction) ->
 async def _runner_suite(fleet: Fleet, cycle: bool) -> dict[str, Figures]:
     """Status cold then warm; with `cycle`, a cycle of all on the warm driver and on a new one."""
     results: dict[str, Figures] = {}
-    driver = IpmiDriver(max_logins=FANOUT)
+    driver = ipmi_workers()
     try:
         results["status cold"] = await _runner_pass(driver, fleet, PowerAction.STATUS)
         results["status warm"] = await _runner_pass(driver, fleet, PowerAction.STATUS)
@@ -209,7 +223,7 @@ async def _runner_suite(fleet: Fleet, cycle: bool) -> dict[str, Figures]:
     if cycle:
         await asyncio.sleep(1.0)  # let the cycled machines come back on
         await asyncio.to_thread(fleet.all_on)
-        driver = IpmiDriver(max_logins=FANOUT)
+        driver = ipmi_workers()
         try:
             results["cycle cold"] = await _runner_pass(driver, fleet, PowerAction.CYCLE)
         finally:

@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 
 from agents.runner import Driver
+from agents.workers import WorkerPool
 
 IPMI_LOGINS = 64  # logins in flight over all IPMI workers, as ipmipower's fan-out
 
 
-def default_drivers() -> dict[str, Driver]:
-    """IPMI in worker processes (pyghmi is CPU-bound at login); Redfish in a thread pool."""
-    from agents.drivers.redfish import RedfishDriver
-    from agents.workers import WorkerPool
-
+def ipmi_workers() -> WorkerPool:
+    """IPMI in worker processes, one per core (at most 4): pyghmi is CPU-bound at login."""
     processes = min(os.cpu_count() or 1, 4)
-    ipmi = WorkerPool("ipmi", {"max_logins": IPMI_LOGINS // processes}, processes=processes)
-    return {"ipmi": ipmi, "redfish": RedfishDriver()}
+    return WorkerPool("ipmi", {"max_logins": IPMI_LOGINS // processes}, processes=processes)
+
+
+def default_drivers() -> dict[str, Driver]:
+    """IPMI in worker processes; Redfish (plain HTTPS) in a thread pool of this process."""
+    from agents.drivers.redfish import RedfishDriver
+
+    return {"ipmi": ipmi_workers(), "redfish": RedfishDriver()}
