@@ -61,7 +61,7 @@ class _Live:
 
 @dataclass
 class _Job:
-    orders: dict[str, Order]
+    task_ids: frozenset[str]  # ids only: orders carry opened secrets, kept no longer than sent
     unsent: set[str]
     cancelled: bool = False
     listeners: list[asyncio.Queue[dict[str, Any]]] = field(default_factory=list)
@@ -100,7 +100,8 @@ class JobEngine:
 
     def launch(self, ctx: RequestContext, job: Job, orders: Sequence[Order]) -> None:
         """Hand the job's orders to the agent (paced by `stagger`); the rows are committed."""
-        state = _Job(orders={o.task_id: o for o in orders}, unsent={o.task_id for o in orders})
+        ids = frozenset(order.task_id for order in orders)
+        state = _Job(task_ids=ids, unsent=set(ids))
         self._jobs[job.id] = state
         for order in orders:
             self._live[order.task_id] = _Live(
@@ -153,7 +154,7 @@ class JobEngine:
         stopped = len(state.unsent)
         state.unsent.clear()
         if self._link is not None:
-            for task_id in state.orders:
+            for task_id in state.task_ids:
                 if task_id in self._live and self._link.cancel(task_id):
                     stopped += 1
         return stopped

@@ -62,21 +62,21 @@ def test_a_changed_function_shape_is_refused(monkeypatch: pytest.MonkeyPatch) ->
         shim.apply()
 
 
-def _probe_queued_reply() -> tuple[float, float]:
+def _probe_queued_reply() -> float:
     session = _session()
     session.Session._assignsocket()  # starts pyghmi's I/O thread, as any session would
-    session.sessionqueue.append(object())  # a reply the I/O thread queued a moment ago
-    upstream = _timed(lambda: session._io_wait(0.3))
     shim.apply()
-    patched = _timed(lambda: session._io_wait(5.0))
-    return upstream, patched
+    session.sessionqueue.append(object())  # a reply the I/O thread queued a moment ago
+    return _timed(lambda: session._io_wait(5.0))
 
 
 def test_a_reply_already_queued_ends_the_wait_at_once() -> None:
-    """Patch 1: upstream sleeps until its timer (then retransmits); patched returns at once."""
-    upstream, patched = isolated(_probe_queued_reply)
-    assert upstream >= 0.25
-    assert patched < 0.1
+    """Patch 1: upstream may sleep until its retry timer (then retransmit); patched returns.
+
+    Upstream's stall depends on thread timing, so only the patched side is asserted: with a
+    5 s wait, returning within 1 s can only mean the queued reply was seen.
+    """
+    assert isolated(_probe_queued_reply) < 1.0
 
 
 class _Handler:
