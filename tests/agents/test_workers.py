@@ -20,7 +20,7 @@ from agents.drivers.base import DeviceTimeout, DriverError, Refused, Unreachable
 from agents.drivers.fake import FakeDriver
 from agents.protocol import BootDevice, IpmiPath, Path, PowerAction, PowerState
 from agents.workers import ERRORS, WorkerPool
-from tests.sim.test_bmc_sim import PASSWORD, launch
+from tests.sim.fleet import PASSWORD, launch
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.cli.conftest import Run
 from tests.live import admin_token
-from tests.sim.test_bmc_sim import PASSWORD, RunningFleet, ipmitool, launch
+from tests.sim.fleet import PASSWORD, RunningFleet, ipmitool, launch
 
 pytestmark = pytest.mark.xdist_group("power-e2e")
 

@@ -22,7 +22,7 @@ from app.main import create_app
 from sim.openipmi import openipmi_fleet
 from tests.conftest import ADMIN_PASSWORD, login
 from tests.factories import device, ok, path, site
-from tests.sim.test_bmc_sim import PASSWORD, RunningFleet, ipmitool, launch
+from tests.sim.fleet import PASSWORD, RunningFleet, ipmitool, launch
 from tests.sim.test_redfish_sim import free_tcp_ports
 
 COUNT = 12

@@ -3,82 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import select
-import signal
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sim.control import ControlError, FleetControl
-from tests.sim.console import free_ports
+from sim.control import ControlError
+from tests.sim.fleet import PASSWORD, ROOT, RunningFleet, ipmitool, launch
 
 pytestmark = pytest.mark.xdist_group("bmc_sim")  # one fleet per run, on one worker
 
-ROOT = Path(__file__).resolve().parents[2]
-PASSWORD = "pw-for-tests"
-TIMING = ("--on-delay", "0.2", "--cycle-off", "0.3", "--soft-delay", "0.3")
 BULK = 200  # ports base..base+199 are for the bulk status test; the rest go one per test
-
-
-@dataclass
-class RunningFleet:
-    process: subprocess.Popen[bytes]
-    base: int
-    control: FleetControl
-
-    def stop(self) -> int:
-        """SIGTERM, as an operator would; the exit code."""
-        self.control.close()
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(10)
-
-
-def launch(count: int, *extra: str, base: int | None = None) -> RunningFleet:
-    """`python -m sim` on free ports, once it says it is listening."""
-    for _ in range(5):
-        first = base or free_ports(count)
-        command = [sys.executable, "-m", "sim", "--count", str(count), "--base-port", str(first)]
-        process = subprocess.Popen(
-            [*command, "--password", PASSWORD, "--control-port", "0", *TIMING, *extra],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        lines = read_lines_until(process, b"listening: ", deadline=time.monotonic() + 30)
-        if lines[-1].startswith(b"listening: "):
-            control_port = int(lines[0].rsplit(b":", 1)[1])
-            return RunningFleet(process, first, FleetControl("127.0.0.1", control_port))
-        process.kill()
-        _, error = process.communicate()
-        if b"Address already in use" not in error or base is not None:
-            raise RuntimeError(f"the fleet did not start: {error.decode()}")
-    raise RuntimeError("no free ports for the fleet")
-
-
-def read_lines_until(
-    process: subprocess.Popen[bytes], prefix: bytes, deadline: float
-) -> list[bytes]:
-    """Lines of stdout up to the one starting with prefix (or up to EOF or the deadline)."""
-    assert process.stdout is not None
-    descriptor, buffer = process.stdout.fileno(), b""
-    while time.monotonic() < deadline:
-        lines = buffer.split(b"\n")
-        if any(line.startswith(prefix) for line in lines[:-1]):
-            return lines[:-1]
-        if select.select([descriptor], [], [], deadline - time.monotonic())[0]:
-            chunk = os.read(descriptor, 4096)
-            if not chunk:
-                break
-            buffer += chunk
-    return buffer.split(b"\n") or [b""]
 
 
 @pytest.fixture(scope="module")
@@ -97,19 +37,6 @@ def spare_ports(fleet: RunningFleet) -> Iterator[int]:
 def port(spare_ports: Iterator[int]) -> int:
     """A BMC no other test touches."""
     return next(spare_ports)
-
-
-def ipmitool(
-    port: int, *command: str, suite: int | None = 17, password: str = PASSWORD, tries: int = 4
-) -> subprocess.CompletedProcess[str]:
-    target = ["-I", "lanplus", "-H", "127.0.0.1", "-p", str(port), "-U", "admin", "-P", password]
-    cipher = ["-C", str(suite)] if suite else []
-    return subprocess.run(
-        ["ipmitool", *target, *cipher, "-N", "1", "-R", str(tries), *command],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 3.0) -> None:
