@@ -8,36 +8,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from enum import StrEnum
 from typing import Annotated, Any
 
 import orjson
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from agents.protocol import BootDevice as BootTarget
+from agents.protocol import PowerAction as Action
 from app.cli.client import ApiError, Client, authenticated
 from app.cli.output import err, fail, out, print_json, table
 
 CONFIRM = frozenset({"off", "soft", "cycle", "reset", "nmi"})
-
-
-class Action(StrEnum):
-    STATUS = "status"
-    ON = "on"
-    OFF = "off"
-    SOFT = "soft"
-    CYCLE = "cycle"
-    RESET = "reset"
-    NMI = "nmi"
-
-
-class BootTarget(StrEnum):
-    BIOS = "bios"
-    PXE = "pxe"
-    DISK = "disk"
-    CDROM = "cdrom"
-    USB = "usb"
-    DEFAULT = "default"
 
 
 Ticket = Annotated[str | None, typer.Option(help="ticket reference, kept in the audit")]
