@@ -25,7 +25,8 @@ from agents.runner import Runner
 from sim.machine import BootDevice as SimBoot
 from sim.machine import BootOverride, Power
 from sim.redfish import RedfishFleet
-from tests.sim.test_redfish_sim import PASSWORD, USER, curl, free_tcp_ports, start_fleet
+from tests.sim.console import free_tcp_ports
+from tests.sim.test_redfish_sim import PASSWORD, USER, curl, start_fleet
 
 
 @dataclass

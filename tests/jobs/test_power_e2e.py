@@ -22,8 +22,8 @@ from app.main import create_app
 from sim.openipmi import openipmi_fleet
 from tests.conftest import ADMIN_PASSWORD, login
 from tests.factories import device, ok, path, site
+from tests.sim.console import free_tcp_ports
 from tests.sim.fleet import PASSWORD, RunningFleet, ipmitool, launch
-from tests.sim.test_redfish_sim import free_tcp_ports
 
 COUNT = 12
 pytestmark = pytest.mark.xdist_group("power-e2e")

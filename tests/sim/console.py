@@ -140,14 +140,14 @@ class Console:
         return bytes([self.role, len(self.user)]) + self.user
 
 
-def free_ports(count: int) -> int:
-    """The first of `count` consecutive UDP ports on 127.0.0.1 that are free right now."""
+def free_ports(count: int, kind: socket.SocketKind = socket.SOCK_DGRAM) -> int:
+    """The first of `count` consecutive ports (UDP, or `SOCK_STREAM` for TCP) free right now."""
     for _ in range(50):
         base = random.randrange(20000, 60000 - count)
         sockets: list[socket.socket] = []
         try:
             for port in range(base, base + count):
-                sockets.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                sockets.append(socket.socket(socket.AF_INET, kind))
                 sockets[-1].bind(("127.0.0.1", port))
         except OSError:
             continue
@@ -155,4 +155,8 @@ def free_ports(count: int) -> int:
             for sock in sockets:
                 sock.close()
         return base
-    raise RuntimeError(f"no {count} consecutive free UDP ports")
+    raise RuntimeError(f"no {count} consecutive free {kind.name} ports")
+
+
+def free_tcp_ports(count: int) -> int:
+    return free_ports(count, socket.SOCK_STREAM)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import random
 import signal
-import socket
 import ssl
 import sys
 import time
@@ -19,27 +17,10 @@ from pyghmi.redfish.command import Command  # type: ignore[import-untyped]
 
 from sim.machine import BootDevice, BootOverride, Power, Timing
 from sim.redfish import RedfishFleet, start_redfish_fleet
+from tests.sim.console import free_tcp_ports
 
 USER, PASSWORD = "admin", "s3cret"
 FAST = Timing(on_delay=0.05, cycle_off=0.1, soft_delay=0.05)
-
-
-def free_tcp_ports(count: int) -> int:
-    """The first of `count` consecutive TCP ports on 127.0.0.1 that are free right now."""
-    for _ in range(50):
-        base = random.randrange(20000, 60000 - count)
-        sockets: list[socket.socket] = []
-        try:
-            for port in range(base, base + count):
-                sockets.append(socket.socket())
-                sockets[-1].bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-        return base
-    raise RuntimeError(f"no {count} consecutive free TCP ports")
 
 
 async def start_fleet(count: int = 1) -> RedfishFleet:
