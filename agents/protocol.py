@@ -6,6 +6,8 @@ Plain frozen dataclasses, so an agent needs nothing of the central's stack; `enc
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -88,7 +90,55 @@ class RedfishPath:
         return self.url
 
 
-Path = IpmiPath | RedfishPath
+@dataclass(frozen=True)
+class SshTarget:
+    """A console server, KVM switch or PDU driven over SSH (its own CLI, in `dialect`).
+
+    `host_key` is the pinned SHA-256 fingerprint in OpenSSH form ("SHA256:…"); None means not
+    pinned yet: the driver accepts the key it is shown and reports it (`HostKeySeen`) so the
+    central pins it (trust on first use, as DESIGN §3).
+    """
+
+    address: str
+    username: str
+    password: str = field(repr=False)
+    dialect: str
+    port: int = 22
+    host_key: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ConsolePortPath:
+    """Port `port` (numbered from 1, as on the box's label) of a console server / KVM switch."""
+
+    server: SshTarget
+    port: int
+    kind: str = "console_port"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.server.endpoint}/port{self.port}"
+
+
+@dataclass(frozen=True)
+class PduOutletPath:
+    """Outlets of a switched PDU that feed one device (several for dual power supplies)."""
+
+    pdu: SshTarget
+    outlets: tuple[int, ...]
+    kind: str = "pdu_outlet"
+
+    @property
+    def endpoint(self) -> str:
+        return self.pdu.endpoint  # one CLI session per PDU at a time
+
+
+Path = IpmiPath | RedfishPath | PduOutletPath
+ConsolePath = IpmiPath | ConsolePortPath  # SOL, or a console server's port
 
 
 @dataclass(frozen=True)
@@ -132,30 +182,132 @@ class Report:
     attempts: int = 0
 
 
-_MESSAGES: dict[str, type[Order | Report]] = {
-    cls.__name__: cls for cls in (PowerOrder, BootOrder, Report)
+# Consoles ------------------------------------------------------------------------------------
+
+
+class ConsoleOp(StrEnum):
+    BREAK = "break"
+    RESIZE = "resize"
+    CLOSE = "close"
+
+
+@dataclass(frozen=True)
+class ConsoleOpen:
+    """Open the device's console, trying its paths in order; the agent holds the session."""
+
+    session_id: str
+    device: str
+    site: str
+    paths: tuple[ConsolePath, ...]
+    cols: int = 80
+    rows: int = 25
+
+
+@dataclass(frozen=True)
+class ConsoleInput:
+    """Bytes typed by the viewer holding the write lock, as they are."""
+
+    session_id: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ConsoleControl:
+    session_id: str
+    op: ConsoleOp
+    cols: int = 0
+    rows: int = 0
+
+
+@dataclass(frozen=True)
+class ConsoleOpened:
+    """The device session is up on `path` (a path kind) at `endpoint`."""
+
+    session_id: str
+    path: str
+    endpoint: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ConsoleOutput:
+    session_id: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ConsoleClosed:
+    """The device session ended (or never opened); `message` says why, for people."""
+
+    session_id: str
+    reason: str  # "closed" (asked), "device" (the far end hung up), "failed" (could not open)
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class HostKeySeen:
+    """An SSH device showed this key while none was pinned: the central pins it."""
+
+    address: str
+    port: int
+    fingerprint: str
+
+
+ToAgent = Order | ConsoleOpen | ConsoleInput | ConsoleControl
+FromAgent = Report | ConsoleOpened | ConsoleOutput | ConsoleClosed | HostKeySeen
+Message = ToAgent | FromAgent
+
+_MESSAGES: dict[str, type[Message]] = {
+    cls.__name__: cls
+    for cls in (
+        PowerOrder, BootOrder, Report, ConsoleOpen, ConsoleInput, ConsoleControl,
+        ConsoleOpened, ConsoleOutput, ConsoleClosed, HostKeySeen,
+    )
+}  # fmt: skip
+_PATHS: dict[str, type[Path | ConsolePath]] = {
+    "ipmi": IpmiPath,
+    "redfish": RedfishPath,
+    "console_port": ConsolePortPath,
+    "pdu_outlet": PduOutletPath,
 }
-_PATHS: dict[str, type[Path]] = {"ipmi": IpmiPath, "redfish": RedfishPath}
 
 
-def encode(message: Order | Report) -> bytes:
+def _default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def encode(message: Message) -> bytes:
     """JSON with the type named, for the remote link (secrets travel inside TLS only)."""
-    return orjson.dumps({"type": type(message).__name__, "body": message})
+    return orjson.dumps({"type": type(message).__name__, "body": message}, default=_default)
 
 
-def decode(data: bytes) -> Order | Report:
+def _path(fields: dict[str, Any]) -> Path | ConsolePath:
+    cls = _PATHS[fields.pop("kind")]
+    for name in ("server", "pdu"):
+        if name in fields:
+            fields[name] = SshTarget(**fields[name])
+    if "outlets" in fields:
+        fields["outlets"] = tuple(fields["outlets"])
+    return cls(**fields)
+
+
+def decode(data: bytes) -> Message:
     """The message `encode` made; a ValueError for anything else."""
     try:
         envelope = orjson.loads(data)
         body = envelope["body"]
         cls = _MESSAGES[envelope["type"]]
         if "paths" in body:
-            body["paths"] = tuple(_PATHS[path["kind"]](**path) for path in body["paths"])
-        for name, enum in _ENUMS[cls].items():
+            body["paths"] = tuple(_path(path) for path in body["paths"])
+        if "data" in body:
+            body["data"] = base64.b64decode(body["data"], validate=True)
+        for name, enum in _ENUMS.get(cls, {}).items():
             if body.get(name) is not None:
                 body[name] = enum(body[name])
         return cls(**body)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         raise ValueError(f"not a Rackhand agent message: {exc}") from exc
 
 
@@ -163,4 +315,5 @@ _ENUMS: dict[type[Any], dict[str, type[StrEnum]]] = {
     PowerOrder: {"action": PowerAction},
     BootOrder: {"boot": BootDevice},
     Report: {"status": TaskStatus, "power_state": PowerState},
+    ConsoleControl: {"op": ConsoleOp},
 }

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from agents.protocol import BootDevice, Path, PowerAction, PowerState
+from agents.protocol import BootDevice, ConsolePath, Path, PowerAction, PowerState, SshTarget
 
 
 class DriverError(Exception):
@@ -29,12 +30,20 @@ class AuthFailed(DriverError):
     """The device refused the credentials or the cipher suite."""
 
 
+class HostKeyMismatch(AuthFailed):
+    """An SSH device showed a host key other than the pinned one: nothing was sent to it."""
+
+
 class Unsupported(DriverError):
     """The device or the path cannot do this action (e.g. `nmi` on a PDU outlet)."""
 
 
 class Refused(DriverError):
     """The device answered with an error (an IPMI completion code, an HTTP error)."""
+
+
+class Busy(Refused):
+    """The port or console is taken on the device itself (another SOL owner, a port in use)."""
 
 
 class PowerDriver(Protocol):
@@ -52,3 +61,37 @@ class BootDriver(Protocol):
     async def set_boot(self, path: Path, device: BootDevice, persistent: bool) -> None:
         """Set the next boot device (every boot if `persistent`); `bios` = stop in setup."""
         ...
+
+
+class ConsoleChannel(Protocol):
+    """One open console: raw bytes both ways (BIOS screens are not UTF-8)."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        """Output as it arrives; ends when the device side closes (or after `close`)."""
+        ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def send_break(self) -> None:
+        """A serial break: SSH break request, else the dialect's escape, else SOL's break."""
+        ...
+
+    async def resize(self, cols: int, rows: int) -> None:
+        """Tell the far end the window size, where it has one (serial lines do not)."""
+        ...
+
+    async def close(self) -> None:
+        """Leave politely (the dialect's escape, SOL deactivate), then drop the transport."""
+        ...
+
+
+class ConsoleDriver(Protocol):
+    async def open_console(
+        self, path: ConsolePath, *, cols: int = 80, rows: int = 25
+    ) -> ConsoleChannel:
+        """Connect and attach to the device's console; raise a DriverError saying why not."""
+        ...
+
+
+# Called with (target, fingerprint) when an SSH device shows a key and none is pinned.
+HostKeyListener = Callable[[SshTarget, str], None]
