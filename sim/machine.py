@@ -92,6 +92,7 @@ class Machine:
         self._boot_log: list[BootRecord] = []
         self._on = False
         self._pending: _Pending | None = None
+        self.ac = True  # fed by at least one PDU outlet (always, when no PDU is wired)
 
     @property
     def power(self) -> Power:
@@ -112,6 +113,8 @@ class Machine:
         """Run a chassis control; False when the machine is not in a state to do it."""
         now = self.clock()
         self._advance()
+        if not self.ac:
+            return False
         if action is Control.OFF:
             self._on, self._pending = False, None
         elif action is Control.ON:
@@ -137,6 +140,17 @@ class Machine:
         self._on, self._pending = power is Power.ON, None
         if self._on and not was_on:
             self._start(self.clock(), "external")
+
+    def set_ac(self, fed: bool) -> None:
+        """AC from the PDU outlets: lost = off at once; back = boots (power on after AC loss)."""
+        self._advance()
+        if fed == self.ac:
+            return
+        self.ac = fed
+        if not fed:
+            self._on, self._pending = False, None
+        elif not self._on and self._pending is None:
+            self._pending = _Pending(self.clock() + self.timing.on_delay, boot=True, cause="ac")
 
     def set_boot(self, override: BootOverride) -> None:
         self._advance()
