@@ -1,0 +1,133 @@
+"""What the simulated SSH appliances share: password users, a host key, one session per channel.
+
+A console server and a PDU differ only in what a session does with the bytes; this module runs
+the asyncssh server on 127.0.0.1 (or the given host), checks passwords, accepts PTY and window
+change requests, and hands every channel to the device's `session(login)`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+Session = asyncssh.SSHServerSession[bytes]
+
+
+def host_key(name: str, directory: Path | None = None) -> asyncssh.SSHKey:
+    """An ed25519 host key; kept as `<directory>/<name>.ed25519` so restarts show the same one."""
+    if directory is None:
+        return asyncssh.generate_private_key("ssh-ed25519")
+    path = directory / f"{name}.ed25519"
+    if path.exists():
+        return asyncssh.read_private_key(path)
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    directory.mkdir(parents=True, exist_ok=True)
+    key.write_private_key(path)
+    return key
+
+
+def fingerprint(key: asyncssh.SSHKey) -> str:
+    """The OpenSSH SHA-256 fingerprint (`SHA256:` + unpadded base64), as `ssh-keygen -lf`."""
+    return key.get_fingerprint("sha256")
+
+
+def public_line(key: asyncssh.SSHKey) -> str:
+    """The public key as an OpenSSH line (`ssh-ed25519 AAAA…`), for known_hosts files."""
+    algorithm, blob = key.export_public_key("openssh").decode().split()[:2]
+    return f"{algorithm} {blob}"
+
+
+class SshDevice(ABC):
+    """An appliance reached over SSH: its name, dialect, users and host key; `start` serves it."""
+
+    kind = "ssh"
+
+    def __init__(
+        self, name: str, dialect: str, users: Mapping[str, str], key: asyncssh.SSHKey
+    ) -> None:
+        self.name = name
+        self.dialect = dialect
+        self.users = dict(users)
+        self.key = key
+        self.host = ""
+        self.port = 0
+        self._acceptor: asyncssh.SSHAcceptor | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.key)
+
+    def user_of(self, login: str) -> str:
+        """The account part of an SSH login name (console servers add `:port` to it)."""
+        return login
+
+    def check_password(self, login: str, password: str) -> bool:
+        expected = self.users.get(self.user_of(login))
+        return expected is not None and hmac.compare_digest(expected, password)
+
+    @abstractmethod
+    def session(self, login: str) -> Session:
+        """A new session for a channel opened by `login` (the whole SSH user name)."""
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on host:port (0: any free port; `self.port` tells which)."""
+        self._acceptor = await asyncssh.create_server(
+            lambda: _Server(self),
+            host,
+            port,
+            server_host_keys=[self.key],
+            encoding=None,
+            line_editor=False,
+            allow_pty=True,
+            x11_forwarding=False,
+            agent_forwarding=False,
+            keepalive_interval=0,
+        )
+        self.host, self.port = host, self._acceptor.get_port()
+
+    async def close(self) -> None:
+        if self._acceptor is not None:
+            self._acceptor.close()
+            await self._acceptor.wait_closed()
+            self._acceptor = None
+
+    def describe(self) -> dict[str, Any]:
+        """Where and how to reach the device, as JSON-ready data (the wiring's device entry)."""
+        user, password = next(iter(self.users.items()))
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "dialect": self.dialect,
+            "address": self.host,
+            "port": self.port,
+            "username": user,
+            "password": password,
+            "host_key": self.fingerprint,
+            "public_key": public_line(self.key),
+        }
+
+
+class _Server(asyncssh.SSHServer):
+    """Password authentication against the device's users; sessions from the device."""
+
+    def __init__(self, device: SshDevice) -> None:
+        self._device = device
+        self._login = ""
+
+    def begin_auth(self, username: str) -> bool:
+        self._login = username
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def validate_password(self, username: str, password: str) -> bool:
+        return self._device.check_password(username, password)
+
+    def session_requested(self) -> Session:
+        return self._device.session(self._login)
