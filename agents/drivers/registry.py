@@ -17,7 +17,8 @@ def ipmi_workers() -> WorkerPool:
 
 
 def default_drivers() -> dict[str, Driver]:
-    """IPMI in worker processes; Redfish (plain HTTPS) in a thread pool of this process."""
+    """IPMI in worker processes, Redfish in a thread pool, PDU outlets over SSH (asyncio)."""
+    from agents.drivers.pdu import PduDriver
     from agents.drivers.redfish import RedfishDriver
 
-    return {"ipmi": ipmi_workers(), "redfish": RedfishDriver()}
+    return {"ipmi": ipmi_workers(), "redfish": RedfishDriver(), "pdu_outlet": PduDriver()}
