@@ -1,4 +1,7 @@
-"""`python -m sim`: a fleet of simulated IPMI BMCs on consecutive UDP ports until SIGTERM."""
+"""`python -m sim`: a fleet of simulated IPMI BMCs on consecutive UDP ports until SIGTERM.
+
+Optionally with SSH console servers and switched PDUs wired to the machines in order.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sim.console_server import Dialect
+from sim.fleet import CONSOLE_SERVER, PDU, DeviceSpec, plan_devices, wiring_unit
 from sim.machine import Timing
-from sim.run import Saved, run
+from sim.pdu import CYCLE_DELAY, PduDialect
+from sim.run import Saved, run, split
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -31,12 +37,59 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cycle-off", type=float, default=Timing.cycle_off)
     parser.add_argument("--soft-delay", type=float, default=Timing.soft_delay)
     parser.add_argument("--verbose", action="store_true", help="log dropped packets")
+    ssh = parser.add_argument_group(
+        "SSH devices", "machine i is on console server i // P, port i % P + 1 (PDUs likewise)"
+    )
+    ssh.add_argument("--console-servers", type=int, default=0, metavar="N")
+    ssh.add_argument("--console-ports", type=int, default=16, metavar="P")
+    ssh.add_argument(
+        "--console-dialect", choices=list(Dialect), help="default: each dialect in turn"
+    )
+    ssh.add_argument("--pdus", type=int, default=0, metavar="N")
+    ssh.add_argument("--pdu-outlets", type=int, default=8, metavar="O")
+    ssh.add_argument("--pdu-dialect", choices=list(PduDialect), help="default: each in turn")
+    ssh.add_argument("--pdu-cycle-delay", type=float, default=CYCLE_DELAY, metavar="SECONDS")
+    ssh.add_argument(
+        "--ssh-base-port", type=int, default=0, help="console servers, then PDUs (0: any free)"
+    )
+    ssh.add_argument("--host-key-dir", type=Path, help="keep host keys here (stable fingerprints)")
     args = parser.parse_args(argv)
     if args.count < 1 or not 1 <= args.processes <= args.count:
         parser.error("need --count >= 1 and 1 <= --processes <= --count")
     if args.base_port < 1 or args.base_port + args.count > 65536:
         parser.error("the ports must lie within 1-65535")
+    if min(args.console_servers, args.pdus) < 0 or min(args.console_ports, args.pdu_outlets) < 1:
+        parser.error("need --console-servers, --pdus >= 0 and --console-ports, --pdu-outlets >= 1")
+    devices = args.console_servers + args.pdus
+    if args.ssh_base_port and not 1 <= args.ssh_base_port <= 65536 - devices:
+        parser.error("the SSH ports must lie within 1-65535")
+    try:
+        ports = range(args.base_port, args.base_port + args.count)
+        split(ports, args.processes, wiring_unit(ssh_devices(args)))
+    except ValueError as error:
+        parser.error(f"{error}: use fewer --processes")
     return args
+
+
+def ssh_devices(args: argparse.Namespace) -> list[DeviceSpec]:
+    """The console servers then the PDUs asked for, wired to the machines in order."""
+    ports = range(args.base_port, args.base_port + args.count)
+    consoles = [args.console_dialect] if args.console_dialect else list(Dialect)
+    pdus = [args.pdu_dialect] if args.pdu_dialect else list(PduDialect)
+    pdu_port = args.ssh_base_port + args.console_servers if args.ssh_base_port else 0
+    return [
+        *plan_devices(
+            ports,
+            CONSOLE_SERVER,
+            args.console_servers,
+            args.console_ports,
+            consoles,
+            args.ssh_base_port,
+        ),
+        *plan_devices(
+            ports, PDU, args.pdus, args.pdu_outlets, pdus, pdu_port, args.pdu_cycle_delay
+        ),
+    ]
 
 
 def fleet_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -53,6 +106,8 @@ def fleet_settings(args: argparse.Namespace) -> dict[str, Any]:
         "credentials": credentials,
         "suites": tuple(int(suite) for suite in args.suites.split(",")),
         "timing": Timing(args.on_delay, args.cycle_off, args.soft_delay),
+        "devices": ssh_devices(args),
+        "host_key_dir": args.host_key_dir,
     }
 
 

@@ -1,4 +1,9 @@
-"""The fleet's control channel: JSON lines over TCP, to read machines and switch faults."""
+"""The fleet's control channel: JSON lines over TCP, to read machines and switch faults.
+
+Requests: `{"op": "get"|"set", "port": BMC port, ...}`, `{"op": "wiring"}` (SSH devices and what
+each machine is wired to), `{"op": "outlet", "pdu": name, "outlet": n[, "power": on|off|cycle]}`,
+`{"op": "console_port", "server": name, "port": n}` (holder and counters).
+"""
 
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ def state(bmc: Bmc) -> Message:
     faults = bmc.faults
     return {
         **bmc.machine.snapshot(),
+        "ac": bmc.machine.ac,
         "faults": {
             "slow": faults.slow_ms,
             "mute": faults.mute,
@@ -40,7 +46,21 @@ def state(bmc: Bmc) -> Message:
 
 def apply(fleet: Fleet, request: Message) -> Message:
     """Run one control request against the fleet; raises KeyError/ValueError/TypeError."""
-    op, bmc = request["op"], fleet.bmc(request["port"])
+    op = request["op"]
+    if op == "wiring":
+        return {"ok": True, "wiring": fleet.wiring()}
+    if op == "outlet":
+        pdu = fleet.pdu(request["pdu"])
+        outlet = pdu.outlets[int(request["outlet"])]
+        if "power" in request:
+            if request["power"] not in ("on", "off", "cycle"):
+                raise ValueError(f"unknown outlet power {request['power']!r}")
+            pdu.switch([outlet], request["power"])
+        return {"ok": True, "state": outlet.state()}
+    if op == "console_port":
+        server = fleet.console_server(request["server"])
+        return {"ok": True, "state": server.ports[int(request["port"])].state()}
+    bmc = fleet.bmc(request["port"])
     if op == "set":
         if "fault" in request:
             set_fault(bmc, request["fault"], request.get("value", True))
@@ -101,17 +121,35 @@ async def serve_control(fleet: Fleet, host: str, port: int) -> asyncio.Server:
     return await serve_lines(handle, host, port)
 
 
-async def serve_relay(slices: list[tuple[range, int]], host: str, port: int) -> asyncio.Server:
-    """Serve the control channel of several processes by passing each line to the right one."""
+async def serve_relay(
+    slices: list[tuple[range, int]],
+    host: str,
+    port: int,
+    wiring: Message | None = None,
+    owners: dict[str, int] | None = None,
+) -> asyncio.Server:
+    """Serve the control channel of several processes by passing each line to the right one.
+
+    BMC requests go by port, device requests by the device's name (`owners`: name -> the
+    control port of its process); the parent answers `wiring` itself (all processes merged).
+    """
     links: dict[int, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
     lock = asyncio.Lock()
 
     async def handle(line: bytes) -> bytes:
         try:
-            target = json.loads(line)["port"]
-            control_port = next(control for ports, control in slices if target in ports)
-        except (KeyError, ValueError, TypeError, StopIteration):
-            return json.dumps({"ok": False, "error": "KeyError: no such BMC port"}).encode() + b"\n"
+            request = json.loads(line)
+            if request["op"] == "wiring":
+                return json.dumps({"ok": True, "wiring": wiring or {}}).encode() + b"\n"
+            device = request.get("pdu", request.get("server"))
+            if request["op"] in ("outlet", "console_port"):
+                control_port = (owners or {})[device]
+            else:
+                target = request["port"]
+                control_port = next(control for ports, control in slices if target in ports)
+        except (KeyError, ValueError, TypeError, AttributeError, StopIteration):
+            error = "KeyError: no such BMC port or device"
+            return json.dumps({"ok": False, "error": error}).encode() + b"\n"
         async with lock:
             if control_port not in links:
                 links[control_port] = await asyncio.open_connection(host, control_port)
@@ -151,6 +189,25 @@ class FleetControl:
 
     def set_power(self, port: int, power: str) -> Message:
         state: Message = self.request({"op": "set", "port": port, "power": power})["state"]
+        return state
+
+    def wiring(self) -> Message:
+        """SSH devices and the console port and outlets of each machine (see `Fleet.wiring`)."""
+        wiring: Message = self.request({"op": "wiring"})["wiring"]
+        return wiring
+
+    def outlet(self, pdu: str, outlet: int, power: str | None = None) -> Message:
+        """An outlet's state, after switching it `on`, `off` or `cycle` if asked."""
+        request: Message = {"op": "outlet", "pdu": pdu, "outlet": outlet}
+        if power is not None:
+            request["power"] = power
+        state: Message = self.request(request)["state"]
+        return state
+
+    def console_port(self, server: str, port: int) -> Message:
+        state: Message = self.request({"op": "console_port", "server": server, "port": port})[
+            "state"
+        ]
         return state
 
     def close(self) -> None:

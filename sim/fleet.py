@@ -1,19 +1,74 @@
-"""Many BMCs in one event loop, one UDP port each: the in-process fleet."""
+"""Many BMCs in one event loop, one UDP port each, and the SSH devices wired to their machines."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import resource
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+from sim.console_server import ConsoleServer
 from sim.ipmi import Bmc, BmcProtocol
 from sim.machine import Machine, Timing
+from sim.pdu import CYCLE_DELAY, Feed, Pdu
+from sim.serial import SerialLine
+from sim.ssh import SshDevice, host_key
 
 GUID_NAMESPACE = uuid.UUID("5d1b1c9e-4c1e-4f57-9a55-7b0c2f0e6a11")
 SAVED_KEYS = ("power", "boot_device", "boot_persistent", "boot_efi")
+CONSOLE_SERVER, PDU = "console_server", "pdu"
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One SSH device to start, and the BMC ports of the machines on its ports / outlets 1, 2…"""
+
+    kind: str  # CONSOLE_SERVER or PDU
+    name: str
+    dialect: str
+    ssh_port: int  # 0: any free port
+    slots: int  # ports or outlets
+    wired: tuple[int, ...]
+    cycle_delay: float = CYCLE_DELAY
+
+
+def plan_devices(
+    bmc_ports: range,
+    kind: str,
+    count: int,
+    slots: int,
+    dialects: Sequence[str],
+    ssh_port: int,
+    cycle_delay: float = CYCLE_DELAY,
+) -> list[DeviceSpec]:
+    """`count` devices of one kind, dialects in turn; machine i on device i // slots.
+
+    Machine i takes slot i % slots + 1. Devices are named cs1, cs2… or pdu1, pdu2…; their SSH
+    ports follow `ssh_port` (0: any free port each).
+    """
+    prefix = "cs" if kind == CONSOLE_SERVER else "pdu"
+    return [
+        DeviceSpec(
+            kind,
+            f"{prefix}{index + 1}",
+            dialects[index % len(dialects)],
+            ssh_port + index if ssh_port else 0,
+            slots,
+            tuple(bmc_ports[index * slots : (index + 1) * slots]),
+            cycle_delay,
+        )
+        for index in range(count)
+    ]
+
+
+def wiring_unit(devices: Sequence[DeviceSpec]) -> int:
+    """Machines come in groups of this size that must share a process with their devices."""
+    return math.lcm(1, *(device.slots for device in devices))
 
 
 class Fleet:
@@ -23,6 +78,8 @@ class Fleet:
         self.host = host
         self._bmcs = bmcs
         self._transports = transports
+        self.devices: dict[str, SshDevice] = {}
+        self._links: dict[int, dict[str, Any]] = {}  # BMC port -> its console port and outlets
 
     @property
     def ports(self) -> list[int]:
@@ -35,6 +92,62 @@ class Fleet:
     def machine(self, port: int) -> Machine:
         return self._bmcs[port].machine
 
+    def console_server(self, name: str) -> ConsoleServer:
+        device = self.devices[name]
+        if not isinstance(device, ConsoleServer):
+            raise KeyError(f"{name} is not a console server")
+        return device
+
+    def pdu(self, name: str) -> Pdu:
+        device = self.devices[name]
+        if not isinstance(device, Pdu):
+            raise KeyError(f"{name} is not a PDU")
+        return device
+
+    async def start_devices(
+        self, specs: Sequence[DeviceSpec], users: Mapping[str, str], key_dir: Path | None
+    ) -> None:
+        """Start SSH devices wired to machines of this fleet (their BMC ports must be here)."""
+        feeds: dict[int, Feed] = {}
+        for spec in specs:
+            key = host_key(spec.name, key_dir)
+            device: SshDevice
+            if spec.kind == CONSOLE_SERVER:
+                device = server = ConsoleServer(spec.name, spec.dialect, spec.slots, users, key)
+                for number, port in enumerate(spec.wired, 1):
+                    machine = self.machine(port)
+                    line = getattr(machine, "serial", None) or SerialLine()
+                    label = server.wire(number, machine_name(machine, port), line).label
+                    console = {"server": spec.name, "port": number, "label": label}
+                    self._links.setdefault(port, {})["console"] = console
+            else:
+                device = pdu = Pdu(spec.name, spec.dialect, spec.slots, users, key)
+                pdu.cycle_delay = spec.cycle_delay
+                for number, port in enumerate(spec.wired, 1):
+                    machine = self.machine(port)
+                    feed = feeds.setdefault(port, Feed(machine))
+                    pdu.wire(number, feed, machine_name(machine, port))
+                    link = self._links.setdefault(port, {}).setdefault("pdu", [])
+                    link.append({"pdu": spec.name, "outlet": number})
+            self.devices[spec.name] = device
+            await device.start(self.host, spec.ssh_port)
+
+    def wiring(self) -> dict[str, Any]:
+        """SSH devices (address, credentials, host key) and what each machine is wired to."""
+        machines = [
+            {
+                "bmc_port": port,
+                "name": machine_name(bmc.machine, port),
+                "console": self._links.get(port, {}).get("console"),
+                "pdu": self._links.get(port, {}).get("pdu", []),
+            }
+            for port, bmc in self._bmcs.items()
+        ]
+        return {
+            "devices": [device.describe() for device in self.devices.values()],
+            "machines": machines,
+        }
+
     def saved_state(self) -> dict[int, dict[str, Any]]:
         """Power and boot settings of every machine, for a later `start_fleet(saved=...)`."""
         state = {}
@@ -44,6 +157,8 @@ class Fleet:
         return state
 
     async def close(self) -> None:
+        for device in self.devices.values():
+            await device.close()
         for transport in self._transports:
             transport.close()
         await asyncio.sleep(0)  # let the transports finish closing their sockets
@@ -60,13 +175,19 @@ async def start_fleet(
     suites: Iterable[int] = (3, 17),
     timing: Timing | None = None,
     saved: Mapping[int, Mapping[str, Any]] | None = None,
+    devices: Sequence[DeviceSpec] = (),
+    host_key_dir: Path | None = None,
 ) -> Fleet:
-    """Start `count` BMCs on ports base_port.. (`credentials` maps a port to its own users)."""
+    """Start `count` BMCs on ports base_port.. (`credentials` maps a port to its own users).
+
+    Then the SSH `devices` wired to them, with the BMCs' default user and password.
+    """
     raise_fd_limit()
     loop = asyncio.get_running_loop()
     offered = tuple(suites)
     bmcs: dict[int, Bmc] = {}
     transports: list[asyncio.BaseTransport] = []
+    fleet = Fleet(host, bmcs, transports)
     try:
         for port in range(base_port, base_port + count):
             machine = Machine(timing or Timing())
@@ -80,10 +201,17 @@ async def start_fleet(
             )
             bmcs[port] = bmc
             transports.append(transport)
+        await fleet.start_devices(devices, {user: password}, host_key_dir)
     except BaseException:
-        await Fleet(host, bmcs, transports).close()
+        await fleet.close()
         raise
-    return Fleet(host, bmcs, transports)
+    return fleet
+
+
+def machine_name(machine: Machine, port: int) -> str:
+    """The machine's own name when it has one, else one from its BMC's port."""
+    name = getattr(machine, "name", None)
+    return name if isinstance(name, str) and name else f"node{port}"
 
 
 def raise_fd_limit() -> None:

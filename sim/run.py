@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import multiprocessing
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
 from sim.control import serve_control, serve_relay
-from sim.fleet import start_fleet
+from sim.fleet import DeviceSpec, start_fleet, wiring_unit
 
 Saved = dict[int, dict[str, Any]]
+Wiring = dict[str, Any]
 T = TypeVar("T")
 
 
@@ -35,16 +37,19 @@ async def serve(
     settings: dict[str, Any],
     control_port: int | None,
     saved: Saved,
-    ready: Callable[[int | None], None],
+    ready: Callable[[tuple[int | None, Wiring]], None],
     watched: tuple[int, ...] = (),
 ) -> Saved:
-    """Run one process's BMCs and their control channel until signalled (or `watched` ends)."""
+    """Run one process's BMCs, SSH devices and control channel until signalled (or `watched`).
+
+    `ready` gets the control port and the wiring once everything listens.
+    """
     fleet = await start_fleet(len(ports), ports.start, saved=saved, **settings)
     server = None
     if control_port is not None:
         server = await serve_control(fleet, settings["host"], control_port)
     try:
-        ready(server.sockets[0].getsockname()[1] if server else None)
+        ready((server.sockets[0].getsockname()[1] if server else None, fleet.wiring()))
         await until_signalled(*watched)
     finally:
         if server:
@@ -54,11 +59,35 @@ async def serve(
     return state
 
 
-def announce(host: str, ports: range, control_port: int | None) -> None:
-    """Tell whoever started the fleet that it is up (the last line says so)."""
+def announce(host: str, ports: range, control_port: int | None, wiring: Wiring) -> None:
+    """Tell whoever started the fleet that it is up (the last line says so).
+
+    With SSH devices, a `wiring: {json}` line (as the control channel's `wiring`) comes first.
+    """
     if control_port is not None:
         print(f"control: {host}:{control_port}", flush=True)
+    if wiring.get("devices"):
+        print(f"wiring: {json.dumps(wiring, separators=(',', ':'))}", flush=True)
     print(f"listening: {len(ports)} BMCs on {host}:{ports[0]}-{ports[-1]}", flush=True)
+
+
+def split(ports: range, processes: int, unit: int = 1) -> list[range]:
+    """Consecutive slices of the ports, one per process, cut only at multiples of `unit`."""
+    groups = -(-len(ports) // unit)
+    if processes > groups:
+        raise ValueError(f"{len(ports)} BMCs in groups of {unit} cannot fill {processes} processes")
+    share, extra = divmod(groups, processes)
+    parts, first = [], ports.start
+    for index in range(processes):
+        stop = min(first + (share + (index < extra)) * unit, ports.stop)
+        parts.append(range(first, stop))
+        first = stop
+    return parts
+
+
+def devices_of(part: range, devices: Sequence[DeviceSpec], last: bool) -> list[DeviceSpec]:
+    """The devices wired to machines of `part` (devices with no machine go to the last part)."""
+    return [d for d in devices if (d.wired[0] in part if d.wired else last)]
 
 
 def child(ports: range, settings: dict[str, Any], saved: Saved, parent: Connection) -> None:
@@ -68,7 +97,7 @@ def child(ports: range, settings: dict[str, Any], saved: Saved, parent: Connecti
     try:
         state = asyncio.run(serve(ports, settings, 0, saved, parent.send, orphaned))
     except OSError as error:
-        parent.send(f"BMC ports {ports.start}-{ports.stop - 1}: {error}")
+        parent.send(f"BMC ports {ports.start}-{ports.stop - 1} and their devices: {error}")
         raise SystemExit(1) from error
     with contextlib.suppress(BrokenPipeError):
         parent.send(state)
@@ -77,31 +106,39 @@ def child(ports: range, settings: dict[str, Any], saved: Saved, parent: Connecti
 def run(
     ports: range, processes: int, settings: dict[str, Any], control_port: int | None, saved: Saved
 ) -> Saved:
-    """Serve the fleet until SIGTERM/SIGINT; the final power and boot state by port."""
+    """Serve the fleet until SIGTERM/SIGINT; the final power and boot state by port.
+
+    `settings["devices"]` (SSH devices) run in the process of the machines they are wired to.
+    """
     if processes == 1:
         host = settings["host"]
-        return asyncio.run(
-            serve(ports, settings, control_port, saved, partial(announce, host, ports))
-        )
+        ready = partial(_announce_ready, host, ports)
+        return asyncio.run(serve(ports, settings, control_port, saved, ready))
+    devices: list[DeviceSpec] = list(settings.get("devices", ()))
     context = multiprocessing.get_context("spawn")
     children: list[tuple[BaseProcess, Connection, range]] = []
-    share, extra = divmod(len(ports), processes)
-    first = ports.start
-    for index in range(processes):
-        part = range(first, first + share + (index < extra))
-        first = part.stop
+    parts = split(ports, processes, wiring_unit(devices))
+    for index, part in enumerate(parts):
+        mine = devices_of(part, devices, last=index == len(parts) - 1)
         receiver, sender = context.Pipe(duplex=False)
         process = context.Process(
             target=child,
-            args=(part, settings, _within(saved, part), sender),
+            args=(part, {**settings, "devices": mine}, _within(saved, part), sender),
         )
         process.start()
         sender.close()
         children.append((process, receiver, part))
     try:
-        slices = [(part, _receive(receiver, part, int)) for _, receiver, part in children]
+        readies = [(part, _receive(receiver, part, tuple)) for _, receiver, part in children]
+        slices = [(part, control) for part, (control, _) in readies]
+        wiring: Wiring = {"devices": [], "machines": []}
+        owners: dict[str, int] = {}
+        for _, (control, part_wiring) in readies:
+            wiring["devices"] += part_wiring["devices"]
+            wiring["machines"] += part_wiring["machines"]
+            owners.update((device["name"], control) for device in part_wiring["devices"])
         sentinels = [worker.sentinel for worker, _, _ in children]
-        asyncio.run(relay(settings["host"], ports, slices, control_port, sentinels))
+        asyncio.run(relay(settings["host"], ports, slices, control_port, sentinels, wiring, owners))
         for worker, _, part in children:
             if not worker.is_alive():
                 raise OSError(f"the process of BMC ports {part.start}-{part.stop - 1} died")
@@ -113,6 +150,10 @@ def run(
                 state.update(_receive(receiver, part, dict) if receiver.poll(10) else {})
             worker.join(10)
     return state
+
+
+def _announce_ready(host: str, ports: range, ready: tuple[int | None, Wiring]) -> None:
+    announce(host, ports, *ready)
 
 
 def _within(saved: Saved, ports: range) -> Saved:
@@ -136,12 +177,14 @@ async def relay(
     slices: list[tuple[range, int]],
     control_port: int | None,
     sentinels: list[int],
+    wiring: Wiring,
+    owners: dict[str, int],
 ) -> None:
     """The parent's part: one control port for all children; ends on a signal or a dead child."""
     server = None
     if control_port is not None:
-        server = await serve_relay(slices, host, control_port)
-    announce(host, ports, server.sockets[0].getsockname()[1] if server else None)
+        server = await serve_relay(slices, host, control_port, wiring, owners)
+    announce(host, ports, server.sockets[0].getsockname()[1] if server else None, wiring)
     await until_signalled(*sentinels)
     if server:
         server.close()
