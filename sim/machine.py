@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import IntEnum, StrEnum
 from typing import Any
+
+from sim.firmware import BootTarget, Firmware
+from sim.serial import SerialLine
 
 Clock = Callable[[], float]
 
@@ -62,6 +66,7 @@ class Timing:
     on_delay: float = 0.5
     cycle_off: float = 1.0
     soft_delay: float = 1.0
+    post_seconds: float = 1.5  # the firmware's POST screen, before it boots on
 
 
 @dataclass(slots=True)
@@ -80,18 +85,31 @@ class BootOverride:
     efi: bool = False
 
 
-class Machine:
-    """A server's power and boot state; scheduled changes happen when the state is next read."""
+FIRMWARE_TARGETS = {BootDevice.BIOS: BootTarget.SETUP, BootDevice.PXE: BootTarget.PXE}
 
-    def __init__(self, timing: Timing | None = None, clock: Clock = time.monotonic) -> None:
+
+class Machine:
+    """A server's power, boot state and serial console.
+
+    Scheduled changes happen when the state is next read, and also on time when an asyncio
+    loop is running (so that the console shows a boot as it happens).
+    """
+
+    def __init__(
+        self, timing: Timing | None = None, clock: Clock = time.monotonic, name: str = "sim"
+    ) -> None:
         self.timing = timing or Timing()
         self.clock = clock
+        self.name = name
+        self.serial = SerialLine()
+        self.firmware = Firmware(self.serial, name, self.timing.post_seconds)
         self.ignore_soft_off = False
         self.counters = {action.name.lower(): 0 for action in Control}
         self._boot = BootOverride()
         self._boot_log: list[BootRecord] = []
         self._on = False
         self._pending: _Pending | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self.ac = True  # fed by at least one PDU outlet (always, when no PDU is wired)
 
     @property
@@ -116,20 +134,23 @@ class Machine:
         if not self.ac:
             return False
         if action is Control.OFF:
-            self._on, self._pending = False, None
+            self._on = False
+            self._schedule(None)
+            self.firmware.power_off()
         elif action is Control.ON:
             if not self._on and self._pending is None:
-                self._pending = _Pending(now + self.timing.on_delay, boot=True, cause="on")
+                self._schedule(_Pending(now + self.timing.on_delay, boot=True, cause="on"))
         elif not self._on:
             return False  # 0xD5 on real BMCs: cannot cycle, reset, interrupt or shut down "off"
         elif action is Control.CYCLE:
             self._on = False
-            self._pending = _Pending(now + self.timing.cycle_off, boot=True, cause="cycle")
+            self.firmware.power_off()
+            self._schedule(_Pending(now + self.timing.cycle_off, boot=True, cause="cycle"))
         elif action is Control.RESET:
-            self._pending = None
+            self._schedule(None)
             self._start(now, "reset")
         elif action is Control.SOFT and not self.ignore_soft_off:
-            self._pending = _Pending(now + self.timing.soft_delay, boot=False, cause="soft")
+            self._schedule(_Pending(now + self.timing.soft_delay, boot=False, cause="soft"))
         self.counters[action.name.lower()] += 1
         return True
 
@@ -137,9 +158,12 @@ class Machine:
         """Set power at once, from outside IPMI (a hand on the button, a test's setup)."""
         self._advance()
         was_on = self._on
-        self._on, self._pending = power is Power.ON, None
+        self._on = power is Power.ON
+        self._schedule(None)
         if self._on and not was_on:
             self._start(self.clock(), "external")
+        elif not self._on:
+            self.firmware.power_off()
 
     def set_ac(self, fed: bool) -> None:
         """AC from the PDU outlets: lost = off at once; back = boots (power on after AC loss)."""
@@ -148,9 +172,11 @@ class Machine:
             return
         self.ac = fed
         if not fed:
-            self._on, self._pending = False, None
+            self._on = False
+            self._schedule(None)
+            self.firmware.power_off()
         elif not self._on and self._pending is None:
-            self._pending = _Pending(self.clock() + self.timing.on_delay, boot=True, cause="ac")
+            self._schedule(_Pending(self.clock() + self.timing.on_delay, boot=True, cause="ac"))
 
     def set_boot(self, override: BootOverride) -> None:
         self._advance()
@@ -171,23 +197,53 @@ class Machine:
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Take back power and boot settings from a snapshot (counters and log start afresh)."""
-        self._on, self._pending = saved["power"] == Power.ON, None
+        self._on = saved["power"] == Power.ON
+        self._schedule(None)
+        if self._on:
+            self.firmware.resume()
+        else:
+            self.firmware.power_off()
         self._boot = BootOverride(
             BootDevice(saved["boot_device"]),
             bool(saved["boot_persistent"]),
             bool(saved["boot_efi"]),
         )
 
+    def _schedule(self, pending: _Pending | None) -> None:
+        """Make `pending` the next change; with a loop running it also happens on time."""
+        self._pending = pending
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if pending is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._timer = loop.call_later(max(0.0, pending.at - self.clock()), self._due, pending)
+
+    def _due(self, pending: _Pending) -> None:
+        self._timer = None
+        if self._pending is pending:
+            self._apply(pending)
+
     def _advance(self) -> None:
         pending = self._pending
-        if pending is None or pending.at > self.clock():
-            return
-        self._pending = None
+        if pending is not None and pending.at <= self.clock():
+            self._apply(pending)
+
+    def _apply(self, pending: _Pending) -> None:
+        self._schedule(None)
         self._on = pending.boot
         if pending.boot:
             self._start(pending.at, pending.cause)
+        else:
+            self.firmware.shutdown()
 
     def _start(self, at: float, cause: str) -> None:
-        self._boot_log.append(BootRecord(at, self._boot.device, cause))
+        device = self._boot.device
+        self._boot_log.append(BootRecord(at, device, cause))
         if not self._boot.persistent:
             self._boot = BootOverride()
+        self.firmware.power_on(FIRMWARE_TARGETS.get(device, BootTarget.DISK))
