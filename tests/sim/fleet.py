@@ -83,3 +83,28 @@ def ipmitool(
         text=True,
         timeout=60,
     )
+
+
+def openssh(
+    tmp_path: Path, port: int, login: str, public_key: str, password: str, *options: str
+) -> tuple[list[str], dict[str, str]]:
+    """The `ssh` command line and environment for login@127.0.0.1:port, host key pinned.
+
+    The password comes from an SSH_ASKPASS script; nothing of the user's ssh config is read.
+    """
+    known_hosts = tmp_path / f"known_hosts_{port}"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {public_key}\n")
+    askpass = tmp_path / "askpass.sh"
+    askpass.write_text(f"#!/bin/sh\nprintf '%s\\n' '{password}'\n")
+    askpass.chmod(0o700)
+    command = [
+        "ssh", "-F", "/dev/null", "-p", str(port),
+        "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes", "-o", "PreferredAuthentications=password",
+        "-o", "PubkeyAuthentication=no", "-o", "NumberOfPasswordPrompts=1",
+        "-o", "ConnectTimeout=10",
+        *options, f"{login}@127.0.0.1",
+    ]  # fmt: skip
+    env = {**os.environ, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"}
+    env.pop("DISPLAY", None)
+    return command, env
