@@ -145,8 +145,10 @@ def _translate(
             "re-pin it; otherwise something else may be answering at this address"
         )
     if isinstance(exc, asyncssh.PermissionDenied):
+        login = "" if username == target.username else f" (logging in as {username})"
         return AuthFailed(
-            f"{where} refused the password for {username}; check the path's user name and password"
+            f"{where} refused the password for {target.username}{login}; check the path's user "
+            "name and password"
         )
     if isinstance(exc, asyncssh.KeyExchangeFailed):
         return AuthFailed(
@@ -165,8 +167,8 @@ def _translate(
     if isinstance(exc, TimeoutError):
         if client.tcp_connected:
             return DeviceTimeout(
-                f"{where} accepted the connection but did not complete the SSH login within "
-                f"{timeout}; check that it is an SSH service and not overloaded"
+                f"{where} accepted the TCP connection but did not answer within {timeout} (no "
+                "SSH login); check that it is an SSH service and not overloaded"
             )
         return Unreachable(
             f"{where} did not answer within {timeout}; check that it is up and reachable"
