@@ -73,7 +73,7 @@ set_working_mc 0x20
   endlan
   chassis_control "{chassis_control}"
   user 2 true "{user}" "{password}" admin 10 md5
-"""
+{sol}"""
 
 # IPMI 1.5 Get Channel Authentication Capabilities, outside a session: any BMC answers it.
 _PING = bytes.fromhex("0600ff07000000000000000000092018c88100388e04b5")
@@ -128,8 +128,12 @@ def openipmi_fleet(
     user: str = "admin",
     password: str = "password",
     workdir: Path | None = None,
+    sol: str | None = None,
 ) -> Iterator[list[Bmc]]:
     """Start `count` ipmi_sim BMCs, powered off; kill them all on the way out, whatever happens.
+
+    `sol` ("tcp:HOST:PORT") gives each BMC a serial port for SOL: ipmi_sim connects to that TCP
+    address (again and again until something listens), one connection per BMC.
 
     Ports are free UDP ports from `base_port` up, or any the kernel offers. A port someone else
     took between the check and ipmi_sim's bind (ipmi_sim does not fail then: it shares the port)
@@ -154,7 +158,7 @@ def openipmi_fleet(
             next_port = None if base_port is None else max(ports) + 1
             first = len(launched)
             for port in ports:
-                launched.append(_start(workdir, script, emulation, port, user, password))
+                launched.append(_start(workdir, script, emulation, port, user, password, sol))
             bmcs.extend(_keep_listening(launched[first:]))
         if len(bmcs) < count:
             raise RuntimeError(f"only {len(bmcs)} of {count} ipmi_sim BMCs came up")
@@ -181,7 +185,13 @@ def free_udp_ports(count: int, base_port: int | None = None) -> list[int]:
 
 
 def _start(
-    workdir: Path, script: Path, emulation: Path, port: int, user: str, password: str
+    workdir: Path,
+    script: Path,
+    emulation: Path,
+    port: int,
+    user: str,
+    password: str,
+    sol: str | None = None,
 ) -> Bmc:
     directory = workdir / f"bmc-{port}"
     directory.mkdir()
@@ -197,6 +207,7 @@ def _start(
             chassis_control=f"{shlex.quote(str(script))} {shlex.quote(str(directory))}",
             user=user,
             password=password,
+            sol=f'  sol "{sol}" 115200\n' if sol else "",
         )
     )
     command = ["ipmi_sim", "-n", "-c", str(config), "-f", str(emulation), "-s", str(state)]

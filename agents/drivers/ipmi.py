@@ -1,10 +1,11 @@
-"""IPMI power and boot over LAN (RMCP+), through pyghmi driven from one reactor thread.
+"""IPMI power, boot and SOL over LAN (RMCP+), through pyghmi driven from one reactor thread.
 
 pyghmi blocks and does its protocol work in whichever thread calls it; thread pools around it
 stall and deadlock (notes/ipmi.md §1.2). Here one thread owns every pyghmi object and drives
 them in callback style, so thousands of BMCs are in flight at once, and asyncio callers hand
 it work through a queue. What each action sends is in this module; the thread, its sessions,
-and how answers and silences become errors a human can act on are in `ipmi_reactor.py`.
+and how answers and silences become errors a human can act on are in `ipmi_reactor.py`; SOL
+consoles, on the same thread, in `sol.py`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,17 @@ import socket
 
 from agents.drivers import pyghmi_shim as shim
 from agents.drivers.base import DriverError, Unreachable, Unsupported
-from agents.drivers.ipmi_reactor import Job, Plan, Pool, Request, reactor
-from agents.protocol import IDEMPOTENT, BootDevice, IpmiPath, Path, PowerAction, PowerState
+from agents.drivers.ipmi_reactor import Job, Key, Plan, Pool, Request, reactor
+from agents.drivers.sol import SolChannel, open_sol
+from agents.protocol import (
+    IDEMPOTENT,
+    BootDevice,
+    ConsolePath,
+    IpmiPath,
+    Path,
+    PowerAction,
+    PowerState,
+)
 
 _CHASSIS = 0x00
 _GET_CHASSIS_STATUS = 0x01
@@ -48,13 +58,14 @@ _STATUS = Request(_CHASSIS, _GET_CHASSIS_STATUS, b"", retry=True, name="Get Chas
 
 
 class IpmiDriver:
-    """Power and boot for `IpmiPath`s, on the process's one IPMI reactor thread.
+    """Power, boot and SOL consoles for `IpmiPath`s, on the process's one IPMI reactor thread.
 
     Sessions stay warm: one per (BMC, user, password, cipher suite), reused, kept alive by
     the reactor, closed after `idle_timeout` s unused or on any error. At most `max_logins`
     RMCP+ handshakes run at once; the rest wait their turn, like `ipmipower --fanout`.
     `request_timeout` bounds each request on an open session, `login_timeout` a login (pyghmi
-    itself gives up on a silent BMC after 4-6 s). Drivers share the thread, not sessions.
+    itself gives up on a silent BMC after 4-6 s). Drivers share the thread, not sessions. A
+    console has a session of its own, outside the pool and its login limit.
     """
 
     def __init__(
@@ -67,6 +78,7 @@ class IpmiDriver:
     ) -> None:
         self._pool = Pool(max_logins, idle_timeout, request_timeout, login_timeout)
         self._closed = False
+        self._consoles: set[SolChannel] = set()
 
     @property
     def logins(self) -> int:
@@ -80,31 +92,42 @@ class IpmiDriver:
     async def set_boot(self, path: Path, device: BootDevice, persistent: bool) -> None:
         await self._run(path, _boot_plan(device, persistent))
 
+    async def open_console(
+        self, path: ConsolePath, *, cols: int = 80, rows: int = 25
+    ) -> SolChannel:
+        """SOL (payload 1) on the BMC; `cols` and `rows` mean nothing to a serial line.
+
+        Another client's SOL is not taken over: that is `Busy`, for a person to decide.
+        """
+        pool = self._pool
+        key = await self._key(path)
+        assert isinstance(path, IpmiPath)
+        channel = await open_sol(key, path.endpoint, pool.login_timeout, pool.request_timeout)
+        if self._closed:
+            await channel.close()
+            raise DriverError("the IPMI driver is closed")
+        self._consoles = {known for known in self._consoles if known.reason is None}
+        self._consoles.add(channel)
+        return channel
+
     async def close(self) -> None:
-        """Fail what is pending and close every session of this driver."""
+        """Fail what is pending and close every session of this driver, its consoles too."""
         if self._closed:
             return
         self._closed = True
+        await asyncio.gather(*(channel.close() for channel in self._consoles))
+        self._consoles.clear()
         loop = asyncio.get_running_loop()
         closed = loop.create_future()
         reactor().close_pool(self._pool, lambda: loop.call_soon_threadsafe(closed.set_result, None))
         await closed
 
     async def _run(self, path: Path, plan: Plan) -> PowerState:
-        if not isinstance(path, IpmiPath):
-            raise Unsupported(f"the IPMI driver cannot use a {path.kind} path ({path.endpoint})")
-        if path.cipher_suite not in shim.SUITES:
-            raise Unsupported(
-                f"cipher suite {path.cipher_suite} of {path.endpoint} is not supported; "
-                "use 3 (SHA-1), 17 (SHA-256) or 0 to let the client negotiate"
-            )
-        if self._closed:
-            raise DriverError("the IPMI driver is closed")
-        address = await _resolve(path)
+        key = await self._key(path)
         loop = asyncio.get_running_loop()
         job = Job(
             pool=self._pool,
-            key=(address, path.port, path.username, path.password, path.cipher_suite),
+            key=key,
             endpoint=path.endpoint,
             plan=plan,
             loop=loop,
@@ -116,6 +139,20 @@ class IpmiDriver:
         except asyncio.CancelledError:
             job.cancelled = True  # not started yet: the reactor skips it
             raise
+
+    async def _key(self, path: Path | ConsolePath) -> Key:
+        """The session key of an IPMI path, checked, its address resolved."""
+        if not isinstance(path, IpmiPath):
+            raise Unsupported(f"the IPMI driver cannot use a {path.kind} path ({path.endpoint})")
+        if path.cipher_suite not in shim.SUITES:
+            raise Unsupported(
+                f"cipher suite {path.cipher_suite} of {path.endpoint} is not supported; "
+                "use 3 (SHA-1), 17 (SHA-256) or 0 to let the client negotiate"
+            )
+        if self._closed:
+            raise DriverError("the IPMI driver is closed")
+        address = await _resolve(path)
+        return (address, path.port, path.username, path.password, path.cipher_suite)
 
 
 async def _resolve(path: IpmiPath) -> str:

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Protocol
 
 from agents.drivers import pyghmi_shim as shim
 from agents.drivers.base import DriverError, Refused
@@ -108,6 +109,14 @@ class _Close:
     done: Callable[[], object]
 
 
+class Ticker(Protocol):
+    """Work of the reactor thread besides power jobs (the SOL consoles), looked at every turn."""
+
+    def tick(self, now: float) -> float | None:
+        """Do what is due; return when (time.monotonic()) the next turn is wanted, if ever."""
+        ...
+
+
 @dataclass(eq=False)
 class _Bmc:
     """A BMC as one pool knows it: its session (if any) and its queue of jobs."""
@@ -148,13 +157,15 @@ def reactor() -> Reactor:
 class Reactor(threading.Thread):
     def __init__(self) -> None:
         super().__init__(name="ipmi-reactor", daemon=True)
-        self._inbox: deque[Job | _Close] = deque()
+        self._inbox: deque[Job | _Close | Callable[[], object]] = deque()
         self._events: deque[Callable[[], None]] = deque()
         self._pools: list[Pool] = []
         self._timers: list[tuple[float, int, _Bmc, int]] = []
         self._timer_order = itertools.count()
         self._blocked: set[_Bmc] = set()
         self._next_sweep = 0.0
+        self._tickers: list[Ticker] = []
+        self._tick_at: float | None = None
 
     def submit(self, job: Job) -> None:
         """Queue a job (any thread)."""
@@ -165,6 +176,15 @@ class Reactor(threading.Thread):
         """Fail the pool's pending jobs and close its sessions, then call `done` (any thread)."""
         self._inbox.append(_Close(pool, done))
         shim.wake()
+
+    def call(self, work: Callable[[], object]) -> None:
+        """Run `work` on the reactor thread at its next turn, in order of calls (any thread)."""
+        self._inbox.append(work)
+        shim.wake()
+
+    def add_ticker(self, ticker: Ticker) -> None:
+        """Call `ticker.tick` every turn from now on (any thread)."""
+        self.call(lambda: self._tickers.append(ticker))
 
     def run(self) -> None:
         while True:
@@ -178,6 +198,7 @@ class Reactor(threading.Thread):
         self._take_inbox()
         self._handle_events()
         self._fire_timers()
+        self._tick()
         for bmc in list(self._blocked):
             self._advance(bmc)
         self._start_logins()
@@ -190,6 +211,8 @@ class Reactor(threading.Thread):
         wake_at = self._next_sweep
         if self._timers:
             wake_at = min(wake_at, self._timers[0][0])
+        if self._tick_at is not None:
+            wake_at = min(wake_at, self._tick_at)
         sleep = wake_at - time.monotonic()
         return min(sleep, _BLOCKED_POLL) if self._blocked else sleep
 
@@ -198,6 +221,9 @@ class Reactor(threading.Thread):
             item = self._inbox.popleft()
             if isinstance(item, _Close):
                 self._close(item)
+                continue
+            if not isinstance(item, Job):
+                item()
                 continue
             pool = item.pool
             if pool.closed:
@@ -210,6 +236,11 @@ class Reactor(threading.Thread):
                 bmc = pool.bmcs[item.key] = _Bmc(pool, item.key, item.endpoint)
             bmc.jobs.append(item)
             self._advance(bmc)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        wanted = [at for ticker in self._tickers if (at := ticker.tick(now)) is not None]
+        self._tick_at = min(wanted, default=None)
 
     def _handle_events(self) -> None:
         while self._events:

@@ -1,4 +1,4 @@
-"""The only code that touches pyghmi's internals: four patches and a narrow typed wrapper.
+"""The only code that touches pyghmi's internals: four patches and two narrow typed wrappers.
 
 Written against pyghmi 1.6.19 (read from its source, see notes/ipmi.md §1.2); `apply()` refuses
 any other version. Everything here runs on the one thread that drives pyghmi (the IPMI reactor
@@ -12,16 +12,19 @@ happen; a second thread calling pyghmi in this process would bring it back.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from pyghmi.ipmi import command as _command  # type: ignore[import-untyped]
+from pyghmi.ipmi import console as _console
 from pyghmi.ipmi.private import constants as _constants  # type: ignore[import-untyped]
 from pyghmi.ipmi.private import session as _session
 
@@ -48,6 +51,14 @@ _SHAPES = {
     ),
     "Session.wait_for_rsp": "(timeout=None, callout=True)",
     "Session.process_pktqueue": "(self)",
+    # What `SolLink` overrides or calls of pyghmi's Console.
+    "Console._got_session": "(self, response)",
+    "Console._sendoutput": "(self, output, sendbreak=False)",
+    "Console._sendpendingoutput": "(self)",
+    "Console._got_sol_payload": "(self, payload)",
+    "Console._got_payload_instance_info": "(self, response)",
+    "Console._print_error": "(self, error)",
+    "Console.send_payload": "(self, payload, payload_type=1, retry=True, needskeepalive=False)",
 }
 
 _applied = False
@@ -82,7 +93,7 @@ def apply() -> None:
 
 
 def _lookup(name: str) -> Callable[..., Any]:
-    owner: Any = _session
+    owner: Any = _console if name.startswith("Console.") else _session
     for part in name.split("."):
         owner = getattr(owner, part)
     return owner  # type: ignore[no-any-return]
@@ -371,3 +382,299 @@ def _reply(response: dict[str, Any], netfn: int, command: int) -> Reply:
         got = f"netfn {response.get('netfn')} command {response.get('command')}"
         return Reply(error=f"an unrelated reply ({got})")
     return Reply(code=response["code"], data=bytes(response["data"]))
+
+
+# SOL -------------------------------------------------------------------------------------------
+
+SOL_BUSY = "SOL payload already active"  # starts the failure when another client holds SOL
+
+# Activate Payload's own completion codes (IPMI 2.0 §24.1); 0x80 is SOL_BUSY.
+_SOL_REFUSALS = {
+    0x81: "SOL is disabled on the BMC",
+    0x82: "the BMC's SOL sessions are all taken",
+    0x83: "the BMC cannot encrypt SOL, which pyghmi asks for",
+    0x84: "the BMC requires SOL without encryption, which pyghmi does not offer",
+}
+# Waits before each resend of an unacknowledged SOL packet, the last one before giving up:
+# pyghmi's own schedule (12.5 s in all), here kept by `SolLink.resend` instead of a nested loop.
+_SOL_WAITS = (0.5, 1.5, 2.5, 3.5, 4.5)
+
+
+@dataclass(frozen=True)
+class SolFailure:
+    """Why a SOL session did not open: `stage` "login" or "activate", pyghmi's words, the code."""
+
+    stage: str
+    detail: str
+    code: int = 0
+
+
+class _Console(_console.Console):  # type: ignore[misc]
+    """pyghmi's Console without its blocking waits.
+
+    Upstream, the activation (inside the login callback), every send (until the BMC acks it, up
+    to 12.5 s) and `close` wait in a nested pump of pyghmi's loop: on the reactor thread that
+    would hold up every other BMC of the process, and a nested pump serves only this session's
+    packets. Here activation and deactivation are callbacks, a send returns once the packet is
+    out, and `SolLink.resend` (called each reactor turn) retransmits on pyghmi's schedule.
+    Receiving, acking and the keep-alive (Get Payload Instance Info, 0x4B) are pyghmi's own.
+    """
+
+    def __init__(
+        self, link: SolLink, address: str, port: int, username: str, password: str
+    ) -> None:
+        # Console.__init__'s fields, without the nested pump it ends with.
+        self.outputlock = threading.RLock()
+        self.keepaliveid = None
+        self.connected = False
+        self.broken = False
+        self.out_handler = link._handle
+        self.remseq = 0
+        self.myseq = 0
+        self.lastsize = 0
+        self.lasttextsize = 0
+        self.lastpayload = bytearray()
+        self.retriedpayload = 0
+        self.pendingoutput: list[Any] = []
+        self.awaitingack = False
+        self.activated = False
+        self.force_session = False  # another owner's SOL is refused (Busy), never taken over
+        self.port = port
+        self.maxoutcount = 0
+        self.resend_at: float | None = None
+        self._waits: list[float] = []
+        self._link = link
+        self.ipmi_session = None
+        self.callgotsession: dict[str, Any] | None = None
+        self.ipmi_session = _session.Session(
+            bmc=address, userid=username, password=password, port=port, onlogon=self._got_session
+        )
+        self.session = self.ipmi_session  # Console forgets its session on any error; we do not
+        if self.callgotsession is not None:
+            self._got_session(self.callgotsession)
+
+    def _got_session(self, response: dict[str, Any]) -> None:
+        if "error" in response:
+            self.broken = True
+            self._link._failed(SolFailure("login", str(response["error"])))
+            return
+        if self.ipmi_session is None:
+            self.callgotsession = response
+            return
+        self.ipmi_session.logontries = 0  # no silent re-login: it would lose the activation
+        try:
+            self.ipmi_session.raw_command(
+                netfn=6, command=0x48, data=(1, 1, 0xC0, 0, 0, 0), callback=self._activated
+            )
+        except Exception as exc:  # pyghmi: "Session no longer connected"
+            self.broken = True
+            self._link._failed(SolFailure("activate", str(exc)))
+
+    def _activated(self, response: dict[str, Any]) -> None:
+        session = self.session
+        session.incommand = False  # callback style leaves this to the caller
+        while session.evq:
+            session.evq.popleft().set()
+        reply = _reply(response, 7, 0x48)
+        failure: SolFailure | None = None
+        if reply.error is not None and not reply.code:
+            failure = SolFailure("activate", reply.error)
+        elif reply.code == 0x80:
+            failure = SolFailure("activate", SOL_BUSY, reply.code)
+        elif reply.code:
+            failure = SolFailure("activate", _SOL_REFUSALS.get(reply.code, ""), reply.code)
+        elif len(reply.data) < 10:
+            failure = SolFailure("activate", f"a short Activate Payload reply ({reply.data.hex()})")
+        elif reply.data[8] | reply.data[9] << 8 not in (self.port, _swapped(self.port)):
+            self.activated = True  # so that closing deactivates it
+            failure = SolFailure("activate", "the BMC serves SOL on another UDP port")
+        if failure is not None:
+            self.broken = True
+            self._link._failed(failure)
+            return
+        self.activated = True
+        self.maxoutcount = max(1, reply.data[4] | reply.data[5] << 8)
+        self.keepaliveid = session.register_keepalive(
+            cmd={"netfn": 6, "command": 0x4B, "data": (1, 1)},
+            callback=self._got_payload_instance_info,
+        )
+        session.sol_handler = self._got_sol_payload
+        self.connected = True
+        self._link._opened()
+        self._sendpendingoutput()
+
+    def _sendoutput(self, output: bytes | str, sendbreak: bool = False) -> None:
+        """Send one packet and return; `resend` retransmits it until the BMC acks it."""
+        if isinstance(output, str):
+            output = output.encode()
+        self.myseq = (self.myseq + 1) & 0xF or 1
+        self.lastpayload = bytearray((self.myseq, 0, 0, 0x10 if sendbreak else 0)) + output
+        self.lasttextsize = len(output)
+        self.awaitingack = True
+        self._waits = list(_SOL_WAITS)
+        self._transmit()
+
+    def _transmit(self) -> None:
+        self.resend_at = time.monotonic() + self._waits.pop(0)
+        with contextlib.suppress(Exception):  # it has already ended the console (_print_error)
+            self.send_payload(self.lastpayload, retry=False, needskeepalive=not self.lasttextsize)
+
+    def _got_sol_payload(self, payload: Any) -> None:
+        """pyghmi's receive path, except for a NACK that accepted the whole packet.
+
+        A BMC whose serial side is still draining (ipmi_sim) answers "accepted all of it, NACK:
+        hold on", then ACKs the same packet once drained. pyghmi took the NACK as a refusal and
+        sent the next packet at once; ipmi_sim then repeated every ACK once more per packet,
+        and stopped answering after ~15 KB. Here the NACK just means: wait for that ACK (the
+        resend timer still runs, in case it is lost).
+        """
+        if (
+            not isinstance(payload, dict)
+            and len(payload) == 4
+            and not payload[0] & 0x0F
+            and self.awaitingack
+            and payload[1] & 0x0F == self.myseq
+            and payload[3] & 0x74 == 0x40  # NACK, not powered off, deactivated or a break
+            and payload[2] >= self.lasttextsize
+        ):
+            return
+        super()._got_sol_payload(payload)
+
+    def resend(self, now: float) -> None:
+        if not self.awaitingack or self.broken or self.resend_at is None or now < self.resend_at:
+            return
+        if self._waits:
+            self._transmit()
+        else:
+            self.resend_at = None
+            self._print_error("Connection lost")
+
+    def close(self) -> None:
+        """pyghmi calls this only once the session failed; `SolLink` deactivates and closes."""
+
+
+def _swapped(port: int) -> int:
+    return ((port & 0xFF) << 8) | (port >> 8)
+
+
+class SolLink:
+    """One SOL session: an RMCP+ session of its own, with payload 1 (SOL) activated on it.
+
+    Driven in callback style like `Link`: `on_opened(None)` once activated, or
+    `on_opened(SolFailure)`; then `on_output(bytes)` as the BMC sends, and `on_ended(detail)` once
+    if the session ends from the BMC's side (deactivated, connection lost). Callbacks run inside
+    `pump()` and must only queue work.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        username: str,
+        password: str,
+        suite: int,
+        *,
+        on_opened: Callable[[SolFailure | None], None],
+        on_output: Callable[[bytes], None],
+        on_ended: Callable[[str], None],
+    ) -> None:
+        if suite not in SUITES:
+            raise ValueError(f"cipher suite {suite} is not one of {SUITES}")
+        self._on_opened = on_opened
+        self._on_output = on_output
+        self._on_ended = on_ended
+        self._open = False
+        self._done = False  # nothing more is reported
+        with _suite(suite):
+            self._console = _Console(self, address, port, username, password)
+        self._session = self._console.session
+
+    @property
+    def backlog(self) -> int:
+        """Bytes written but not yet sent (a packet awaiting its ack is sent)."""
+        return sum(len(item) for item in self._console.pendingoutput if not isinstance(item, dict))
+
+    @property
+    def next_resend(self) -> float | None:
+        """When `resend` has work to do (time.monotonic()), if it will."""
+        console = self._console
+        return console.resend_at if console.awaitingack and not console.broken else None
+
+    def write(self, data: bytes) -> None:
+        self._console.send_data(data)
+
+    def send_break(self) -> None:
+        self._console.send_break()
+
+    def resend(self, now: float) -> None:
+        """Retransmit the unacknowledged packet if its wait is over; give up after the last."""
+        self._console.resend(now)
+
+    def deactivate(self, on_done: Callable[[], None]) -> bool:
+        """Send Deactivate Payload (SOL); `on_done()` once answered or given up.
+
+        Returns False, having sent nothing, while another request (the keep-alive) is out:
+        pyghmi allows one per session, so ask again a moment later.
+        """
+        console, session = self._console, self._session
+        self._done = True
+        if not console.activated or not session.logged or session.broken:
+            on_done()
+            return True
+        if session._isincommand():
+            return False
+        session.unregister_keepalive(console.keepaliveid)
+        session.sol_handler = None
+        console.broken = True  # further writes are dropped
+        console.connected = False
+
+        def done(response: dict[str, Any]) -> None:
+            if "error" not in response and response.get("command") != 0x49:
+                return  # a late reply to an earlier request
+            session.incommand = False
+            while session.evq:
+                session.evq.popleft().set()
+            console.activated = False
+            on_done()
+
+        try:
+            session.raw_command(netfn=6, command=0x49, data=(1, 1, 0, 0, 0, 0), callback=done)
+        except Exception:  # the session died under us: nothing left to deactivate
+            on_done()
+        return True
+
+    def close(self) -> None:
+        """Send Close Session once (if logged in) and forget the session; safe in any state."""
+        self._done = True
+        console, session = self._console, self._session
+        console.broken = True
+        session.unregister_keepalive(console.keepaliveid)
+        session.sol_handler = None
+        session.incommand = False
+        while session.evq:
+            session.evq.popleft().set()
+        if not session.broken:
+            session._mark_broken("closed")
+
+    def _opened(self) -> None:
+        self._open = True
+        self._on_opened(None)
+
+    def _failed(self, failure: SolFailure) -> None:
+        if not self._done:
+            self._done = True
+            self._on_opened(failure)
+
+    def _handle(self, data: bytes | str | dict[str, Any]) -> None:
+        """pyghmi's iohandler: output, or a dict saying the session ended (or just informing)."""
+        if isinstance(data, dict):
+            if "error" not in data:
+                log.info("SOL: %s", data.get("info", data))
+            elif not self._open:
+                self._failed(SolFailure("activate", str(data["error"])))
+            elif not self._done:
+                self._done = True
+                self._on_ended(str(data["error"]))
+            return
+        if not self._done:
+            self._on_output(data.encode() if isinstance(data, str) else bytes(data))
