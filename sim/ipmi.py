@@ -8,8 +8,9 @@ import os
 import struct
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import cast
 
 from sim import rmcp
@@ -25,6 +26,7 @@ from sim.commands import (
 )
 from sim.machine import Clock, Machine
 from sim.rmcp import Dropped, Frame, Keys, Payload, Request, Suite
+from sim.sol import Peer, SolPort
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ GET_CHANNEL_AUTH_CAPABILITIES = 0x38
 SET_SESSION_PRIVILEGE = 0x3B
 CLOSE_SESSION = 0x3C
 GET_CHANNEL_CIPHER_SUITES = 0x54
+
+Address = tuple[str | object, int]
 
 
 @dataclass
@@ -98,6 +102,7 @@ class Session:
     out_sequence: int = 0
     in_sequence: int | None = None
     last_answer: _Answer | None = None
+    address: Address | None = None  # where the console last spoke from: SOL output goes there
 
 
 class Bmc:
@@ -118,6 +123,8 @@ class Bmc:
         self.target = Target(machine, guid or uuid.uuid4().bytes)
         self.sessions: dict[int, Session] = {}
         self.duplicates = 0  # retransmitted requests answered from the cache, not run again
+        self.sol = SolPort(machine.serial)
+        self.transmit: Callable[[bytes, Address], None] | None = None  # set by the network side
         self._clock = clock
 
     @property
@@ -139,27 +146,33 @@ class Bmc:
 
     def drop_sessions(self) -> None:
         """Forget every session, as a BMC that rebooted does."""
-        self.sessions.clear()
+        for bmc_id in list(self.sessions):
+            self._forget(bmc_id)
 
-    def receive(self, datagram: bytes) -> bytes | None:
-        """The reply to one datagram, or None to stay silent."""
+    def _forget(self, bmc_id: int) -> None:
+        """End a session; its SOL payload, if any, is deactivated with it."""
+        self.sessions.pop(bmc_id, None)
+        self.sol.release(bmc_id)
+
+    def receive(self, datagram: bytes, address: Address | None = None) -> bytes | None:
+        """The reply to one datagram (from `address`, where SOL output will go), or None."""
         if self.faults.mute:
             return None
         try:
             if datagram[:4] == rmcp.RMCP_ASF:
                 return rmcp.pong(datagram)
-            return self._receive(rmcp.parse_frame(datagram))
+            return self._receive(rmcp.parse_frame(datagram), address)
         except (Dropped, IndexError, struct.error) as error:
             log.debug("dropped a datagram: %s", error)
             return None
 
-    def _receive(self, frame: Frame) -> bytes | None:
+    def _receive(self, frame: Frame, address: Address | None) -> bytes | None:
         if not frame.rmcpplus:
             if frame.session_id:
                 raise Dropped("IPMI 1.5 sessions are not supported")
             return rmcp.sessionless_v15(self._sessionless(frame.payload))
-        if frame.payload_type == Payload.IPMI and frame.session_id:
-            return self._in_session(frame)
+        if frame.payload_type in (Payload.IPMI, Payload.SOL) and frame.session_id:
+            return self._in_session(frame, address)
         if frame.authenticated or frame.encrypted or frame.session_id:
             raise Dropped("session setup messages travel in the clear, session 0")
         if frame.payload_type == Payload.IPMI:
@@ -280,7 +293,7 @@ class Bmc:
             for bmc_id, session in self.sessions.items()
             if now - session.last_seen > SESSION_TIMEOUT
         ]:
-            del self.sessions[bmc_id]
+            self._forget(bmc_id)
 
     def _rakp1(self, payload: bytes) -> bytes:
         if len(payload) < 28:
@@ -384,21 +397,27 @@ class Bmc:
 
     # --- inside a session ------------------------------------------------------------------
 
-    def _in_session(self, frame: Frame) -> bytes | None:
+    def _in_session(self, frame: Frame, address: Address | None) -> bytes | None:
         session = self.sessions.get(frame.session_id)
         now = self._clock()
         if session is None or session.keys is None:
             raise Dropped("no such active session")
         if now - session.last_seen > SESSION_TIMEOUT:
-            del self.sessions[session.bmc_id]
+            self._forget(session.bmc_id)
             raise Dropped("session timed out")
         keys = session.keys
         if not (frame.authenticated and frame.encrypted and rmcp.verify(frame, keys)):
             raise Dropped("session packet failed the integrity check")
         if not self._in_window(session, frame.sequence):
             raise Dropped("session sequence number out of window")
-        request = rmcp.parse_request(rmcp.decrypt(keys, frame.payload))
+        plain = rmcp.decrypt(keys, frame.payload)
         session.last_seen = now
+        if address is not None:
+            session.address = address
+        if frame.payload_type == Payload.SOL:
+            ack = self.sol.receive(session.bmc_id, plain)
+            return None if ack is None else self._seal(session, Payload.SOL, ack)
+        request = rmcp.parse_request(plain)
         # Clients keep one request outstanding per session and retransmit only that one, so
         # only the last answer is kept: rqSeq wraps at 64, a cache of more could eat new orders.
         key = (request.rq_seq, request.netfn, request.command, request.data)
@@ -411,13 +430,34 @@ class Bmc:
             answer = session.last_answer = _Answer(key, now, rmcp.response(request, code, data))
         else:
             self.duplicates += 1
-        session.out_sequence = (session.out_sequence + 1) & 0xFFFFFFFF or 1
-        datagram = rmcp.seal(
-            Payload.IPMI, session.console_id, session.out_sequence, answer.message, keys
-        )
+        datagram = self._seal(session, Payload.IPMI, answer.message)
         if closing:  # the answer still goes out under the session's keys
-            del self.sessions[session.bmc_id]
+            self._forget(session.bmc_id)
         return datagram
+
+    @staticmethod
+    def _seal(session: Session, kind: Payload, payload: bytes) -> bytes:
+        """A packet of the session, with the session's next outbound sequence number."""
+        session.out_sequence = (session.out_sequence + 1) & 0xFFFFFFFF or 1
+        return rmcp.seal(kind, session.console_id, session.out_sequence, payload, session.keys)
+
+    def _send_sol(self, session: Session, payload: bytes) -> None:
+        """SOL output the BMC sends on its own (not as an answer) to the session's console."""
+        if self.faults.mute or self.transmit is None or session.address is None:
+            return
+        self.transmit(self._seal(session, Payload.SOL, payload), session.address)
+
+    def _alive(self, session: Session) -> bool:
+        live = self.sessions.get(session.bmc_id) is session
+        return live and self._clock() - session.last_seen <= SESSION_TIMEOUT
+
+    def _peer(self, session: Session) -> Peer:
+        return Peer(
+            session.bmc_id,
+            session.privilege,
+            partial(self._send_sol, session),
+            partial(self._alive, session),
+        )
 
     @staticmethod
     def _in_window(session: Session, sequence: int) -> bool:
@@ -454,7 +494,7 @@ class Bmc:
             if closing == session.bmc_id:
                 return OK, b""
             if closing in self.sessions and session.privilege >= Privilege.ADMINISTRATOR:
-                del self.sessions[closing]
+                self._forget(closing)
                 return OK, b""
             return INVALID_SESSION_IN_REQUEST, b""
         if request.netfn == NETFN_APP and request.command in (
@@ -462,6 +502,9 @@ class Bmc:
             GET_CHANNEL_CIPHER_SUITES,
         ):
             return self._channel_command(request)
+        sol = self.sol.command(self._peer(session), request.netfn, request.command, request.data)
+        if sol is not None:
+            return sol
         return execute(self.target, request.netfn, request.command, request.data, session.privilege)
 
 
@@ -474,9 +517,11 @@ class BmcProtocol(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+        self.bmc.sol.config.port = transport.get_extra_info("sockname")[1]
+        self.bmc.transmit = self._send
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
-        reply = self.bmc.receive(data)
+        reply = self.bmc.receive(data, addr)
         if reply is None or self.transport is None:
             return
         delay = self.bmc.faults.slow_ms / 1000
