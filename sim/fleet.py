@@ -16,7 +16,6 @@ from sim.console_server import ConsoleServer
 from sim.ipmi import Bmc, BmcProtocol
 from sim.machine import Machine, Timing
 from sim.pdu import CYCLE_DELAY, Feed, Pdu
-from sim.serial import SerialLine
 from sim.ssh import SshDevice, host_key
 
 GUID_NAMESPACE = uuid.UUID("5d1b1c9e-4c1e-4f57-9a55-7b0c2f0e6a11")
@@ -116,8 +115,7 @@ class Fleet:
                 device = server = ConsoleServer(spec.name, spec.dialect, spec.slots, users, key)
                 for number, port in enumerate(spec.wired, 1):
                     machine = self.machine(port)
-                    line = getattr(machine, "serial", None) or SerialLine()
-                    label = server.wire(number, machine_name(machine, port), line).label
+                    label = server.wire(number, machine.name, machine.serial).label
                     console = {"server": spec.name, "port": number, "label": label}
                     self._links.setdefault(port, {})["console"] = console
             else:
@@ -126,7 +124,7 @@ class Fleet:
                 for number, port in enumerate(spec.wired, 1):
                     machine = self.machine(port)
                     feed = feeds.setdefault(port, Feed(machine))
-                    pdu.wire(number, feed, machine_name(machine, port))
+                    pdu.wire(number, feed, machine.name)
                     link = self._links.setdefault(port, {}).setdefault("pdu", [])
                     link.append({"pdu": spec.name, "outlet": number})
             self.devices[spec.name] = device
@@ -137,7 +135,7 @@ class Fleet:
         machines = [
             {
                 "bmc_port": port,
-                "name": machine_name(bmc.machine, port),
+                "name": bmc.machine.name,
                 "console": self._links.get(port, {}).get("console"),
                 "pdu": self._links.get(port, {}).get("pdu", []),
             }
@@ -190,7 +188,12 @@ async def start_fleet(
     fleet = Fleet(host, bmcs, transports)
     try:
         for port in range(base_port, base_port + count):
-            machine = Machine(timing or Timing())
+            # Unique names once console ports and outlets are labelled with them.
+            machine = (
+                Machine(timing or Timing(), name=machine_name(port))
+                if devices
+                else Machine(timing or Timing())
+            )
             if saved and port in saved:
                 machine.restore(dict(saved[port]))
             users = (credentials or {}).get(port, {user: password})
@@ -208,10 +211,9 @@ async def start_fleet(
     return fleet
 
 
-def machine_name(machine: Machine, port: int) -> str:
-    """The machine's own name when it has one, else one from its BMC's port."""
-    name = getattr(machine, "name", None)
-    return name if isinstance(name, str) and name else f"node{port}"
+def machine_name(port: int) -> str:
+    """A fleet machine's name (its console port label, outlet name and firmware hostname)."""
+    return f"node{port}"
 
 
 def raise_fd_limit() -> None:
