@@ -270,7 +270,8 @@ def test_fleet_wiring_and_a_pdu_cutting_a_machine(wired_fleet: RunningFleet) -> 
     assert control.outlet("pdu2", 2)["state"] == "Off"
     with pytest.raises(ControlError):
         control.outlet("pdu9", 1)
-    control.outlet("pdu2", 2, "on")
+    output = asyncio.run(console_output(cs3, "2", lambda: control.outlet("pdu2", 2, "on")))
+    assert output  # the machine's firmware, through its console server port
     wait_for(lambda: control.state(port)["power"] == "on")
     assert control.state(port)["boot_log"][-1]["cause"] == "ac"
     assert control.state(base + 4)["boot_log"] == []  # its neighbour never lost power
@@ -288,6 +289,24 @@ async def ssh_run(device: dict[str, Any], login: str) -> tuple[bytes, int | None
         result = await conn.run(term_type="xterm", encoding=None)
         assert isinstance(result.stdout, bytes)
         return result.stdout, result.exit_status
+
+
+async def console_output(device: dict[str, Any], asked: str, act: Callable[[], object]) -> bytes:
+    """Bytes from a console port in the second after `act` (run in a thread: it blocks)."""
+    async with asyncssh.connect(
+        device["address"],
+        device["port"],
+        username=f"{device['username']}:{asked}",
+        password=device["password"],
+        known_hosts=([asyncssh.import_public_key(device["public_key"])], [], []),
+        client_keys=None,
+    ) as conn:
+        process: Client = await conn.create_process(term_type="xterm", encoding=None)
+        await asyncio.to_thread(act)
+        try:
+            return await asyncio.wait_for(process.stdout.read(4096), 3)
+        except TimeoutError:
+            return b""
 
 
 async def apc(device: dict[str, Any], *commands: str) -> list[str]:
