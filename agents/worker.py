@@ -1,15 +1,19 @@
 """A `WorkerPool` child: `python -m agents.worker KIND OPTIONS_JSON` (see agents/workers.py).
 
 One driver, built as `KIND(**OPTIONS)`; stdin brings JSON lines ({"id", "op": "power" | "boot"
-| "cancel", ...}), each call runs as its own task, and stdout takes one line per answer:
-{"id", "state"} or {"id", "error": class name, "message"}. A cancelled call gets no answer.
-The child ends when stdin ends (its parent closed it or died), after closing the driver.
-stdin and stdout must be pipes, as the pool makes them.
+| "console_open" | "cancel", ...}), each call runs as its own task, and stdout takes one line per
+answer: {"id", "state"} or {"id", "error": class name, "message"}. A cancelled call gets no
+answer. An open console (its id is its open call's) takes {"op": "console_write", "console",
+"data": base64}, "console_break", "console_resize" and "console_close", in order, and sends
+{"console", "data": base64} lines (what came since the last, one per loop turn) and finally
+{"console", "closed": reason}. The child ends when stdin ends (its parent closed it or died),
+after closing its consoles and the driver. stdin and stdout must be pipes, as the pool makes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib
 import logging
 import os
@@ -20,7 +24,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from agents.drivers.base import DriverError
+from agents.drivers.base import ConsoleChannel, DriverError
+from agents.drivers.sol import CLOSED
 from agents.protocol import BootDevice, IpmiPath, PowerAction, PowerState, RedfishPath
 from agents.runner import Driver
 from agents.workers import LINE_LIMIT
@@ -57,16 +62,31 @@ class _Output(asyncio.Protocol):
             self.done.set_result(None)
 
 
+class _Console:
+    """An open console of this child: its channel, its input in order, its output pump."""
+
+    def __init__(self, channel: ConsoleChannel) -> None:
+        self.channel = channel
+        self.input: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.tasks: list[asyncio.Task[None]] = []
+
+
 class Worker:
     def __init__(self, driver: ClosableDriver, out: asyncio.WriteTransport) -> None:
         self._driver = driver
         self._out = out
         self._outbox: list[bytes] = []
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._consoles: dict[int, _Console] = {}
 
     def handle(self, line: bytes) -> None:
-        """Start the call a line brings, or cancel the one it names."""
+        """Start the call a line brings, cancel the one it names, or pass console input on."""
         message = orjson.loads(line)
+        if message["op"].startswith("console_") and message["op"] != "console_open":
+            console = self._consoles.get(message["console"])
+            if console is not None:  # else it has ended: its "closed" line is on its way
+                console.input.put_nowait(message)
+            return
         call_id: int = message["id"]
         if message["op"] == "cancel":
             task = self._tasks.get(call_id)
@@ -78,11 +98,15 @@ class Worker:
         task.add_done_callback(lambda _: self._tasks.pop(call_id, None))
 
     async def close(self) -> None:
-        """Cancel what is in flight (nobody waits for it any more), then close the driver."""
+        """Cancel what is in flight (nobody waits for it any more), close consoles and driver."""
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for console in self._consoles.values():
+            console.input.put_nowait({"op": "console_close"})
+        pumps = [task for console in self._consoles.values() for task in console.tasks]
+        await asyncio.gather(*pumps, return_exceptions=True)
         await self._driver.close()
         self._flush()
 
@@ -98,18 +122,72 @@ class Worker:
             answer = {"id": call_id, "error": type(exc).__name__, "message": text}
         else:
             answer = {"id": call_id, "state": state}
+        self._send(answer)
+
+    def _send(self, line: dict[str, Any]) -> None:
+        """Queue a line; a loop turn's lines go out in one write."""
         if not self._outbox:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._outbox.append(orjson.dumps(answer, option=orjson.OPT_APPEND_NEWLINE))
+        self._outbox.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
 
     async def _call(self, message: dict[str, Any]) -> PowerState | None:
         fields = message["path"]
         path = _PATHS[fields["kind"]](**fields)
+        if message["op"] == "console_open":
+            opener = getattr(self._driver, "open_console", None)
+            if opener is None:
+                raise DriverError(f"the {type(self._driver).__name__} driver has no consoles")
+            channel = await opener(path, cols=message["cols"], rows=message["rows"])
+            self._start_console(message["id"], channel)
+            return None
         if message["op"] == "power":
             return await self._driver.power(path, PowerAction(message["action"]))
         device = BootDevice(message["device"])
         await self._driver.set_boot(path, device, bool(message["persistent"]))
         return None
+
+    def _start_console(self, console_id: int, channel: ConsoleChannel) -> None:
+        """Its pump and its input start after the open answer is queued (same loop turn)."""
+        console = self._consoles[console_id] = _Console(channel)
+        console.tasks = [
+            asyncio.create_task(self._pump(console_id, console)),
+            asyncio.create_task(self._feed(console)),
+        ]
+
+    async def _pump(self, console_id: int, console: _Console) -> None:
+        """Output to lines, one per turn at most (what arrived since is joined); then closed."""
+        try:
+            async for data in console.channel:
+                self._send({"console": console_id, "data": base64.b64encode(data).decode()})
+                await asyncio.sleep(0)  # the other consoles and the answers get their turn
+        except Exception as exc:  # a bug here must still end the console in the parent
+            log.exception("console %s failed", console_id)
+            reason = f"internal error in the worker process: {type(exc).__name__}: {exc}"
+        else:
+            reason = getattr(console.channel, "reason", None) or CLOSED
+        finally:
+            self._consoles.pop(console_id, None)
+            console.tasks[1].cancel()
+        self._send({"console": console_id, "closed": reason})
+
+    async def _feed(self, console: _Console) -> None:
+        """Input in the order it came; `close` last, and it ends the output (so the pump)."""
+        channel = console.channel
+        while True:
+            message = await console.input.get()
+            op = message["op"]
+            try:
+                if op == "console_write":
+                    await channel.write(base64.b64decode(message["data"]))
+                elif op == "console_break":
+                    await channel.send_break()
+                elif op == "console_resize":
+                    await channel.resize(message["cols"], message["rows"])
+                elif op == "console_close":
+                    await channel.close()
+                    return
+            except DriverError as exc:  # it ended meanwhile; the pump says why
+                log.info("console input dropped: %s", exc)
 
     def _flush(self) -> None:
         """One write per loop turn for all the answers that turn produced."""

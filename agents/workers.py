@@ -6,18 +6,24 @@ process; in the central's process it also competes with the web server and the d
 children, chosen by a stable hash of the endpoint, so a BMC's warm session stays in one child
 and the runner's one-request-per-BMC ordering holds there. Calls and answers travel as JSON
 lines over the children's stdin and stdout; a child's stderr is the caller's.
+
+Consoles too: `open_console` opens the device's console in the child that serves its endpoint
+and returns a proxy here. The child sends the console's output as lines of its own
+(`{"console": id, "data": base64}`, then `{"console": id, "closed": reason}`), at most one per
+console per loop turn, between the answers; input goes the other way as `console_*` ops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import logging
 import os
 import sys
 import zlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from typing import Any
@@ -26,13 +32,15 @@ import orjson
 
 from agents.drivers.base import (
     AuthFailed,
+    Busy,
     DeviceTimeout,
     DriverError,
     Refused,
     Unreachable,
     Unsupported,
 )
-from agents.protocol import BootDevice, Path, PowerAction, PowerState
+from agents.drivers.sol import CLOSED, OutputBuffer
+from agents.protocol import BootDevice, ConsolePath, Path, PowerAction, PowerState
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +50,9 @@ CLOSE_TIMEOUT = 10.0  # s a child gets to close its driver after its stdin close
 # Errors that cross the pipe by class name; any other name arrives as Refused.
 ERRORS: dict[str, type[DriverError]] = {
     cls.__name__: cls
-    for cls in (DriverError, Unreachable, DeviceTimeout, AuthFailed, Unsupported, Refused)
+    for cls in (DriverError, Unreachable, DeviceTimeout, AuthFailed, Unsupported, Refused, Busy)
 }
+_YIELD_EVERY = 64  # lines read from a child between yields to the other tasks
 
 _ROOT = str(FilePath(__file__).resolve().parents[1])  # where `agents` is: the children import it
 _LABELS = {"ipmi": "IPMI", "redfish": "Redfish"}
@@ -59,6 +68,7 @@ class _Call:
 class _Child:
     process: asyncio.subprocess.Process
     pending: dict[int, _Call] = field(default_factory=dict)
+    consoles: dict[int, _ConsoleProxy] = field(default_factory=dict)
     outbox: list[bytes] = field(default_factory=list)
     alive: bool = True
     reader: asyncio.Task[None] | None = None
@@ -77,8 +87,62 @@ class _Child:
             stdin.write(data)  # buffered by the transport; bounded by the calls in flight
 
 
+class _ConsoleProxy:
+    """A console open in a child process (a `ConsoleChannel`); `reason` says why it ended."""
+
+    def __init__(self, child: _Child, console_id: int, endpoint: str, label: str) -> None:
+        self._child = child
+        self._id = console_id
+        self._endpoint = endpoint
+        self._label = label
+        self.output = OutputBuffer()
+        self.ended = asyncio.Event()
+
+    @property
+    def reason(self) -> str | None:
+        return self.output.reason
+
+    @property
+    def dropped(self) -> int:
+        """Bytes of output dropped here because nobody read them in time."""
+        return self.output.dropped
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.output.chunks()
+
+    async def write(self, data: bytes) -> None:
+        if data:
+            self._send("console_write", data=base64.b64encode(data).decode())
+
+    async def send_break(self) -> None:
+        self._send("console_break")
+
+    async def resize(self, cols: int, rows: int) -> None:
+        self._send("console_resize", cols=cols, rows=rows)
+
+    async def close(self) -> None:
+        """Ask the child to close it, and wait (bounded) until it says it has."""
+        if self.output.reason is None:
+            self._child.send({"op": "console_close", "console": self._id})
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.ended.wait()
+        self.end(CLOSED)
+
+    def end(self, reason: str) -> None:
+        self.output.end(reason)
+        self.ended.set()
+
+    def _send(self, op: str, **fields: Any) -> None:
+        if self.output.reason is not None:
+            raise DriverError(f"the console of {self._endpoint} has ended ({self.reason})")
+        if not self._child.alive:
+            raise DriverError(f"the {self._label} worker process of {self._endpoint} exited")
+        self._child.send({"op": op, "console": self._id, **fields})
+
+
 class WorkerPool:
-    """A driver (power, set_boot, close) whose calls run in `processes` child processes.
+    """A driver (power, set_boot, open_console, close) whose calls run in child processes.
 
     `kind` names the driver each child runs ("ipmi", "redfish", "fake", or "module:Class"),
     `options` its keyword arguments (for IPMI each child gets its own `max_logins`). Children
@@ -116,6 +180,27 @@ class WorkerPool:
         message = {"op": "boot", "path": path, "device": device, "persistent": persistent}
         await self._call(path, message, status=False)
 
+    async def open_console(
+        self, path: ConsolePath, *, cols: int = 80, rows: int = 25
+    ) -> _ConsoleProxy:
+        """The device's console, opened in the child that serves its endpoint (as its power)."""
+        if self._closed:
+            raise DriverError(f"the {self._label} worker pool is closed")
+        child = await self._child(self._slot(path))
+        console_id = next(self._ids)
+        proxy = child.consoles[console_id] = _ConsoleProxy(
+            child, console_id, path.endpoint, self._label
+        )
+        message = {"op": "console_open", "path": path, "cols": cols, "rows": rows}
+        try:
+            await self._call(path, message, status=True, call_id=console_id, child=child)
+        except BaseException:
+            if child.consoles.pop(console_id, None) is not None and child.alive:
+                child.send({"op": "console_close", "console": console_id})  # if it opened
+            proxy.end("did not open")
+            raise
+        return proxy
+
     async def close(self) -> None:
         """Close each child's stdin so it closes its driver and exits; kill it if it lingers.
 
@@ -124,17 +209,25 @@ class WorkerPool:
         self._closed = True
         await asyncio.gather(*(self._stop(slot) for slot in range(len(self._slots))))
 
-    def _slot(self, path: Path) -> int:
+    def _slot(self, path: Path | ConsolePath) -> int:
         """Stable across runs and processes (unlike `hash`), so routing is reproducible."""
         return zlib.crc32(path.endpoint.encode()) % len(self._slots)
 
     async def _call(
-        self, path: Path, message: dict[str, Any], *, status: bool
+        self,
+        path: Path | ConsolePath,
+        message: dict[str, Any],
+        *,
+        status: bool,
+        call_id: int | None = None,
+        child: _Child | None = None,
     ) -> PowerState | None:
         if self._closed:
             raise DriverError(f"the {self._label} worker pool is closed")
-        child = await self._child(self._slot(path))
-        call_id = next(self._ids)
+        if child is None:
+            child = await self._child(self._slot(path))
+        if call_id is None:
+            call_id = next(self._ids)
         future: asyncio.Future[PowerState | None] = asyncio.get_running_loop().create_future()
         child.pending[call_id] = _Call(future, status)
         message["id"] = call_id
@@ -178,9 +271,16 @@ class WorkerPool:
         """Answers to futures until the child's stdout ends; then its pending calls fail."""
         stdout = child.process.stdout
         assert stdout is not None
+        lines = 0
         try:
             while line := await stdout.readline():
                 answer = orjson.loads(line)
+                lines += 1
+                if lines % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a chatty console must not hold up the loop
+                if "console" in answer:
+                    self._console_line(child, answer)
+                    continue
                 call = child.pending.pop(answer["id"], None)
                 if call is None or call.future.done():
                     continue  # cancelled here meanwhile
@@ -199,6 +299,9 @@ class WorkerPool:
         finally:
             child.alive = False
             self._fail(child)
+            for proxy in child.consoles.values():
+                proxy.end(f"the {self._label} worker process exited")
+            child.consoles.clear()
             if child.process.stdin is not None:
                 child.process.stdin.close()  # or its pipe outlives a killed child
         code = await child.process.wait()
@@ -209,6 +312,16 @@ class WorkerPool:
                 child.process.pid,
                 code,
             )
+
+    def _console_line(self, child: _Child, line: dict[str, Any]) -> None:
+        proxy = child.consoles.get(line["console"])
+        if proxy is None:
+            return  # closed here meanwhile
+        if "data" in line:
+            proxy.output.put(base64.b64decode(line["data"]))
+        else:
+            del child.consoles[line["console"]]
+            proxy.end(str(line["closed"]))
 
     def _fail(self, child: _Child) -> None:
         gone = f"the {self._label} worker process exited"

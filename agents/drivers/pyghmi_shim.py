@@ -501,7 +501,10 @@ class _Console(_console.Console):  # type: ignore[misc]
         session.sol_handler = self._got_sol_payload
         self.connected = True
         self._link._opened()
-        self._sendpendingoutput()
+        # An empty packet first: ipmi_sim remembers the last sequence number of the previous
+        # activation and acks a new packet with that number as a retransmission, dropping its
+        # bytes. Whatever it makes of this one, the next number differs from the one it keeps.
+        self._sendoutput(b"")
 
     def _sendoutput(self, output: bytes | str, sendbreak: bool = False) -> None:
         """Send one packet and return; `resend` retransmits it until the BMC acks it."""

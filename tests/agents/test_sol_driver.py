@@ -23,6 +23,7 @@ from agents.drivers import pyghmi_shim as shim
 from agents.drivers.base import AuthFailed, Busy, DriverError
 from agents.drivers.ipmi import IpmiDriver
 from agents.protocol import IpmiPath, PowerAction, PowerState
+from agents.workers import WorkerPool
 from sim.openipmi import Bmc, openipmi_fleet
 
 T = TypeVar("T")
@@ -228,4 +229,77 @@ def test_a_frozen_bmc_ends_the_console_and_never_stalls_power(
                 os.kill(frozen.process.pid, signal.SIGCONT)
 
         drive(scenario)
+    serial.close()
+
+
+def through_workers(scenario: Callable[[WorkerPool], Awaitable[T]]) -> T:
+    """`scenario` on a new 2-process IPMI pool, closed whatever happens; bounded in time."""
+
+    async def main() -> T:
+        pool = WorkerPool("ipmi", processes=2)
+        try:
+            async with asyncio.timeout(30):
+                return await scenario(pool)
+        finally:
+            async with asyncio.timeout(15):
+                await pool.close()
+
+    return asyncio.run(main())
+
+
+def test_a_console_through_the_worker_pool(fleet: list[Bmc], host: SerialHost) -> None:
+    """In the child serving the BMC's power; Busy crosses the pipe; a flood of output on one
+    console leaves power answers on time."""
+
+    async def scenario(pool: WorkerPool) -> None:
+        path = sol(fleet[1])
+        assert await pool.power(path, PowerAction.STATUS) is PowerState.OFF
+        console = await pool.open_console(path)
+        output = aiter(console)
+        line = await bmc_line(host, output)
+        await console.write(b"whoami\r")
+        await read_until(output, b"echo:whoami")
+        with pytest.raises(Busy, match="another SOL session is active on this BMC"):
+            await pool.open_console(path)
+        flood = threading.Thread(target=host.print, args=(line, b"#" * 200_000 + b"END"))
+        flood.start()
+        took = []
+        for _ in range(5):
+            started = time.monotonic()
+            await pool.power(sol(fleet[0]), PowerAction.STATUS)
+            took.append(time.monotonic() - started)
+        assert max(took) < 0.5
+        seen = await read_until(output, b"END", within=20)
+        flood.join()
+        assert seen.count(b"#") + console.dropped >= 200_000
+        await console.close()
+        assert console.reason == "closed"
+        again = await pool.open_console(path)
+        await again.write(b"back\r")
+        await read_until(aiter(again), b"echo:back")
+        await again.close()
+
+    through_workers(scenario)
+
+
+def test_a_dead_worker_ends_its_consoles() -> None:
+    """The reason says so; the BMC still holds SOL for the dead child's session until its own
+    idle timeout (30 s on ipmi_sim): a new console there is Busy meanwhile, not taken over."""
+    serial = SerialHost()
+    with openipmi_fleet(1, sol=f"tcp:127.0.0.1:{serial.port}") as (bmc,):
+
+        async def scenario(pool: WorkerPool) -> None:
+            console = await pool.open_console(sol(bmc))
+            pid = pool.pid(sol(bmc))
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            async with asyncio.timeout(5):
+                assert [chunk async for chunk in console] == []
+            assert console.reason == "the IPMI worker process exited"
+            with pytest.raises(DriverError, match="has ended"):
+                await console.write(b"ls\r")
+            with pytest.raises(Busy):
+                await pool.open_console(sol(bmc))
+
+        through_workers(scenario)
     serial.close()
