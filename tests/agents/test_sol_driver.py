@@ -1,4 +1,5 @@
-"""SOL consoles against real SOL peers: OpenIPMI's `ipmi_sim` wired to a TCP "serial host" here.
+"""SOL consoles against real SOL peers: OpenIPMI's `ipmi_sim` wired to a TCP "serial host" here,
+and our simulated BMCs, whose machines print their POST screen and BIOS setup on the serial line.
 
 ipmi_sim connects to the host's TCP port as if it were the machine's serial port: what the
 host sends is what the machine prints, what it receives is what was typed. The host echoes
@@ -25,6 +26,7 @@ from agents.drivers.ipmi import IpmiDriver
 from agents.protocol import IpmiPath, PowerAction, PowerState
 from agents.workers import WorkerPool
 from sim.openipmi import Bmc, openipmi_fleet
+from tests.sim.fleet import PASSWORD, launch
 
 T = TypeVar("T")
 
@@ -303,3 +305,36 @@ def test_a_dead_worker_ends_its_consoles() -> None:
 
         through_workers(scenario)
     serial.close()
+
+
+@pytest.mark.xdist_group("bmc_sim")  # with the other simulated fleets, not beside them
+def test_post_and_bios_setup_on_a_simulated_bmc_through_the_workers() -> None:
+    """Pressing F2 during POST enters setup; a second console is Busy (the sim's SOL, like
+    pyghmi's, is never taken over here); a wrong password is AuthFailed; close, then reopen."""
+    fleet = launch(2, "--on-delay", "0")  # on answers on at once; POST then takes 1.5 s
+    path = IpmiPath("127.0.0.1", "admin", PASSWORD, port=fleet.base)
+
+    async def scenario(pool: WorkerPool) -> None:
+        console = await pool.open_console(path)
+        output = aiter(console)
+        assert await pool.power(path, PowerAction.ON) is PowerState.ON
+        await read_until(output, b"Press <F2> to enter SETUP")
+        await console.write(b"\x1b[12~")
+        await read_until(output, b"BIOS SETUP UTILITY")
+        with pytest.raises(Busy, match=rf"^BMC {path.endpoint}: another SOL session is active"):
+            await pool.open_console(path)
+        wrong = IpmiPath("127.0.0.1", "admin", "not-the-password", port=fleet.base)
+        with pytest.raises(AuthFailed, match="rejected the user or password"):
+            await pool.open_console(wrong)
+        await console.close()
+        assert console.reason == "closed"
+        again = await pool.open_console(path)
+        await again.write(b"\x1b[C")  # RIGHT: the next tab, the screen drawn again
+        await read_until(aiter(again), b"BIOS SETUP UTILITY")
+        await again.close()
+        assert fleet.control.state(fleet.base)["power"] == "on"
+
+    try:
+        through_workers(scenario)
+    finally:
+        assert fleet.stop() == 0
