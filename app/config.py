@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     tls_key: Path | None = None
     max_body_bytes: int = 1 * MIB
     max_import_bytes: int = 64 * MIB
+    console_idle_seconds: float = 1800.0  # no input or output: the session closes
+    console_max_seconds: float = 12 * 3600.0
+    console_linger_seconds: float = 60.0  # nobody watching: the session closes
     poll_power: bool = True  # the background power poller (tests of other things turn it off)
 
     @model_validator(mode="after")

@@ -79,3 +79,7 @@ class TooManyAttempts(RackhandError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class DeviceUnavailable(RackhandError):
+    """The device or every path to it failed (unreachable, wrong credentials, refused)."""

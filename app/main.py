@@ -16,19 +16,24 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
-from agents.protocol import Report
+from agents.protocol import FromAgent, HostKeySeen, Report
 from agents.runner import Driver
 from app import errors
 from app.audit.recorder import AuditRecorder
 from app.audit.routes import router as audit_router
 from app.audit.service import Event
 from app.config import Settings
+from app.consoles import service as consoles_service
+from app.consoles.broker import ConsoleBroker, Timeouts
+from app.consoles.routes import router as consoles_router
+from app.context import RequestContext
 from app.db import make_engine, make_sessionmaker
 from app.fleetlink.builtin import BuiltinAgent
 from app.identity.auth import CsrfFailed
 from app.identity.routes import router as identity_router
 from app.identity.service import LoginFailed, bootstrap_admin
 from app.inventory.routes import router as inventory_router
+from app.jobs.actions import Runtime, power_one
 from app.jobs.engine import JobEngine
 from app.jobs.poller import PREFIX as POLL
 from app.jobs.poller import PowerPoller
@@ -54,6 +59,7 @@ STATUS: dict[type[errors.RackhandError], int] = {
     errors.InvalidInput: 422,
     errors.ImportRejected: 422,
     errors.ConfigError: 500,
+    errors.DeviceUnavailable: 502,
 }
 
 
@@ -155,11 +161,38 @@ def create_app(
         jobs = app.state.jobs = JobEngine(app.state.write_sessions)
         await jobs.recover()
 
-        async def reports(report: Report) -> None:
-            (poller if report.task_id.startswith(POLL) else jobs).report(report)
+        consoles = app.state.consoles = ConsoleBroker(
+            app.state.write_sessions,
+            app.state.audit,
+            app.state.vault,
+            settings.data_dir,
+            Timeouts(
+                idle=settings.console_idle_seconds,
+                max_length=settings.console_max_seconds,
+                linger=settings.console_linger_seconds,
+            ),
+        )
+        async with unit_of_work(app.state.write_sessions) as session:
+            await consoles_service.abandon_open(session)
 
-        agent = BuiltinAgent(reports, drivers)
+        async def receive(message: FromAgent) -> None:
+            if isinstance(message, Report):
+                (poller if message.task_id.startswith(POLL) else jobs).report(message)
+            elif isinstance(message, HostKeySeen):
+                async with unit_of_work(app.state.write_sessions) as session:
+                    await consoles_service.pin_host_key(session, message)
+            else:
+                await consoles.receive(message)
+
+        agent = BuiltinAgent(receive, drivers)
         jobs.attach(agent)
+        runtime = Runtime(app.state.write_sessions, app.state.vault, jobs)
+
+        async def console_power(ctx: RequestContext, device: str, action: str) -> dict[str, Any]:
+            result = await power_one(runtime, ctx, device, action)
+            return result.model_dump(mode="json")
+
+        consoles.attach(agent.send, console_power)
         poller = app.state.poller = PowerPoller(
             app.state.sessions, app.state.write_sessions, app.state.vault, agent
         )
@@ -169,6 +202,7 @@ def create_app(
             yield
         finally:
             await poller.stop()
+            await consoles.close_all()
             await agent.close()
             await poller.close()
             await jobs.close()
@@ -194,6 +228,7 @@ def create_app(
     app.include_router(inventory_router, prefix=API)
     app.include_router(audit_router, prefix=API)
     app.include_router(jobs_router, prefix=API)
+    app.include_router(consoles_router, prefix=API)
 
     @app.get(f"{API}/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

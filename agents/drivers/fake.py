@@ -6,10 +6,46 @@ Each endpoint is a machine whose answers can be scripted: a delay, an error to r
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from agents.drivers.base import DriverError
-from agents.protocol import BootDevice, Path, PowerAction, PowerState
+from agents.protocol import BootDevice, ConsolePath, Path, PowerAction, PowerState
+
+
+@dataclass(eq=False)
+class FakeConsole:
+    """A console that echoes what is typed; `hangup` in the input makes the device hang up."""
+
+    banner: bytes = b""
+    hangup: bytes = b"\x04\x04"
+    written: list[bytes] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    breaks: int = 0
+    closed: bool = False
+    _output: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+
+    def __post_init__(self) -> None:
+        if self.banner:
+            self._output.put_nowait(self.banner)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while (data := await self._output.get()) is not None:
+            yield data
+
+    async def write(self, data: bytes) -> None:
+        self.written.append(data)
+        self._output.put_nowait(None if self.hangup in data else data)
+
+    async def send_break(self) -> None:
+        self.breaks += 1
+
+    async def resize(self, cols: int, rows: int) -> None:
+        self.sizes.append((cols, rows))
+
+    async def close(self) -> None:
+        self.closed = True
+        self._output.put_nowait(None)
 
 
 @dataclass
@@ -20,13 +56,15 @@ class FakeMachine:
     delay: float = 0.0
     fail: DriverError | None = None
     actions: list[str] = field(default_factory=list)
+    banner: bytes = b""  # what a console prints as it opens
+    consoles: list[FakeConsole] = field(default_factory=list)
 
 
 class FakeDriver:
     def __init__(self) -> None:
         self.machines: dict[str, FakeMachine] = {}
 
-    def machine(self, path: Path) -> FakeMachine:
+    def machine(self, path: Path | ConsolePath) -> FakeMachine:
         return self.machines.setdefault(path.endpoint, FakeMachine())
 
     async def power(self, path: Path, action: PowerAction) -> PowerState:
@@ -41,7 +79,15 @@ class FakeDriver:
         machine = await self._answer(path, f"boot {device}")
         machine.boot, machine.persistent = device, persistent
 
-    async def _answer(self, path: Path, what: str) -> FakeMachine:
+    async def open_console(
+        self, path: ConsolePath, *, cols: int = 80, rows: int = 25
+    ) -> FakeConsole:
+        machine = await self._answer(path, "console")
+        console = FakeConsole(banner=machine.banner)
+        machine.consoles.append(console)
+        return console
+
+    async def _answer(self, path: Path | ConsolePath, what: str) -> FakeMachine:
         machine = self.machine(path)
         if machine.delay:
             await asyncio.sleep(machine.delay)

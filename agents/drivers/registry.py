@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
+from agents.drivers.base import ConsoleDriver, HostKeyListener
 from agents.runner import Driver
 from agents.workers import WorkerPool
 
@@ -16,9 +18,20 @@ def ipmi_workers() -> WorkerPool:
     return WorkerPool("ipmi", {"max_logins": IPMI_LOGINS // processes}, processes=processes)
 
 
-def default_drivers() -> dict[str, Driver]:
-    """IPMI in worker processes, Redfish in a thread pool, PDU outlets over SSH (asyncio)."""
+def default_drivers(on_host_key: HostKeyListener | None = None) -> dict[str, Any]:
+    """Drivers by path kind: IPMI (power, boot, SOL) in worker processes, Redfish in a thread
+    pool, PDU outlets and console-server ports over SSH (asyncio).
+
+    `on_host_key` hears of SSH host keys seen where none is pinned yet.
+    """
+    from agents.drivers.console_server import ConsoleServerDriver
     from agents.drivers.pdu import PduDriver
     from agents.drivers.redfish import RedfishDriver
 
-    return {"ipmi": ipmi_workers(), "redfish": RedfishDriver(), "pdu_outlet": PduDriver()}
+    drivers: dict[str, Driver | ConsoleDriver] = {
+        "ipmi": ipmi_workers(),
+        "redfish": RedfishDriver(),
+        "pdu_outlet": PduDriver(on_host_key=on_host_key),
+        "console_port": ConsoleServerDriver(on_host_key=on_host_key),
+    }
+    return drivers

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Header, Request
 from fastapi.security import OAuth2PasswordBearer
+from starlette.requests import HTTPConnection
 
 from app.audit.service import Actor, Event
 from app.context import RequestContext
@@ -29,11 +31,11 @@ class CsrfFailed(Refused):
     kind = "Forbidden"
 
 
-def source_ip(request: Request) -> str | None:
+def source_ip(request: HTTPConnection) -> str | None:
     return request.client.host if request.client else None
 
 
-def _rejected(request: Request, credential: str, prefix: str | None) -> Event:
+def _rejected(request: HTTPConnection, credential: str, prefix: str | None) -> Event:
     """A presented credential that does not work is a refusal, and refusals are audited."""
     return Event(
         "auth.rejected",
@@ -106,3 +108,50 @@ async def request_context(
 
 
 Ctx = Annotated[RequestContext, Depends(request_context)]
+
+
+async def connection_context(conn: HTTPConnection) -> RequestContext:
+    """Who opens a WebSocket: a bearer token (CLI, scripts) or the dashboard's session cookie.
+
+    Browsers send cookies with cross-site WebSocket handshakes and no CSRF header can be set
+    on one, so a cookie only counts when the Origin is this server itself.
+    """
+    scheme, _, token = conn.headers.get("authorization", "").partition(" ")
+    async with unit_of_work(conn.app.state.sessions) as session:
+        if scheme.lower() == "bearer" and token:
+            found = await service.principal_for_token(session, token)
+            if found is None:
+                raise Unauthenticated(
+                    "the bearer token is unknown, expired or revoked; get a new one",
+                    _rejected(conn, "token", token[:10] if token.startswith("rh_") else None),
+                )
+            principal = found[0]
+        elif cookie := conn.cookies.get(SESSION_COOKIE):
+            found_session = await service.principal_for_session(session, cookie)
+            if found_session is None:
+                raise Unauthenticated(
+                    "the dashboard session has expired; log in again",
+                    _rejected(conn, "session", None),
+                )
+            principal = found_session[0]
+            origin = conn.headers.get("origin")
+            if origin is None or urlsplit(origin).netloc != conn.headers.get("host"):
+                raise CsrfFailed(
+                    "a console opened with the session cookie must come from this server's "
+                    "own pages (Origin does not match)",
+                    Event(
+                        "access.denied",
+                        principal.actor,
+                        outcome="denied",
+                        source_ip=source_ip(conn),
+                        details={"why": "origin", "origin": origin, "path": conn.url.path},
+                    ),
+                )
+        else:
+            raise Unauthenticated("send Authorization: Bearer rh_… or log in to the dashboard")
+    return RequestContext(
+        principal=principal,
+        source_ip=source_ip(conn),
+        request_id=uuid.uuid4().hex,
+        ticket=conn.headers.get("x-ticket") or None,
+    )

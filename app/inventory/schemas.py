@@ -335,6 +335,9 @@ class RedfishOptions(Schema):
 
 class SshOptions(Schema):
     dialect: SshDialect = SshDialect.SHELL
+    # The device's pinned host key, as `ssh-keygen -lf` prints it; set on first contact
+    # (trust on first use) and changed only by an admin (audited as a path update).
+    host_key: Annotated[str, StringConstraints(pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")] | None = None
 
 
 class NoOptions(Schema):

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from agents.protocol import PowerAction, PowerState, Report, TaskStatus
 from app.context import RequestContext
 from app.errors import InvalidInput
+from app.fleetlink.paths import BOOT_PATHS, POWER_PATHS
 from app.inventory.models import Site
 from app.jobs import service
 from app.jobs.engine import JobEngine
@@ -58,9 +59,16 @@ async def act_on_device(
         plan = dataclasses.replace(plan, targets=[target], asked={"device": target.name})
         if _destructive(plan):
             await _site_policy(session, ctx, {target.site_id}, f"{plan.kind} {plan.action}")
-        if await service.without_power_path(session, [target]):
+        kinds = BOOT_PATHS if plan.kind is JobKind.BOOT else POWER_PATHS
+        if await service.without_power_path(session, [target], kinds):
+            what = "boot" if plan.kind is JobKind.BOOT else "power"
+            paths = (
+                "an ipmi or redfish"
+                if plan.kind is JobKind.BOOT
+                else "an ipmi, redfish or pdu_outlet"
+            )
             raise InvalidInput(
-                f"{target.name} has no power path; add an ipmi or redfish control path "
+                f"{target.name} has no {what} path; add {paths} control path "
                 f"(POST /api/v1/devices/{target.name}/paths)"
             )
         job = await service.replay(session, ctx, plan)
@@ -143,3 +151,15 @@ async def power_many(
         read = await service.read_job(session, job, with_tasks=False)
     run.engine.launch(ctx, job, orders)
     return read
+
+
+async def power_one(run: Runtime, ctx: RequestContext, device: str, action: str) -> ActionResult:
+    """A power action asked from a console: the same job, checks and audit as the API's."""
+    try:
+        chosen = PowerAction(action)
+    except ValueError:
+        choices = ", ".join(PowerAction)
+        raise InvalidInput(f"unknown power action {action!r}; use one of {choices}") from None
+    plan = service.Plan(JobKind.POWER, chosen, [], {}, 30.0)
+    result, _ = await act_on_device(run, ctx, device, plan, wait=60.0)
+    return result

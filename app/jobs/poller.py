@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from agents.protocol import PowerAction, PowerOrder, PowerState, Report, TaskStatus
 from app.audit.service import SYSTEM, Event, stage
 from app.db import utcnow
+from app.fleetlink.paths import POWER_PATHS, power_paths
 from app.inventory.models import ControlPath, Device, DeviceStatus, PowerStatus, Site
 from app.jobs.engine import AgentLink, upsert_power
 from app.jobs.models import ACTIVE, Task
-from app.jobs.service import POWER_PATHS, power_paths
 from app.uow import unit_of_work
 from app.vault import Vault
 

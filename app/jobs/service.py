@@ -15,24 +15,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agents.protocol import (
     BootDevice,
     BootOrder,
-    IpmiPath,
     Order,
-    Path,
     PowerAction,
     PowerOrder,
-    RedfishPath,
 )
 from app.audit.service import stage
 from app.context import RequestContext
 from app.errors import InUse, InvalidInput, NotFound
+from app.fleetlink.paths import BOOT_PATHS, POWER_PATHS, power_paths
 from app.identity.models import Role
 from app.inventory.devices import DeviceFilter, device_for, filtered_query
 from app.inventory.models import ControlPath, PathKind, Site
 from app.jobs.models import ACTIVE, Job, JobKind, JobStatus, Task
 from app.jobs.schemas import JobRead, Targets, TaskRead
 from app.vault import Vault
-
-POWER_PATHS = (PathKind.IPMI, PathKind.REDFISH)
 
 
 @dataclass(frozen=True)
@@ -222,7 +218,9 @@ async def orders_for(
     session: AsyncSession, vault: Vault, plan: Plan, job: Job, task_ids: Sequence[int]
 ) -> list[Order]:
     """The agent's orders, with each device's power paths in priority order, secrets opened."""
-    paths = await power_paths(session, vault, [target.device_id for target in plan.targets])
+    kinds = BOOT_PATHS if plan.kind is JobKind.BOOT else POWER_PATHS
+    ids = [target.device_id for target in plan.targets]
+    paths = await power_paths(session, vault, ids, kinds)
     orders: list[Order] = []
     for target, task_id in zip(plan.targets, task_ids, strict=True):
         found = tuple(paths.get(target.device_id, ()))
@@ -252,45 +250,9 @@ async def orders_for(
     return orders
 
 
-async def power_paths(
-    session: AsyncSession, vault: Vault, device_ids: Sequence[int]
-) -> dict[int, list[Path]]:
-    found: dict[int, list[Path]] = {}
-    for start in range(0, len(device_ids), 5000):
-        rows = await session.scalars(
-            select(ControlPath)
-            .where(
-                ControlPath.device_id.in_(device_ids[start : start + 5000]),
-                ControlPath.kind.in_(POWER_PATHS),
-            )
-            .order_by(ControlPath.device_id, ControlPath.priority, ControlPath.id)
-        )
-        for row in rows:
-            found.setdefault(row.device_id, []).append(_path(row, vault))
-    return found
-
-
-def _path(row: ControlPath, vault: Vault) -> Path:
-    password = vault.decrypt(row.secret_ciphertext) if row.secret_ciphertext else ""
-    if row.kind is PathKind.IPMI:
-        return IpmiPath(
-            address=row.address or "",
-            username=row.username or "",
-            password=password,
-            port=row.port or 623,
-            cipher_suite=int(row.options.get("cipher_suite") or 0),
-        )
-    address = row.address or ""
-    url = address if address.startswith("https://") else f"https://{address}:{row.port or 443}"
-    return RedfishPath(
-        url=url,
-        username=row.username or "",
-        password=password,
-        fingerprint=row.options.get("tls_fingerprint"),
-    )
-
-
-async def without_power_path(session: AsyncSession, targets: Sequence[Target]) -> list[str]:
+async def without_power_path(
+    session: AsyncSession, targets: Sequence[Target], kinds: Sequence[PathKind] = POWER_PATHS
+) -> list[str]:
     ids = [target.device_id for target in targets]
     having: set[int] = set()
     for start in range(0, len(ids), 5000):
@@ -299,7 +261,7 @@ async def without_power_path(session: AsyncSession, targets: Sequence[Target]) -
                 select(ControlPath.device_id)
                 .where(
                     ControlPath.device_id.in_(ids[start : start + 5000]),
-                    ControlPath.kind.in_(POWER_PATHS),
+                    ControlPath.kind.in_(kinds),
                 )
                 .distinct()
             )

@@ -1,0 +1,1 @@
+"""Console sessions: brokered, shared, recorded (DESIGN §5)."""

@@ -1,0 +1,544 @@
+"""The live side of consoles: one device session per target, fanned out to many viewers.
+
+The agent holds the device session; the broker keeps, per session, the viewers (each with its
+own outgoing queue, so a slow one never holds up the others or the device), the write lock,
+a scrollback of recent output for viewers who join late, and the recording. Everything a
+viewer does that changes something (joining, the write lock, a break, closing) is audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from agents.protocol import (
+    ConsoleClosed,
+    ConsoleControl,
+    ConsoleInput,
+    ConsoleOp,
+    ConsoleOpen,
+    ConsoleOpened,
+    ConsoleOutput,
+    ToAgent,
+)
+from app.audit.recorder import AuditRecorder
+from app.consoles import service
+from app.consoles.models import ConsoleSession
+from app.consoles.recording import Recording
+from app.consoles.schemas import ConsoleRead, ConsoleRequest, Holder, ViewerRead
+from app.context import RequestContext
+from app.db import utcnow
+from app.errors import DeviceUnavailable, InUse, RackhandError
+from app.identity.models import Role
+from app.uow import unit_of_work
+from app.vault import Vault
+
+log = logging.getLogger(__name__)
+
+SCROLLBACK = 64 * 1024  # bytes of recent output a late viewer gets first
+MAX_QUEUED = 8 * 1024 * 1024  # bytes waiting for one viewer before it is dropped as too slow
+CLOSE_WAIT = 5.0  # s the agent gets to confirm a close
+
+Mode = Literal["rw", "ro"]
+Item = bytes | str | None  # a binary frame, a text frame, or the end
+
+
+class ConsoleFailed(DeviceUnavailable):
+    """The console could not be opened on any path; the message says why per path."""
+
+    kind = "ConsoleFailed"
+
+
+class ConsoleBusy(InUse):
+    kind = "ConsoleBusy"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    open: float = 30.0  # s to wait for the agent to attach
+    idle: float = 1800.0  # s without input or output before the session is closed
+    max_length: float = 12 * 3600.0
+    linger: float = 60.0  # s a session stays open with nobody watching
+
+
+@dataclass(eq=False)
+class Viewer:
+    id: str
+    ctx: RequestContext
+    mode: Mode
+    admin: bool
+    since: datetime = field(default_factory=utcnow)
+    queue: asyncio.Queue[Item] = field(default_factory=asyncio.Queue)
+    queued: int = 0
+    gone: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.ctx.principal.actor.name
+
+    def send(self, item: Item) -> None:
+        if self.gone:
+            return
+        if isinstance(item, bytes):
+            self.queued += len(item)
+        self.queue.put_nowait(item)
+
+    def event(self, **fields: Any) -> None:
+        self.send(orjson.dumps(fields).decode())
+
+    def sent(self, item: Item) -> None:
+        """The sender wrote `item` to the socket: it no longer counts as waiting."""
+        if isinstance(item, bytes):
+            self.queued -= len(item)
+
+
+@dataclass(eq=False)
+class Live:
+    row: ConsoleSession
+    cols: int
+    rows: int
+    opened: asyncio.Future[ConsoleOpened | ConsoleClosed]
+    viewers: dict[str, Viewer] = field(default_factory=dict)
+    writer: Viewer | None = None
+    writer_since: datetime | None = None
+    scrollback: bytearray = field(default_factory=bytearray)
+    recording: Recording | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    started: float = field(default_factory=time.monotonic)
+    active: float = field(default_factory=time.monotonic)
+    unwatched: float | None = field(default_factory=time.monotonic)
+    closing: bool = False
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    close_reason: tuple[str, str, RequestContext | None] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.row.id
+
+    def holder(self) -> Holder | None:
+        if self.writer is None or self.writer_since is None:
+            return None
+        return Holder(viewer=self.writer.id, name=self.writer.name, since=self.writer_since)
+
+    def broadcast(self, **fields: Any) -> None:
+        text = orjson.dumps(fields).decode()
+        for viewer in self.viewers.values():
+            viewer.send(text)
+
+
+PowerHook = Callable[[RequestContext, str, str], Awaitable[dict[str, Any]]]
+
+
+class ConsoleBroker:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        audit: AuditRecorder,
+        vault: Vault,
+        recordings: Path,
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._audit = audit
+        self._vault = vault
+        self._recordings = recordings
+        self.timeouts = timeouts or Timeouts()
+        self._send: Callable[[ToAgent], None] | None = None
+        self._power: PowerHook | None = None
+        self._live: dict[str, Live] = {}
+        self._by_device: dict[int, Live] = {}
+        self._device_locks: dict[int, asyncio.Lock] = {}
+        self._watchdog: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def attach(self, send: Callable[[ToAgent], None], power: PowerHook) -> None:
+        """Wire the agent link and the power action (consoles may power their device)."""
+        self._send = send
+        self._power = power
+        self._watchdog = asyncio.create_task(self._watch(), name="console-watchdog")
+
+    # Opening --------------------------------------------------------------------------------
+
+    async def open(
+        self, ctx: RequestContext, ref: str, body: ConsoleRequest
+    ) -> tuple[ConsoleRead, bool]:
+        """The device's live session, opened now (True) or the one already open (False)."""
+        async with unit_of_work(self._sessions) as session:
+            device, site = await service.target(session, ctx, ref)
+        lock = self._device_locks.setdefault(device.id, asyncio.Lock())
+        async with lock:
+            live = self._by_device.get(device.id)
+            created = live is None or live.closing
+            if live is None or live.closing:
+                async with unit_of_work(self._sessions) as session:
+                    device, site = await service.target(session, ctx, ref)
+                    opening = await service.create(
+                        session, ctx, self._vault, device, site, body.via
+                    )
+                    row = await session.get(ConsoleSession, opening.id)
+                    assert row is not None
+                loop = asyncio.get_running_loop()
+                live = Live(row, body.cols, body.rows, loop.create_future())
+                self._live[row.id] = self._by_device[device.id] = live
+                assert self._send is not None
+                self._send(
+                    ConsoleOpen(
+                        row.id, device.name, site.slug, tuple(opening.paths), body.cols, body.rows
+                    )
+                )
+        try:
+            result = await asyncio.wait_for(asyncio.shield(live.opened), self.timeouts.open)
+        except TimeoutError:
+            await self.close(live, "timeout", "the agent did not attach the console in time", ctx)
+            result = await live.opened
+        if isinstance(result, ConsoleClosed):
+            error = ConsoleBusy if result.reason == "busy" else ConsoleFailed
+            raise error(f"{live.row.device_name}: {result.message}")
+        return self.read(live), created
+
+    def read(self, live: Live) -> ConsoleRead:
+        read = service.to_read(live.row)
+        read.writer = live.holder()
+        read.viewers = [
+            ViewerRead(viewer=v.id, name=v.name, since=v.since, mode=v.mode)
+            for v in live.viewers.values()
+        ]
+        return read
+
+    def get(self, console_id: str) -> Live | None:
+        return self._live.get(console_id)
+
+    # Messages from the agent ----------------------------------------------------------------
+
+    async def receive(self, message: ConsoleOpened | ConsoleOutput | ConsoleClosed) -> None:
+        live = self._live.get(message.session_id)
+        if live is None:
+            if not isinstance(message, ConsoleClosed):  # an orphan: tell the agent to let go
+                assert self._send is not None
+                self._send(ConsoleControl(message.session_id, ConsoleOp.CLOSE))
+            return
+        if isinstance(message, ConsoleOutput):
+            self._output(live, message.data)
+        elif isinstance(message, ConsoleOpened):
+            await self._opened(live, message)
+        else:
+            await self._finish(live, message)
+
+    def _output(self, live: Live, data: bytes) -> None:
+        live.bytes_out += len(data)
+        live.active = time.monotonic()
+        live.scrollback += data
+        if len(live.scrollback) > SCROLLBACK:
+            del live.scrollback[: len(live.scrollback) - SCROLLBACK]
+        if live.recording is not None:
+            live.recording.output(data)
+        for viewer in list(live.viewers.values()):
+            viewer.send(data)
+            if viewer.queued > MAX_QUEUED:
+                self._drop(live, viewer, "the viewer could not keep up with the output")
+
+    async def _opened(self, live: Live, message: ConsoleOpened) -> None:
+        started = live.row.created_at
+        relative = Path("recordings") / started.strftime("%Y/%m/%d") / f"{live.id}.cast"
+        live.recording = Recording(
+            self._recordings / relative,
+            cols=live.cols,
+            rows=live.rows,
+            title=f"{live.row.device_name} via {message.path} ({message.endpoint})",
+            started=started.timestamp(),
+        )
+        async with unit_of_work(self._sessions) as session:
+            live.row = await service.mark_open(
+                session, live.id, message.path, message.endpoint, str(relative)
+            )
+        live.row.message = message.message
+        if not live.opened.done():
+            live.opened.set_result(message)
+
+    async def _finish(self, live: Live, message: ConsoleClosed) -> None:
+        """The agent's word that the device session is over: seal the record, tell viewers."""
+        self._live.pop(live.id, None)
+        if self._by_device.get(live.row.device_id or -1) is live:
+            del self._by_device[live.row.device_id or -1]
+        reason, text, by = live.close_reason or (message.reason, message.message, None)
+        recording = live.recording.close() if live.recording is not None else None
+        async with unit_of_work(self._sessions) as session:
+            live.row = await service.mark_closed(
+                session,
+                live.id,
+                failed=live.recording is None,  # it never opened
+                reason=reason,
+                message=text,
+                closed_by=by,
+                recording=recording,
+                bytes_in=live.bytes_in,
+                bytes_out=live.bytes_out,
+            )
+        if not live.opened.done():
+            live.opened.set_result(message)
+        live.broadcast(type="closed", reason=reason, message=text)
+        for viewer in live.viewers.values():
+            viewer.send(None)
+        live.closed.set()
+
+    # Closing --------------------------------------------------------------------------------
+
+    async def close(
+        self, live: Live, reason: str, message: str, by: RequestContext | None = None
+    ) -> None:
+        """Ask the agent to let go; seal the session even if it does not answer."""
+        if not live.closing:
+            live.closing = True
+            live.close_reason = (reason, message, by)
+            assert self._send is not None
+            self._send(ConsoleControl(live.id, ConsoleOp.CLOSE))
+        try:
+            await asyncio.wait_for(live.closed.wait(), CLOSE_WAIT)
+        except TimeoutError:
+            if not live.closed.is_set():
+                await self._finish(live, ConsoleClosed(live.id, reason, message))
+
+    async def close_all(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        await asyncio.gather(
+            *(
+                self.close(live, "shutdown", "the central is stopping")
+                for live in self._live.values()
+            )
+        )
+
+    async def _watch(self) -> None:
+        """Idle sessions, sessions past their maximum length, sessions nobody watches."""
+        limits = self.timeouts
+        while True:
+            await asyncio.sleep(min(1.0, limits.linger / 4, limits.idle / 4))
+            now = time.monotonic()
+            for live in list(self._live.values()):
+                if live.closing or not live.opened.done():
+                    continue
+                why = None
+                if now - live.active > limits.idle:
+                    why = ("idle", f"no input or output for {limits.idle:g} s")
+                elif now - live.started > limits.max_length:
+                    why = ("max_length", f"open longer than {limits.max_length:g} s")
+                elif live.unwatched is not None and now - live.unwatched > limits.linger:
+                    why = ("unwatched", f"nobody watched for {limits.linger:g} s")
+                if why is not None:
+                    self._spawn(self.close(live, *why))
+
+    # Viewers --------------------------------------------------------------------------------
+
+    async def join(self, live: Live, ctx: RequestContext, mode: Mode) -> Viewer:
+        held = ctx.principal.role_at(live.row.site_id)
+        viewer = Viewer(
+            uuid.uuid4().hex[:12],
+            ctx,
+            mode,
+            admin=held is not None and held.rank >= Role.ADMIN.rank,
+        )
+        live.viewers[viewer.id] = viewer
+        live.unwatched = None
+        await self._audit.record(service.event(ctx, "console.joined", live.row, mode=mode))
+        viewer.event(
+            type="hello",
+            session=live.id,
+            device=live.row.device_name,
+            path=live.row.path,
+            you=viewer.id,
+            mode=mode,
+            writer=_holder(live),
+            viewers=[{"viewer": v.id, "name": v.name} for v in live.viewers.values()],
+        )
+        if live.scrollback:
+            viewer.send(bytes(live.scrollback))
+        live.broadcast(type="joined", viewer=viewer.id, name=viewer.name, mode=mode)
+        if mode == "rw" and live.writer is None:
+            self._grant(live, viewer)
+        return viewer
+
+    async def leave(self, live: Live, viewer: Viewer) -> None:
+        if live.viewers.pop(viewer.id, None) is None:
+            return
+        viewer.gone = True
+        if live.writer is viewer:
+            self._grant(live, None)
+        if not live.viewers:
+            live.unwatched = time.monotonic()
+        live.broadcast(type="left", viewer=viewer.id, name=viewer.name)
+        if not live.closed.is_set():
+            await self._audit.record(service.event(viewer.ctx, "console.left", live.row))
+
+    def _drop(self, live: Live, viewer: Viewer, why: str) -> None:
+        viewer.event(type="error", error="TooSlow", detail=why)
+        viewer.send(None)
+        viewer.gone = True
+
+    def write(self, live: Live, viewer: Viewer, data: bytes) -> None:
+        if live.writer is not viewer:
+            viewer.event(type="error", error="ReadOnly", detail=self._in_use(live))
+            return
+        if live.closing:
+            return
+        live.bytes_in += len(data)
+        live.active = time.monotonic()
+        assert self._send is not None
+        self._send(ConsoleInput(live.id, data))
+
+    async def control(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
+        """A JSON control frame from a viewer."""
+        kind = message.get("type")
+        handler = {
+            "take_write": self._take_write,
+            "release_write": self._release_write,
+            "resize": self._resize,
+            "break": self._break,
+            "power": self._power_action,
+            "close": self._close_by,
+        }.get(str(kind))
+        if handler is None:
+            viewer.event(
+                type="error",
+                error="UnknownControl",
+                detail=f"unknown control {kind!r}; use take_write, release_write, resize, "
+                "break, power or close",
+            )
+            return
+        await handler(live, viewer, message)
+
+    async def _take_write(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
+        holder = live.writer
+        if holder is viewer:
+            return
+        if viewer.mode == "ro":
+            viewer.event(type="error", error="ReadOnly", detail="you joined read-only")
+            return
+        if holder is not None and not message.get("force"):
+            viewer.event(type="error", error="InUse", detail=self._in_use(live))
+            return
+        if holder is not None and not viewer.admin:
+            viewer.event(
+                type="error",
+                error="Forbidden",
+                detail=f"taking the console over from {holder.name} needs the admin role",
+            )
+            return
+        if holder is not None:
+            await self._audit.record(
+                service.event(viewer.ctx, "console.write_forced", live.row, taken_from=holder.name)
+            )
+        self._grant(live, viewer, forced=holder is not None)
+
+    async def _release_write(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
+        if live.writer is not viewer:
+            return
+        to = live.viewers.get(str(message.get("to") or ""))
+        if to is not None and to.mode == "rw":
+            await self._audit.record(
+                service.event(viewer.ctx, "console.write_handed", live.row, to=to.name)
+            )
+            self._grant(live, to)
+        else:
+            self._grant(live, None)
+
+    async def _resize(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
+        cols, rows = message.get("cols"), message.get("rows")
+        if live.writer is not viewer or not (
+            isinstance(cols, int)
+            and isinstance(rows, int)
+            and 20 <= cols <= 500
+            and 5 <= rows <= 200
+        ):
+            return  # a viewer's window is its own business; only the writer's goes to the device
+        if live.recording is not None:
+            live.recording.resize(cols, rows)
+        assert self._send is not None
+        self._send(ConsoleControl(live.id, ConsoleOp.RESIZE, cols, rows))
+
+    async def _break(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
+        if live.writer is not viewer:
+            viewer.event(type="error", error="ReadOnly", detail=self._in_use(live))
+            return
+        if message.get("confirm") is not True:
+            viewer.event(
+                type="error",
+                error="ConfirmBreak",
+                detail="a break stops Solaris/SPARC in OBP and Cisco gear in ROMMON; send "
+                '{"type": "break", "confirm": true} to send it anyway',
+            )
+            return
+        await self._audit.record(service.event(viewer.ctx, "console.break", live.row))
+        if live.recording is not None:
+            live.recording.marker(f"break by {viewer.name}")
+        assert self._send is not None
+        self._send(ConsoleControl(live.id, ConsoleOp.BREAK))
+        live.broadcast(type="break", by=viewer.name)
+
+    async def _power_action(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
+        if live.writer is not viewer:
+            viewer.event(type="error", error="ReadOnly", detail=self._in_use(live))
+            return
+        action = str(message.get("action"))
+        assert self._power is not None
+        power = self._power
+
+        async def act() -> None:
+            try:
+                result = await power(viewer.ctx, live.row.device_name, action)
+            except RackhandError as exc:
+                viewer.event(type="error", error=type(exc).__name__, detail=str(exc))
+                return
+            if live.recording is not None:
+                live.recording.marker(f"power {action} by {viewer.name}: {result.get('status')}")
+            live.broadcast(type="power", by=viewer.name, **result)
+
+        live.broadcast(type="power", by=viewer.name, action=action, status="running")
+        self._spawn(act())
+
+    async def _close_by(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
+        if live.writer is not viewer and not viewer.admin:
+            viewer.event(type="error", error="ReadOnly", detail=self._in_use(live))
+            return
+        await self.close(live, "closed", f"closed by {viewer.name}", viewer.ctx)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _grant(self, live: Live, viewer: Viewer | None, *, forced: bool = False) -> None:
+        live.writer = viewer
+        live.writer_since = utcnow() if viewer is not None else None
+        if live.recording is not None:
+            live.recording.marker(f"write lock: {viewer.name if viewer else 'nobody'}")
+        live.broadcast(type="writer", writer=_holder(live), forced=forced)
+
+    @staticmethod
+    def _in_use(live: Live) -> str:
+        holder = live.holder()
+        if holder is None:
+            return "read-only: nobody holds the write lock; send take_write to type"
+        since = holder.since.strftime("%H:%M:%S UTC")
+        return (
+            f"read-only: in use by {holder.name} since {since}; ask them to release it "
+            "(an admin may take it over with force)"
+        )
+
+
+def _holder(live: Live) -> dict[str, Any] | None:
+    holder = live.holder()
+    return holder.model_dump(mode="json") if holder is not None else None

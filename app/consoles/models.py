@@ -1,0 +1,50 @@
+"""A console session: one device session held by an agent, watched by any number of viewers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, EnumText, UTCDateTime, utcnow
+
+
+class ConsoleStatus(StrEnum):
+    OPENING = "opening"
+    OPEN = "open"
+    CLOSED = "closed"
+    FAILED = "failed"  # never opened: the message says why
+
+
+class ConsoleSession(Base):
+    __tablename__ = "console_session"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    device_id: Mapped[int | None] = mapped_column(
+        ForeignKey("device.id", ondelete="SET NULL"), index=True
+    )
+    device_name: Mapped[str] = mapped_column(String(128))  # kept when the device is deleted
+    site_id: Mapped[int] = mapped_column(Integer, index=True)
+    site: Mapped[str] = mapped_column(String(64))
+    via: Mapped[str] = mapped_column(String(16))  # what was asked: auto, ipmi, console_port
+    path: Mapped[str | None] = mapped_column(String(16))  # the path that connected
+    endpoint: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[ConsoleStatus] = mapped_column(
+        EnumText(ConsoleStatus, 16), default=ConsoleStatus.OPENING
+    )
+    message: Mapped[str] = mapped_column(Text, default="")
+    ticket: Mapped[str | None] = mapped_column(String(128))
+    reason: Mapped[str | None] = mapped_column(Text)
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[int | None] = mapped_column(Integer)
+    actor_name: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    close_reason: Mapped[str | None] = mapped_column(String(32))
+    recording: Mapped[str | None] = mapped_column(String(255))  # relative to the data folder
+    recording_sha256: Mapped[str | None] = mapped_column(String(64))
+    recording_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)  # device → viewers
+    bytes_in: Mapped[int] = mapped_column(BigInteger, default=0)  # writer → device

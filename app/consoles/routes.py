@@ -1,0 +1,216 @@
+"""HTTP and WebSocket routes of consoles: open, list, attach, close, download the recording."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response, WebSocket, status
+from fastapi.responses import FileResponse
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from app.consoles import service
+from app.consoles.broker import ConsoleBroker, Item, Live, Viewer
+from app.consoles.models import ConsoleSession, ConsoleStatus
+from app.consoles.schemas import ConsolePage, ConsoleRead, ConsoleRequest
+from app.deps import SessionDep, own_transactions
+from app.errors import Forbidden, Hidden, InUse, NotFound, RackhandError, Refused, Unauthenticated
+from app.identity.auth import Ctx, connection_context
+from app.identity.models import Role
+
+router = APIRouter(tags=["consoles"])
+FRAME = 64 * 1024  # output bytes coalesced into one WebSocket frame at most
+CLOSE_CODES = {Unauthenticated: 4401, Forbidden: 4403, Hidden: 4404, NotFound: 4404}
+
+
+def _broker(request: Request | WebSocket) -> ConsoleBroker:
+    broker: ConsoleBroker = request.app.state.consoles
+    return broker
+
+
+@router.post("/devices/{device}/consoles", status_code=status.HTTP_201_CREATED)
+@own_transactions
+async def open_console(
+    request: Request, response: Response, ctx: Ctx, device: str, body: ConsoleRequest
+) -> ConsoleRead:
+    """The device's console session: opened now (201), or the one already open (200) to join."""
+    ctx = dataclasses.replace(
+        ctx, ticket=body.ticket or ctx.ticket, reason=body.reason or ctx.reason
+    )
+    read, created = await _broker(request).open(ctx, device, body)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return read
+
+
+@router.get("/consoles")
+async def list_consoles(
+    request: Request,
+    session: SessionDep,
+    ctx: Ctx,
+    status_: Annotated[ConsoleStatus | None, Query(alias="status")] = None,
+    device: str | None = None,
+) -> ConsolePage:
+    """Console sessions at the caller's sites, newest first (at most 500)."""
+    rows = await service.listing(session, ctx, status_, device)
+    broker = _broker(request)
+    return ConsolePage(items=[_read(broker, row) for row in rows])
+
+
+@router.get("/consoles/{console_id}")
+async def get_console(
+    request: Request, session: SessionDep, ctx: Ctx, console_id: str
+) -> ConsoleRead:
+    row = await service.get(session, ctx, console_id)
+    return _read(_broker(request), row)
+
+
+def _read(broker: ConsoleBroker, row: ConsoleSession) -> ConsoleRead:
+    live = broker.get(row.id)
+    return broker.read(live) if live is not None else service.to_read(row)
+
+
+@router.delete("/consoles/{console_id}", status_code=status.HTTP_204_NO_CONTENT)
+@own_transactions
+async def close_console(request: Request, session: SessionDep, ctx: Ctx, console_id: str) -> None:
+    """Close a live session (its opener, or an admin at the site); viewers are told why."""
+    row = await service.get(session, ctx, console_id)
+    live = _broker(request).get(row.id)
+    if live is None:
+        raise InUse(f"console session {row.id} is already {row.status}")
+    role = ctx.principal.role_at(row.site_id)
+    mine = row.actor_name == ctx.principal.actor.name
+    if not mine:
+        ctx.require(Role.ADMIN, row.site_id, what="closing another user's console",
+                    target_type="device", target_id=row.device_id, target_name=row.device_name,
+                    site=row.site)  # fmt: skip
+    elif role is None or role.rank < Role.OPERATOR.rank:
+        ctx.require(Role.OPERATOR, row.site_id, what="console", site=row.site)
+    await _broker(request).close(live, "closed", f"closed by {ctx.principal.actor.name}", ctx)
+
+
+@router.get(
+    "/consoles/{console_id}/recording",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/x-asciicast": {}}}},
+)
+async def recording(
+    request: Request, session: SessionDep, ctx: Ctx, console_id: str
+) -> FileResponse:
+    """The session's asciicast v2 recording, once the session is closed; downloads are audited."""
+    row = await service.get(session, ctx, console_id)
+    ctx.require(Role.OPERATOR, row.site_id, what="reading a console recording",
+                target_type="device", target_id=row.device_id, target_name=row.device_name,
+                site=row.site)  # fmt: skip
+    if row.recording is None:
+        raise NotFound(f"console session {row.id} has no recording: it never opened")
+    if row.status is not ConsoleStatus.CLOSED:
+        raise InUse(
+            f"console session {row.id} is still open; its recording is served once it closes"
+        )
+    path = Path(request.app.state.settings.data_dir) / row.recording
+    if not path.is_file():
+        raise NotFound(f"the recording of console session {row.id} is missing from {path.parent}")
+    await request.app.state.audit.record(
+        service.event(ctx, "console.recording_read", row, sha256=row.recording_sha256)
+    )
+    return FileResponse(
+        path,
+        media_type="application/x-asciicast",
+        filename=f"{row.device_name}-{row.id}.cast",
+        headers={"X-Recording-SHA256": row.recording_sha256 or ""},
+    )
+
+
+@router.websocket("/consoles/{console_id}/stream")
+async def stream(websocket: WebSocket, console_id: str, mode: Literal["rw", "ro"] = "rw") -> None:
+    """Raw bytes both ways in binary frames; JSON control and events in text frames."""
+    broker = _broker(websocket)
+    await websocket.accept()
+    try:
+        ctx = await connection_context(websocket)
+        live = broker.get(console_id)
+        if live is None or ctx.principal.role_at(live.row.site_id) is None:
+            raise NotFound(f"no open console session {console_id!r}")
+        ctx.require(Role.OPERATOR, live.row.site_id, what="console", target_type="device",
+                    target_id=live.row.device_id, target_name=live.row.device_name,
+                    site=live.row.site)  # fmt: skip
+    except RackhandError as exc:
+        if isinstance(exc, Refused) and exc.event is not None:
+            await websocket.app.state.audit.record(exc.event)
+        code = next((c for cls, c in CLOSE_CODES.items() if isinstance(exc, cls)), 4400)
+        error = getattr(exc, "kind", type(exc).__name__)
+        await websocket.send_text(
+            orjson.dumps({"type": "error", "error": error, "detail": str(exc)}).decode()
+        )
+        await websocket.close(code)
+        return
+    viewer = await broker.join(live, ctx, mode)
+    sender = asyncio.create_task(_send(websocket, viewer))
+    try:
+        await _receive(websocket, broker, live, viewer)
+    finally:
+        await broker.leave(live, viewer)
+        viewer.queue.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await sender
+
+
+async def _receive(websocket: WebSocket, broker: ConsoleBroker, live: Live, viewer: Viewer) -> None:
+    while not viewer.gone:
+        try:
+            message = await websocket.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        if message["type"] == "websocket.disconnect":
+            return
+        data = message.get("bytes")
+        if data is not None:
+            broker.write(live, viewer, data)
+            continue
+        text = message.get("text")
+        try:
+            control = orjson.loads(text or "")
+            if not isinstance(control, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            example = '{"type": "take_write"}'
+            viewer.event(type="error", error="BadControl", detail=f"send JSON such as {example}")
+            continue
+        await broker.control(live, viewer, control)
+
+
+async def _send(websocket: WebSocket, viewer: Viewer) -> None:
+    """The viewer's queue to its socket; output queued back to back goes as one frame."""
+    queue = viewer.queue
+    following: Item = b""  # b"": nothing held back
+    try:
+        while True:
+            item = following if following != b"" else await queue.get()
+            following = b""
+            if item is None:
+                break
+            viewer.sent(item)
+            if isinstance(item, str):
+                await websocket.send_text(item)
+                continue
+            chunks = [item]
+            size = len(item)
+            while size < FRAME and not queue.empty():
+                following = queue.get_nowait()
+                if not isinstance(following, bytes):
+                    break  # a text frame or the end: sent after this output
+                viewer.sent(following)
+                chunks.append(following)
+                size += len(following)
+                following = b""
+            await websocket.send_bytes(b"".join(chunks))
+    except (WebSocketDisconnect, RuntimeError):
+        return
+    if websocket.client_state is WebSocketState.CONNECTED:
+        with contextlib.suppress(Exception):
+            await websocket.close(1000)

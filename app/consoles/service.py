@@ -1,0 +1,251 @@
+"""Console session rows and their audit events; the live side is in `broker`."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agents.protocol import ConsolePath, HostKeySeen
+from app.audit.service import SYSTEM, Event, stage
+from app.consoles.models import ConsoleSession, ConsoleStatus
+from app.consoles.schemas import ConsoleRead
+from app.context import RequestContext
+from app.db import utcnow
+from app.errors import NotFound
+from app.fleetlink.paths import console_paths
+from app.identity.models import Role
+from app.inventory.devices import device_for
+from app.inventory.models import ControlPath, Device, PathKind, Site
+from app.vault import Vault
+
+API = "/api/v1"
+
+
+@dataclass(frozen=True)
+class Opening:
+    """A session row just written, with what the agent needs to open it."""
+
+    id: str
+    device_id: int
+    device: str
+    site_id: int
+    site: str
+    paths: list[ConsolePath]
+
+
+async def target(session: AsyncSession, ctx: RequestContext, ref: str) -> tuple[Device, Site]:
+    device = await device_for(session, ctx, ref, Role.OPERATOR, "console")
+    site = await session.get(Site, device.site_id)
+    assert site is not None
+    return device, site
+
+
+async def create(
+    session: AsyncSession,
+    ctx: RequestContext,
+    vault: Vault,
+    device: Device,
+    site: Site,
+    via: str,
+) -> Opening:
+    """The session row and its `console.requested` event, committed before the agent is asked."""
+    paths = await console_paths(session, vault, device, via)
+    row = ConsoleSession(
+        id=uuid.uuid4().hex,
+        device_id=device.id,
+        device_name=device.name,
+        site_id=site.id,
+        site=site.slug,
+        via=via,
+        status=ConsoleStatus.OPENING,
+        message="",
+        ticket=ctx.ticket,
+        reason=ctx.reason,
+        actor_kind=ctx.principal.actor.kind,
+        actor_id=ctx.principal.actor.id,
+        actor_name=ctx.principal.actor.name,
+        bytes_in=0,
+        bytes_out=0,
+    )
+    session.add(row)
+    await session.flush()
+    stage(session, event(ctx, "console.requested", row, via=via))
+    return Opening(row.id, device.id, device.name, site.id, site.slug, paths)
+
+
+def event(
+    ctx: RequestContext | None, type_: str, row: ConsoleSession, outcome: str = "success",
+    **details: Any,
+) -> Event:  # fmt: skip
+    """An audit event about a console session (by the caller, or by Rackhand itself)."""
+    fields: dict[str, Any] = {
+        "outcome": outcome,
+        "target_type": "device",
+        "target_id": row.device_id,
+        "target_name": row.device_name,
+        "site": row.site,
+        "session_id": row.id,
+        "details": details,
+    }
+    if ctx is None:
+        return Event(type_, SYSTEM, ticket=row.ticket, reason=row.reason, **fields)
+    caused = ctx.event(type_, **fields)
+    caused.ticket = caused.ticket or row.ticket  # a session's events stay on its ticket
+    caused.reason = caused.reason or row.reason
+    return caused
+
+
+async def get(session: AsyncSession, ctx: RequestContext, console_id: str) -> ConsoleSession:
+    """A session at a site where the caller may use consoles (elsewhere it looks missing)."""
+    row = await session.get(ConsoleSession, console_id[:32])
+    if row is None or ctx.principal.role_at(row.site_id) is None:
+        raise NotFound(f"no console session {console_id!r}; list them with GET {API}/consoles")
+    return row
+
+
+async def listing(
+    session: AsyncSession, ctx: RequestContext, status: ConsoleStatus | None, device: str | None
+) -> list[ConsoleSession]:
+    query = select(ConsoleSession).order_by(ConsoleSession.created_at.desc()).limit(500)
+    sites = ctx.principal.visible_site_ids()
+    if sites is not None:
+        query = query.where(ConsoleSession.site_id.in_(sorted(sites)))
+    if status is not None:
+        query = query.where(ConsoleSession.status == status)
+    if device is not None:
+        query = query.where(ConsoleSession.device_name == device)
+    return list(await session.scalars(query))
+
+
+def to_read(row: ConsoleSession) -> ConsoleRead:
+    live = row.status in (ConsoleStatus.OPENING, ConsoleStatus.OPEN)
+    return ConsoleRead(
+        id=row.id,
+        device=row.device_name,
+        site=row.site,
+        via=row.via,
+        path=row.path,
+        endpoint=row.endpoint,
+        status=row.status,
+        message=row.message,
+        ticket=row.ticket,
+        opened_by=row.actor_name,
+        created_at=row.created_at,
+        closed_at=row.closed_at,
+        close_reason=row.close_reason,
+        recording_sha256=row.recording_sha256,
+        recording_bytes=row.recording_bytes,
+        stream=f"{API}/consoles/{row.id}/stream" if live else None,
+    )
+
+
+async def mark_open(
+    session: AsyncSession, console_id: str, path: str, endpoint: str, recording: str
+) -> ConsoleSession:
+    row = await session.get(ConsoleSession, console_id)
+    assert row is not None
+    row.status, row.path, row.endpoint, row.recording = (
+        ConsoleStatus.OPEN,
+        path,
+        endpoint,
+        recording,
+    )
+    stage(session, event(None, "console.opened", row, path=path, endpoint=endpoint))
+    return row
+
+
+async def mark_closed(
+    session: AsyncSession,
+    console_id: str,
+    *,
+    failed: bool,
+    reason: str,
+    message: str,
+    closed_by: RequestContext | None,
+    recording: tuple[str, int] | None,
+    bytes_in: int,
+    bytes_out: int,
+) -> ConsoleSession:
+    """Close the row and write the event that seals it (with the recording's hash)."""
+    row = await session.get(ConsoleSession, console_id)
+    assert row is not None
+    row.status = ConsoleStatus.FAILED if failed else ConsoleStatus.CLOSED
+    row.closed_at = utcnow()
+    row.close_reason = reason
+    row.message = message
+    row.bytes_in, row.bytes_out = bytes_in, bytes_out
+    details: dict[str, Any] = {"reason": reason, "message": message}
+    if recording is not None:
+        row.recording_sha256, row.recording_bytes = recording
+        details |= {
+            "recording": row.recording,
+            "sha256": recording[0],
+            "size": recording[1],
+            "bytes_out": bytes_out,
+            "bytes_in": bytes_in,
+        }
+    kind = "console.failed" if failed else "console.closed"
+    stage(session, event(closed_by, kind, row, "failure" if failed else "success", **details))
+    return row
+
+
+async def abandon_open(session: AsyncSession) -> int:
+    """Sessions left open by a central that stopped: closed, as `lost` (their agent is gone)."""
+    rows = list(
+        await session.scalars(
+            select(ConsoleSession).where(
+                ConsoleSession.status.in_((ConsoleStatus.OPENING, ConsoleStatus.OPEN))
+            )
+        )
+    )
+    for row in rows:
+        row.status, row.closed_at, row.close_reason = ConsoleStatus.CLOSED, utcnow(), "lost"
+        row.message = "the central stopped while the session was open"
+        stage(session, event(None, "console.closed", row, "failure", reason="lost"))
+    return len(rows)
+
+
+async def pin_host_key(session: AsyncSession, seen: HostKeySeen) -> list[str]:
+    """Trust on first use: pin the key on every ssh path to that address that has none yet."""
+    rows = await session.execute(
+        select(ControlPath, Device, Site)
+        .join(Device, ControlPath.device_id == Device.id)
+        .join(Site, Device.site_id == Site.id)
+        .where(
+            ControlPath.kind == PathKind.SSH,
+            ControlPath.address == seen.address,
+            ControlPath.port == seen.port,
+        )
+    )
+    pinned = []
+    for path, device, site in rows:
+        if path.options.get("host_key"):
+            continue
+        path.options = {**path.options, "host_key": seen.fingerprint}
+        pinned.append(device.name)
+        stage(
+            session,
+            Event(
+                "ssh.host_key_pinned",
+                SYSTEM,
+                target_type="device",
+                target_id=device.id,
+                target_name=device.name,
+                site=site.slug,
+                details={"path": path.id, "endpoint": f"{seen.address}:{seen.port}",
+                         "fingerprint": seen.fingerprint},
+            ),
+        )  # fmt: skip
+    return pinned
+
+
+async def add_bytes(session: AsyncSession, console_id: str, bytes_in: int, bytes_out: int) -> None:
+    await session.execute(
+        update(ConsoleSession)
+        .where(ConsoleSession.id == console_id)
+        .values(bytes_in=bytes_in, bytes_out=bytes_out)
+    )

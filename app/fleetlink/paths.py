@@ -1,0 +1,156 @@
+"""Catalogue control paths → the agent's path messages, in priority order, secrets opened.
+
+A device behind a console server or PDU is reached through that device's own `ssh` path
+(address, credentials, dialect, pinned host key); a path whose box has none is left out of
+power fallback and named when a console is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agents.protocol import (
+    ConsolePath,
+    ConsolePortPath,
+    IpmiPath,
+    Path,
+    PduOutletPath,
+    RedfishPath,
+    SshTarget,
+)
+from app.errors import InvalidInput
+from app.inventory.models import ControlPath, Device, PathKind
+from app.vault import Vault
+
+POWER_PATHS = (PathKind.IPMI, PathKind.REDFISH, PathKind.PDU_OUTLET)
+BOOT_PATHS = (PathKind.IPMI, PathKind.REDFISH)
+CONSOLE_PATHS = (PathKind.IPMI, PathKind.CONSOLE_PORT)
+_CHUNK = 5000
+
+
+async def power_paths(
+    session: AsyncSession,
+    vault: Vault,
+    device_ids: Sequence[int],
+    kinds: Sequence[PathKind] = POWER_PATHS,
+) -> dict[int, list[Path]]:
+    rows: list[ControlPath] = []
+    for start in range(0, len(device_ids), _CHUNK):
+        rows.extend(
+            await session.scalars(
+                select(ControlPath)
+                .where(
+                    ControlPath.device_id.in_(device_ids[start : start + _CHUNK]),
+                    ControlPath.kind.in_(kinds),
+                )
+                .order_by(ControlPath.device_id, ControlPath.priority, ControlPath.id)
+            )
+        )
+    boxes = await ssh_targets(
+        session, vault, {row.via_device_id for row in rows if row.via_device_id}
+    )
+    found: dict[int, list[Path]] = {}
+    for row in rows:
+        if row.kind is PathKind.PDU_OUTLET:
+            pdu = boxes.get(row.via_device_id or 0)
+            if pdu is not None:
+                found.setdefault(row.device_id, []).append(
+                    PduOutletPath(pdu=pdu, outlets=tuple(row.outlets or ()))
+                )
+        else:
+            found.setdefault(row.device_id, []).append(_bmc_path(row, vault))
+    return found
+
+
+async def console_paths(
+    session: AsyncSession, vault: Vault, device: Device, via: str
+) -> list[ConsolePath]:
+    """The device's console paths (`via`: "auto" or a path kind); else say what to add."""
+    kinds = CONSOLE_PATHS if via == "auto" else (PathKind(via),)
+    rows = list(
+        await session.scalars(
+            select(ControlPath)
+            .where(ControlPath.device_id == device.id, ControlPath.kind.in_(kinds))
+            .order_by(ControlPath.priority, ControlPath.id)
+        )
+    )
+    if not rows:
+        wanted = "an ipmi or console_port" if via == "auto" else f"a {via}"
+        raise InvalidInput(
+            f"{device.name} has no console path; add {wanted} control path "
+            f"(POST /api/v1/devices/{device.name}/paths)"
+        )
+    boxes = await ssh_targets(
+        session, vault, {row.via_device_id for row in rows if row.via_device_id}
+    )
+    paths: list[ConsolePath] = []
+    for row in rows:
+        if row.kind is PathKind.IPMI:
+            bmc = _bmc_path(row, vault)
+            assert isinstance(bmc, IpmiPath)
+            paths.append(bmc)
+            continue
+        server = boxes.get(row.via_device_id or 0)
+        if server is None:
+            name = await session.scalar(select(Device.name).where(Device.id == row.via_device_id))
+            raise InvalidInput(
+                f"console server {name} has no ssh control path; add one with its address, "
+                f"credentials and dialect (POST /api/v1/devices/{name}/paths)"
+            )
+        paths.append(ConsolePortPath(server=server, port=row.port or 0))
+    return paths
+
+
+async def ssh_targets(
+    session: AsyncSession, vault: Vault, device_ids: set[int]
+) -> dict[int, SshTarget]:
+    """Each device's first `ssh` path, as the agent reaches the box's own CLI."""
+    if not device_ids:
+        return {}
+    rows = await session.scalars(
+        select(ControlPath)
+        .where(ControlPath.device_id.in_(sorted(device_ids)), ControlPath.kind == PathKind.SSH)
+        .order_by(ControlPath.device_id, ControlPath.priority, ControlPath.id)
+    )
+    found: dict[int, SshTarget] = {}
+    for row in rows:
+        if row.device_id not in found:
+            found[row.device_id] = SshTarget(
+                address=row.address or "",
+                username=row.username or "",
+                password=_secret(row, vault),
+                dialect=str(row.options.get("dialect") or "shell"),
+                port=row.port or 22,
+                host_key=row.options.get("host_key"),
+            )
+    return found
+
+
+def _vias(rows: Sequence[ControlPath]) -> set[int]:
+    return {row.via_device_id for row in rows if row.via_device_id is not None}
+
+
+def _secret(row: ControlPath, vault: Vault) -> str:
+    return vault.decrypt(row.secret_ciphertext) if row.secret_ciphertext else ""
+
+
+def _bmc_path(row: ControlPath, vault: Vault) -> Path:
+    if row.kind is PathKind.IPMI:
+        return IpmiPath(
+            address=row.address or "",
+            username=row.username or "",
+            password=_secret(row, vault),
+            port=row.port or 623,
+            cipher_suite=int(row.options.get("cipher_suite") or 0),
+        )
+    address = row.address or ""
+    url = address if address.startswith("https://") else f"https://{address}:{row.port or 443}"
+    return RedfishPath(
+        url=url,
+        username=row.username or "",
+        password=_secret(row, vault),
+        fingerprint=row.options.get("tls_fingerprint"),
+    )
