@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--on-delay", type=float, default=Timing.on_delay)
     parser.add_argument("--cycle-off", type=float, default=Timing.cycle_off)
     parser.add_argument("--soft-delay", type=float, default=Timing.soft_delay)
+    parser.add_argument(
+        "--post-seconds", type=float, default=Timing.post_seconds, help="how long POST shows"
+    )
     parser.add_argument("--verbose", action="store_true", help="log dropped packets")
     ssh = parser.add_argument_group(
         "SSH devices", "machine i is on console server i // P, port i % P + 1 (PDUs likewise)"
@@ -105,7 +108,7 @@ def fleet_settings(args: argparse.Namespace) -> dict[str, Any]:
         "password": args.password,
         "credentials": credentials,
         "suites": tuple(int(suite) for suite in args.suites.split(",")),
-        "timing": Timing(args.on_delay, args.cycle_off, args.soft_delay),
+        "timing": Timing(args.on_delay, args.cycle_off, args.soft_delay, args.post_seconds),
         "devices": ssh_devices(args),
         "host_key_dir": args.host_key_dir,
     }

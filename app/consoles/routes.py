@@ -79,17 +79,14 @@ def _read(broker: ConsoleBroker, row: ConsoleSession) -> ConsoleRead:
 async def close_console(request: Request, session: SessionDep, ctx: Ctx, console_id: str) -> None:
     """Close a live session (its opener, or an admin at the site); viewers are told why."""
     row = await service.get(session, ctx, console_id)
-    live = _broker(request).get(row.id)
-    if live is None:
-        raise InUse(f"console session {row.id} is already {row.status}")
-    role = ctx.principal.role_at(row.site_id)
-    mine = row.actor_name == ctx.principal.actor.name
-    if not mine:
+    if row.actor_name != ctx.principal.actor.name:
         ctx.require(Role.ADMIN, row.site_id, what="closing another user's console",
                     target_type="device", target_id=row.device_id, target_name=row.device_name,
                     site=row.site)  # fmt: skip
-    elif role is None or role.rank < Role.OPERATOR.rank:
-        ctx.require(Role.OPERATOR, row.site_id, what="console", site=row.site)
+    ctx.require(Role.OPERATOR, row.site_id, what="console", site=row.site)
+    live = _broker(request).get(row.id)
+    if live is None:
+        raise InUse(f"console session {row.id} is already {row.status}")
     await _broker(request).close(live, "closed", f"closed by {ctx.principal.actor.name}", ctx)
 
 

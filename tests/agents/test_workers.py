@@ -18,13 +18,17 @@ import pytest
 
 from agents.drivers.base import DeviceTimeout, DriverError, Refused, Unreachable
 from agents.drivers.fake import FakeDriver
-from agents.protocol import BootDevice, IpmiPath, Path, PowerAction, PowerState
+from agents.protocol import BootDevice, IpmiPath, Path, PduOutletPath, PowerAction, PowerState
 from agents.workers import ERRORS, WorkerPool
 from tests.sim.fleet import PASSWORD, launch
 
 T = TypeVar("T")
 
 SCRIPTED = "tests.agents.test_workers:ScriptedDriver"
+
+
+def _user(path: Path) -> str:
+    return path.pdu.username if isinstance(path, PduOutletPath) else path.username
 
 
 class ScriptedDriver(FakeDriver):
@@ -37,7 +41,7 @@ class ScriptedDriver(FakeDriver):
 
     async def power(self, path: Path, action: PowerAction) -> PowerState:
         await self._script(path)
-        if path.username == "cancelled?":
+        if _user(path) == "cancelled?":
             return PowerState.ON if path.endpoint in self.cancelled else PowerState.OFF
         return await super().power(path, action)
 
@@ -46,13 +50,13 @@ class ScriptedDriver(FakeDriver):
         await super().set_boot(path, device, persistent)
 
     async def _script(self, path: Path) -> None:
-        if path.username == "sleep":
+        if _user(path) == "sleep":
             try:
                 await asyncio.sleep(60)
             except asyncio.CancelledError:
                 self.cancelled.add(path.endpoint)
                 raise
-        name = path.username.removeprefix("raise:")
+        name = _user(path).removeprefix("raise:")
         if name in ERRORS:
             raise ERRORS[name](f"{name} from {path.endpoint}")
         if name == "ValueError":

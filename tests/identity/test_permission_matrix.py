@@ -51,6 +51,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/devices/{device}/power"): {"action": "cycle"},
     ("POST", "/api/v1/devices/{device}/boot"): {"device": "bios"},
     ("POST", "/api/v1/power"): {"select": "web01", "action": "cycle"},
+    ("POST", "/api/v1/devices/{device}/consoles"): {"via": "auto"},
 }
 
 
@@ -77,7 +78,15 @@ def _seed(client: TestClient) -> dict[str, str]:
     token = ok(client.post("tokens", json={"name": "spare", "role": "viewer"}), 201)
     # a job whose BMC (nothing listens at 10.0.0.1) never answers: it is still running
     job = ok(client.post("devices/web01/power", json={"action": "on", "wait": 0}), 202)["job"]
+    # a console that failed at once: its console server (port 1) refuses connections
+    device(client, "cs-01", kind="console_server")
+    path(client, "cs-01", kind="ssh", address="127.0.0.1", port=1, username="u", secret="p")
+    device(client, "web02")
+    path(client, "web02", kind="console_port", via="cs-01", port=1)
+    client.post("devices/web02/consoles", json={"via": "console_port"})
+    console = ok(client.get("consoles", params={"device": "web02"}))["items"][0]["id"]
     return {
+        "console_id": console,
         "path_id": str(ipmi["id"]),
         "token_id": str(token["id"]),
         "job_id": job,
