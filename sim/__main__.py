@@ -9,14 +9,18 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sim.console_server import Dialect
 from sim.fleet import CONSOLE_SERVER, PDU, DeviceSpec, plan_devices, wiring_unit
 from sim.machine import Timing
 from sim.pdu import CYCLE_DELAY, PduDialect
 from sim.run import Saved, run, split
+
+E = TypeVar("E", bound=StrEnum)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,11 +50,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ssh.add_argument("--console-servers", type=int, default=0, metavar="N")
     ssh.add_argument("--console-ports", type=int, default=16, metavar="P")
     ssh.add_argument(
-        "--console-dialect", choices=list(Dialect), help="default: each dialect in turn"
+        "--console-dialect",
+        type=_dialects(Dialect),
+        help=f"one of {', '.join(Dialect)}, or a comma list taken in turn (default: all in turn)",
     )
     ssh.add_argument("--pdus", type=int, default=0, metavar="N")
     ssh.add_argument("--pdu-outlets", type=int, default=8, metavar="O")
-    ssh.add_argument("--pdu-dialect", choices=list(PduDialect), help="default: each in turn")
+    ssh.add_argument(
+        "--pdu-dialect",
+        type=_dialects(PduDialect),
+        help=f"one of {', '.join(PduDialect)}, or a comma list taken in turn (default: all)",
+    )
     ssh.add_argument("--pdu-cycle-delay", type=float, default=CYCLE_DELAY, metavar="SECONDS")
     ssh.add_argument(
         "--ssh-base-port", type=int, default=0, help="console servers, then PDUs (0: any free)"
@@ -74,11 +84,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _dialects(kind: type[E]) -> Callable[[str], list[E]]:
+    def parse(text: str) -> list[E]:
+        try:
+            return [kind(name.strip()) for name in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: use {', '.join(kind)} or a comma list of them"
+            ) from None
+
+    return parse
+
+
 def ssh_devices(args: argparse.Namespace) -> list[DeviceSpec]:
     """The console servers then the PDUs asked for, wired to the machines in order."""
     ports = range(args.base_port, args.base_port + args.count)
-    consoles = [args.console_dialect] if args.console_dialect else list(Dialect)
-    pdus = [args.pdu_dialect] if args.pdu_dialect else list(PduDialect)
+    consoles = args.console_dialect or list(Dialect)
+    pdus = args.pdu_dialect or list(PduDialect)
     pdu_port = args.ssh_base_port + args.console_servers if args.ssh_base_port else 0
     return [
         *plan_devices(

@@ -71,7 +71,7 @@ def serve(
         raise typer.Exit(2) from exc
     scheme = "https" if settings.tls_cert else "http"
     typer.echo(f"Rackhand API docs: {scheme}://{settings.host}:{settings.port}/api/v1/docs")
-    with _demo_fleet() if demo else contextlib.nullcontext():
+    with _demo_fleet(settings.data_dir) if demo else contextlib.nullcontext():
         uvicorn.run(
             create_app(settings),
             host=settings.host,
@@ -84,13 +84,16 @@ def serve(
 
 
 @contextlib.contextmanager
-def _demo_fleet() -> Iterator[None]:
-    """The demo catalogue's BMCs, simulated on 127.0.0.1, for as long as the server runs."""
-    from app.inventory.demo import DEMO_BMCS, DEMO_PASSWORD, FIRST_BMC_PORT
+def _demo_fleet(data_dir: Path) -> Iterator[None]:
+    """The demo's BMCs, console servers and PDUs, simulated on 127.0.0.1 while the server runs.
 
-    command = [sys.executable, "-m", "sim", "--count", str(DEMO_BMCS), "--base-port",
-               str(FIRST_BMC_PORT), "--user", "admin", "--password", DEMO_PASSWORD]  # fmt: skip
-    fleet = subprocess.Popen(command)
+    Their SSH host keys are kept in the data folder: pinned on first contact, they must not
+    change at the next `make run`.
+    """
+    from app.inventory.demo import demo_fleet_args
+
+    keys = ["--host-key-dir", str(data_dir / "sim-host-keys")]
+    fleet = subprocess.Popen([sys.executable, "-m", "sim", *demo_fleet_args(), *keys])
     try:
         yield
     finally:

@@ -23,7 +23,29 @@ from app.vault import Vault
 
 DEMO_PASSWORD = "demo-bmc-password"
 FIRST_BMC_PORT = 16230
-DEMO_BMCS = 40  # simulated by `rackhand serve --demo`; more than the demo has servers
+DEMO_BMCS = 48  # simulated by `rackhand serve --demo`: 16 machines per console server and PDU
+FIRST_SSH_PORT = 16300  # the simulated console servers, then the PDUs
+# (name, dialect) in the simulator's order: machine i is on box i // 16, port/outlet i % 16 + 1
+CONSOLE_BOXES = (("cs-01", "opengear"), ("kvm-01", "raritan_sx"), ("br12-cs", "opengear"))
+PDU_BOXES = (("pdu-a1", "raritan_px"), ("pdu-a2", "apc"), ("br12-pdu", "apc"))
+
+
+def demo_fleet_args() -> list[str]:
+    """`python -m sim` options that simulate the demo's BMCs, console servers and PDUs."""
+    return [
+        "--count", str(DEMO_BMCS), "--base-port", str(FIRST_BMC_PORT),
+        "--user", "admin", "--password", DEMO_PASSWORD,
+        "--console-servers", "3", "--console-ports", "16",
+        "--console-dialect", ",".join(dialect for _, dialect in CONSOLE_BOXES),
+        "--pdus", "3", "--pdu-outlets", "16",
+        "--pdu-dialect", ",".join(dialect for _, dialect in PDU_BOXES),
+        "--ssh-base-port", str(FIRST_SSH_PORT),
+    ]  # fmt: skip
+
+
+def _ssh_port(name: str) -> int:
+    boxes = [box for box, _ in (*CONSOLE_BOXES, *PDU_BOXES)]
+    return FIRST_SSH_PORT + boxes.index(name)
 
 
 async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
@@ -63,7 +85,7 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
         )
         return await devices.get_device(session, name)
 
-    async def ssh(device: Device, address: str, dialect: str) -> None:
+    async def ssh(device: Device, address: str, dialect: str, port: int = 22) -> None:
         await paths.create_path(
             session,
             ctx,
@@ -72,13 +94,13 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
             SshPath(
                 kind=PathKind.SSH,
                 address=address,
+                port=port,
                 username="admin",
                 secret=DEMO_PASSWORD,
                 options=SshOptions.model_validate({"dialect": dialect}),
             ),
         )
 
-    bmc_port = FIRST_BMC_PORT
     for site, rack, prefix in (("bj-dc1", "A01", "cs-01"), ("sh-br12", "R1", "br12-cs")):
         await ssh(
             await add(
@@ -93,6 +115,7 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
             ),
             "127.0.0.1",
             "opengear",
+            _ssh_port(prefix),
         )
     for site, rack, name, dialect in (
         ("bj-dc1", "A01", "pdu-a1", "raritan_px"),
@@ -110,8 +133,9 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
             ),
             "127.0.0.1",
             dialect,
+            _ssh_port(name),
         )
-    await add(
+    kvm = await add(
         "kvm-01",
         DeviceKind.KVM_SWITCH,
         "bj-dc1",
@@ -121,6 +145,7 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
         model="Dominion SX II",
         tags=["oob"],
     )
+    await ssh(kvm, "127.0.0.1", "raritan_sx", _ssh_port("kvm-01"))
     await add(
         "sw-core-01",
         DeviceKind.NETWORK,
@@ -143,19 +168,22 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
         model="AFF A250",
     )
 
+    # (name, site, rack, U, machine index in the simulator, console box, PDU, tags)
     servers = [
-        (f"web{n:02d}", "bj-dc1", "A01", n, "cs-01", "pdu-a1", ["web", "prod"])
+        (f"web{n:02d}", "bj-dc1", "A01", n, n - 1, "cs-01", "pdu-a1", ["web", "prod"])
         for n in range(1, 17)
     ]
     servers += [
-        (f"db{n:02d}", "bj-dc1", "A02", 2 * n - 1, "kvm-01", "pdu-a2", ["db", "prod"])
+        (f"db{n:02d}", "bj-dc1", "A02", 2 * n - 1, 15 + n, "kvm-01", "pdu-a2", ["db", "prod"])
         for n in range(1, 5)
     ]
     servers += [
-        (f"br12-srv{n:02d}", "sh-br12", "R1", n, "br12-cs", "br12-pdu", ["branch"])
+        (f"br12-srv{n:02d}", "sh-br12", "R1", n, 31 + n, "br12-cs", "br12-pdu", ["branch"])
         for n in range(1, 5)
     ]
-    for name, site, rack, slot, console, pdu, tags in servers:
+    for name, site, rack, slot, machine, console, pdu, tags in servers:
+        bmc_port = FIRST_BMC_PORT + machine
+        wire = machine % 16 + 1  # its console port and PDU outlet
         height = 2 if name.startswith("db") else 1
         device = await add(
             name,
@@ -190,16 +218,15 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
             ctx,
             vault,
             device,
-            ConsolePortPath(kind=PathKind.CONSOLE_PORT, via=console, port=slot),
+            ConsolePortPath(kind=PathKind.CONSOLE_PORT, via=console, port=wire),
         )
         await paths.create_path(
             session,
             ctx,
             vault,
             device,
-            PduOutletPath(kind=PathKind.PDU_OUTLET, via=pdu, outlets=[slot]),
+            PduOutletPath(kind=PathKind.PDU_OUTLET, via=pdu, outlets=[wire]),
         )
-        bmc_port += 1
 
     for n, rack in ((1, "B01"), (2, "B01")):
         hypervisor = await add(
