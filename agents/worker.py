@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import orjson
 
 from agents.drivers.base import ConsoleChannel, DriverError
-from agents.drivers.sol import CLOSED
+from agents.drivers.buffer import CLOSED
 from agents.protocol import BootDevice, IpmiPath, PowerAction, PowerState, RedfishPath
 from agents.runner import Driver
 from agents.workers import LINE_LIMIT

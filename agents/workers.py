@@ -39,7 +39,7 @@ from agents.drivers.base import (
     Unreachable,
     Unsupported,
 )
-from agents.drivers.sol import CLOSED, OutputBuffer
+from agents.drivers.buffer import CLOSED, OutputBuffer
 from agents.protocol import BootDevice, ConsolePath, Path, PowerAction, PowerState
 
 log = logging.getLogger(__name__)
