@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,14 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 
-from agents.drivers.base import AuthFailed
+from agents.drivers.base import AuthFailed, Busy
 from agents.drivers.fake import FakeDriver
 from agents.protocol import IpmiPath
 from app.config import Settings
 from app.consoles.recording import read_output
-from tests.factories import error, ok
+from app.main import create_app
+from tests.conftest import ADMIN_PASSWORD, login
+from tests.factories import device, error, ok, path, site
 
 BMC = IpmiPath("10.0.0.1", "u", "bmc-secret")
 
@@ -193,3 +196,30 @@ def test_stream_needs_a_caller(consoles: TestClient, token: str | None) -> None:
             assert refused["error"] == "Unauthenticated"
     finally:
         consoles.headers["Authorization"] = saved
+
+
+def test_a_busy_port_is_a_conflict(consoles: TestClient, fake: FakeDriver) -> None:
+    fake.machine(BMC).fail = Busy("BMC 10.0.0.1:623: another SOL session is active on this BMC")
+    response = consoles.post("devices/web01/consoles", json={"via": "ipmi"})
+    assert "another SOL session" in error(response, 409)
+
+
+def test_a_session_nobody_watches_closes(settings: Settings, fake: FakeDriver) -> None:
+    brief = settings.model_copy(update={"poll_power": False, "console_linger_seconds": 0.4})
+    app = create_app(brief, drivers={"ipmi": fake})
+    with TestClient(app) as client:
+        client.base_url = client.base_url.join("/api/v1/")
+        client.headers["Authorization"] = f"Bearer {login(client, 'admin', ADMIN_PASSWORD)}"
+        site(client, "bj-dc1")
+        device(client, "web01")
+        path(client, "web01", kind="ipmi", address="10.0.0.1", username="u", secret="s")
+        console = _open(client)
+        with _stream(client, console) as ws:
+            _until(ws, "writer")
+        deadline = time.monotonic() + 10
+        while ok(client.get(f"consoles/{console['id']}"))["status"] == "open":
+            assert time.monotonic() < deadline, "the unwatched session stayed open"
+            time.sleep(0.1)
+        row = ok(client.get(f"consoles/{console['id']}"))
+        assert row["close_reason"] == "unwatched"
+        assert fake.machine(BMC).consoles[0].closed
