@@ -49,7 +49,7 @@ format: $(STAMP)  ## fix formatting and the fixable lint
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) peers  ## benchmarks: figures and ratios (see bench/README.md)
+bench: $(STAMP) peers  ## benchmarks (catalogue, audit, power, consoles): figures in docs/benchmarks.md
 	$(BIN)/python -m bench
 
 clean:  ## remove the virtualenv and caches (not ./var)

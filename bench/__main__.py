@@ -2,9 +2,14 @@
 
 import sys
 
-from bench import audit, catalogue, power
+from bench import audit, catalogue, consoles, power
 
-SUITES = {"catalogue": catalogue.run, "audit": audit.run, "power": power.run}
+SUITES = {
+    "catalogue": catalogue.run,
+    "audit": audit.run,
+    "power": power.run,
+    "consoles": consoles.run,
+}
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or list(SUITES):
