@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from app.cli import audit, devices, power, tokens
+from app.cli import audit, console, devices, power, tokens
 
 app = typer.Typer(
     help="Rackhand: remote hands for data-center fleets.",
@@ -25,6 +25,7 @@ app.add_typer(tokens.app, name="tokens")
 app.add_typer(audit.app, name="audit")
 app.command("power")(power.power)
 app.command("boot")(power.boot)
+app.command("console")(console.console)
 
 
 @app.command()
