@@ -103,8 +103,7 @@ async def _attach(conn: Connection, opened: dict[str, Any], mode: str) -> int:
     headers = {"Authorization": f"Bearer {conn.token}"} if conn.token else {}
     try:
         async with connect(url, additional_headers=headers, close_timeout=2) as ws:
-            with _raw(sys.stdin.fileno()):
-                return await _Viewer(ws, mode).run()
+            return await _Viewer(ws, mode).run()
     except (OSError, WebSocketException) as exc:
         _notice(f"error: cannot attach to {url}: {exc}")
         return 1
@@ -165,7 +164,8 @@ class _Viewer:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        with _stdin_feed(loop, self.keys), self._signals(loop):
+        # signals first: a SIGTERM must never find the terminal raw with nobody to restore it
+        with self._signals(loop), _raw(sys.stdin.fileno()), _stdin_feed(loop, self.keys):
             for work in (self._receive(), self._type()):
                 self._spawn(work)
             try:
@@ -225,7 +225,7 @@ class _Viewer:
             sys.stdout.buffer.flush()
         except OSError:  # stdout closed under us, e.g. `| head`
             self.finish(1)
-        _fresh_line = False
+        _fresh_line = data.endswith(b"\n")
 
     async def _event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")

@@ -12,6 +12,7 @@ import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
+from subprocess import PIPE
 from typing import IO
 
 import httpx
@@ -86,9 +87,9 @@ class Attached:
         self.process = subprocess.Popen(
             [RACKHAND, "console", *args],
             env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdin=PIPE,
+            stdout=PIPE,
+            stderr=PIPE,
         )
         assert self.process.stdout is not None
         assert self.process.stderr is not None
@@ -178,17 +179,18 @@ def test_write_lock_read_only_and_hangup(env: dict[str, str], fake: FakeDriver) 
 
 
 def test_a_console_that_cannot_open_exits_1_with_the_api_message(env: dict[str, str]) -> None:
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
+    def run(*args: str) -> subprocess.Popen[str]:
         command = [RACKHAND, "console", *args]
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=WAIT)
+        return subprocess.Popen(command, env=env, stdout=PIPE, stderr=PIPE, text=True)
 
-    unknown = run("nope")
+    unknown, no_path = run("nope"), run("web01", "--via", "console_port")  # a 422, not usage
+    out, err = unknown.communicate(timeout=WAIT)
     assert unknown.returncode == 1
-    assert "error (NotFound): no device 'nope'" in unknown.stderr
-    assert unknown.stdout == ""
-    no_path = run("web01", "--via", "console_port")  # a 422, yet not a usage error
+    assert "error (NotFound): no device 'nope'" in err
+    assert out == ""
+    err = no_path.communicate(timeout=WAIT)[1]
     assert no_path.returncode == 1
-    assert "web01 has no console path" in no_path.stderr
+    assert "web01 has no console path" in err
 
 
 def _winsize(fd: int, cols: int, rows: int) -> None:
