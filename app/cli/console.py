@@ -234,7 +234,7 @@ class _Viewer:
             _notice(f"connected to {event['device']} via {event.get('path')} "
                     "(escape: Ctrl-] then ? for help)")  # fmt: skip
             if self.writer is not None and not self.writing:
-                _notice(f"{self._holder()} holds the write lock")
+                _notice(f"the write lock is held by {self._holder()}")
             if self.writer is not None or self.mode == "ro":
                 self.settled.set()  # else the lock is ours in the `writer` event that follows
         elif kind == "writer":
@@ -246,6 +246,8 @@ class _Viewer:
             _notice(f"break sent by {event.get('by')}")
         elif kind == "power":
             _notice(f"power {event.get('action')} by {event.get('by')}: {event.get('status')}")
+        elif kind == "error" and event.get("error") == "InUse" and self.writer is not None:
+            _notice(f"in use by {self._holder()}; Ctrl-] W takes it over (admin)")
         elif kind == "error":
             _notice(f"error ({event.get('error')}): {event.get('detail')}")
         elif kind == "closed":
@@ -264,11 +266,12 @@ class _Viewer:
             if sys.stdout.isatty():
                 await self._resize()
         else:
-            _notice(f"{self._holder()} holds the write lock{taken}")
+            _notice(f"the write lock is held by {self._holder()}{taken}")
 
     def _holder(self) -> str:
+        """Who writes, e.g. `alice since 10:02`."""
         assert self.writer is not None
-        return f"{self.writer.get('name')} (since {_clock(str(self.writer.get('since')))})"
+        return f"{self.writer.get('name')} since {_clock(str(self.writer.get('since')))}"
 
     async def _resize(self) -> None:
         if self.writing:

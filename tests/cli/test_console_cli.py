@@ -152,23 +152,29 @@ def test_write_lock_read_only_and_hangup(env: dict[str, str], fake: FakeDriver) 
     alice = Attached(env, "web01")
     alice.told("you hold the write lock")
     bob = Attached(env, "web01")
-    bob.told("admin (since ")  # the holder, when bob arrives
+    bob.told("the write lock is held by admin since ")  # told as bob arrives
     bob.type(b"uptime\r")
-    bob.told("read-only: in use by admin (since ")
+    bob.told("read-only: in use by admin since ")
     bob.told("Ctrl-] w to take it when free")
+    bob.type(b"\x1dw")
+    bob.told("in use by admin since ")
+    bob.told("Ctrl-] W takes it over (admin)")
     watcher = Attached(env, "web01", "--read-only")
     watcher.told("connected to web01")
     watcher.type(b"rm -rf /\r\x1dw")
     watcher.told("read-only: you joined with --read-only")
     alice.told("admin joined (read-only)")
-    alice.type(b"\x1dr")
-    bob.told("nobody holds the write lock (Ctrl-] w to take it)")
+    bob.type(b"\x1dW")  # bob is an admin too: he takes it over
+    bob.told("you hold the write lock, taken over")
+    alice.told("the write lock is held by admin since ")
+    bob.type(b"\x1dr")
+    alice.told("nobody holds the write lock (Ctrl-] w to take it)")
     watcher.told("nobody holds the write lock\r\n")  # no hint for a read-only viewer
     alice.type(b"\x1dq")
     assert alice.exits() == 0
     bob.told("admin left")
     bob.type(b"\x1dw")
-    bob.told("you hold the write lock")
+    bob.told("you hold the write lock\r\n")
     bob.type(b"uptime\r")
     watcher.sees(b"uptime\r")  # every viewer sees the output
     bob.type(b"\x04\x04")  # the fake device hangs up: an end nobody asked for
