@@ -351,9 +351,8 @@ class ConsoleBroker:
             mode,
             admin=held is not None and held.rank >= Role.ADMIN.rank,
         )
-        live.viewers[viewer.id] = viewer
-        live.unwatched = None
-        await self._audit.record(service.event(ctx, "console.joined", live.row, mode=mode))
+        # hello, the scrollback and joining the fan-out happen with no await in between, so
+        # the viewer's stream has every byte once: output after the scrollback, none twice.
         viewer.event(
             type="hello",
             session=live.id,
@@ -362,13 +361,16 @@ class ConsoleBroker:
             you=viewer.id,
             mode=mode,
             writer=_holder(live),
-            viewers=[{"viewer": v.id, "name": v.name} for v in live.viewers.values()],
+            viewers=[{"viewer": v.id, "name": v.name} for v in (*live.viewers.values(), viewer)],
         )
         if live.scrollback:
             viewer.send(bytes(live.scrollback))
+        live.viewers[viewer.id] = viewer
+        live.unwatched = None
         live.broadcast(type="joined", viewer=viewer.id, name=viewer.name, mode=mode)
         if mode == "rw" and live.writer is None:
             self._grant(live, viewer)
+        await self._audit.record(service.event(ctx, "console.joined", live.row, mode=mode))
         return viewer
 
     async def leave(self, live: Live, viewer: Viewer) -> None:
