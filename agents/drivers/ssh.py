@@ -87,6 +87,19 @@ def _trust_nothing(
     return [], [], []
 
 
+# AES-GCM first: with AES-NI it costs 40% less CPU than asyncssh's default ChaCha20-Poly1305
+# (5,000 small echoes, client and server in one process: 1.31 s vs 2.20 s), and a console
+# server's output is many small packets. The rest of asyncssh's defaults follow.
+CIPHERS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes256-ctr",
+    "aes192-ctr",
+    "aes128-ctr",
+)
+
+
 async def connect(
     target: SshTarget,
     *,
@@ -115,6 +128,7 @@ async def connect(
             agent_path=None,
             gss_host=None,
             config=None,
+            encryption_algs=list(CIPHERS),
             connect_timeout=settings.connect_timeout,
             keepalive_interval=settings.keepalive_interval,
             keepalive_count_max=settings.keepalive_count_max,
