@@ -184,19 +184,15 @@ class ConsoleBroker:
             if live is None or live.closing:
                 async with unit_of_work(self._sessions) as session:
                     device, site = await service.target(session, ctx, ref)
-                    opening = await service.create(
+                    row, paths = await service.create(
                         session, ctx, self._vault, device, site, body.via
                     )
-                    row = await session.get(ConsoleSession, opening.id)
-                    assert row is not None
                 loop = asyncio.get_running_loop()
                 live = Live(row, body.cols, body.rows, loop.create_future())
                 self._live[row.id] = self._by_device[device.id] = live
                 assert self._send is not None
                 self._send(
-                    ConsoleOpen(
-                        row.id, device.name, site.slug, tuple(opening.paths), body.cols, body.rows
-                    )
+                    ConsoleOpen(row.id, device.name, site.slug, tuple(paths), body.cols, body.rows)
                 )
         try:
             result = await asyncio.wait_for(asyncio.shield(live.opened), self.timeouts.open)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.protocol import ConsolePath, HostKeySeen
@@ -21,20 +20,9 @@ from app.identity.models import Role
 from app.inventory.devices import device_for
 from app.inventory.models import ControlPath, Device, PathKind, Site
 from app.vault import Vault
+from app.webhooks import outbox
 
 API = "/api/v1"
-
-
-@dataclass(frozen=True)
-class Opening:
-    """A session row just written, with what the agent needs to open it."""
-
-    id: str
-    device_id: int
-    device: str
-    site_id: int
-    site: str
-    paths: list[ConsolePath]
 
 
 async def target(session: AsyncSession, ctx: RequestContext, ref: str) -> tuple[Device, Site]:
@@ -51,8 +39,9 @@ async def create(
     device: Device,
     site: Site,
     via: str,
-) -> Opening:
-    """The session row and its `console.requested` event, committed before the agent is asked."""
+) -> tuple[ConsoleSession, list[ConsolePath]]:
+    """The session row and its `console.requested` event, committed before the agent is asked;
+    with the device's console paths for the agent."""
     paths = await console_paths(session, vault, device, via)
     row = ConsoleSession(
         id=uuid.uuid4().hex,
@@ -74,7 +63,7 @@ async def create(
     session.add(row)
     await session.flush()
     stage(session, event(ctx, "console.requested", row, via=via))
-    return Opening(row.id, device.id, device.name, site.id, site.slug, paths)
+    return row, paths
 
 
 def event(
@@ -190,6 +179,7 @@ async def mark_closed(
         }
     kind = "console.failed" if failed else "console.closed"
     stage(session, event(closed_by, kind, row, "failure" if failed else "success", **details))
+    await outbox.console_closed(session, row)  # webhooks, in this transaction
     return row
 
 
@@ -206,6 +196,7 @@ async def abandon_open(session: AsyncSession) -> int:
         row.status, row.closed_at, row.close_reason = ConsoleStatus.CLOSED, utcnow(), "lost"
         row.message = "the central stopped while the session was open"
         stage(session, event(None, "console.closed", row, "failure", reason="lost"))
+        await outbox.console_closed(session, row)
     return len(rows)
 
 
@@ -241,11 +232,3 @@ async def pin_host_key(session: AsyncSession, seen: HostKeySeen) -> list[str]:
             ),
         )  # fmt: skip
     return pinned
-
-
-async def add_bytes(session: AsyncSession, console_id: str, bytes_in: int, bytes_out: int) -> None:
-    await session.execute(
-        update(ConsoleSession)
-        .where(ConsoleSession.id == console_id)
-        .values(bytes_in=bytes_in, bytes_out=bytes_out)
-    )
