@@ -42,6 +42,7 @@ ESCAPES: dict[Dialect, tuple[bytes, Mapping[bytes, Escape]]] = {
     Dialect.MENU: (b"~", {b".": Escape.LEAVE, b"~": Escape.LITERAL}),
 }
 MENU_PROMPT = "Type 'q' to quit, a valid option[1-{count}], or anything else to refresh :"
+CHOOSER_PROMPT = "Select a port (1-{count}), or q to quit: "  # Opengear's `user:serial`
 
 
 @dataclass(eq=False)
@@ -184,11 +185,13 @@ class _PortSession(asyncssh.SSHServerSession[bytes]):
         return True
 
     def session_started(self) -> None:
-        if self._server.dialect is Dialect.MENU:
+        asked = self._login.partition(":")[2]
+        if self._server.dialect is Dialect.MENU or (
+            self._server.dialect is Dialect.OPENGEAR and asked == "serial"
+        ):
             self._choice = b""
             self._show_menu()
             return
-        asked = self._login.partition(":")[2]
         port = self._server.find(asked)
         if port is None:
             self._refuse(f"No such port: {asked}")
@@ -224,7 +227,8 @@ class _PortSession(asyncssh.SSHServerSession[bytes]):
     def _show_menu(self) -> None:
         ports = self._server.ports.values()
         listing = "".join(f"  {port.number}: {port.label}\r\n" for port in ports)
-        self._write(f"\r\n{listing}\r\n{MENU_PROMPT.format(count=len(ports))}".encode())
+        prompt = MENU_PROMPT if self._server.dialect is Dialect.MENU else CHOOSER_PROMPT
+        self._write(f"\r\n{listing}\r\n{prompt.format(count=len(ports))}".encode())
 
     def _choose(self, data: bytes) -> bytes:
         """Menu input; the bytes left over once a port is connected (else b"")."""
@@ -246,8 +250,10 @@ class _PortSession(asyncssh.SSHServerSession[bytes]):
                 self._show_menu()
                 continue
             self._choice = None
-            self._write(f"Connected to port {number}\r\n".encode())
-            if self._take(self._server.ports[number]):
+            port = self._server.ports[number]
+            if port.holder is None:
+                self._write(f"Connected to port {number}\r\n".encode())
+            if self._take(port):
                 rest = data[index + 1 :]
                 return rest[1:] if value == ord("\r") and rest[:1] == b"\n" else rest
             return b""

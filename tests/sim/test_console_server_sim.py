@@ -241,6 +241,29 @@ def test_the_menu_dialect() -> None:
     run(scenario)
 
 
+def test_opengear_port_chooser_and_a_busy_choice() -> None:
+    """`user:serial` lists the ports; a busy one is refused without claiming a connection."""
+
+    async def scenario() -> None:
+        async with console_server("opengear") as server:
+            server.ports[2].holder = "alice"
+            async with connect(server, "admin:serial") as conn:
+                console = await open_console(conn)
+                menu = await read_until(console, b"Select a port (1-4), or q to quit: ")
+                assert b"  2: web02\r\n" in menu
+                console.stdin.write(b"2\r")
+                refused = await read_until(console, b"Port 2 is in use by alice")
+                assert b"Connected" not in refused
+            async with connect(server, "admin:serial") as conn:
+                console = await open_console(conn)
+                await read_until(console, b"or q to quit: ")
+                console.stdin.write(b"1\r")
+                await read_until(console, b"Connected to port 1\r\n")
+                await until(lambda: server.ports[1].holder == "admin")
+
+    run(scenario)
+
+
 def test_openssh_client_pinned_key_port_bytes_break_and_leave(tmp_path: Path) -> None:
     """OpenSSH's ssh: host key pinned, password by SSH_ASKPASS, `~B` = SSH break, `~~.` leaves."""
 
