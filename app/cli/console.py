@@ -95,7 +95,8 @@ def stream_url(base: str, stream: str, mode: str) -> str:
     """The session's WebSocket, ws:// or wss:// after the scheme of the API's URL."""
     parts = urlsplit(base)
     scheme = "wss" if parts.scheme == "https" else "ws"
-    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}{stream}?mode={mode}"
+    path = stream.partition("?")[0]  # the answer says ?mode=ro when asked; we say it ourselves
+    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}{path}?mode={mode}"
 
 
 async def _attach(conn: Connection, opened: dict[str, Any], mode: str) -> int:

@@ -51,6 +51,7 @@ MAX_QUEUED = 8 * 1024 * 1024  # bytes waiting for one viewer before it is droppe
 CLOSE_WAIT = 5.0  # s the agent gets to confirm a close
 
 Mode = Literal["rw", "ro"]
+READ_ONLY = "you joined read-only; join again with mode=rw to type"
 Item = bytes | str | None  # a binary frame, a text frame, or the end
 
 
@@ -370,23 +371,32 @@ class ConsoleBroker:
         return viewer
 
     async def leave(self, live: Live, viewer: Viewer) -> None:
+        """The viewer's socket ended (called once per viewer, dropped or not)."""
+        self._detach(live, viewer)
+        viewer.gone = True
+        if not live.closed.is_set():
+            await self._audit.record(service.event(viewer.ctx, "console.left", live.row))
+
+    def _detach(self, live: Live, viewer: Viewer) -> None:
         if live.viewers.pop(viewer.id, None) is None:
             return
-        viewer.gone = True
         if live.writer is viewer:
             self._grant(live, None)
         if not live.viewers:
             live.unwatched = time.monotonic()
         live.broadcast(type="left", viewer=viewer.id, name=viewer.name)
-        if not live.closed.is_set():
-            await self._audit.record(service.event(viewer.ctx, "console.left", live.row))
 
     def _drop(self, live: Live, viewer: Viewer, why: str) -> None:
+        """Too far behind: out of the fan-out (and the write lock) at once, told why."""
+        self._detach(live, viewer)
         viewer.event(type="error", error="TooSlow", detail=why)
         viewer.send(None)
         viewer.gone = True
 
     def write(self, live: Live, viewer: Viewer, data: bytes) -> None:
+        if viewer.mode == "ro":
+            viewer.event(type="error", error="ReadOnly", detail=READ_ONLY)
+            return
         if live.writer is not viewer:
             viewer.event(type="error", error="ReadOnly", detail=self._in_use(live))
             return
@@ -423,7 +433,7 @@ class ConsoleBroker:
         if holder is viewer:
             return
         if viewer.mode == "ro":
-            viewer.event(type="error", error="ReadOnly", detail="you joined read-only")
+            viewer.event(type="error", error="ReadOnly", detail=READ_ONLY)
             return
         if holder is not None and not message.get("force"):
             viewer.event(type="error", error="InUse", detail=self._in_use(live))

@@ -42,6 +42,8 @@ async def open_console(
         ctx, ticket=body.ticket or ctx.ticket, reason=body.reason or ctx.reason
     )
     read, created = await _broker(request).open(ctx, device, body)
+    if read.stream is not None and body.mode == "ro":
+        read.stream += "?mode=ro"  # the stream to join, as asked (the session itself is shared)
     if not created:
         response.status_code = status.HTTP_200_OK
     return read

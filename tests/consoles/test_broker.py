@@ -26,6 +26,7 @@ def _received(viewer: Viewer) -> bytes:
     items = []
     while not viewer.queue.empty():
         item = viewer.queue.get_nowait()
+        viewer.sent(item)
         if isinstance(item, bytes):
             items.append(item)
     return b"".join(items)
@@ -46,3 +47,22 @@ def test_a_viewer_joining_mid_stream_gets_every_byte_once(tmp_path: Path) -> Non
         return _received(viewer)
 
     assert asyncio.run(scenario()) == b"POST memory ok"
+
+
+def test_a_viewer_too_far_behind_is_dropped_and_loses_the_write_lock(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        broker = ConsoleBroker(None, _YieldingAudit(), None, tmp_path)  # type: ignore[arg-type]
+        row = ConsoleSession(id="s1", device_id=1, device_name="web01", site_id=1, site="bj-dc1")
+        live = Live(row, 80, 25, asyncio.get_running_loop().create_future())
+        principal = Principal(Actor("user", 1, "alice"), user_id=1, grants=((Role.OPERATOR, None),))
+        slow = await broker.join(live, RequestContext(principal), "rw")
+        fast = await broker.join(live, RequestContext(principal), "ro")
+        assert live.writer is slow
+        for _ in range(9):
+            broker._output(live, b"x" * (1024 * 1024))
+            _received(fast)  # this one keeps up
+        assert slow.id not in live.viewers
+        assert live.writer is None
+        assert fast.id in live.viewers
+
+    asyncio.run(scenario())
