@@ -36,7 +36,15 @@ async def power_paths(
     vault: Vault,
     device_ids: Sequence[int],
     kinds: Sequence[PathKind] = POWER_PATHS,
+    *,
+    status: bool = False,
 ) -> dict[int, list[Path]]:
+    """Each device's paths in priority order.
+
+    For a `status` read, an outlet stands for the device only when it has no BMC: an outlet
+    that is on says nothing about a server that is off, and a poll falling back to it would
+    report drift that never happened.
+    """
     rows: list[ControlPath] = []
     for start in range(0, len(device_ids), _CHUNK):
         rows.extend(
@@ -62,6 +70,10 @@ async def power_paths(
                 )
         else:
             found.setdefault(row.device_id, []).append(_bmc_path(row, vault))
+    if status:
+        for device_id, paths in found.items():
+            bmcs: list[Path] = [path for path in paths if not isinstance(path, PduOutletPath)]
+            found[device_id] = bmcs or paths
     return found
 
 

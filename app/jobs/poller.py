@@ -111,7 +111,8 @@ class PowerPoller:
                 )
             )
         ).all()
-        paths = await power_paths(session, self._vault, [device_id for device_id, _ in devices])
+        ids = [device_id for device_id, _ in devices]
+        paths = await power_paths(session, self._vault, ids, status=True)
         for device_id, name in devices:
             task_id = f"{PREFIX}{next(self._ids)}"
             self._asked[task_id] = _Asked(device_id, name, slug)

@@ -220,7 +220,8 @@ async def orders_for(
     """The agent's orders, with each device's power paths in priority order, secrets opened."""
     kinds = BOOT_PATHS if plan.kind is JobKind.BOOT else POWER_PATHS
     ids = [target.device_id for target in plan.targets]
-    paths = await power_paths(session, vault, ids, kinds)
+    status = plan.kind is JobKind.POWER and plan.action == PowerAction.STATUS
+    paths = await power_paths(session, vault, ids, kinds, status=status)
     orders: list[Order] = []
     for target, task_id in zip(plan.targets, task_ids, strict=True):
         found = tuple(paths.get(target.device_id, ()))

@@ -12,11 +12,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from agents.drivers.base import DeviceTimeout, Unreachable
-from agents.drivers.fake import FakeDriver
+from agents.drivers.fake import FakeDriver, FakeMachine
 from agents.protocol import BootDevice, IpmiPath, PowerState
 from app.config import Settings
 from app.db import make_engine
 from app.main import create_app
+from tests.conftest import ADMIN_PASSWORD, login
 from tests.factories import device, error, ok, path, site
 
 WEB01 = "10.0.0.1:623"
@@ -263,3 +264,34 @@ def test_tasks_of_a_crashed_central_are_lost_not_rerun(
         assert [e["type"] for e in _audit(restarted, type="power.lost")] == ["power.lost"]
         ok(restarted.post("devices/web01/power", json={"action": "off"}))  # the device is free
     assert fake.machines[WEB01].actions == ["off"]
+
+
+def test_pdu_outlets_power_a_device_whose_bmc_fails_but_never_stand_in_for_its_status(
+    settings: Settings, fake: FakeDriver
+) -> None:
+    quiet = settings.model_copy(update={"poll_power": False})
+    with TestClient(create_app(quiet, drivers={"ipmi": fake, "pdu_outlet": fake})) as client:
+        client.base_url = client.base_url.join("/api/v1/")
+        client.headers["Authorization"] = f"Bearer {login(client, 'admin', ADMIN_PASSWORD)}"
+        site(client, "bj-dc1")
+        device(client, "pdu-a1", kind="pdu")
+        path(client, "pdu-a1", kind="ssh", address="10.0.9.1", username="admin", secret="pw",
+             options={"dialect": "raritan_px"})  # fmt: skip
+        for name, with_bmc in (("web01", True), ("sw01", False)):
+            device(client, name)
+            if with_bmc:
+                path(client, name, kind="ipmi", address="10.0.0.1", username="u", secret="s")
+            path(client, name, kind="pdu_outlet", via="pdu-a1", outlets=[1 if with_bmc else 2])
+        fake.machine(IpmiPath("10.0.0.1", "u", "s")).fail = Unreachable("BMC 10.0.0.1:623 is dead")
+        outlet = fake.machines.setdefault("10.0.9.1:22", FakeMachine(power=PowerState.ON))
+
+        cycled = ok(client.post("devices/web01/power", json={"action": "cycle"}))
+        assert cycled["path"] == "pdu_outlet"
+        assert "BMC 10.0.0.1:623 is dead" in cycled["message"]  # why the outlet acted
+        assert outlet.actions[-1] == "cycle"
+
+        status = ok(client.post("devices/web01/power", json={"action": "status"}))
+        assert status["status"] == "failed"  # an outlet that is on says nothing of the server
+        assert status["path"] is None or status["path"] == "ipmi"
+        alone = ok(client.post("devices/sw01/power", json={"action": "status"}))
+        assert (alone["path"], alone["power_state"]) == ("pdu_outlet", "on")
