@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     console_max_seconds: float = 12 * 3600.0
     console_linger_seconds: float = 60.0  # nobody watching: the session closes
     poll_power: bool = True  # the background power poller (tests of other things turn it off)
+    # Webhook deliveries (docs/webhooks.md): one attempt, then one retry after each pause.
+    webhook_retry_seconds: tuple[float, ...] = (10.0, 60.0, 300.0, 1800.0, 7200.0)
+    webhook_timeout_seconds: float = 5.0  # per attempt: connect, send, first bytes back
+    webhook_poll_seconds: float = 1.0  # how often the sender looks for deliveries due
+    webhook_max_in_flight: int = 16  # attempts at once over every webhook
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

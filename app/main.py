@@ -41,6 +41,8 @@ from app.jobs.routes import router as jobs_router
 from app.limits import BodyLimit
 from app.uow import unit_of_work
 from app.vault import load_vault
+from app.webhooks.routes import router as webhooks_router
+from app.webhooks.sender import Policy, WebhookSender
 
 log = logging.getLogger(__name__)
 API = "/api/v1"
@@ -198,6 +200,13 @@ def create_app(
         )
         if settings.poll_power:
             poller.start()
+        webhooks = app.state.webhooks = WebhookSender(
+            app.state.sessions,
+            app.state.write_sessions,
+            app.state.vault,
+            Policy.from_settings(settings),
+        )
+        webhooks.start()
         try:
             yield
         finally:
@@ -206,6 +215,7 @@ def create_app(
             await agent.close()
             await poller.close()
             await jobs.close()
+            await webhooks.stop()
             await app.state.audit.close()
             await engine.dispose()
 
@@ -229,6 +239,7 @@ def create_app(
     app.include_router(audit_router, prefix=API)
     app.include_router(jobs_router, prefix=API)
     app.include_router(consoles_router, prefix=API)
+    app.include_router(webhooks_router, prefix=API)
 
     @app.get(f"{API}/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -8,4 +8,5 @@ def load_all() -> None:
     import app.consoles.models
     import app.identity.models
     import app.inventory.models
-    import app.jobs.models  # noqa: F401
+    import app.jobs.models
+    import app.webhooks.models  # noqa: F401

@@ -28,6 +28,7 @@ from app.db import utcnow
 from app.inventory.models import PowerStatus
 from app.jobs.models import ACTIVE, Job, JobStatus, Task
 from app.uow import unit_of_work
+from app.webhooks import outbox
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +262,7 @@ class JobEngine:
                 update(Job).where(Job.id == job_id).values(status=status, finished_at=now)
             )
             finished[job_id] = status
+        await outbox.jobs_finished(session, finished)  # webhooks, in this transaction
         return finished
 
     def _announce(self, batch: list[Report], finished_jobs: dict[str, JobStatus]) -> None:

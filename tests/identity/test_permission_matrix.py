@@ -52,6 +52,13 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/devices/{device}/boot"): {"device": "bios"},
     ("POST", "/api/v1/power"): {"select": "web01", "action": "cycle"},
     ("POST", "/api/v1/devices/{device}/consoles"): {"via": "auto"},
+    ("POST", "/api/v1/webhooks"): {
+        "url": "https://tickets.example.com/hooks",
+        "secret": "a-secret-of-16-chars",
+        "events": ["job.finished"],
+        "sites": ["bj-dc1"],
+    },
+    ("PATCH", "/api/v1/webhooks/{webhook_id}"): {"active": False},
 }
 
 
@@ -78,6 +85,10 @@ def _seed(client: TestClient) -> dict[str, str]:
     token = ok(client.post("tokens", json={"name": "spare", "role": "viewer"}), 201)
     # a job whose BMC (nothing listens at 10.0.0.1) never answers: it is still running
     job = ok(client.post("devices/web01/power", json={"action": "on", "wait": 0}), 202)["job"]
+    # a webhook (its receiver refuses connections) with a delivery: the console below
+    hook = {"url": "http://127.0.0.1:1/hook", "secret": "a-secret-of-16-chars",
+            "events": ["console.closed"]}  # fmt: skip
+    webhook = ok(client.post("webhooks", json=hook), 201)["id"]
     # a console that failed at once: its console server (port 1) refuses connections
     device(client, "cs-01", kind="console_server")
     path(client, "cs-01", kind="ssh", address="127.0.0.1", port=1, username="u", secret="p")
@@ -85,7 +96,10 @@ def _seed(client: TestClient) -> dict[str, str]:
     path(client, "web02", kind="console_port", via="cs-01", port=1)
     client.post("devices/web02/consoles", json={"via": "console_port"})
     console = ok(client.get("consoles", params={"device": "web02"}))["items"][0]["id"]
+    delivery = ok(client.get(f"webhooks/{webhook}/deliveries"))["items"][0]["id"]
     return {
+        "webhook_id": str(webhook),
+        "delivery_id": delivery,
         "console_id": console,
         "path_id": str(ipmi["id"]),
         "token_id": str(token["id"]),

@@ -1,0 +1,1 @@
+"""Signed webhooks: subscriptions, their outbox of deliveries, and the sender."""
