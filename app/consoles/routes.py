@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,6 +23,7 @@ from app.errors import Forbidden, Hidden, InUse, NotFound, RackhandError, Refuse
 from app.identity.auth import Ctx, connection_context
 from app.identity.models import Role
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["consoles"])
 FRAME = 64 * 1024  # output bytes coalesced into one WebSocket frame at most
 CLOSE_CODES = {Unauthenticated: 4401, Forbidden: 4403, Hidden: 4404, NotFound: 4404}
@@ -113,7 +115,8 @@ async def recording(
         )
     path = Path(request.app.state.settings.data_dir) / row.recording
     if not path.is_file():
-        raise NotFound(f"the recording of console session {row.id} is missing from {path.parent}")
+        log.error("the recording of console session %s is missing: %s", row.id, path)
+        raise NotFound(f"the recording of console session {row.id} is missing on the server")
     await request.app.state.audit.record(
         service.event(ctx, "console.recording_read", row, sha256=row.recording_sha256)
     )
