@@ -1,4 +1,4 @@
-"""The only code that touches pyghmi's internals: four patches and two narrow typed wrappers.
+"""The only code that touches pyghmi's internals: seven patches and two narrow typed wrappers.
 
 Written against pyghmi 1.6.19 (read from its source, see notes/ipmi.md §1.2); `apply()` refuses
 any other version. Everything here runs on the one thread that drives pyghmi (the IPMI reactor
@@ -13,11 +13,15 @@ happen; a second thread calling pyghmi in this process would bring it back.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import importlib.metadata
 import inspect
+import itertools
 import logging
+import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +31,7 @@ from pyghmi.ipmi import command as _command  # type: ignore[import-untyped]
 from pyghmi.ipmi import console as _console
 from pyghmi.ipmi.private import constants as _constants  # type: ignore[import-untyped]
 from pyghmi.ipmi.private import session as _session
+from pyghmi.ipmi.private import util as _util
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,11 @@ _SHAPES = {
     ),
     "Session.wait_for_rsp": "(timeout=None, callout=True)",
     "Session.process_pktqueue": "(self)",
+    "Session._req_priv_level": "(self)",
+    "Session._xmit_packet": "(self, retry=True, delay_xmit=None, timeout=None)",
+    "Session._isincommand": "(self)",
+    "Session._keepalive": "(self)",
+    "Session._timedout": "(self)",
     # What `SolLink` overrides or calls of pyghmi's Console.
     "Console._got_session": "(self, response)",
     "Console._sendoutput": "(self, output, sendbreak=False)",
@@ -89,6 +99,10 @@ def apply() -> None:
     session_class._initsession = _initsession_with_suite(session_class._initsession)
     session_class._got_rmcp_response = _rmcp_response_with_suite(session_class._got_rmcp_response)
     session_class.process_pktqueue = _process_failing_alone(session_class.process_pktqueue)
+    session_class._req_priv_level = _req_priv_level
+    session_class._xmit_packet = _xmit_indexed(session_class._xmit_packet)
+    session_class.wait_for_rsp = classmethod(_wait_for_rsp)
+    _index_existing()
     _applied = True
 
 
@@ -112,8 +126,15 @@ def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
     a general wait any session's (`sessionqueue`), for a wait on one BMC address that of a
     session awaiting it. It also lets `wake()` end the reactor's general wait, which pyghmi has
     no way to do.
+
+    And a general wait of 0 s (a poll: every busy reactor turn, and every `Command()`) returns
+    at once. Upstream wakes the I/O thread with a datagram and waits for it to answer even then:
+    a thread round trip per poll. The I/O thread reads and queues packets whether anyone waits or
+    not, so nothing is missed: the next wait finds them in `sessionqueue`.
     """
     global _sleeper
+    if timeout <= 0 and evq is None and myaddr is None:
+        return  # a poll: whatever the I/O thread has read is in `sessionqueue` already
     evt = threading.Event()
     if evq is not None:
         evq.append(evt)
@@ -271,8 +292,220 @@ def _process_failing_alone(process: Callable[[Any], None]) -> Callable[[Any], No
             if self.incommand:
                 self.ipmicallback({"error": error, "code": 0xFFFF})
             self._mark_broken(error)
+        finally:
+            _run_deferred()
 
     return process_pktqueue
+
+
+# Work a reply handler must not do inside pyghmi's packet parsing: once `_parse_ipmi_payload`
+# has called the handler, it forgets the session's newest request entry, so a request sent from
+# the handler would have its reply dropped as unrelated. It runs once the packets are handled.
+_deferred: deque[Callable[[], None]] = deque()
+
+
+def _run_deferred() -> None:
+    while _deferred:
+        _deferred.popleft()()
+
+
+# Patch 5 ---------------------------------------------------------------------------------------
+
+_PRIVILEGE_REFUSED = (0x80, 0x81)  # the BMC will not grant this level: upstream tries OPERATOR
+
+
+def _req_priv_level(self: Any) -> None:
+    """pyghmi's last login step, Set Session Privilege Level (0x3B), in callback style.
+
+    Upstream sends it with a blocking `raw_command` from inside the RAKP4 handler: the thread
+    that pumps pyghmi's loop (our reactor) then sits in a nested wait that serves only this
+    session, one round trip per login while every other BMC's packets wait in the queue. Here
+    the request goes out and the login goes on in its reply's handler (`_privilege_set`), with
+    upstream's steps: ADMIN, OPERATOR once if ADMIN is refused (0x80/0x81), then the session
+    joins the keep-alives and `onlogon` runs. The request is idempotent and pyghmi's timer
+    retransmits it as upstream. One difference: upstream would start a silent re-login when it
+    gets no answer at all (its reply then lands in a stale handler); here the login fails with
+    "timeout", which the caller sees as an unreachable BMC and may retry.
+    """
+    self.logged = 1
+    self.logoutexpiry = None
+    self.maxtimeout = 4  # upstream's: a logged-in session gives up on a request sooner
+    self.logontries = 0  # no silent re-login during this step (see above)
+    _ask_privilege(self)
+
+
+def _ask_privilege(self: Any) -> None:
+    def answered(response: dict[str, Any]) -> None:
+        if "error" in response:  # from pyghmi's retry timer, not from inside packet parsing
+            _privilege_set(self, response)
+        else:  # it may send OPERATOR's request, and `onlogon` may send one (SOL's activation)
+            _deferred.append(lambda: _privilege_set(self, response))
+
+    self.raw_command(netfn=6, command=0x3B, data=[self.privlevel], callback=answered)
+
+
+def _privilege_set(self: Any, response: dict[str, Any]) -> None:
+    """The reply to Set Session Privilege Level (or pyghmi's timeout): end the login."""
+    self.incommand = False  # callback style leaves this to the caller
+    while self.evq:
+        self.evq.popleft().set()
+    if self.broken:  # failed while the reply waited its turn
+        return
+    code = response.get("code", 0)
+    if code in _PRIVILEGE_REFUSED and self.privlevel == 4:
+        self.privlevel = 3
+        _ask_privilege(self)
+        return
+    if code:
+        self.logged = 0
+        self.onlogpayload = None
+        self.logging = False
+        if response.get("error") == "timeout":
+            self.onlogon({"error": "timeout"})
+            return
+        suffix = f" while requesting privelege level {self.privlevel} for {self.userid}"
+        error = _util.get_ipmi_error(response, suffix=suffix)  # upstream's words (and spelling)
+        if error:
+            self.onlogon({"error": error})
+            return
+    self.logging = False
+    self.logontries = 1  # upstream's value once logged in: one silent re-login (Link keeps 0)
+    deadline = _session._monotonic_time() + _session.MAX_IDLE - random.random() * 4.9
+    with _session.KEEPALIVE_SESSIONS:
+        _session.Session.keepalive_sessions[self] = {"ipmisession": self, "timeout": deadline}
+    _index(_keepalives, self, deadline)
+    self.onlogon({"success": True})
+
+
+# Patch 6 ---------------------------------------------------------------------------------------
+
+# Deadlines of `Session.waiting_sessions` (retransmit timers) and `Session.keepalive_sessions`
+# (idle timers) in heaps: (deadline, entry, session). A session's current entry is the one named
+# in `_entry`; older ones, and those of sessions gone from pyghmi's tables, are dropped as they
+# surface, so pyghmi keeps adding to and popping from its tables exactly as before.
+_waiting: list[tuple[float, int, Any]] = []
+_keepalives: list[tuple[float, int, Any]] = []
+_entry: dict[tuple[int, Any], int] = {}  # (id of the heap, session) -> its current entry
+_entries = itertools.count()
+_KEEPALIVE_DEFERRED = 0.1  # s before looking again at a due keep-alive of a busy session
+
+
+def _index(heap: list[tuple[float, int, Any]], session: Any, deadline: float) -> None:
+    entry = next(_entries)
+    _entry[id(heap), session] = entry
+    heapq.heappush(heap, (deadline, entry, session))
+
+
+def _drop_top(heap: list[tuple[float, int, Any]]) -> None:
+    _, entry, session = heapq.heappop(heap)
+    if _entry.get((id(heap), session)) == entry:
+        del _entry[id(heap), session]
+
+
+def _next_retransmit() -> float | None:
+    """The earliest retransmit deadline of a session in `waiting_sessions`, if any."""
+    waiting = _session.Session.waiting_sessions
+    while _waiting:
+        deadline, entry, session = _waiting[0]
+        if _entry.get((id(_waiting), session)) == entry and session in waiting:
+            return deadline
+        _drop_top(_waiting)
+    return None
+
+
+def _next_keepalive() -> float | None:
+    """The earliest keep-alive deadline of a session in `keepalive_sessions`, if any.
+
+    Traffic moves a session's idle deadline (`send_payload`), and the heap is not told: an entry
+    that surfaces with a later deadline in the table goes back in under that one. A deadline
+    moved earlier (by pyghmi's random part) is kept at the indexed one, which is still at most
+    MAX_IDLE after the session's last packet, as upstream promises.
+    """
+    keepalive = _session.Session.keepalive_sessions
+    while _keepalives:
+        deadline, entry, session = _keepalives[0]
+        parms = keepalive.get(session) if _entry.get((id(_keepalives), session)) == entry else None
+        if parms is None:
+            _drop_top(_keepalives)
+        elif parms["timeout"] > deadline:
+            heapq.heapreplace(_keepalives, (parms["timeout"], entry, session))
+        else:
+            return deadline
+    return None
+
+
+def _xmit_indexed(xmit: Callable[..., None]) -> Callable[..., None]:
+    """Wrap `Session._xmit_packet`, the only writer of `waiting_sessions`: index its deadline."""
+
+    def _xmit_packet(
+        self: Any, retry: bool = True, delay_xmit: Any = None, timeout: Any = None
+    ) -> None:
+        xmit(self, retry, delay_xmit, timeout)
+        parms = _session.Session.waiting_sessions.get(self)
+        if parms is not None:
+            _index(_waiting, self, parms["timeout"])
+
+    return _xmit_packet
+
+
+def _index_existing() -> None:
+    """Index what pyghmi's tables already hold (sessions made before `apply()`)."""
+    for session, parms in list(_session.Session.waiting_sessions.items()):
+        _index(_waiting, session, parms["timeout"])
+    for session, parms in list(_session.Session.keepalive_sessions.items()):
+        _index(_keepalives, session, parms["timeout"])
+
+
+def _wait_for_rsp(cls: Any, timeout: float | None = None, callout: bool = True) -> int:
+    """`Session.wait_for_rsp` with its timers read from the heaps instead of scans.
+
+    Upstream walks every waiting and every logged-in session on each call, twice for the
+    keep-alives (~0.1 ms a call with 1,000 sessions held), so a cold pass costs time quadratic
+    in the BMCs of the process. This version does the same things in the same order (wait
+    until the earliest timer or the caller's timeout, handle the queued packets, send due
+    keep-alives, time out due requests) and looks only at timers that are due. A
+    keep-alive of a session busy with a request waits for its end (upstream: a busy loop), here
+    polled every 0.1 s.
+    """
+    curtime = _session._monotonic_time()
+    if timeout != 0:
+        for deadline in (_next_retransmit(), _next_keepalive()):
+            if deadline is not None and (timeout is None or deadline - curtime < timeout):
+                timeout = max(deadline - curtime, 0.0)
+    while cls.iterwaiters:
+        waiter = cls.iterwaiters.pop()
+        waiter({"success": True})
+        if timeout is not None:
+            timeout = 0
+    if timeout is None:
+        return 0
+    if _session._poller(timeout=timeout):
+        while _session.sessionqueue:
+            _session.sessionqueue.popleft().process_pktqueue()
+    due: list[Any] = []
+    with _session.KEEPALIVE_SESSIONS:
+        while (deadline := _next_keepalive()) is not None and deadline < curtime:
+            _, entry, session = heapq.heappop(_keepalives)
+            if session._isincommand():
+                heapq.heappush(_keepalives, (curtime + _KEEPALIVE_DEFERRED, entry, session))
+                continue
+            later = _session._monotonic_time() + _session.MAX_IDLE - random.random() * 4.9
+            cls.keepalive_sessions[session]["timeout"] = later
+            heapq.heappush(_keepalives, (later, entry, session))
+            due.append(session)
+    for session in due:
+        session._keepalive()
+    with _session.WAITING_SESSIONS:
+        expired: list[Any] = []
+        while (deadline := _next_retransmit()) is not None and deadline < curtime:
+            _, _, session = heapq.heappop(_waiting)
+            del _entry[id(_waiting), session]
+            expired.append(session)
+        for session in expired:
+            cls.waiting_sessions.pop(session, None)
+        for session in expired:
+            session._timedout()
+        return len(cls.waiting_sessions)
 
 
 @contextmanager

@@ -248,3 +248,214 @@ def test_an_unrelated_reply_is_an_error_not_an_answer() -> None:
     assert shim._reply(answer, 1, 1) == shim.Reply(0, b"\x01\x00\x00")
     assert shim._reply(stray, 1, 1).error == "an unrelated reply (netfn 1 command 2)"
     assert shim._reply({"error": "timeout", "code": 0xFFFF}, 1, 1).error == "timeout"
+
+
+class _CountingSocket:
+    """pyghmi's wake-up socket, counting the datagrams a waiter sends to its I/O thread."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.sent = 0
+
+    def sendto(self, *args: Any) -> int:
+        self.sent += 1
+        return self.sock.sendto(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+
+def _probe_zero_wait() -> tuple[int, int]:
+    session = _session()
+    session.Session._assignsocket()
+    counting = session.iosockets[0] = _CountingSocket(session.iosockets[0])
+    for _ in range(100):
+        session._io_wait(0)
+    upstream = counting.sent
+    shim.apply()
+    for _ in range(100):
+        session._io_wait(0)
+    return upstream, counting.sent - upstream
+
+
+def test_a_zero_wait_does_not_round_trip_through_the_io_thread() -> None:
+    """Patch 1, polls: upstream wakes its I/O thread (and waits for it) on every 0 s wait."""
+    assert isolated(_probe_zero_wait) == (100, 0)
+
+
+class _StubSession:
+    """What the privilege step touches of a pyghmi Session; requests are recorded, not sent."""
+
+    def __init__(self) -> None:
+        self.privlevel = 4
+        self.userid = b"admin"
+        self.evq: deque[threading.Event] = deque()
+        self.asked: list[list[int]] = []
+        self.logons: list[dict[str, Any]] = []
+        self.logging = True
+        self.broken = False
+        self.callback: Callable[[dict[str, Any]], None] | None = None
+
+    def raw_command(self, netfn: int, command: int, data: list[int], callback: Any) -> None:
+        assert (netfn, command) == (6, 0x3B)
+        self.incommand = True
+        self.asked.append(data)
+        self.callback = callback
+
+    def onlogon(self, response: dict[str, Any]) -> None:
+        self.logons.append(response)
+
+    def answer(self, code: int) -> None:
+        assert self.callback is not None
+        self.callback({"netfn": 7, "command": 0x3B, "code": code, "data": bytearray()})
+        shim._run_deferred()  # as once pyghmi has handled the packet
+
+
+def _probe_privilege_answers() -> dict[str, Any]:
+    session = _session()
+    granted, operator, refused, silent = (_StubSession() for _ in range(4))
+    for stub in (granted, operator, refused, silent):
+        shim._req_priv_level(stub)
+    granted.answer(0)
+    operator.answer(0x81)
+    operator.answer(0)
+    refused.answer(0x81)
+    refused.answer(0xD4)
+    assert silent.callback is not None
+    silent.callback({"error": "timeout", "code": 0xFFFF})  # pyghmi's retries are over
+    keepalive = session.Session.keepalive_sessions
+    return {
+        "asked": [stub.asked for stub in (granted, operator, refused)],
+        "logons": [stub.logons for stub in (granted, operator, refused, silent)],
+        "kept_alive": [stub in keepalive for stub in (granted, operator, refused, silent)],
+        "logged": [stub.logged for stub in (granted, operator, refused, silent)],
+        "busy": [stub.incommand for stub in (granted, operator, refused, silent)],
+    }
+
+
+def test_the_privilege_step_goes_on_in_its_reply_handler() -> None:
+    """Patch 5, upstream's outcomes: ADMIN, else OPERATOR once, else the login fails."""
+    found = isolated(_probe_privilege_answers)
+    assert found["asked"] == [[[4]], [[4], [3]], [[4], [3]]]
+    assert found["logons"][:2] == [[{"success": True}], [{"success": True}]]
+    refused = "Insufficient privilege level or firmware firewall"
+    assert found["logons"][2] == [
+        {"error": f"{refused} while requesting privelege level 3 for b'admin'"}
+    ]
+    assert found["logons"][3] == [{"error": "timeout"}]  # read as "unreachable", not as a refusal
+    assert found["kept_alive"] == [True, True, False, False]
+    assert found["logged"] == [1, 1, 0, 0]
+    assert found["busy"] == [False] * 4
+
+
+def _probe_nested_waits() -> tuple[tuple[int, bool], tuple[int, bool, int]]:
+    from pyghmi.ipmi import command
+
+    session = _session()
+    nested = [0]
+    awaitresponse = session.Session.awaitresponse
+
+    def counted(self: Any, *args: Any) -> Any:
+        nested[0] += 1
+        return awaitresponse(self, *args)
+
+    session.Session.awaitresponse = counted
+    with openipmi_fleet(1) as [bmc]:
+        logons: list[Any] = []
+        upstream = command.Command(
+            bmc.address,
+            bmc.username,
+            bmc.password,
+            port=bmc.port,
+            onlogon=lambda *got: logons.append(got),
+        )
+        while not logons:
+            session.Session.wait_for_rsp(1)
+        before = (nested[0], bool(upstream.ipmi_session.logged))
+        nested[0] = 0
+        session.Session.initting_sessions.clear()  # upstream's stale entry (patch 2's bug)
+        shim.apply()
+        errors: list[str | None] = []
+        link = shim.Link(bmc.address, bmc.port, bmc.username, bmc.password, 3, errors.append)
+        while not errors:
+            shim.pump(1)
+        after = (nested[0], link.usable and errors == [None], link._session.privlevel)
+        link.close()
+        return before, after
+
+
+def test_a_login_never_waits_inside_the_pumping_thread() -> None:
+    """Patch 5 against ipmi_sim: upstream's privilege step is a nested wait; patched, none."""
+    upstream, patched = isolated(_probe_nested_waits)
+    assert upstream == (1, True)
+    assert patched == (0, True, 4)
+
+
+class _Parms(dict[str, Any]):
+    """A timer entry of pyghmi's tables, counting how often its deadline is read."""
+
+    reads = 0
+
+    def __getitem__(self, key: str) -> Any:
+        _Parms.reads += 1
+        return super().__getitem__(key)
+
+
+class _TimedSession:
+    def __init__(self, busy: bool = False) -> None:
+        self.busy = busy
+        self.kept = self.timed_out = 0
+
+    def _isincommand(self) -> bool:
+        return self.busy
+
+    def _keepalive(self) -> None:
+        self.kept += 1
+
+    def _timedout(self) -> None:
+        self.timed_out += 1
+
+
+def _probe_timer_reads() -> dict[str, Any]:
+    session = _session()
+    table = session.Session
+    session.Session._assignsocket()
+    now = session._monotonic_time()
+    idle = [_TimedSession() for _ in range(5000)]
+    for each in idle:
+        table.keepalive_sessions[each] = _Parms(ipmisession=each, timeout=now + 600)
+    session.Session.wait_for_rsp(0.01)
+    upstream = _Parms.reads
+    shim.apply()  # indexes what the tables hold
+    due, busy, gone = _TimedSession(), _TimedSession(busy=True), _TimedSession()
+    expired, pending = _TimedSession(), _TimedSession()
+    for each in (due, busy, gone):
+        table.keepalive_sessions[each] = _Parms(ipmisession=each, timeout=now - 1)
+        shim._index(shim._keepalives, each, now - 1)
+    for each, deadline in ((expired, now - 1), (pending, now + 600)):
+        table.waiting_sessions[each] = _Parms(ipmisession=each, timeout=deadline)
+        shim._index(shim._waiting, each, deadline)
+    del table.keepalive_sessions[gone]
+    _Parms.reads = 0
+    waiting = session.Session.wait_for_rsp(0.01)
+    return {
+        "reads": (upstream, _Parms.reads),
+        "kept": (due.kept, busy.kept, gone.kept),
+        "next_keepalive": table.keepalive_sessions[due]["timeout"] - now,
+        "timed_out": (expired.timed_out, pending.timed_out),
+        "waiting": (waiting, expired in table.waiting_sessions),
+        "idle_kept": sum(each.kept for each in idle),
+    }
+
+
+def test_timers_come_from_an_index_not_a_scan_of_every_session() -> None:
+    """Patch 6: upstream reads every session's deadline on each wake-up; patched, the due ones."""
+    found = isolated(_probe_timer_reads)
+    upstream, patched = found["reads"]
+    assert upstream >= 10_000  # 5,000 idle sessions, scanned twice
+    assert patched < 20
+    assert found["kept"] == (1, 0, 0)  # the busy one waits for its request to end; gone is gone
+    assert 24 <= found["next_keepalive"] <= 30  # pyghmi's MAX_IDLE - up to 4.9 s
+    assert found["timed_out"] == (1, 0)
+    assert found["waiting"] == (1, False)
+    assert found["idle_kept"] == 0
