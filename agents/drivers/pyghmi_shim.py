@@ -27,8 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pyghmi.ipmi import command as _command  # type: ignore[import-untyped]
-from pyghmi.ipmi import console as _console
+from pyghmi.ipmi import console as _console  # type: ignore[import-untyped]
 from pyghmi.ipmi.private import constants as _constants  # type: ignore[import-untyped]
 from pyghmi.ipmi.private import session as _session
 from pyghmi.ipmi.private import util as _util
@@ -127,9 +126,9 @@ def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
     session awaiting it. It also lets `wake()` end the reactor's general wait, which pyghmi has
     no way to do.
 
-    And a general wait of 0 s (a poll: every busy reactor turn, and every `Command()`) returns
-    at once. Upstream wakes the I/O thread with a datagram and waits for it to answer even then:
-    a thread round trip per poll. The I/O thread reads and queues packets whether anyone waits or
+    And a general wait of 0 s (a poll: every busy reactor turn) returns at once. Upstream wakes
+    the I/O thread with a datagram and waits for it to answer even then: a thread round trip
+    per poll. The I/O thread reads and queues packets whether anyone waits or
     not, so nothing is missed: the next wait finds them in `sessionqueue`.
     """
     global _sleeper
@@ -531,12 +530,13 @@ class Reply:
 
 
 class Link:
-    """One RMCP+ session to one BMC: a pyghmi Command driven in callback style.
+    """One RMCP+ session to one BMC: a pyghmi Session driven in callback style.
 
     `on_logon(None)` or `on_logon(error)` is called once the login ends. After a good login the
     session never re-logs in on its own: pyghmi's silent re-login drops the pending callback and
     leaves the session marked busy for ~20 s, so a dead session is reported broken instead, and
-    the caller opens a new one.
+    the caller opens a new one. No pyghmi `Command` around it: that would only add an import of
+    pyghmi's OEM modules (~50 ms CPU per process start) and a pump of the loop per login.
     """
 
     def __init__(
@@ -551,16 +551,19 @@ class Link:
         if suite not in SUITES:
             raise ValueError(f"cipher suite {suite} is not one of {SUITES}")
         self._on_logon = on_logon
+        self._session: Any = None
         with _suite(suite):
-            self._command = _command.Command(
+            session = _session.Session(
                 bmc=address, userid=username, password=password, port=port, onlogon=self._logged
             )
-        self._session = self._command.ipmi_session
+        self._session = session
+        if session.logged and not session.logging:
+            session.logontries = 0
 
-    def _logged(self, response: dict[str, Any], command: Any) -> None:
+    def _logged(self, response: dict[str, Any]) -> None:
         error = response.get("error")
-        if error is None:
-            command.ipmi_session.logontries = 0
+        if error is None and self._session is not None:
+            self._session.logontries = 0
         self._on_logon(error)
 
     @property
