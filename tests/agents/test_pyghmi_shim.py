@@ -294,6 +294,8 @@ class _StubSession:
         self.logons: list[dict[str, Any]] = []
         self.logging = True
         self.broken = False
+        self.logged = 0  # set by the privilege step's continuation, as pyghmi's Session has it
+        self.incommand: bool | float = False
         self.callback: Callable[[dict[str, Any]], None] | None = None
 
     def raw_command(self, netfn: int, command: int, data: list[int], callback: Any) -> None:
