@@ -1,8 +1,8 @@
 """A `WorkerPool` child: `python -m agents.worker KIND OPTIONS_JSON` (see agents/workers.py).
 
-One driver, built as `KIND(**OPTIONS)`; stdin brings JSON lines ({"id", "op": "power" | "boot"
-| "console_open" | "cancel", ...}), each call runs as its own task, and stdout takes one line per
-answer: {"id", "state"} or {"id", "error": class name, "message"}. A cancelled call gets no
+One driver, built as `KIND(**OPTIONS)`; stdin brings JSON lines ({"id", "op": "ping" | "power"
+| "boot" | "console_open" | "cancel", ...}), each call runs as its own task, and stdout takes one
+line per answer: {"id", "state"} or {"id", "error": class name, "message"}. A cancelled call gets no
 answer. An open console (its id is its open call's) takes {"op": "console_write", "console",
 "data": base64}, "console_break", "console_resize" and "console_close", in order, and sends
 {"console", "data": base64} lines (what came since the last, one per loop turn) and finally
@@ -131,6 +131,8 @@ class Worker:
         self._outbox.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
 
     async def _call(self, message: dict[str, Any]) -> PowerState | None:
+        if message["op"] == "ping":  # the pool asks whether the driver is loaded
+            return None
         fields = message["path"]
         path = _PATHS[fields["kind"]](**fields)
         if message["op"] == "console_open":

@@ -165,6 +165,18 @@ class WorkerPool:
         self._label = _LABELS.get(kind, kind)
         self._closed = False
 
+    async def start(self) -> None:
+        """Start every child and wait until each has loaded its driver.
+
+        An agent does this when it starts, so that its first calls do not pay for starting
+        processes and importing pyghmi (~0.25 s of CPU each) on top of the logins.
+        """
+
+        async def ready(slot: int) -> None:
+            await self._call(None, {"op": "ping"}, status=True, child=await self._child(slot))
+
+        await asyncio.gather(*(ready(slot) for slot in range(len(self._slots))))
+
     def pid(self, path: Path) -> int | None:
         """The process id of the child serving `path`'s endpoint, if it is running."""
         child = self._slots[self._slot(path)]
@@ -215,7 +227,7 @@ class WorkerPool:
 
     async def _call(
         self,
-        path: Path | ConsolePath,
+        path: Path | ConsolePath | None,  # None: `child` says where
         message: dict[str, Any],
         *,
         status: bool,
@@ -225,6 +237,7 @@ class WorkerPool:
         if self._closed:
             raise DriverError(f"the {self._label} worker pool is closed")
         if child is None:
+            assert path is not None
             child = await self._child(self._slot(path))
         if call_id is None:
             call_id = next(self._ids)

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     console_idle_seconds: float = 1800.0  # no input or output: the session closes
     console_max_seconds: float = 12 * 3600.0
     console_linger_seconds: float = 60.0  # nobody watching: the session closes
+    start_workers: bool = True  # device worker processes at start (tests start them lazily)
     poll_power: bool = True  # the background power poller (tests of other things turn it off)
     # Webhook deliveries (docs/webhooks.md): one attempt, then one retry after each pause.
     webhook_retry_seconds: tuple[float, ...] = (10.0, 60.0, 300.0, 1800.0, 7200.0)

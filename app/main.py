@@ -187,6 +187,8 @@ def create_app(
                 await consoles.receive(message)
 
         agent = BuiltinAgent(receive, drivers)
+        if settings.start_workers:
+            await agent.start()
         jobs.attach(agent)
         runtime = Runtime(app.state.write_sessions, app.state.vault, jobs)
 

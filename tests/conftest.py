@@ -88,6 +88,7 @@ def settings(database_url: str, tmp_path: Path) -> Iterator[Settings]:
         data_dir=tmp_path,
         secret_key=SERVICE_KEY,
         admin_password=ADMIN_PASSWORD,
+        start_workers=False,  # most tests never reach a device: workers start at first use
     )
     asyncio.run(empty_database(database_url))
 

@@ -36,6 +36,13 @@ class BuiltinAgent:
         self._runner = Runner(self._drivers, self._report)
         self._consoles = ConsoleHub(self._drivers, self._receive)
 
+    async def start(self) -> None:
+        """Start the drivers' worker processes now rather than at the first call."""
+        for driver in self._drivers.values():
+            start = getattr(driver, "start", None)
+            if start is not None:
+                await start()
+
     def submit(self, order: Order) -> None:
         self.send(order)
 

@@ -208,3 +208,19 @@ def test_ipmi_through_two_workers_against_simulated_bmcs() -> None:
         run(scenario, kind="ipmi", max_logins=16)
     finally:
         assert fleet.stop() == 0
+
+
+def test_start_brings_every_child_up_before_the_first_call() -> None:
+    async def scenario() -> None:
+        pool = WorkerPool("fake", processes=2)
+        try:
+            await pool.start()
+            pids = [pool.pid(IpmiPath(f"10.0.0.{n}", "u", "p")) for n in range(1, 9)]
+            assert len({pid for pid in pids if pid is not None}) == 2  # both up, none started late
+            assert None not in pids
+            await pool.start()  # again: nothing new
+            assert [pool.pid(IpmiPath(f"10.0.0.{n}", "u", "p")) for n in range(1, 9)] == pids
+        finally:
+            await pool.close()
+
+    asyncio.run(scenario())
