@@ -6,6 +6,7 @@ record of what its machine did (a cycle must run exactly once).
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -160,25 +161,22 @@ def test_dead_bmc_falls_back_to_redfish_and_says_so(
 ) -> None:
     url, fingerprint = redfish_bmc
     device(api, "web90")
-    path(
-        api,
-        "web90",
-        kind="ipmi",
-        priority=10,
-        address="127.0.0.1",
-        port=free_tcp_ports(1),
-        username="admin",
-        secret="x",
-    )  # fmt: skip  (nothing listens there)
-    path(api, "web90", kind="redfish", priority=20, address=url, username="admin",
-         secret="redfish-pw", options={"tls_fingerprint": fingerprint})  # fmt: skip
-    answer = ok(api.post("devices/web90/power", json={"action": "on", "timeout": 60}))
-    assert (answer["status"], answer["path"], answer["power_state"]) == (
-        "succeeded",
-        "redfish",
-        "on",
-    )
-    assert "did not answer" in answer["message"]  # the IPMI failure is kept in the message
-    assert f"via redfish {url}" in answer["message"]
-    system = httpx.get(f"{url}/redfish/v1/Systems/1", auth=("admin", "redfish-pw"), verify=False)
-    assert system.json()["PowerState"] == "On"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # holds a port, never answers
+        silent.bind(("127.0.0.1", 0))
+        dead = silent.getsockname()[1]
+        path(api, "web90", kind="ipmi", priority=10, address="127.0.0.1", port=dead,
+             username="admin", secret="x")  # fmt: skip
+        path(api, "web90", kind="redfish", priority=20, address=url, username="admin",
+             secret="redfish-pw", options={"tls_fingerprint": fingerprint})  # fmt: skip
+        answer = ok(api.post("devices/web90/power", json={"action": "on", "timeout": 60}))
+        assert (answer["status"], answer["path"], answer["power_state"]) == (
+            "succeeded",
+            "redfish",
+            "on",
+        )
+        assert "did not answer" in answer["message"]  # the IPMI failure is kept in the message
+        assert f"via redfish {url}" in answer["message"]
+        system = httpx.get(
+            f"{url}/redfish/v1/Systems/1", auth=("admin", "redfish-pw"), verify=False
+        )
+        assert system.json()["PowerState"] == "On"
