@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import socket
 
@@ -55,6 +56,7 @@ _BOOT = {
 }
 
 _STATUS = Request(_CHASSIS, _GET_CHASSIS_STATUS, b"", retry=True, name="Get Chassis Status")
+_PROOF = dataclasses.replace(_STATUS, proof=True)  # skipped on a session just logged in
 
 
 class IpmiDriver:
@@ -181,20 +183,21 @@ def _control(action: PowerAction) -> Request:
 
 
 def _power_plan(action: PowerAction) -> Plan:
-    """The requests for one action; non-idempotent ones go after a status read.
+    """The requests for one action; non-idempotent ones go after a proof the session works.
 
-    That read proves the session still works, so a silence afterwards really means the BMC
-    stopped answering mid-way, and only then is "it may or may not have run" the answer.
+    On a warm session that is a status read; a session just logged in needs none (its login
+    was the proof). So a silence after the command really means the BMC stopped answering
+    mid-way, and only then is "it may or may not have run" the answer.
     """
     if action is PowerAction.STATUS:
         return Plan((_STATUS,), _last_state)
     if action in (PowerAction.ON, PowerAction.OFF):
         return Plan((_control(action), _STATUS), _last_state)
     if action is PowerAction.SOFT:
-        return Plan((_STATUS, _control(action), _STATUS), _last_state)  # the OS may still run
+        return Plan((_PROOF, _control(action), _STATUS), _last_state)  # the OS may still run
     if action is PowerAction.NMI:
         return Plan((_STATUS, _control(action)), _first_state)
-    return Plan((_STATUS, _control(action)), _on)  # cycle, reset
+    return Plan((_PROOF, _control(action)), _on)  # cycle, reset
 
 
 def _boot_plan(device: BootDevice, persistent: bool) -> Plan:

@@ -45,6 +45,7 @@ class Request:
     retry: bool
     name: str
     invalid_means_unsupported: bool = False  # 0xCC: the data names an action the BMC lacks
+    proof: bool = False  # only proves a warm session still works; a fresh login just did
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,8 @@ class Reactor(threading.Thread):
 
     def _send(self, bmc: _Bmc, job: Job) -> None:
         assert bmc.link is not None
+        while job.plan.requests[job.step].proof and not job.warm:
+            job.step += 1
         request = job.plan.requests[job.step]
         token = self._await(bmc, bmc.pool.request_timeout)
         job.unsafe_sent |= not request.retry

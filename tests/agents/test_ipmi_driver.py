@@ -11,6 +11,7 @@ from typing import Any, TypeVar, cast
 
 import pytest
 
+from agents.drivers import pyghmi_shim as shim
 from agents.drivers.base import AuthFailed, DeviceTimeout, Refused, Unreachable, Unsupported
 from agents.drivers.ipmi import IpmiDriver, _boot_plan
 from agents.protocol import BootDevice, IpmiPath, PowerAction, PowerState, RedfishPath
@@ -305,3 +306,30 @@ def test_a_redfish_path_is_not_for_this_driver() -> None:
     path = RedfishPath("https://10.0.0.1", "admin", "pw")
     with pytest.raises(Unsupported, match="cannot use a redfish path"):
         drive(lambda driver: driver.power(path, PowerAction.STATUS))
+
+
+def test_a_fresh_login_is_proof_enough_a_warm_session_is_checked_first(
+    bmc: Bmc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cycle on a new session: login, then the command. On a warm one: a status read first."""
+    sent: list[tuple[int, int]] = []
+    send = shim.Link.send
+
+    def recording(link: shim.Link, netfn: int, command: int, *args: Any, **kwargs: Any) -> None:
+        sent.append((netfn, command))
+        send(link, netfn, command, *args, **kwargs)
+
+    monkeypatch.setattr(shim.Link, "send", recording)
+    bmc.set_power(True)
+
+    async def scenario(driver: IpmiDriver) -> list[list[tuple[int, int]]]:
+        seen = []
+        for _ in range(2):
+            sent.clear()
+            await driver.power(ipmi(bmc), PowerAction.CYCLE)
+            seen.append(list(sent))
+        return seen
+
+    cold, warm = drive(scenario)
+    assert cold == [(0x00, 0x02)]  # Chassis Control only
+    assert warm == [(0x00, 0x01), (0x00, 0x02)]  # Get Chassis Status, then Chassis Control
