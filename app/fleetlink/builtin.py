@@ -13,6 +13,9 @@ from agents.consoles import ConsoleHub
 from agents.drivers.registry import default_drivers
 from agents.protocol import (
     BootOrder,
+    ConsoleControl,
+    ConsoleInput,
+    ConsoleOpen,
     FromAgent,
     HostKeySeen,
     Order,
@@ -51,8 +54,10 @@ class BuiltinAgent:
         received = decode(encode(message))
         if isinstance(received, PowerOrder | BootOrder):
             self._runner.submit(received)
+        elif isinstance(received, ConsoleOpen | ConsoleInput | ConsoleControl):
+            self._consoles.handle(received)
         else:
-            self._consoles.handle(received)  # type: ignore[arg-type]
+            raise TypeError(f"{type(received).__name__} goes from an agent, not to one")
 
     def cancel(self, task_id: str) -> bool:
         return self._runner.cancel(task_id)
@@ -67,7 +72,9 @@ class BuiltinAgent:
         await self._receive(report)
 
     async def _receive(self, message: FromAgent) -> None:
-        await self._sink(decode(encode(message)))  # type: ignore[arg-type]
+        received = decode(encode(message))
+        assert not isinstance(received, ToAgent)
+        await self._sink(received)
 
     async def close(self) -> None:
         await self._consoles.close()

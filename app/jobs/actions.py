@@ -59,14 +59,12 @@ async def act_on_device(
         plan = dataclasses.replace(plan, targets=[target], asked={"device": target.name})
         if _destructive(plan):
             await _site_policy(session, ctx, {target.site_id}, f"{plan.kind} {plan.action}")
-        kinds = BOOT_PATHS if plan.kind is JobKind.BOOT else POWER_PATHS
+        kinds, what, paths = (
+            (BOOT_PATHS, "boot", "an ipmi or redfish")
+            if plan.kind is JobKind.BOOT
+            else (POWER_PATHS, "power", "an ipmi, redfish or pdu_outlet")
+        )
         if await service.without_power_path(session, [target], kinds):
-            what = "boot" if plan.kind is JobKind.BOOT else "power"
-            paths = (
-                "an ipmi or redfish"
-                if plan.kind is JobKind.BOOT
-                else "an ipmi, redfish or pdu_outlet"
-            )
             raise InvalidInput(
                 f"{target.name} has no {what} path; add {paths} control path "
                 f"(POST /api/v1/devices/{target.name}/paths)"
