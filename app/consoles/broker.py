@@ -270,7 +270,13 @@ class ConsoleBroker:
         if self._by_device.get(live.row.device_id or -1) is live:
             del self._by_device[live.row.device_id or -1]
         reason, text, by = live.close_reason or (message.reason, message.message, None)
-        recording = live.recording.close() if live.recording is not None else None
+        recording = None
+        if live.recording is not None:
+            try:
+                recording = await live.recording.close()
+            except OSError:  # the disk failed us; the session still ends, and the audit says so
+                log.exception("console %s: the recording could not be written", live.id)
+                text = f"{text} (the recording could not be written: see the server log)"
         async with unit_of_work(self._sessions) as session:
             live.row = await service.mark_closed(
                 session,
@@ -326,6 +332,8 @@ class ConsoleBroker:
             await asyncio.sleep(min(1.0, limits.linger / 4, limits.idle / 4))
             now = time.monotonic()
             for live in list(self._live.values()):
+                if live.recording is not None and not live.recording.closed:
+                    live.recording.flush()  # a crash loses at most the last second
                 if live.closing or not live.opened.done():
                     continue
                 why = None

@@ -3,20 +3,24 @@
 Output only: what a viewer typed is not kept (passwords echo nowhere, but they are typed).
 Bytes are decoded incrementally as UTF-8, so a character split across two reads stays whole;
 bytes that are not UTF-8 become U+FFFD in the cast. The SHA-256 and size are computed as the
-file is written, so closing does not read it back.
+file is written, so closing does not read it back. Disk writes run on one thread shared by
+all recordings (in order, never on the event loop).
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
 import orjson
 
 FLUSH_BYTES = 64 * 1024
+_DISK = ThreadPoolExecutor(1, thread_name_prefix="recordings")  # one queue: writes stay in order
 
 
 class Recording:
@@ -32,9 +36,8 @@ class Recording:
         started: float | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._file: IO[bytes] = path.open("xb")  # never overwrite another session's record
+        self._file: IO[bytes] | None = None  # opened by the first write, on the disk thread
         self._hash = hashlib.sha256()
         self._size = 0
         self._pending: list[bytes] = []
@@ -50,8 +53,8 @@ class Recording:
             "title": title,
             "env": env or {"TERM": "xterm-256color"},
         }
-        self._line(header)
         self.closed = False
+        self._line(header)
 
     def output(self, data: bytes) -> None:
         text = self._decoder.decode(data)
@@ -66,22 +69,35 @@ class Recording:
         self._line([self._elapsed(), "m", label])
 
     def flush(self) -> None:
+        """Hand what is pending to the disk thread."""
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()
             self._pending_size = 0
-            self._file.write(data)
-            self._file.flush()
+            asyncio.get_running_loop().run_in_executor(_DISK, self._write, data)
 
-    def close(self) -> tuple[str, int]:
+    async def close(self) -> tuple[str, int]:
         if not self.closed:
+            self.closed = True
             tail = self._decoder.decode(b"", final=True)
             if tail:
                 self._line([self._elapsed(), "o", tail])
             self.flush()
-            self._file.close()
-            self.closed = True
+            await asyncio.get_running_loop().run_in_executor(_DISK, self._close_file)
         return self._hash.hexdigest(), self._size
+
+    def _write(self, data: bytes) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("xb")  # never overwrite another session's record
+        self._file.write(data)
+        self._file.flush()
+
+    def _close_file(self) -> None:
+        if self._file is None:
+            self._write(b"")
+        assert self._file is not None
+        self._file.close()
 
     def _elapsed(self) -> float:
         return round(self._clock() - self._start, 6)
