@@ -7,6 +7,7 @@ power fallback and named when a console is asked for.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from sqlalchemy import select
@@ -57,9 +58,14 @@ async def power_paths(
                 .order_by(ControlPath.device_id, ControlPath.priority, ControlPath.id)
             )
         )
-    boxes = await ssh_targets(
-        session, vault, {row.via_device_id for row in rows if row.via_device_id}
-    )
+    boxes = await ssh_targets(session, vault, _vias(rows))
+    # Opening thousands of secrets (Fernet) is CPU work: off the event loop, on loaded rows.
+    return await asyncio.to_thread(_assemble, rows, boxes, vault, status)
+
+
+def _assemble(
+    rows: Sequence[ControlPath], boxes: dict[int, SshTarget], vault: Vault, status: bool
+) -> dict[int, list[Path]]:
     found: dict[int, list[Path]] = {}
     for row in rows:
         if row.kind is PathKind.PDU_OUTLET:
