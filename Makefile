@@ -9,7 +9,8 @@ LINT_DB := /tmp/rackhand-lint-$(shell id -u).db
 .DEFAULT_GOAL := help
 .PHONY: help install peers run test lint format bench clean
 # Real protocol peers the tests and the benchmarks drive (Debian packages).
-PEERS := ipmitool:ipmitool ipmipower:freeipmi-tools ipmi_sim:openipmi
+PEERS := ipmitool:ipmitool ipmipower:freeipmi-tools ipmi_sim:openipmi ssh:openssh-client \
+	openssl:openssl
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install Rackhand with its dev tools
 
-peers:  ## install the IPMI peers (ipmitool, FreeIPMI, OpenIPMI's ipmi_sim) if missing
+peers:  ## install the real peers (ipmitool, FreeIPMI, ipmi_sim, OpenSSH, openssl) if missing
 	@missing=$$(for pair in $(PEERS); do command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing $$missing"; \
