@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ import pytest
 from sim.console_server import ESCAPES, ConsoleServer, Dialect, Escape, EscapeReader
 from sim.serial import SerialLine
 from sim.ssh import host_key, public_line
+from tests.sim.aio import run, until
 from tests.sim.fleet import openssh
 
 PASSWORD = "pw-for-tests"
@@ -77,19 +78,6 @@ async def read_until(process: Client, wanted: bytes, within: float = 5.0) -> byt
     except TimeoutError:
         raise AssertionError(f"no {wanted!r} in {seen!r}") from None
     return seen
-
-
-async def until(check: Callable[[], bool], within: float = 3.0) -> None:
-    """Poll `check` (the servers change state from their own callbacks) until it holds."""
-    for _ in range(int(within / 0.01)):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached in time")
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(scenario(), 20))
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from sim.control import ControlError
 from sim.machine import Control, Machine, Power, Timing
 from sim.pdu import Feed, Pdu
 from sim.ssh import host_key, public_line
+from tests.sim.aio import run, until
 from tests.sim.fleet import PASSWORD, RunningFleet, launch, openssh
 
 Client = asyncssh.SSHClientProcess[bytes]
@@ -86,18 +87,6 @@ async def wired_pdu(dialect: str) -> AsyncIterator[tuple[Pdu, Machine, Machine]]
         yield pdu, web, db
     finally:
         await pdu.close()
-
-
-async def until(check: Callable[[], bool], within: float = 3.0) -> None:
-    for _ in range(int(within / 0.01)):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached in time")
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(scenario(), 20))
 
 
 def power(machine: Machine) -> Power:
