@@ -267,8 +267,12 @@ class ConsoleBroker:
     async def _finish(self, live: Live, message: ConsoleClosed) -> None:
         """The agent's word that the device session is over: seal the record, tell viewers."""
         self._live.pop(live.id, None)
-        if self._by_device.get(live.row.device_id or -1) is live:
-            del self._by_device[live.row.device_id or -1]
+        device_id = live.row.device_id or -1
+        if self._by_device.get(device_id) is live:
+            del self._by_device[device_id]
+            lock = self._device_locks.get(device_id)
+            if lock is not None and not lock.locked():
+                del self._device_locks[device_id]  # one lock per device with a session, not ever
         reason, text, by = live.close_reason or (message.reason, message.message, None)
         recording = None
         if live.recording is not None:

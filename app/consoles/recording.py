@@ -110,15 +110,3 @@ class Recording:
         self._pending_size += len(line)
         if self._pending_size >= FLUSH_BYTES:
             self.flush()
-
-
-def read_output(path: Path) -> str:
-    """The output events of a cast joined, as a player would print them (tests, replay)."""
-    text = []
-    with path.open("rb") as cast:
-        next(cast)  # the header
-        for line in cast:
-            _, kind, data = orjson.loads(line)
-            if kind == "o":
-                text.append(data)
-    return "".join(text)

@@ -16,9 +16,9 @@ from agents.drivers.base import AuthFailed, Busy
 from agents.drivers.fake import FakeDriver
 from agents.protocol import IpmiPath
 from app.config import Settings
-from app.consoles.recording import read_output
 from app.main import create_app
 from tests.conftest import ADMIN_PASSWORD, login
+from tests.consoles.casts import cast_output
 from tests.factories import device, error, ok, path, site
 
 BMC = IpmiPath("10.0.0.1", "u", "bmc-secret")
@@ -88,7 +88,7 @@ def test_open_watch_type_and_replay(
     assert header["version"] == 2
     path = Path(settings.data_dir) / "recordings"
     [stored] = list(path.rglob("*.cast"))
-    assert read_output(stored) == "POST: memory ok\r\nroot\r"
+    assert cast_output(stored.read_bytes()) == "POST: memory ok\r\nroot\r"
 
     events = _events(consoles, console["id"])
     kinds = [event["type"] for event in events]

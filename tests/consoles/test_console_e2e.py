@@ -19,6 +19,7 @@ from starlette.testclient import WebSocketTestSession
 from app.config import Settings
 from app.main import create_app
 from tests.conftest import ADMIN_PASSWORD, login
+from tests.consoles.casts import cast_output
 from tests.factories import device, error, ok, path, site
 from tests.sim.fleet import PASSWORD, RunningFleet, launch
 
@@ -117,9 +118,7 @@ def test_pdu_cycle_while_watching_then_f2_into_bios_setup(
     closed = ok(api.get(f"consoles/{console['id']}"))
     cast = api.get(f"consoles/{console['id']}/recording")
     assert hashlib.sha256(cast.content).hexdigest() == closed["recording_sha256"]
-    replay = "".join(
-        event[2] for event in map(json.loads, cast.text.splitlines()[1:]) if event[1] == "o"
-    )
+    replay = cast_output(cast.content)
     assert "Press <F2>" in replay
     assert replay.index("Press <F2>") < replay.index("BIOS SETUP UTILITY")
     rack.control.set_fault(machine["bmc_port"], "refuse_password", False)
