@@ -38,7 +38,10 @@ from sim.control import FleetControl
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "bench-bmc-password"
 SITE = "bench"
-TIMING = ("--on-delay", "0.2", "--cycle-off", "0.3")
+TIMING = ("--on-delay", "0.2", "--cycle-off", "0.3", "--post-seconds", "1.5")
+# s after a cycle until every machine is off, on, through POST (1.5 s) and booted (half of
+# that again): its firmware prints nothing more, so the next pass finds the simulators idle.
+SETTLE = 0.3 + 0.2 + 1.5 * 1.5 + 0.5
 FANOUT = 64
 PER_SITE = 256
 TASK_TIMEOUT = 30.0
@@ -231,7 +234,7 @@ async def _runner_suite(fleet: Fleet, cycle: bool) -> dict[str, Figures]:
     finally:
         await driver.close()
     if cycle:
-        await asyncio.sleep(1.0)  # let the cycled machines come back on
+        await asyncio.sleep(SETTLE)
         await asyncio.to_thread(fleet.all_on)
         driver = await _started(ipmi_workers())
         try:
@@ -315,7 +318,7 @@ def _status_and_cycle(count: int) -> None:
         ref_status = _ipmipower(fleet, "--stat")
         fleet.all_on()
         ref_cycle = _ipmipower(fleet, "--cycle")
-        time.sleep(1.0)  # let the cycled machines come back on
+        time.sleep(SETTLE)
         ours = asyncio.run(_runner_suite(fleet, cycle=True))
         api = _api_suite(fleet)
     print(f"\n== power: status and cycle of {count:,} simulated BMCs ==")

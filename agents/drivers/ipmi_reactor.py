@@ -2,7 +2,7 @@
 
 asyncio callers `submit()` jobs; the thread pumps pyghmi's event loop, runs each BMC's jobs one
 at a time on its warm session (pyghmi allows one request in flight per session), and hands
-results back with `loop.call_soon_threadsafe`. pyghmi's callbacks only queue an event; the
+results back to each caller's loop in batches. pyghmi's callbacks only queue an event; the
 loop below handles it, so nothing runs re-entrantly inside pyghmi. The words of its errors are
 in `ipmi_errors.py`.
 """
@@ -16,6 +16,7 @@ import itertools
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,19 +90,51 @@ class Job:
     unsafe_sent: bool = False  # a request that must not be repeated has gone out
 
     def settle(self, result: PowerState | None = None, error: DriverError | None = None) -> None:
+        """Hand the outcome to the caller's loop (reactor thread only)."""
+        handoff = _handoffs.get(self.loop)
+        if handoff is None:
+            handoff = _handoffs[self.loop] = _Handoff(self.loop)
+        handoff.put((self.future, result, error))
+
+
+Outcome = tuple[asyncio.Future[PowerState], PowerState | None, DriverError | None]
+
+
+class _Handoff:
+    """Outcomes bound for one asyncio loop, handed over in batches.
+
+    One `call_soon_threadsafe` (a write to the loop's wake-up pipe, then a thread switch) per
+    batch instead of per job: a cold pass over 1,000 BMCs settles hundreds of jobs per turn.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._outcomes: list[Outcome] = []
+
+    def put(self, outcome: Outcome) -> None:
+        with self._lock:
+            self._outcomes.append(outcome)
+            if len(self._outcomes) > 1:
+                return  # a drain is scheduled and has not run yet
         with contextlib.suppress(RuntimeError):  # the caller's loop closed: nobody waits
-            self.loop.call_soon_threadsafe(_settle, self.future, result, error)
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            outcomes, self._outcomes = self._outcomes, []
+        for future, result, error in outcomes:
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            elif result is not None:
+                future.set_result(result)
 
 
-def _settle(
-    future: asyncio.Future[PowerState], result: PowerState | None, error: DriverError | None
-) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    elif result is not None:
-        future.set_result(result)
+_handoffs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Handoff] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ in `agents/drivers/ipmi_reactor.py`), except `wake()`, which any thread may call
 
 Not patched, on purpose: the lock-order deadlock (`awaitresponse` holds WAITING_SESSIONS and
 takes KEEPALIVE_SESSIONS, `send_payload` the reverse) needs two threads inside pyghmi's protocol
-code. pyghmi's own I/O thread takes neither lock, so with a single driving thread it cannot
-happen; a second thread calling pyghmi in this process would bring it back.
+code. pyghmi's own I/O thread is never started here (patch 1: the driving thread reads the
+sockets), so with a single driving thread it cannot happen; a second thread calling pyghmi in
+this process would bring it back.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import inspect
 import itertools
 import logging
 import random
+import select
+import socket
 import threading
 import time
 from collections import deque
@@ -43,6 +46,7 @@ SUITES = (0, 3, 17)  # 0 = pyghmi's own choice: 17 (SHA-256), then 3 (SHA-1) if 
 # signature means the body may have changed too, and the shim must be re-read before it is trusted.
 _SHAPES = {
     "_io_wait": "(timeout, myaddr=None, evq=None)",
+    "_io_sendto": "(mysocket, packet, sockaddr)",
     "Session.__init__": (
         "(self, bmc, userid, password, port=623, kg=None, onlogon=None, privlevel=None, "
         "keepalive=True)"
@@ -72,7 +76,6 @@ _SHAPES = {
 
 _applied = False
 _wake = threading.Event()
-_sleeper: threading.Event | None = None  # the reactor's current general wait, for wake()
 _suite_for_new_session = 0
 
 
@@ -93,7 +96,9 @@ def apply() -> None:
     changed = {name: shape for name, shape in found.items() if shape != _SHAPES[name]}
     if changed:
         raise RuntimeError(f"pyghmi {installed} has changed shape, refusing to patch: {changed}")
+    _own_the_sockets()
     _session._io_wait = _io_wait
+    _session._io_sendto = _io_sendto
     session_class.__init__ = _init_forgetting_initting(session_class.__init__)
     session_class._initsession = _initsession_with_suite(session_class._initsession)
     session_class._got_rmcp_response = _rmcp_response_with_suite(session_class._got_rmcp_response)
@@ -114,44 +119,117 @@ def _lookup(name: str) -> Callable[..., Any]:
 
 # Patch 1 ---------------------------------------------------------------------------------------
 
+# pyghmi's I/O thread is never started: the thread that pumps the loop (the reactor) reads the
+# sockets itself. `_wake_r` is in every select so that `wake()` can end a wait from any thread.
+_wake_r: socket.socket | None = None
+_wake_w: socket.socket | None = None
+_ports: dict[Any, int] = {}  # pyghmi's sockets, made non-blocking, with their local port
+_SEND_WAIT = 1.0  # s a send may wait for room in a full socket buffer, as upstream's blocking one
+
+
+def _own_the_sockets() -> None:
+    """Keep pyghmi from starting its I/O thread, or stop the one it has started.
+
+    Upstream, one thread selects on pyghmi's sockets and hands each packet to the pumping
+    thread through a queue and an Event: two thread switches and four `fcntl` calls (blocking
+    mode set and reset around every send and receive) per packet, a fifth of the CPU of a cold
+    login. With one thread driving pyghmi anyway, it may as well read the sockets itself.
+    """
+    global _wake_r, _wake_w
+    if _wake_r is None:
+        _wake_r, _wake_w = socket.socketpair()
+        _wake_r.setblocking(False)
+        _wake_w.setblocking(False)
+    thread = _session.iothread
+    _session.iothread = _NO_IO_THREAD  # `_assignsocket` starts one only while this is None
+    _session.iothreadready = True
+    if isinstance(thread, threading.Thread) and thread.is_alive():
+        thread.running = False  # type: ignore[attr-defined]
+        iosocket = _session.iosockets[0]
+        iosocket.sendto(b"\x01", (_session.myself, iosocket.getsockname()[1]))
+        threading.Thread.join(thread, 5.0)  # not its own join(): that logs out every session
+
+
+_NO_IO_THREAD = object()
+
 
 def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
-    """pyghmi's `_io_wait`, plus: do not sleep when the awaited packet is already queued.
+    """pyghmi's `_io_wait`, done by reading the sockets in the calling thread.
 
-    Upstream bug (lost wake-up): the I/O thread wakes only waiters registered before it read a
-    packet. A reply read just before the wait was registered sits in the queue until the retry
-    timer fires 0.5-1 s later, and the request is then sent again (a chassis control can run
-    twice). After registering, this version returns at once when a reply is already queued: for
-    a general wait any session's (`sessionqueue`), for a wait on one BMC address that of a
-    session awaiting it. It also lets `wake()` end the reactor's general wait, which pyghmi has
-    no way to do.
+    A general wait (`myaddr` None) returns once packets are queued, on `wake()`, or after
+    `timeout`; a wait of 0 s is a poll. A wait on one BMC address returns once a session
+    awaiting a reply from it has one queued, or after `timeout`. A wait for another command's
+    end (`evq`) waits out `timeout`: with one thread driving pyghmi nobody else can end it.
 
-    And a general wait of 0 s (a poll: every busy reactor turn) returns at once. Upstream wakes
-    the I/O thread with a datagram and waits for it to answer even then: a thread round trip
-    per poll. The I/O thread reads and queues packets whether anyone waits or
-    not, so nothing is missed: the next wait finds them in `sessionqueue`.
+    This also fixes an upstream bug (lost wake-up): its I/O thread woke only waiters
+    registered before it read a packet, so a reply read just before the wait was registered
+    sat in the queue until the retry timer fired 0.5-1 s later, and the request was sent
+    again (a chassis control could run twice). Here nothing is read behind the waiter's back.
     """
-    global _sleeper
-    if timeout <= 0 and evq is None and myaddr is None:
-        return  # a poll: whatever the I/O thread has read is in `sessionqueue` already
-    evt = threading.Event()
-    if evq is not None:
-        evq.append(evt)
-    deadline = timeout + _session._monotonic_time()
-    _session.ioqueue.append((deadline, evt, myaddr))
-    if evq is None:  # waits on another command's end are woken by it, never lost
-        if myaddr is None:
-            _sleeper = evt
-            if _session.sessionqueue or _wake.is_set():
+    deadline = _session._monotonic_time() + max(timeout, 0.0)
+    while True:
+        if evq is None:
+            if myaddr is None and (_session.sessionqueue or _wake.is_set()):
                 return
-        elif _reply_queued(myaddr):
+            if myaddr is not None and _reply_queued(myaddr):
+                return
+        remaining = deadline - _session._monotonic_time()
+        _read(max(remaining, 0.0))
+        if remaining <= 0 or (myaddr is None and evq is None):
             return
-    if deadline < _session.selectdeadline:
-        intsock = _session.iosockets[0]
-        if hasattr(intsock, "fd"):
-            intsock = intsock.fd
-        intsock.sendto(b"\x01", (_session.myself, _session.iosockets[0].getsockname()[1]))
-    evt.wait()
+
+
+def _read(timeout: float) -> None:
+    """Wait up to `timeout` s for packets or a wake; queue every packet to its session."""
+    sockets = _session.iosockets
+    if len(_ports) != len(sockets):
+        for sock in sockets:
+            if sock not in _ports:
+                sock.setblocking(False)
+                _ports[sock] = sock.getsockname()[1]
+    assert _wake_r is not None
+    ready = select.select([_wake_r, *sockets], (), (), timeout)[0]
+    for sock in ready:
+        if sock is _wake_r:
+            with contextlib.suppress(OSError):
+                while _wake_r.recv(4096):
+                    pass
+        else:
+            _take(sock, _ports[sock])
+
+
+def _take(sock: Any, port: int) -> None:
+    """pyghmi's `_io_graball` for one socket: each datagram to the session it belongs to."""
+    handlers = _session.Session.bmc_handlers
+    queue = _session.sessionqueue
+    while True:
+        try:
+            data, address = sock.recvfrom(3000)
+        except OSError:  # nothing more to read (or an error upstream ignores alike)
+            return
+        if len(data) < 4:
+            continue
+        by_port = handlers.get(address)
+        if by_port is not None and port in by_port:
+            session, packet = by_port[port], (data, address, sock, True)
+        elif sock in handlers:  # pyghmi is the BMC on this socket (its server class)
+            session, packet = handlers[sock][0], (data, address, sock, False)
+        else:
+            continue
+        session.pktqueue.append(packet)
+        queue.append(session)
+
+
+def _io_sendto(sock: Any, packet: bytes, sockaddr: Any) -> None:
+    """pyghmi's `_io_sendto` on a socket left non-blocking: a full buffer waits a moment."""
+    try:
+        sock.sendto(packet, sockaddr)
+    except BlockingIOError:
+        select.select((), (sock,), (), _SEND_WAIT)
+        with contextlib.suppress(OSError):
+            sock.sendto(packet, sockaddr)
+    except OSError:
+        pass  # as upstream: a packet that could not go is the retry timer's
 
 
 def _reply_queued(sockaddr: Any) -> bool:
@@ -164,10 +242,11 @@ def _reply_queued(sockaddr: Any) -> bool:
 
 def wake() -> None:
     """End the reactor's current (or next) `pump()` early; safe from any thread."""
-    _wake.set()
-    sleeper = _sleeper
-    if sleeper is not None:
-        sleeper.set()
+    if not _wake.is_set():
+        _wake.set()
+        if _wake_w is not None:
+            with contextlib.suppress(OSError):  # full: a wake is pending anyway
+                _wake_w.send(b"\x01")
 
 
 def pump(timeout: float) -> None:

@@ -272,15 +272,53 @@ def _probe_zero_wait() -> tuple[int, int]:
     for _ in range(100):
         session._io_wait(0)
     upstream = counting.sent
-    shim.apply()
+    shim.apply()  # stops the I/O thread (with one datagram of its own)
+    patched = counting.sent
     for _ in range(100):
         session._io_wait(0)
-    return upstream, counting.sent - upstream
+    return upstream, counting.sent - patched
 
 
 def test_a_zero_wait_does_not_round_trip_through_the_io_thread() -> None:
     """Patch 1, polls: upstream wakes its I/O thread (and waits for it) on every 0 s wait."""
     assert isolated(_probe_zero_wait) == (100, 0)
+
+
+class _Queue:
+    def __init__(self) -> None:
+        self.pktqueue: deque[tuple[Any, ...]] = deque()
+
+
+def _probe_own_io() -> tuple[bool, bool, float, list[bytes], bool]:
+    session = _session()
+    session.Session._assignsocket()  # starts pyghmi's I/O thread, as any session would
+    upstream_thread = session.iothread
+    shim.apply()
+    mine = session.iosockets[0]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as bmc:
+        bmc.bind(("127.0.0.1", 0))
+        address = ("::ffff:127.0.0.1", bmc.getsockname()[1], 0, 0)
+        handler = session.Session.bmc_handlers[address] = {mine.getsockname()[1]: _Queue()}
+        bmc.sendto(b"\x06\x00\xff\x07 a reply", ("127.0.0.1", mine.getsockname()[1]))
+        waited = _timed(lambda: session._io_wait(5.0))
+    queued = [packet[0] for packet in next(iter(handler.values())).pktqueue]
+    return (
+        upstream_thread.is_alive(),
+        session.sessionqueue[0] is next(iter(handler.values())),
+        waited,
+        queued,
+        not mine.getblocking(),
+    )
+
+
+def test_the_pumping_thread_reads_the_sockets_itself() -> None:
+    """Patch 1: pyghmi's I/O thread is stopped; a wait reads the packets and queues them."""
+    alive, routed, waited, queued, nonblocking = isolated(_probe_own_io)
+    assert not alive
+    assert routed
+    assert waited < 1.0
+    assert queued == [b"\x06\x00\xff\x07 a reply"]
+    assert nonblocking
 
 
 class _StubSession:
