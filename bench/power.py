@@ -48,6 +48,7 @@ TASK_TIMEOUT = 30.0
 HOSTS_PER_CALL = 5000  # one argument holds at most 128 KiB: 5,000 "127.0.0.1:PORT" fit
 BMCS = int(os.environ.get("RACKHAND_BENCH_BMCS", "1000"))
 SKIP_10K = os.environ.get("RACKHAND_BENCH_SKIP_10K") == "1"
+ROUNDS = int(os.environ.get("RACKHAND_BENCH_ROUNDS", "3"))
 
 
 @dataclass
@@ -313,25 +314,50 @@ HEADER = f"{'':<26} {'wall s':>7} {'CPU s':>7} {'ratio':>7} {'RSS MiB':>8} {'fai
 HEADER += "per BMC median / p99"
 
 
+def _median(rounds: list[Figures]) -> Figures:
+    """The round of median wall time (its CPU, RSS and latencies), with all rounds' failures."""
+    middle = sorted(rounds, key=lambda figures: figures.wall)[len(rounds) // 2]
+    why = sum((figures.why for figures in rounds), Counter())
+    failures = sum(figures.failures for figures in rounds)
+    return Figures(middle.wall, middle.cpu, middle.rss_mib, failures, middle.latencies, why)
+
+
 def _status_and_cycle(count: int) -> None:
+    """ROUNDS rounds, each ipmipower then Rackhand on idle simulators; medians are shown.
+
+    The machine's speed drifts by a third from one minute to the next, so one pass each
+    would compare two different machines; the ratio of the medians, and each round's own
+    ratio, compare like with like.
+    """
+    rounds: list[dict[str, Figures]] = []
     with simulated(count, processes=2 if count <= 2000 else 4) as fleet:
-        ref_status = _ipmipower(fleet, "--stat")
-        fleet.all_on()
-        ref_cycle = _ipmipower(fleet, "--cycle")
-        time.sleep(SETTLE)
-        ours = asyncio.run(_runner_suite(fleet, cycle=True))
+        for _ in range(ROUNDS):
+            measured = {"ipmipower --stat": _ipmipower(fleet, "--stat")}
+            fleet.all_on()
+            measured["ipmipower --cycle"] = _ipmipower(fleet, "--cycle")
+            time.sleep(SETTLE)
+            ours = asyncio.run(_runner_suite(fleet, cycle=True))
+            measured |= {f"runner {name}": figures for name, figures in ours.items()}
+            time.sleep(SETTLE)
+            rounds.append(measured)
         api = _api_suite(fleet)
-    print(f"\n== power: status and cycle of {count:,} simulated BMCs ==")
+    median = {name: _median([measured[name] for measured in rounds]) for name in rounds[0]}
+    print(f"\n== power: status and cycle of {count:,} simulated BMCs, median of {ROUNDS} rounds ==")
     print("(ratio = wall / ipmipower's; RSS: ipmipower's, the bench process's, the server's)")
     print(HEADER)
-    print(_row("ipmipower --stat", ref_status, None))
-    for name in ("status cold", "status warm"):
-        print(_row(f"runner {name}", ours[name], ref_status))
-    for name, figures in api.items():
-        print(_row(name, figures, ref_status))
-    print(_row("ipmipower --cycle", ref_cycle, None))
-    for name in ("cycle cold", "cycle warm"):
-        print(_row(f"runner {name}", ours[name], ref_cycle))
+    for action, passes in (
+        ("stat", ("status cold", "status warm")),
+        ("cycle", ("cycle cold", "cycle warm")),
+    ):
+        reference = f"ipmipower --{action}"
+        print(_row(reference, median[reference], None))
+        for name in (f"runner {name}" for name in passes):
+            print(_row(name, median[name], median[reference]))
+            each = " ".join(f"x{m[name].wall / m[reference].wall:.2f}" for m in rounds)
+            print(f"{'':<29}each round: {each}")
+        if action == "stat":
+            for name, figures in api.items():
+                print(_row(name, figures, median[reference]))
 
 
 def _status_10k() -> None:
