@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import gc
 import importlib
 import logging
 import os
@@ -25,6 +24,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from agents import collector
 from agents.drivers.base import ConsoleChannel, DriverError
 from agents.drivers.buffer import CLOSED
 from agents.protocol import BootDevice, IpmiPath, PowerAction, PowerState, RedfishPath
@@ -208,7 +208,7 @@ async def serve(kind: str, options: dict[str, Any]) -> None:
     reader = asyncio.StreamReader(limit=LINE_LIMIT)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
     worker = Worker(driver_class(kind)(**options), out)
-    _tune_collector()
+    collector.tune()
     try:
         while line := await reader.readline():
             worker.handle(line)
@@ -216,19 +216,6 @@ async def serve(kind: str, options: dict[str, Any]) -> None:
         await worker.close()
         out.close()  # once the last answers are written
         await output.done
-
-
-def _tune_collector() -> None:
-    """Fewer and cheaper garbage collections, for a child that allocates per packet.
-
-    Nearly all of what pyghmi allocates per packet is freed by reference counting, yet with
-    the default threshold (700) a cold pass over 500 BMCs runs ~60 young collections and, now
-    and then, a full one that walks every live object (63 ms with 100,000 of them, measured).
-    What startup loaded is frozen out of the collector, and young collections come every
-    50,000 allocations.
-    """
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
 
 
 def main() -> None:

@@ -43,6 +43,7 @@ def serve(
     """Run the central: migrate the database to head, then listen."""
     import uvicorn
 
+    from agents import collector
     from app.config import Settings
     from app.errors import ConfigError
     from app.main import create_app
@@ -72,9 +73,11 @@ def serve(
         raise typer.Exit(2) from exc
     scheme = "https" if settings.tls_cert else "http"
     typer.echo(f"Rackhand API docs: {scheme}://{settings.host}:{settings.port}/api/v1/docs")
+    application = create_app(settings)
+    collector.tune()
     with _demo_fleet(settings.data_dir) if demo else contextlib.nullcontext():
         uvicorn.run(
-            create_app(settings),
+            application,
             host=settings.host,
             port=settings.port,
             ssl_certfile=settings.tls_cert,

@@ -14,9 +14,9 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Table, bindparam, case, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -34,6 +34,16 @@ log = logging.getLogger(__name__)
 
 _STARTS = frozenset({PowerAction.ON, PowerAction.CYCLE})  # what `stagger` paces
 _MAX_BATCH = 2000
+
+# A Core UPDATE run once per row (executemany): the ORM's bulk update by primary key collects
+# each row's changes in Python first, which took a third of the server's CPU on a 1,000-task job.
+_TASKS = cast(Table, Task.__table__)
+_FINISH_TASK = (
+    update(_TASKS)
+    .where(_TASKS.c.id == bindparam("task_id"))
+    .values({name: bindparam(name) for name in
+             ("status", "power_state", "path", "message", "attempts", "finished_at")})
+)  # fmt: skip
 
 
 class AgentLink(Protocol):
@@ -202,10 +212,10 @@ class JobEngine:
             if not final:
                 return {}
             await session.execute(
-                update(Task),
+                _FINISH_TASK,
                 [
                     {
-                        "id": int(r.task_id),
+                        "task_id": int(r.task_id),
                         "status": r.status,
                         "power_state": r.power_state,
                         "path": r.path,
