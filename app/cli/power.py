@@ -30,7 +30,10 @@ Timeout = Annotated[float, typer.Option(help="seconds per device before it count
 
 def power(
     action: Annotated[Action, typer.Argument(help="status, on, off, soft, cycle, reset, nmi")],
-    select: Annotated[str, typer.Argument(help="node range, e.g. 'web[01-40],db1'")],
+    select: Annotated[
+        str | None,
+        typer.Argument(help="node range, e.g. 'web[01-40],db1'; optional with --site or --tag"),
+    ] = None,
     site: Annotated[str | None, typer.Option(help="only devices of this site")] = None,
     tag: Annotated[
         list[str] | None, typer.Option("--tag", help="repeat to require several")
@@ -47,9 +50,9 @@ def power(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask before acting")] = False,
     as_json: Json = False,
 ) -> None:
-    """Power every device the node range matches, as one job, and show each result."""
-    body: dict[str, Any] = {"select": select, "action": action.value, "timeout": timeout}
-    optional = {"site": site, "tags": tag, "ticket": ticket, "reason": reason,
+    """Power every device the node range and filters match, as one job, and show each result."""
+    body: dict[str, Any] = {"action": action.value, "timeout": timeout}
+    optional = {"select": select, "site": site, "tags": tag, "ticket": ticket, "reason": reason,
                 "stagger": stagger, "max_targets": max_targets}  # fmt: skip
     body |= {key: value for key, value in optional.items() if value}
     try:
