@@ -38,17 +38,18 @@ from sim.control import FleetControl
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "bench-bmc-password"
 SITE = "bench"
-TIMING = ("--on-delay", "0.2", "--cycle-off", "0.3", "--post-seconds", "1.5")
-# s after a cycle until every machine is off, on, through POST (1.5 s) and booted (half of
-# that again): its firmware prints nothing more, so the next pass finds the simulators idle.
-SETTLE = 0.3 + 0.2 + 1.5 * 1.5 + 0.5
+POST = 1.5  # s the simulated firmware shows its POST screen; booting on takes half that again
+TIMING = ("--on-delay", "0.2", "--cycle-off", "0.3", "--post-seconds", str(POST))
+# s after a cycle until every machine is off, on, through POST and booted: its firmware prints
+# nothing more, so the next pass finds the simulators idle.
+SETTLE = 0.3 + 0.2 + POST * 1.5 + 0.5
 FANOUT = 64
 PER_SITE = 256
 TASK_TIMEOUT = 30.0
 HOSTS_PER_CALL = 5000  # one argument holds at most 128 KiB: 5,000 "127.0.0.1:PORT" fit
 BMCS = int(os.environ.get("RACKHAND_BENCH_BMCS", "1000"))
 SKIP_10K = os.environ.get("RACKHAND_BENCH_SKIP_10K") == "1"
-ROUNDS = int(os.environ.get("RACKHAND_BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("RACKHAND_BENCH_ROUNDS", "5"))
 
 
 @dataclass
