@@ -6,7 +6,7 @@ import gc
 
 
 def tune() -> None:
-    """Freeze what is loaded so far out of the collector; young collections every 50,000.
+    """Freeze what is loaded so far out of the collector; young collections every 10,000.
 
     Nearly all that a request, a report or a packet allocates is freed by reference counting,
     yet with the default threshold (700 allocations) the collector runs hundreds of times a
@@ -15,4 +15,4 @@ def tune() -> None:
     once per process, after the imports and before the work: frozen garbage is never freed.
     """
     gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
+    gc.set_threshold(10_000, 10, 10)
