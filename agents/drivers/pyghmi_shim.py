@@ -21,6 +21,7 @@ import itertools
 import logging
 import random
 import select
+import selectors
 import socket
 import threading
 import time
@@ -120,10 +121,11 @@ def _lookup(name: str) -> Callable[..., Any]:
 # Patch 1 ---------------------------------------------------------------------------------------
 
 # pyghmi's I/O thread is never started: the thread that pumps the loop (the reactor) reads the
-# sockets itself. `_wake_r` is in every select so that `wake()` can end a wait from any thread.
+# sockets itself, through an epoll selector (no 1,024-descriptor ceiling as with upstream's
+# `select`). `_wake_r` is registered too, so that `wake()` can end a wait from any thread.
+_selector: selectors.BaseSelector | None = None
 _wake_r: socket.socket | None = None
 _wake_w: socket.socket | None = None
-_ports: dict[Any, int] = {}  # pyghmi's sockets, made non-blocking, with their local port
 _SEND_WAIT = 1.0  # s a send may wait for room in a full socket buffer, as upstream's blocking one
 
 
@@ -135,11 +137,13 @@ def _own_the_sockets() -> None:
     mode set and reset around every send and receive) per packet, a fifth of the CPU of a cold
     login. With one thread driving pyghmi anyway, it may as well read the sockets itself.
     """
-    global _wake_r, _wake_w
-    if _wake_r is None:
+    global _selector, _wake_r, _wake_w
+    if _selector is None:
+        _selector = selectors.DefaultSelector()
         _wake_r, _wake_w = socket.socketpair()
         _wake_r.setblocking(False)
         _wake_w.setblocking(False)
+        _selector.register(_wake_r, selectors.EVENT_READ)
     thread = _session.iothread
     _session.iothread = _NO_IO_THREAD  # `_assignsocket` starts one only while this is None
     _session.iothreadready = True
@@ -181,21 +185,22 @@ def _io_wait(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
 
 def _read(timeout: float) -> None:
     """Wait up to `timeout` s for packets or a wake; queue every packet to its session."""
+    selector, wake = _selector, _wake_r
+    assert selector is not None
+    assert wake is not None
     sockets = _session.iosockets
-    if len(_ports) != len(sockets):
+    if len(selector.get_map()) != len(sockets) + 1:  # pyghmi opened a socket since
         for sock in sockets:
-            if sock not in _ports:
+            if sock not in selector.get_map():
                 sock.setblocking(False)
-                _ports[sock] = sock.getsockname()[1]
-    assert _wake_r is not None
-    ready = select.select([_wake_r, *sockets], (), (), timeout)[0]
-    for sock in ready:
-        if sock is _wake_r:
+                selector.register(sock, selectors.EVENT_READ, sock.getsockname()[1])
+    for key, _ in selector.select(timeout):
+        if key.fileobj is wake:
             with contextlib.suppress(OSError):
-                while _wake_r.recv(4096):
+                while wake.recv(4096):
                     pass
         else:
-            _take(sock, _ports[sock])
+            _take(key.fileobj, key.data)
 
 
 def _take(sock: Any, port: int) -> None:

@@ -311,6 +311,31 @@ def _probe_own_io() -> tuple[bool, bool, float, list[bytes], bool]:
     )
 
 
+def _probe_high_descriptor() -> tuple[int, list[bytes]]:
+    session = _session()
+    shim.apply()
+    held = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(1100)]
+    assert not session.iosockets  # pyghmi opens its first socket below, above 1,024
+    session.Session._assignsocket()
+    mine = session.iosockets[0]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as bmc:
+        bmc.bind(("127.0.0.1", 0))
+        address = ("::ffff:127.0.0.1", bmc.getsockname()[1], 0, 0)
+        handler = session.Session.bmc_handlers[address] = {mine.getsockname()[1]: _Queue()}
+        bmc.sendto(b"\x06\x00\xff\x07 a reply", ("127.0.0.1", mine.getsockname()[1]))
+        session._io_wait(5.0)
+    for sock in held:
+        sock.close()
+    return mine.fileno(), [packet[0] for packet in next(iter(handler.values())).pktqueue]
+
+
+def test_a_socket_above_descriptor_1024_is_read() -> None:
+    """Patch 1: the reactor waits with epoll; upstream's `select` refuses descriptors >= 1,024."""
+    descriptor, queued = isolated(_probe_high_descriptor)
+    assert descriptor >= 1024
+    assert queued == [b"\x06\x00\xff\x07 a reply"]
+
+
 def test_the_pumping_thread_reads_the_sockets_itself() -> None:
     """Patch 1: pyghmi's I/O thread is stopped; a wait reads the packets and queues them."""
     alive, routed, waited, queued, nonblocking = isolated(_probe_own_io)
