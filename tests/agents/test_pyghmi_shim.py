@@ -7,6 +7,7 @@ pump pyghmi or build sessions run in a fresh interpreter (`isolated`).
 from __future__ import annotations
 
 import importlib.metadata
+import resource
 import socket
 import threading
 import time
@@ -312,6 +313,9 @@ def _probe_own_io() -> tuple[bool, bool, float, list[bytes], bool]:
 
 
 def _probe_high_descriptor() -> tuple[int, list[bytes]]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2048:  # this fresh process only
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(2048, hard), hard))
     session = _session()
     shim.apply()
     held = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(1100)]
