@@ -1,4 +1,4 @@
-"""`rackhand power ACTION SELECTOR` and `rackhand boot DEVICE_TYPE DEVICE`.
+"""`rackhand power ACTION [SELECTOR] [--site S] [--tag T]` and `rackhand boot DEVICE_TYPE DEVICE`.
 
 Exit codes scripts can trust: 0 when every target succeeded, 1 when any did not (or the call
 was refused), 2 on usage errors. Progress goes to stderr, so `--json` on stdout stays clean.
