@@ -1,4 +1,4 @@
-"""`rackhand power ACTION [SELECTOR] [--site S] [--tag T]` and `rackhand boot DEVICE_TYPE DEVICE`.
+"""`rackhand power ACTION [SELECTOR] [filters]` and `rackhand boot DEVICE_TYPE DEVICE`.
 
 Exit codes scripts can trust: 0 when every target succeeded, 1 when any did not (or the call
 was refused), 2 on usage errors. Progress goes to stderr, so `--json` on stdout stays clean.
@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from agents.protocol import BootDevice as BootTarget
 from agents.protocol import PowerAction as Action
 from app.cli.client import ApiError, Client, authenticated
+from app.cli.devices import Kind, Rack, Tags
 from app.cli.output import err, fail, out, print_json, table
 
 CONFIRM = frozenset({"off", "soft", "cycle", "reset", "nmi"})
@@ -32,12 +33,12 @@ def power(
     action: Annotated[Action, typer.Argument(help="status, on, off, soft, cycle, reset, nmi")],
     select: Annotated[
         str | None,
-        typer.Argument(help="node range, e.g. 'web[01-40],db1'; optional with --site or --tag"),
+        typer.Argument(help="node range, e.g. 'web[01-40],db1'; optional with a filter"),
     ] = None,
     site: Annotated[str | None, typer.Option(help="only devices of this site")] = None,
-    tag: Annotated[
-        list[str] | None, typer.Option("--tag", help="repeat to require several")
-    ] = None,
+    rack: Rack = None,
+    kind: Kind = None,
+    tag: Tags = None,
     ticket: Ticket = None,
     reason: Reason = None,
     stagger: Annotated[
@@ -52,8 +53,9 @@ def power(
 ) -> None:
     """Power every device the node range and filters match, as one job, and show each result."""
     body: dict[str, Any] = {"action": action.value, "timeout": timeout}
-    optional = {"select": select, "site": site, "tags": tag, "ticket": ticket, "reason": reason,
-                "stagger": stagger, "max_targets": max_targets}  # fmt: skip
+    optional = {"select": select, "site": site, "rack": rack, "kind": kind, "tags": tag,
+                "ticket": ticket, "reason": reason, "stagger": stagger,
+                "max_targets": max_targets}  # fmt: skip
     body |= {key: value for key, value in optional.items() if value}
     try:
         with Client(authenticated(), timeout=max(60.0, timeout + 30)) as client:
