@@ -26,6 +26,7 @@ from agents.drivers.ipmi import IpmiDriver
 from agents.protocol import IpmiPath, PowerAction, PowerState
 from agents.workers import WorkerPool
 from sim.openipmi import Bmc, openipmi_fleet
+from tests.agents.test_workers import run
 from tests.sim.fleet import PASSWORD, launch
 
 T = TypeVar("T")
@@ -236,21 +237,6 @@ def test_a_frozen_bmc_ends_the_console_and_never_stalls_power(
     serial.close()
 
 
-def through_workers(scenario: Callable[[WorkerPool], Awaitable[T]]) -> T:
-    """`scenario` on a new 2-process IPMI pool, closed whatever happens; bounded in time."""
-
-    async def main() -> T:
-        pool = WorkerPool("ipmi", processes=2)
-        try:
-            async with asyncio.timeout(30):
-                return await scenario(pool)
-        finally:
-            async with asyncio.timeout(15):
-                await pool.close()
-
-    return asyncio.run(main())
-
-
 def test_a_console_through_the_worker_pool(fleet: list[Bmc], host: SerialHost) -> None:
     """In the child serving the BMC's power; Busy crosses the pipe; a flood of output on one
     console leaves power answers on time."""
@@ -283,7 +269,7 @@ def test_a_console_through_the_worker_pool(fleet: list[Bmc], host: SerialHost) -
         await read_until(aiter(again), b"echo:back")
         await again.close()
 
-    through_workers(scenario)
+    run(scenario, kind="ipmi")
 
 
 def test_a_dead_worker_ends_its_consoles() -> None:
@@ -305,7 +291,7 @@ def test_a_dead_worker_ends_its_consoles() -> None:
             with pytest.raises(Busy):
                 await pool.open_console(sol(bmc))
 
-        through_workers(scenario)
+        run(scenario, kind="ipmi")
     serial.close()
 
 
@@ -337,6 +323,6 @@ def test_post_and_bios_setup_on_a_simulated_bmc_through_the_workers() -> None:
         assert fleet.control.state(fleet.base)["power"] == "on"
 
     try:
-        through_workers(scenario)
+        run(scenario, kind="ipmi")
     finally:
         assert fleet.stop() == 0
