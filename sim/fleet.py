@@ -199,9 +199,13 @@ async def start_fleet(
             users = (credentials or {}).get(port, {user: password})
             guid = uuid.uuid5(GUID_NAMESPACE, f"{host}:{port}").bytes
             bmc = Bmc(machine, users, offered, guid=guid)
-            transport, _ = await loop.create_datagram_endpoint(
-                partial(BmcProtocol, bmc), local_addr=(host, port)
-            )
+            try:
+                transport, _ = await loop.create_datagram_endpoint(
+                    partial(BmcProtocol, bmc), local_addr=(host, port)
+                )
+            except OSError as error:  # uvloop keeps the reason (the errno) in the cause
+                cause = error.__cause__ if isinstance(error.__cause__, OSError) else error
+                raise OSError(cause.errno, f"UDP {host}:{port}: {cause.strerror}") from error
             bmcs[port] = bmc
             transports.append(transport)
         await fleet.start_devices(devices, {user: password}, host_key_dir)

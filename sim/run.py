@@ -13,6 +13,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
+import uvloop
+
 from sim.control import serve_control, serve_relay
 from sim.fleet import DeviceSpec, start_fleet, wiring_unit
 
@@ -95,7 +97,7 @@ def child(ports: range, settings: dict[str, Any], saved: Saved, parent: Connecti
     parent_process = multiprocessing.parent_process()
     orphaned = (parent_process.sentinel,) if parent_process else ()  # stop if the parent dies
     try:
-        state = asyncio.run(serve(ports, settings, 0, saved, parent.send, orphaned))
+        state = uvloop.run(serve(ports, settings, 0, saved, parent.send, orphaned))
     except OSError as error:
         parent.send(f"BMC ports {ports.start}-{ports.stop - 1} and their devices: {error}")
         raise SystemExit(1) from error
@@ -113,7 +115,7 @@ def run(
     if processes == 1:
         host = settings["host"]
         ready = partial(_announce_ready, host, ports)
-        return asyncio.run(serve(ports, settings, control_port, saved, ready))
+        return uvloop.run(serve(ports, settings, control_port, saved, ready))
     devices: list[DeviceSpec] = list(settings.get("devices", ()))
     context = multiprocessing.get_context("spawn")
     children: list[tuple[BaseProcess, Connection, range]] = []

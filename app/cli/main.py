@@ -84,6 +84,7 @@ def serve(
             ssl_keyfile=settings.tls_key,
             log_level="info",
             proxy_headers=False,
+            loop="uvloop",  # the agent's IPMI workers run on it too
         )
 
 
