@@ -1,10 +1,11 @@
-"""Fleet power over simulated BMCs: status of 1,000 (and 10,000) BMCs, and a cycle of 1,000.
+"""Fleet power over simulated BMCs: status of 1,000 (and 10,000) BMCs, and a cycle of 1,000;
+then a cold cycle of 1,000 OpenIPMI `ipmi_sim` BMCs, which log whether each ran exactly once.
 
 Reference measured in the same run, over the same simulators: FreeIPMI's `ipmipower` (fresh
-RMCP+ sessions, fanout 64). Rackhand is measured as the agent runner alone (in this process,
-cold = a new driver whose worker processes are up but hold no session, as after an agent's
-start; warm = the same driver again) and as an API job (`POST /power` to the
-job's end, on a real `rackhand serve` with SQLite).
+RMCP+ sessions, fanout 64). Rackhand is measured as the agent runner alone (in this process, on
+uvloop as in `rackhand serve`; cold = a new driver whose worker processes are up but hold no
+session, as after an agent's start; warm = the same driver again) and as an API job
+(`POST /power` to the job's end, on a real `rackhand serve` with SQLite).
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import uvloop
 
 from agents.drivers.registry import ipmi_workers
 from agents.protocol import IpmiPath, PowerAction, PowerOrder, Report, TaskStatus
@@ -34,6 +36,7 @@ from agents.runner import Runner
 from agents.workers import WorkerPool
 from bench.server import Server, running
 from sim.control import FleetControl
+from sim.openipmi import Bmc, openipmi_fleet
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "bench-bmc-password"
@@ -50,6 +53,8 @@ HOSTS_PER_CALL = 5000  # one argument holds at most 128 KiB: 5,000 "127.0.0.1:PO
 BMCS = int(os.environ.get("RACKHAND_BENCH_BMCS", "1000"))
 SKIP_10K = os.environ.get("RACKHAND_BENCH_SKIP_10K") == "1"
 ROUNDS = int(os.environ.get("RACKHAND_BENCH_ROUNDS", "5"))
+OPENIPMI_BMCS = int(os.environ.get("RACKHAND_BENCH_OPENIPMI", "1000"))  # 0: skip; 3.5 GiB RSS
+OPENIPMI_ROUNDS = min(ROUNDS, 3)
 
 
 @dataclass
@@ -138,18 +143,17 @@ def simulated(count: int, processes: int) -> Iterator[Fleet]:
         process.wait(30)
 
 
-def _ipmipower(fleet: Fleet, action: str) -> Figures:
-    """`ipmipower --stat|--cycle` over the fleet, in calls of at most HOSTS_PER_CALL hosts."""
+def _ipmipower(ports: Sequence[int], action: str, *options: str) -> Figures:
+    """`ipmipower --stat|--cycle` over the BMCs, in calls of at most HOSTS_PER_CALL hosts."""
     wall = cpu = rss = 0.0
     answered = failures = 0
-    for start in range(0, len(fleet.ports), HOSTS_PER_CALL):
-        ports = fleet.ports[start : start + HOSTS_PER_CALL]
-        hosts = ",".join(f"127.0.0.1:{port}" for port in ports)
+    for start in range(0, len(ports), HOSTS_PER_CALL):
+        hosts = ",".join(f"127.0.0.1:{port}" for port in ports[start : start + HOSTS_PER_CALL])
         started = time.perf_counter()
         target = ["-D", "LAN_2_0", "-h", hosts, "-u", "admin", "-p", PASSWORD]
         timing = ["-F", str(FANOUT), "--session-timeout=3000", "--retransmission-timeout=500"]
         process = subprocess.Popen(
-            ["ipmipower", *target, *timing, action],
+            ["ipmipower", *target, *timing, *options, action],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -165,7 +169,7 @@ def _ipmipower(fleet: Fleet, action: str) -> Figures:
         lines = output.splitlines()
         answered += len(lines)
         failures += sum(line.rsplit(": ", 1)[-1] not in ("on", "off", "ok") for line in lines)
-    return Figures(wall, cpu, rss, failures + max(0, len(fleet.ports) - answered))
+    return Figures(wall, cpu, rss, failures + max(0, len(ports) - answered))
 
 
 def _peak_rss_mib() -> float:
@@ -178,13 +182,13 @@ def _process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _workers_cpu(driver: WorkerPool, fleet: Fleet) -> float:
-    paths = (IpmiPath("127.0.0.1", "admin", PASSWORD, port=port) for port in fleet.ports)
+def _workers_cpu(driver: WorkerPool, ports: Sequence[int]) -> float:
+    paths = (IpmiPath("127.0.0.1", "admin", PASSWORD, port=port) for port in ports)
     pids = {driver.pid(path) for path in paths} - {None}
     return sum(_process_cpu(pid) for pid in pids if pid is not None)
 
 
-async def _runner_pass(driver: WorkerPool, fleet: Fleet, action: PowerAction) -> Figures:
+async def _runner_pass(driver: WorkerPool, ports: Sequence[int], action: PowerAction) -> Figures:
     """Submit one order per BMC to a runner; time until every final report is in."""
     submitted: dict[str, float] = {}
     latencies: list[float] = []
@@ -197,19 +201,19 @@ async def _runner_pass(driver: WorkerPool, fleet: Fleet, action: PowerAction) ->
         latencies.append(time.perf_counter() - submitted[report.task_id])
         if report.status is not TaskStatus.SUCCEEDED:
             why[f"{report.status}: {report.message}"] += 1
-        if len(latencies) == len(fleet.ports):
+        if len(latencies) == len(ports):
             done.set()
 
     runner = Runner({"ipmi": driver}, sink, per_site=PER_SITE)
-    cpu, started = time.process_time() + _workers_cpu(driver, fleet), time.perf_counter()
-    for port in fleet.ports:
+    cpu, started = time.process_time() + _workers_cpu(driver, ports), time.perf_counter()
+    for port in ports:
         path = IpmiPath("127.0.0.1", "admin", PASSWORD, port=port)
         order = PowerOrder(f"{action}-{port}", f"bmc{port}", SITE, action, (path,), TASK_TIMEOUT)
         submitted[order.task_id] = time.perf_counter()
         runner.submit(order)
     await done.wait()
     wall = time.perf_counter() - started
-    cpu = time.process_time() + _workers_cpu(driver, fleet) - cpu
+    cpu = time.process_time() + _workers_cpu(driver, ports) - cpu
     await runner.close()
     return Figures(wall, cpu, _peak_rss_mib(), why.total(), latencies, why)
 
@@ -223,26 +227,31 @@ async def _started(driver: WorkerPool) -> WorkerPool:
     return driver
 
 
+async def _runner_cycle_cold(ports: Sequence[int]) -> Figures:
+    """A cycle of every BMC by a new driver: worker processes up, no session yet."""
+    driver = await _started(ipmi_workers())
+    try:
+        return await _runner_pass(driver, ports, PowerAction.CYCLE)
+    finally:
+        await driver.close()
+
+
 async def _runner_suite(fleet: Fleet, cycle: bool) -> dict[str, Figures]:
     """Status cold then warm; with `cycle`, a cycle of all on the warm driver and on a new one."""
     results: dict[str, Figures] = {}
     driver = await _started(ipmi_workers())
     try:
-        results["status cold"] = await _runner_pass(driver, fleet, PowerAction.STATUS)
-        results["status warm"] = await _runner_pass(driver, fleet, PowerAction.STATUS)
+        results["status cold"] = await _runner_pass(driver, fleet.ports, PowerAction.STATUS)
+        results["status warm"] = await _runner_pass(driver, fleet.ports, PowerAction.STATUS)
         if cycle:
             await asyncio.to_thread(fleet.all_on)
-            results["cycle warm"] = await _runner_pass(driver, fleet, PowerAction.CYCLE)
+            results["cycle warm"] = await _runner_pass(driver, fleet.ports, PowerAction.CYCLE)
     finally:
         await driver.close()
     if cycle:
         await asyncio.sleep(SETTLE)
         await asyncio.to_thread(fleet.all_on)
-        driver = await _started(ipmi_workers())
-        try:
-            results["cycle cold"] = await _runner_pass(driver, fleet, PowerAction.CYCLE)
-        finally:
-            await driver.close()
+        results["cycle cold"] = await _runner_cycle_cold(fleet.ports)
     return results
 
 
@@ -333,11 +342,11 @@ def _status_and_cycle(count: int) -> None:
     rounds: list[dict[str, Figures]] = []
     with simulated(count, processes=2 if count <= 2000 else 4) as fleet:
         for _ in range(ROUNDS):
-            measured = {"ipmipower --stat": _ipmipower(fleet, "--stat")}
+            measured = {"ipmipower --stat": _ipmipower(fleet.ports, "--stat")}
             fleet.all_on()
-            measured["ipmipower --cycle"] = _ipmipower(fleet, "--cycle")
+            measured["ipmipower --cycle"] = _ipmipower(fleet.ports, "--cycle")
             time.sleep(SETTLE)
-            ours = asyncio.run(_runner_suite(fleet, cycle=True))
+            ours = uvloop.run(_runner_suite(fleet, cycle=True))
             measured |= {f"runner {name}": figures for name, figures in ours.items()}
             time.sleep(SETTLE)
             rounds.append(measured)
@@ -364,8 +373,8 @@ def _status_and_cycle(count: int) -> None:
 def _status_10k() -> None:
     count = 10_000
     with simulated(count, processes=4) as fleet:
-        reference = _ipmipower(fleet, "--stat")
-        ours = asyncio.run(_runner_suite(fleet, cycle=False))
+        reference = _ipmipower(fleet.ports, "--stat")
+        ours = uvloop.run(_runner_suite(fleet, cycle=False))
     print(f"\n== power: status of {count:,} simulated BMCs (aim <= 5 s) ==")
     print(HEADER)
     calls = -(-count // HOSTS_PER_CALL)
@@ -374,7 +383,73 @@ def _status_10k() -> None:
         print(_row(f"runner {name}", figures, reference))
 
 
+def _cycles(bmc: Bmc) -> int:
+    """How many power cycles an ipmi_sim ran: it logs `power 0` for each (and `power 1` 1 s on)."""
+    return bmc.changes().count("power 0")
+
+
+def _settled(bmcs: list[Bmc]) -> None:
+    """Wait until every cycled ipmi_sim is on again, and a little more for a late duplicate."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(bmc.power() == "off" for bmc in bmcs):
+        time.sleep(0.2)
+    time.sleep(1.5)
+
+
+def _exactly_once(bmcs: list[Bmc], figures: Figures) -> Figures:
+    """`figures` with every BMC not cycled exactly once counted as a failure, and why."""
+    counts = Counter(_cycles(bmc) for bmc in bmcs)
+    for times, bmcs_with in counts.items():
+        if times != 1:
+            figures.why[f"cycled {times} times (ipmi_sim's own log)"] += bmcs_with
+    figures.failures = max(figures.failures, len(bmcs) - counts[1])
+    return figures
+
+
+def _openipmi_cycle(count: int) -> None:
+    """A cold cycle of `count` OpenIPMI ipmi_sim BMCs: someone else's BMC, which logs each
+    change it makes, so a command that ran twice shows. One process per BMC, each forking its
+    chassis_control program per change: the fleet itself, not the client, sets most of the time.
+    ipmipower needs its `opensesspriv` workaround for ipmi_sim (without it: "privilege level
+    cannot be obtained for this user" from every BMC).
+    """
+    rounds: list[dict[str, Figures]] = []
+    with openipmi_fleet(count, password=PASSWORD) as bmcs:
+        ports = [bmc.port for bmc in bmcs]
+        for _ in range(OPENIPMI_ROUNDS):
+            measured = {}
+            for name in ("ipmipower --cycle", "runner cycle cold"):
+                for bmc in bmcs:
+                    bmc.reset()
+                    bmc.set_power(True)
+                if name.startswith("ipmipower"):
+                    figures = _ipmipower(ports, "--cycle", "-W", "opensesspriv")
+                else:
+                    figures = uvloop.run(_runner_cycle_cold(ports))
+                _settled(bmcs)
+                measured[name] = _exactly_once(bmcs, figures)
+            rounds.append(measured)
+        for bmc in bmcs:
+            bmc.reset()
+    median = {name: _median([measured[name] for measured in rounds]) for name in rounds[0]}
+    print(
+        f"\n== power: cold cycle of {count:,} OpenIPMI ipmi_sim BMCs, median of "
+        f"{OPENIPMI_ROUNDS} rounds =="
+    )
+    print("(fail: all rounds, including BMCs that ipmi_sim logged cycling twice)")
+    print(HEADER)
+    reference = median["ipmipower --cycle"]
+    print(_row("ipmipower --cycle", reference, None))
+    print(_row("runner cycle cold", median["runner cycle cold"], reference))
+    each = " ".join(
+        f"x{m['runner cycle cold'].wall / m['ipmipower --cycle'].wall:.2f}" for m in rounds
+    )
+    print(f"{'':<29}each round: {each}")
+
+
 def run() -> None:
     _status_and_cycle(BMCS)
     if not SKIP_10K:
         _status_10k()
+    if OPENIPMI_BMCS:
+        _openipmi_cycle(OPENIPMI_BMCS)
