@@ -205,7 +205,8 @@ async def start_fleet(
                 )
             except OSError as error:  # uvloop keeps the reason (the errno) in the cause
                 cause = error.__cause__ if isinstance(error.__cause__, OSError) else error
-                raise OSError(cause.errno, f"UDP {host}:{port}: {cause.strerror}") from error
+                reason = cause.strerror or str(cause)
+                raise OSError(cause.errno, f"UDP {host}:{port}: {reason}") from error
             bmcs[port] = bmc
             transports.append(transport)
         await fleet.start_devices(devices, {user: password}, host_key_dir)
