@@ -96,7 +96,7 @@ class SshTarget:
 
     `host_key` is the pinned SHA-256 fingerprint in OpenSSH form ("SHA256:…"); None means not
     pinned yet: the driver accepts the key it is shown and reports it (`HostKeySeen`) so the
-    central pins it (trust on first use, as DESIGN §3).
+    central pins it (trust on first use, docs/consoles.md).
     """
 
     address: str

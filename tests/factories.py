@@ -35,7 +35,7 @@ def path(client: TestClient, device: str, **fields: Any) -> dict[str, Any]:
 
 
 def error(response: Any, status: int) -> str:
-    """Assert the error shape of DESIGN §8 and return its detail."""
+    """Assert the status and the error shape `{"error", "detail"}`; return the detail."""
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) >= {"error", "detail"}, body

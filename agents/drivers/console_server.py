@@ -1,9 +1,9 @@
 """Serial consoles through console servers and KVM switches over SSH (docs/dialects.md).
 
 Most boxes pick the port from the SSH user name (`user:port02`, `user:ttyS3`, `user:3`), which
-fixes the port for the whole connection, so each console gets its own connection (notes §6,
-pitfall 1). `menu` boxes log in plainly and offer a numbered list. Either way the channel then
-carries raw bytes both ways, on a PTY of the viewer's size.
+fixes the port for the whole connection, so each console gets its own connection
+(docs/dialects.md). `menu` boxes log in plainly and offer a numbered list. Either way the
+channel then carries raw bytes both ways, on a PTY of the viewer's size.
 """
 
 from __future__ import annotations

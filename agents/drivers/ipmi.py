@@ -1,7 +1,7 @@
 """IPMI power, boot and SOL over LAN (RMCP+), through pyghmi driven from one reactor thread.
 
 pyghmi blocks and does its protocol work in whichever thread calls it; thread pools around it
-stall and deadlock (notes/ipmi.md §1.2). Here one thread owns every pyghmi object and drives
+stall and deadlock (docs/ipmi.md). Here one thread owns every pyghmi object and drives
 them in callback style, so thousands of BMCs are in flight at once, and asyncio callers hand
 it work through a queue. What each action sends is in this module; the thread, its sessions,
 and how answers and silences become errors a human can act on are in `ipmi_reactor.py`; SOL

@@ -3,7 +3,7 @@
 A device's outlets (two for dual power supplies) are always switched in one command, so both
 supplies lose power together. Every action reads the outlets first (proving the shell works and
 the outlets exist before anything is switched), acts once, answers the PDU's confirmation, and
-reads them again (notes §6, pitfall 8). One shell per PDU, used by one call at a time, kept
+reads them again (docs/dialects.md). One shell per PDU, used by one call at a time, kept
 open for `idle` seconds so a burst of orders logs in once.
 """
 

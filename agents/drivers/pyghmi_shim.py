@@ -1,8 +1,13 @@
-"""The only code that touches pyghmi's internals: seven patches and two narrow typed wrappers.
+"""The only code that touches pyghmi's internals: six patches and two narrow typed wrappers.
 
-Written against pyghmi 1.6.19 (read from its source, see notes/ipmi.md §1.2); `apply()` refuses
-any other version. Everything here runs on the one thread that drives pyghmi (the IPMI reactor
-in `agents/drivers/ipmi_reactor.py`), except `wake()`, which any thread may call.
+Written against pyghmi 1.6.19, read from its source (why: docs/ipmi.md); pyproject.toml pins
+exactly that version and `apply()` refuses any other, or any patched function whose signature
+changed (`_SHAPES`). Before moving the pin, re-read in the new pyghmi every function named in
+`_SHAPES` (each "Patch N" section below says which it replaces or wraps, and `_Console` which
+Console methods it overrides), then run tests/agents/test_pyghmi_shim.py, which shows each patch
+against upstream pyghmi, and the IPMI and SOL driver tests against ipmi_sim. Everything here
+runs on the one thread that drives pyghmi (the IPMI reactor in
+`agents/drivers/ipmi_reactor.py`), except `wake()`, which any thread may call.
 
 Not patched, on purpose: the lock-order deadlock (`awaitresponse` holds WAITING_SESSIONS and
 takes KEEPALIVE_SESSIONS, `send_payload` the reverse) needs two threads inside pyghmi's protocol

@@ -1,7 +1,7 @@
 """Redfish power and boot over HTTPS, through pyghmi's Redfish client on a bounded thread pool.
 
 pyghmi's Redfish client is plain blocking `http.client` with a new TLS connection per request
-and no state shared between clients (notes/ipmi.md §1.3), so, unlike its IPMI side, threads
+and no state shared between clients (docs/ipmi.md), so, unlike its IPMI side, threads
 are safe here. One client is kept per (URL, user, password, fingerprint) so its X-Auth-Token
 session is reused, and used by one thread at a time. Every TLS connection is pinned to the
 path's certificate fingerprint; without one, nothing is trusted.

@@ -1,1 +1,1 @@
-"""Console sessions: brokered, shared, recorded (DESIGN §5)."""
+"""Console sessions: brokered, shared, recorded (docs/consoles.md)."""

@@ -1,4 +1,4 @@
-"""Console requests and answers (DESIGN §5, §8)."""
+"""Console requests and answers (docs/consoles.md)."""
 
 from __future__ import annotations
 

@@ -309,7 +309,7 @@ Priority = Annotated[int, Field(ge=0, le=1000)]
 
 
 class SshDialect(StrEnum):
-    """How to drive the device's own CLI over SSH (see notes/console-servers.md)."""
+    """How to drive the device's own CLI over SSH (docs/dialects.md)."""
 
     OPENGEAR = "opengear"
     OPENGEAR_NGCS = "opengear_ngcs"

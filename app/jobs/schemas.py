@@ -1,4 +1,4 @@
-"""Request and response shapes of power, boot and jobs (DESIGN §4 and §8)."""
+"""Request and response shapes of power, boot and jobs (docs/power.md)."""
 
 from __future__ import annotations
 

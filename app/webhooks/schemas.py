@@ -1,4 +1,4 @@
-"""Webhook requests and answers (DESIGN §8, docs/webhooks.md)."""
+"""Webhook requests and answers (docs/webhooks.md)."""
 
 from __future__ import annotations
 
