@@ -10,22 +10,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from agents.drivers.base import (
+    UNUSABLE,
     BootDriver,
     DeviceTimeout,
     DriverError,
+    OutletDriver,
+    OutletReading,
     PowerDriver,
-    Unreachable,
+    PoweredOff,
+    Unsupported,
 )
 from agents.protocol import (
     IDEMPOTENT,
     BootOrder,
     Order,
     Path,
+    PduOutletPath,
     PowerAction,
     PowerOrder,
     PowerState,
@@ -64,7 +69,7 @@ class _Outcome:
 class Runner:
     def __init__(
         self,
-        drivers: Mapping[str, Driver],
+        drivers: Mapping[str, Driver | OutletDriver],
         report: ReportSink,
         *,
         per_site: int = 256,
@@ -146,7 +151,11 @@ class Runner:
         )
 
     async def _fallback(self, order: Order, outcome: _Outcome) -> None:
-        """Try each path in order; move on only when the failure proves nothing was done."""
+        """Try each path in order; move on only when a path could not be used at all.
+
+        A device that answered and refused is not overruled by another path, and an outlet
+        never stands in for an action it would make harsher (docs/power.md, "Fallback").
+        """
         if not order.paths:
             outcome.message = "the device has no power path (ipmi or redfish); add one"
             return
@@ -155,24 +164,40 @@ class Runner:
             if driver is None:
                 outcome.tried.append(f"{path.kind}: no driver for this path kind on the agent")
                 continue
+            if (why := _not_for(order, path, first=number == 1)) is not None:
+                outcome.tried.append(f"{path.kind} {path.endpoint} not used: {why}")
+                continue
             try:
                 last = number == len(order.paths)  # retry the last path; fall back sooner
-                state = await self._attempt(driver, order, path, outcome, retries=last)
+                state, done = await self._attempt(driver, order, path, outcome, retries=last)
             except DriverError as exc:
                 outcome.tried.append(f"{path.kind} {path.endpoint}: {exc}")
-                if isinstance(exc, DeviceTimeout) and not _repeatable(order):
-                    break  # it may have run: another path could do it twice
-                continue
+                if isinstance(exc, UNUSABLE):
+                    continue
+                if isinstance(exc, DeviceTimeout) and _repeatable(order):
+                    continue  # asking again elsewhere cannot do harm
+                break  # it answered and refused, or it may have run: stop here
             outcome.status = TaskStatus.SUCCEEDED
             outcome.power_state = state
             outcome.path = path.kind
-            outcome.message = _joined(outcome.tried, _done(order, path, state))
+            outcome.message = _joined(outcome.tried, done)
             return
         outcome.message = "; ".join(outcome.tried)
 
     async def _attempt(
-        self, driver: Driver, order: Order, path: Path, outcome: _Outcome, *, retries: bool
-    ) -> PowerState | None:
+        self,
+        driver: Driver | OutletDriver,
+        order: Order,
+        path: Path,
+        outcome: _Outcome,
+        *,
+        retries: bool,
+    ) -> tuple[PowerState | None, str]:
+        """The path's result and its message; repeats only a device that fell silent.
+
+        A device that never answered (`Unreachable`: pyghmi already retransmitted through the
+        whole login) is not asked again: its failure is reported within seconds.
+        """
         lock = self._endpoints.setdefault(path.endpoint, asyncio.Lock())
         delay = self._retry.first_delay
         attempts = self._retry.attempts if retries else 1
@@ -180,9 +205,8 @@ class Runner:
             outcome.attempts += 1
             try:
                 async with lock:
-                    state = await _act(driver, order, path)
-                    return await _settle(driver, order, path, state)
-            except (Unreachable, DeviceTimeout):
+                    return await _act(driver, order, path, first=not outcome.tried)
+            except DeviceTimeout:
                 if not _repeatable(order) or attempt == attempts:
                     raise
             await asyncio.sleep(delay)
@@ -190,21 +214,39 @@ class Runner:
         raise AssertionError("unreachable")
 
 
-async def _act(driver: Driver, order: Order, path: Path) -> PowerState | None:
-    if isinstance(order, PowerOrder):
-        return await driver.power(path, order.action)
-    await driver.set_boot(path, order.boot, order.persistent)
-    return None
+async def _act(
+    driver: Driver | OutletDriver, order: Order, path: Path, *, first: bool
+) -> tuple[PowerState | None, str]:
+    where = f"via {path.kind} {path.endpoint}"
+    if isinstance(path, PduOutletPath):
+        if not isinstance(driver, OutletDriver):
+            raise Unsupported(f"the agent's {path.kind} driver cannot switch outlets")
+        assert isinstance(order, PowerOrder)  # `_not_for` keeps boot orders off outlets
+        return _outlet_result(order, await driver.switch(path, order.action), where, first)
+    driver = cast(Driver, driver)  # every path kind but an outlet has a power driver
+    if isinstance(order, BootOrder):
+        await driver.set_boot(path, order.boot, order.persistent)
+        when = "every boot" if order.persistent else "the next boot"
+        return None, f"boot device set to {order.boot} for {when} {where}"
+    action = order.action
+    try:
+        state = await _settle(driver, action, path, await driver.power(path, action))
+    except PoweredOff:  # a cycle or reset of a machine that is off: nothing was sent
+        state = await _settle(
+            driver, PowerAction.ON, path, await driver.power(path, PowerAction.ON)
+        )
+        return state, f"the machine was off, so {action} powered it on {where}; power is {state}"
+    if action is PowerAction.STATUS:
+        return state, f"power is {state} ({where})"
+    return state, f"{action} done {where}; power is {state}"
 
 
-async def _settle(
-    driver: Driver, order: Order, path: Path, state: PowerState | None
-) -> PowerState | None:
+async def _settle(driver: Driver, action: PowerAction, path: Path, state: PowerState) -> PowerState:
     """On and off end when the BMC reports the new state (a server takes a moment to start).
 
     Soft-off is left to the OS, which may take minutes or refuse: it ends when asked.
     """
-    target = _TARGET.get(order.action) if isinstance(order, PowerOrder) else None
+    target = _TARGET.get(action)
     delay = 0.1
     while target is not None and state is not target:
         await asyncio.sleep(delay)
@@ -220,14 +262,52 @@ def _repeatable(order: Order) -> bool:
     return isinstance(order, BootOrder) or order.action in IDEMPOTENT
 
 
-def _done(order: Order, path: Path, state: PowerState | None) -> str:
-    where = f"via {path.kind} {path.endpoint}"
+def _not_for(order: Order, path: Path, *, first: bool) -> str | None:
+    """Why an outlet path must not do this order, if it must not.
+
+    Outlets cut or restore AC. That serves `on`, `off` and a `status` read of AC; a `cycle`
+    only where the outlet is the device's first power path (a switch without a BMC): behind
+    a BMC, an outlet cycle would turn the cycle asked into an AC cut.
+    """
+    if not isinstance(path, PduOutletPath):
+        return None
     if isinstance(order, BootOrder):
-        when = "every boot" if order.persistent else "the next boot"
-        return f"boot device set to {order.boot} for {when} {where}"
+        return "an outlet cannot set a boot device"
+    if order.action in IDEMPOTENT or (order.action is PowerAction.CYCLE and first):
+        return None
+    if order.action is PowerAction.CYCLE:
+        return "an outlet cycle cuts AC, harsher than the cycle asked of the machine's BMC"
+    return f"an outlet can only switch AC on or off, not {order.action}"
+
+
+def _outlet_result(
+    order: PowerOrder, reading: OutletReading, where: str, first: bool
+) -> tuple[PowerState, str]:
+    """What an outlet may claim: AC on or off. A machine without AC is off; with AC, unknown."""
+    outlets = "outlet" + ("s " if len(reading.outlets) > 1 else " ") + _numbers(reading.outlets)
+    on = reading.on_after
+    if not on:
+        ac = "off"
+    elif on == frozenset(reading.outlets):
+        ac = "on"
+    else:
+        ac = f"partly on ({_numbers(sorted(on))} on)"
     if order.action is PowerAction.STATUS:
-        return f"power is {state} ({where})"
-    return f"{order.action} done {where}; power is {state}"
+        said = f"{outlets} {ac} (AC) {where}"
+    elif order.action is PowerAction.CYCLE:
+        said = f"{outlets} cycled (AC cut and restored) {where}; now {ac}"
+    elif reading.sent:
+        said = f"{outlets} switched {order.action} {where}; now {ac}"
+    else:
+        said = f"{outlets} already {ac} {where}; nothing was switched"
+    if not on:
+        return PowerState.OFF, f"{said}; without AC the machine is off"
+    why = "it has no BMC path" if first else "no BMC path answered"
+    return PowerState.UNKNOWN, f"{said}; the machine's own power state cannot be read: {why}"
+
+
+def _numbers(outlets: Sequence[int]) -> str:
+    return ",".join(map(str, outlets))
 
 
 def _joined(tried: list[str], last: str) -> str:

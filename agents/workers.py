@@ -35,6 +35,8 @@ from agents.drivers.base import (
     Busy,
     DeviceTimeout,
     DriverError,
+    NoSession,
+    PoweredOff,
     Refused,
     Unreachable,
     Unsupported,
@@ -50,7 +52,17 @@ CLOSE_TIMEOUT = 10.0  # s a child gets to close its driver after its stdin close
 # Errors that cross the pipe by class name; any other name arrives as Refused.
 ERRORS: dict[str, type[DriverError]] = {
     cls.__name__: cls
-    for cls in (DriverError, Unreachable, DeviceTimeout, AuthFailed, Unsupported, Refused, Busy)
+    for cls in (
+        DriverError,
+        Unreachable,
+        DeviceTimeout,
+        AuthFailed,
+        NoSession,
+        Unsupported,
+        Refused,
+        Busy,
+        PoweredOff,
+    )
 }
 _YIELD_EVERY = 64  # lines read from a child between yields to the other tasks
 

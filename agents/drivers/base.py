@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-from agents.protocol import BootDevice, ConsolePath, Path, PowerAction, PowerState, SshTarget
+from agents.protocol import (
+    BootDevice,
+    ConsolePath,
+    Path,
+    PduOutletPath,
+    PowerAction,
+    PowerState,
+    SshTarget,
+)
 
 
 class DriverError(Exception):
@@ -30,6 +39,13 @@ class AuthFailed(DriverError):
     """The device refused the credentials or the cipher suite."""
 
 
+class NoSession(DriverError):
+    """The device answered but opened no session (no free slot, a login reply we cannot read).
+
+    Like `Unreachable` and `AuthFailed`, it proves nothing was done: another path may act.
+    """
+
+
 class HostKeyMismatch(AuthFailed):
     """An SSH device showed a host key other than the pinned one: nothing was sent to it."""
 
@@ -46,6 +62,19 @@ class Busy(Refused):
     """The port or console is taken on the device itself (another SOL owner, a port in use)."""
 
 
+class PoweredOff(Refused):
+    """The machine is off, so a cycle or reset would do nothing; nothing was sent.
+
+    The runner answers it by powering the machine on, as Ironic's reboot and
+    `ipmipower --on-if-off` do.
+    """
+
+
+# Failures that prove a path could not be used at all: only these move on to the next path.
+# A device that answered and refused (`Refused`) is never overruled by another path.
+UNUSABLE = (Unreachable, AuthFailed, NoSession, Unsupported)
+
+
 class PowerDriver(Protocol):
     """Power control over one kind of path."""
 
@@ -54,6 +83,28 @@ class PowerDriver(Protocol):
 
         Must not retransmit a non-idempotent action blindly: a cycle sent twice cycles twice.
         """
+        ...
+
+
+@dataclass(frozen=True)
+class OutletReading:
+    """What switched outlets know: which of a device's outlets had AC before and after.
+
+    Never the machine's own power state: an outlet that is on feeds a server that may be off.
+    """
+
+    outlets: tuple[int, ...]
+    on_before: frozenset[int]
+    on_after: frozenset[int]
+    sent: bool  # a switching command went to the PDU (the outlets were not already as asked)
+
+
+@runtime_checkable
+class OutletDriver(Protocol):
+    """AC switching of a device's PDU outlets: `on`, `off`, `cycle`, or a `status` read."""
+
+    async def switch(self, path: PduOutletPath, action: PowerAction) -> OutletReading:
+        """Switch every outlet of `path` together (a no-op for those already as asked)."""
         ...
 
 

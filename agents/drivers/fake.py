@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from agents.drivers.base import DriverError
+from agents.drivers.base import DriverError, PoweredOff
 from agents.protocol import BootDevice, ConsolePath, Path, PowerAction, PowerState
 
 
@@ -68,6 +68,9 @@ class FakeDriver:
         return self.machines.setdefault(path.endpoint, FakeMachine())
 
     async def power(self, path: Path, action: PowerAction) -> PowerState:
+        machine = self.machine(path)
+        if action in (PowerAction.CYCLE, PowerAction.RESET) and machine.power is PowerState.OFF:
+            raise PoweredOff(f"{path.endpoint}: the machine is off; {action} was not sent")
         machine = await self._answer(path, action.value)
         if action in (PowerAction.ON, PowerAction.CYCLE, PowerAction.RESET):
             machine.power = PowerState.ON

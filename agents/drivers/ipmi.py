@@ -15,9 +15,10 @@ import contextlib
 import dataclasses
 import ipaddress
 import socket
+from collections.abc import Callable
 
 from agents.drivers import pyghmi_shim as shim
-from agents.drivers.base import DriverError, Unreachable, Unsupported
+from agents.drivers.base import DriverError, PoweredOff, Unreachable, Unsupported
 from agents.drivers.ipmi_reactor import Job, Key, Plan, Pool, Request, reactor
 from agents.drivers.sol import SolChannel, open_sol
 from agents.protocol import (
@@ -65,9 +66,11 @@ class IpmiDriver:
     Sessions stay warm: one per (BMC, user, password, cipher suite), reused, kept alive by
     the reactor, closed after `idle_timeout` s unused or on any error. At most `max_logins`
     RMCP+ handshakes run at once; the rest wait their turn, like `ipmipower --fanout`.
-    `request_timeout` bounds each request on an open session, `login_timeout` a login (pyghmi
-    itself gives up on a silent BMC after 4-6 s). Drivers share the thread, not sessions. A
-    console has a session of its own, outside the pool and its login limit.
+    `request_timeout` bounds each request on an open session, `login_timeout` a login;
+    `silence_timeout` is how long a BMC that has answered nothing at all gets before it is
+    unreachable (pyghmi's own retransmits would wait 4-6 s): a slow BMC, one that has
+    answered a login packet, keeps the whole `login_timeout`. Drivers share the thread, not
+    sessions. A console has a session of its own, outside the pool and its login limit.
     """
 
     def __init__(
@@ -77,8 +80,9 @@ class IpmiDriver:
         idle_timeout: float = 300.0,
         request_timeout: float = 5.0,
         login_timeout: float = 10.0,
+        silence_timeout: float = 3.0,
     ) -> None:
-        self._pool = Pool(max_logins, idle_timeout, request_timeout, login_timeout)
+        self._pool = Pool(max_logins, idle_timeout, request_timeout, login_timeout, silence_timeout)
         self._closed = False
         self._consoles: set[SolChannel] = set()
 
@@ -197,7 +201,19 @@ def _power_plan(action: PowerAction) -> Plan:
         return Plan((_PROOF, _control(action), _STATUS), _last_state)  # the OS may still run
     if action is PowerAction.NMI:
         return Plan((_STATUS, _control(action)), _first_state)
-    return Plan((_PROOF, _control(action)), _on)  # cycle, reset
+    # Cycle, reset: read the state first (also the session's proof). A machine that is off
+    # gets nothing: BMCs refuse a cycle then (0xD5) and may take a reset without effect, so
+    # the runner powers it on instead and says so.
+    return Plan((dataclasses.replace(_STATUS, guard=_off_refuses(action)), _control(action)), _on)
+
+
+def _off_refuses(action: PowerAction) -> Callable[[str, bytes], DriverError | None]:
+    def guard(endpoint: str, status: bytes) -> DriverError | None:
+        if status and _state(status) is PowerState.OFF:
+            return PoweredOff(f"BMC {endpoint}: the machine is off; {action} was not sent")
+        return None
+
+    return guard
 
 
 def _boot_plan(device: BootDevice, persistent: bool) -> Plan:

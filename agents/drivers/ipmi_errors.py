@@ -12,6 +12,7 @@ from agents.drivers.base import (
     AuthFailed,
     DeviceTimeout,
     DriverError,
+    NoSession,
     Refused,
     Unreachable,
     Unsupported,
@@ -21,8 +22,13 @@ if TYPE_CHECKING:
     from agents.drivers.ipmi_reactor import Job, Request
 
 
-def unreachable(endpoint: str) -> Unreachable:
-    return Unreachable(f"BMC {endpoint} did not answer (is it powered and reachable?)")
+def unreachable(endpoint: str, after: float | None = None) -> Unreachable:
+    within = f" within {after:g} s" if after is not None else ""
+    return Unreachable(f"BMC {endpoint} did not answer{within} (is it powered and reachable?)")
+
+
+def login_slow(endpoint: str, timeout: float) -> NoSession:
+    return NoSession(f"BMC {endpoint} answered, but its login did not finish within {timeout:g} s")
 
 
 def login_error(endpoint: str, suite: int, error: str) -> DriverError:
@@ -37,7 +43,7 @@ def login_error(endpoint: str, suite: int, error: str) -> DriverError:
         )
     if error.startswith(shim.UNPARSABLE):
         detail = error.removeprefix(shim.UNPARSABLE).lstrip(": ")
-        return Refused(f"BMC {endpoint} sent a login reply pyghmi cannot handle ({detail})")
+        return NoSession(f"BMC {endpoint} sent a login reply pyghmi cannot handle ({detail})")
     if "privelege" in error:  # sic, pyghmi's spelling
         return AuthFailed(
             f"BMC {endpoint} accepted the user but not at operator or admin privilege, which "
@@ -46,8 +52,8 @@ def login_error(endpoint: str, suite: int, error: str) -> DriverError:
     if any(sign in error for sign in ("password", "Unauthorized", "RAKP", "role")):
         return AuthFailed(f"BMC {endpoint} rejected the user or password ({error})")
     if "Insufficient resources" in error:
-        return Refused(f"BMC {endpoint} has no free session slot; try again later ({error})")
-    return Refused(f"BMC {endpoint} refused the session ({error})")
+        return NoSession(f"BMC {endpoint} has no free session slot; try again later ({error})")
+    return NoSession(f"BMC {endpoint} refused the session ({error})")
 
 
 # Completion codes (IPMI 2.0 table 5-2).

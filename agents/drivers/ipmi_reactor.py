@@ -25,7 +25,13 @@ from typing import Protocol
 
 from agents.drivers import pyghmi_shim as shim
 from agents.drivers.base import DriverError, Refused
-from agents.drivers.ipmi_errors import completion_error, login_error, no_answer, unreachable
+from agents.drivers.ipmi_errors import (
+    completion_error,
+    login_error,
+    login_slow,
+    no_answer,
+    unreachable,
+)
 from agents.protocol import PowerState
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,8 @@ class Request:
     name: str
     invalid_means_unsupported: bool = False  # 0xCC: the data names an action the BMC lacks
     proof: bool = False  # only proves a warm session still works; a fresh login just did
+    # Reads the reply and may end the plan there with an error, before the next request goes.
+    guard: Callable[[str, bytes], DriverError | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,7 @@ class Pool:
     idle_timeout: float
     request_timeout: float
     login_timeout: float
+    silence_timeout: float
     bmcs: dict[Key, _Bmc] = field(default_factory=dict)
     login_queue: deque[_Bmc] = field(default_factory=deque)
     logins_in_flight: int = 0
@@ -167,6 +176,7 @@ class _Bmc:
     generation: int = 0  # of the current login; events of older ones are stale
     token: int = 0  # of what is awaited now (a login or a reply); older events are stale
     last_used: float = 0.0
+    login_deadline: float = 0.0  # monotonic
 
 
 _reactor: Reactor | None = None
@@ -335,6 +345,9 @@ class Reactor(threading.Thread):
             self._finish(bmc, error=completion_error(bmc.endpoint, request, reply.code))
             return
         job.replies.append(reply.data)
+        if request.guard is not None and (stop := request.guard(bmc.endpoint, reply.data)):
+            self._finish(bmc, error=stop)
+            return
         job.step += 1
         if job.step < len(job.plan.requests):
             self._send(bmc, job)
@@ -388,7 +401,9 @@ class Reactor(threading.Thread):
         bmc.logging_in = True
         bmc.pool.logins_in_flight += 1
         bmc.pool.logins += 1
-        self._await(bmc, bmc.pool.login_timeout)
+        pool = bmc.pool
+        bmc.login_deadline = time.monotonic() + pool.login_timeout
+        self._await(bmc, min(pool.silence_timeout, pool.login_timeout))
         try:
             bmc.link = shim.Link(
                 address,
@@ -435,11 +450,21 @@ class Reactor(threading.Thread):
             _, _, bmc, token = heapq.heappop(self._timers)
             if token != bmc.token:
                 continue
+            pool = bmc.pool
             if bmc.logging_in:
+                heard = bmc.link is not None and bmc.link.heard
+                if heard and now < bmc.login_deadline:  # slow, not silent: its full patience
+                    self._await(bmc, bmc.login_deadline - now)
+                    continue
                 bmc.generation += 1  # the login's own callback, if it ever comes, is stale
                 self._login_ended(bmc)
                 self._drop_link(bmc)
-                self._fail_queued(bmc, unreachable(bmc.endpoint))
+                self._fail_queued(
+                    bmc,
+                    login_slow(bmc.endpoint, pool.login_timeout)
+                    if heard
+                    else unreachable(bmc.endpoint, pool.silence_timeout),
+                )
             elif bmc.job is not None:
                 timeout = bmc.pool.request_timeout
                 self._request_failed(bmc, f"no reply within {timeout:g} s")

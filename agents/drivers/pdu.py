@@ -23,18 +23,12 @@ from agents.drivers.base import (
     DeviceTimeout,
     DriverError,
     HostKeyListener,
+    OutletReading,
     Refused,
     Unreachable,
     Unsupported,
 )
-from agents.protocol import (
-    BootDevice,
-    Path,
-    PduOutletPath,
-    PowerAction,
-    PowerState,
-    SshTarget,
-)
+from agents.protocol import PduOutletPath, PowerAction, SshTarget
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +143,7 @@ class _Pdu:
 
 
 class PduDriver:
-    """`PowerDriver` for `PduOutletPath`s.
+    """`OutletDriver` for `PduOutletPath`s: AC on, off or cycled, never a machine's state.
 
     `command_timeout` bounds each command's answer (APC's SSH is slow); `cycle_wait` is how
     long a cycle waits for its outlets to come back before reporting what it reads (the PDU's
@@ -174,10 +168,11 @@ class PduDriver:
         self._poll = poll
         self._pdus: dict[str, _Pdu] = {}
 
-    async def power(self, path: Path, action: PowerAction) -> PowerState:
-        """Do `action` on all the path's outlets together; the state read afterwards."""
-        if not isinstance(path, PduOutletPath):
-            raise Unsupported(f"the PDU driver cannot use a {path.kind} path ({path.endpoint})")
+    async def switch(self, path: PduOutletPath, action: PowerAction) -> OutletReading:
+        """Do `action` on all the path's outlets together; what they read before and after.
+
+        `on` and `off` send nothing when every outlet already is as asked.
+        """
         if action not in (PowerAction.STATUS, *DIALECTS["apc"].commands):
             raise Unsupported(
                 f"PDU {path.endpoint}: a PDU outlet can only switch power: on, off, cycle "
@@ -191,13 +186,12 @@ class PduDriver:
             )
         if not path.outlets:
             raise Refused(f"PDU {path.endpoint}: the path names no outlets")
-        states = await self._locked(path, dialect, action)
+        before, after = await self._locked(path, dialect, action)
         if action is PowerAction.CYCLE:
-            states = await self._returned(path, dialect, states)
-        return _state(path, states)
-
-    async def set_boot(self, path: Path, device: BootDevice, persistent: bool) -> None:
-        raise Unsupported(f"{path.kind} {path.endpoint}: a PDU outlet cannot set a boot device")
+            after = await self._returned(path, dialect, after)
+        _warn_if_mixed(path, after)
+        sent = action is not PowerAction.STATUS and not _already(action, before)
+        return OutletReading(path.outlets, _on(before), _on(after), sent)
 
     async def close(self) -> None:
         """Log out of every PDU."""
@@ -207,7 +201,7 @@ class PduDriver:
 
     async def _locked(
         self, path: PduOutletPath, dialect: Dialect, action: PowerAction
-    ) -> dict[int, bool]:
+    ) -> tuple[dict[int, bool], dict[int, bool]]:
         pdu = self._pdus.setdefault(path.pdu.endpoint, _Pdu())
         async with pdu.lock:
             if pdu.idle is not None:
@@ -224,7 +218,8 @@ class PduDriver:
 
     async def _session(
         self, pdu: _Pdu, path: PduOutletPath, dialect: Dialect, action: PowerAction
-    ) -> dict[int, bool]:
+    ) -> tuple[dict[int, bool], dict[int, bool]]:
+        """The outlets read before and after the action (the same reading if nothing was sent)."""
         where = f"PDU {path.pdu.endpoint}"
         key = (path.pdu.username, path.pdu.password, path.pdu.dialect, path.pdu.host_key)
         if pdu.shell is not None and (pdu.key != key or pdu.shell.broken):
@@ -238,8 +233,8 @@ class PduDriver:
             self._drop(pdu)  # the PDU logged the idle session out: once more, afresh
             before = await self._read(pdu, path, dialect, where)
         pdu.key = key
-        if action is PowerAction.STATUS:
-            return before
+        if action is PowerAction.STATUS or _already(action, before):
+            return before, before
         shell = pdu.shell
         assert shell is not None
         line = dialect.commands[action].format(",".join(map(str, path.outlets)))
@@ -252,7 +247,7 @@ class PduDriver:
                 + (f" ({exc})" if str(exc) else f" within {self._command_timeout:g} s")
                 + (_MAYBE_RAN if action is PowerAction.CYCLE else "")
             ) from exc
-        return await self._read(pdu, path, dialect, where)
+        return before, await self._read(pdu, path, dialect, where)
 
     async def _act(self, shell: _Shell, dialect: Dialect, line: str, where: str) -> None:
         extra = (dialect.confirm,) if dialect.confirm is not None else ()
@@ -318,7 +313,7 @@ class PduDriver:
         deadline = loop.time() + self._cycle_wait
         while not all(states.values()) and loop.time() < deadline:
             await asyncio.sleep(self._poll)
-            states = await self._locked(path, dialect, PowerAction.STATUS)
+            _, states = await self._locked(path, dialect, PowerAction.STATUS)
         return states
 
     def _drop(self, pdu: _Pdu) -> None:
@@ -330,8 +325,18 @@ class PduDriver:
             pdu.shell = None
 
 
-def _state(path: PduOutletPath, states: dict[int, bool]) -> PowerState:
-    """On while any outlet feeds the device; a mixed state is logged, naming the outlets."""
+def _already(action: PowerAction, states: dict[int, bool]) -> bool:
+    """`on` or `off` with every outlet already so: nothing to send."""
+    wanted = {PowerAction.ON: True, PowerAction.OFF: False}.get(action)
+    return wanted is not None and all(fed is wanted for fed in states.values())
+
+
+def _on(states: dict[int, bool]) -> frozenset[int]:
+    return frozenset(n for n, fed in states.items() if fed)
+
+
+def _warn_if_mixed(path: PduOutletPath, states: dict[int, bool]) -> None:
+    """A device fed by part of its outlets runs on part of its supplies: worth a log line."""
     on = [n for n, fed in states.items() if fed]
     if on and len(on) < len(states):
         off = [n for n, fed in states.items() if not fed]
@@ -341,7 +346,6 @@ def _state(path: PduOutletPath, states: dict[int, bool]) -> PowerState:
             _list(on),
             _list(off),
         )
-    return PowerState.ON if on else PowerState.OFF
 
 
 def _list(numbers: Sequence[int]) -> str:

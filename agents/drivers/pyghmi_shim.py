@@ -226,6 +226,7 @@ def _take(sock: Any, port: int) -> None:
             session, packet = handlers[sock][0], (data, address, sock, False)
         else:
             continue
+        session.rackhand_heard = True  # the BMC is alive, however slow its login (Link.heard)
         session.pktqueue.append(packet)
         queue.append(session)
 
@@ -660,6 +661,11 @@ class Link:
         """Logged in and not broken (pyghmi marks a session broken after it gives up)."""
         session = self._session
         return bool(session.logged) and not session.logging and not session.broken
+
+    @property
+    def heard(self) -> bool:
+        """The BMC has sent us anything at all: slow maybe, but not silent."""
+        return bool(getattr(self._session, "rackhand_heard", False))
 
     @property
     def busy(self) -> bool:

@@ -29,6 +29,7 @@ from agents.drivers.base import (
     AuthFailed,
     DeviceTimeout,
     DriverError,
+    PoweredOff,
     Refused,
     Unreachable,
     Unsupported,
@@ -279,6 +280,8 @@ def _power_work(action: PowerAction) -> Work[PowerState]:
             return _state(command)
         reset_type = _RESET[action]
         _allowed(command, reset_type, where)
+        if action in (PowerAction.CYCLE, PowerAction.RESET) and _state(command) is PowerState.OFF:
+            raise PoweredOff(f"{where}: the machine is off; {action} was not sent")
         before = _state(command) if action is PowerAction.NMI else None
         if action in _SET_POWER:
             command.set_power(_SET_POWER[action])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from agents.drivers.base import ConsoleDriver, HostKeyListener
+from agents.drivers.base import ConsoleDriver, HostKeyListener, OutletDriver
 from agents.runner import Driver
 from agents.workers import WorkerPool
 
@@ -28,7 +28,7 @@ def default_drivers(on_host_key: HostKeyListener | None = None) -> dict[str, Any
     from agents.drivers.pdu import PduDriver
     from agents.drivers.redfish import RedfishDriver
 
-    drivers: dict[str, Driver | ConsoleDriver] = {
+    drivers: dict[str, Driver | OutletDriver | ConsoleDriver] = {
         "ipmi": ipmi_workers(),
         "redfish": RedfishDriver(),
         "pdu_outlet": PduDriver(on_host_key=on_host_key),

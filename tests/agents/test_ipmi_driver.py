@@ -12,7 +12,14 @@ from typing import Any, TypeVar, cast
 import pytest
 
 from agents.drivers import pyghmi_shim as shim
-from agents.drivers.base import AuthFailed, DeviceTimeout, Refused, Unreachable, Unsupported
+from agents.drivers.base import (
+    AuthFailed,
+    DeviceTimeout,
+    NoSession,
+    PoweredOff,
+    Unreachable,
+    Unsupported,
+)
 from agents.drivers.ipmi import IpmiDriver, _boot_plan
 from agents.protocol import BootDevice, IpmiPath, PowerAction, PowerState, RedfishPath
 from sim.openipmi import Bmc, free_udp_ports, openipmi_fleet
@@ -191,15 +198,58 @@ def test_a_silent_port_is_unreachable_and_works_once_a_bmc_listens() -> None:
         start = time.monotonic()
         with pytest.raises(Unreachable) as failed:
             await driver.power(path, PowerAction.STATUS)
-        assert time.monotonic() - start < 20  # gives up (pyghmi: ~4.5 s), never hangs
+        assert time.monotonic() - start < 3.5  # silence_timeout, not pyghmi's 4-6 s
         assert str(failed.value) == (
-            f"BMC 127.0.0.1:{port} did not answer (is it powered and reachable?)"
+            f"BMC 127.0.0.1:{port} did not answer within 3 s (is it powered and reachable?)"
         )
         with openipmi_fleet(1, base_port=port) as [bmc]:
             assert bmc.port == port
             return await driver.power(path, PowerAction.STATUS)
 
     assert drive(scenario) is PowerState.OFF
+
+
+class _SlowLink(asyncio.DatagramProtocol):
+    """A UDP relay in front of a BMC that holds each of the BMC's replies for `delay` s."""
+
+    def __init__(self, bmc: Bmc, delay: float) -> None:
+        self.bmc, self.delay = (bmc.address, bmc.port), delay
+        self.client: tuple[str, int] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if addr == self.bmc:
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.delay, self.transport.sendto, data, self.client)
+        else:
+            self.client = addr
+            self.transport.sendto(data, self.bmc)
+
+
+def test_a_slow_bmc_keeps_its_patience_a_silent_one_does_not(bmc: Bmc) -> None:
+    """A BMC that answers late (each reply 0.25 s) logs in well past the 0.3 s of silence."""
+
+    async def scenario(driver: IpmiDriver) -> tuple[PowerState, float]:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _SlowLink(bmc, 0.25), local_addr=("127.0.0.1", 0)
+        )
+        port = transport.get_extra_info("sockname")[1]
+        try:
+            start = time.monotonic()
+            state = await driver.power(
+                IpmiPath(bmc.address, bmc.username, bmc.password, port=port, cipher_suite=3),
+                PowerAction.STATUS,
+            )
+            return state, time.monotonic() - start
+        finally:
+            transport.close()
+
+    state, took = drive(scenario, silence_timeout=0.3)
+    assert state is PowerState.OFF
+    assert took > 1.0  # five login exchanges and a status read, each 0.25 s late
 
 
 def test_silent_and_garbling_bmcs_neither_delay_nor_break_a_live_one(bmc: Bmc) -> None:
@@ -232,7 +282,7 @@ def test_silent_and_garbling_bmcs_neither_delay_nor_break_a_live_one(bmc: Bmc) -
     live_first, (silent, garbled, live) = drive(scenario)
     assert live_first
     assert isinstance(silent, Unreachable)
-    assert isinstance(garbled, Refused)
+    assert isinstance(garbled, NoSession)
     assert "sent a login reply pyghmi cannot handle (error('unpack requires" in str(garbled)
     assert live is PowerState.OFF
 
@@ -308,10 +358,8 @@ def test_a_redfish_path_is_not_for_this_driver() -> None:
         drive(lambda driver: driver.power(path, PowerAction.STATUS))
 
 
-def test_a_fresh_login_is_proof_enough_a_warm_session_is_checked_first(
-    bmc: Bmc, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Cycle on a new session: login, then the command. On a warm one: a status read first."""
+def _recording(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The (netfn, command) of every request the driver sends, in order."""
     sent: list[tuple[int, int]] = []
     send = shim.Link.send
 
@@ -320,16 +368,41 @@ def test_a_fresh_login_is_proof_enough_a_warm_session_is_checked_first(
         send(link, netfn, command, *args, **kwargs)
 
     monkeypatch.setattr(shim.Link, "send", recording)
+    return sent
+
+
+def test_a_cycle_reads_the_state_first_on_a_fresh_or_warm_session(
+    bmc: Bmc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read is the session's proof and tells a machine that is off from one that is on."""
+    sent = _recording(monkeypatch)
     bmc.set_power(True)
 
     async def scenario(driver: IpmiDriver) -> list[list[tuple[int, int]]]:
         seen = []
         for _ in range(2):
             sent.clear()
+            bmc.set_power(True)  # ipmi_sim's cycle leaves the machine off for a moment
             await driver.power(ipmi(bmc), PowerAction.CYCLE)
             seen.append(list(sent))
         return seen
 
     cold, warm = drive(scenario)
-    assert cold == [(0x00, 0x02)]  # Chassis Control only
-    assert warm == [(0x00, 0x01), (0x00, 0x02)]  # Get Chassis Status, then Chassis Control
+    assert cold == warm == [(0x00, 0x01), (0x00, 0x02)]  # Get Chassis Status, Chassis Control
+
+
+@pytest.mark.parametrize("action", [PowerAction.CYCLE, PowerAction.RESET])
+def test_a_cycle_or_reset_of_a_machine_that_is_off_sends_nothing(
+    bmc: Bmc, monkeypatch: pytest.MonkeyPatch, action: PowerAction
+) -> None:
+    """Real BMCs answer 0xD5 to a cycle when off, and may take a reset without effect."""
+    sent = _recording(monkeypatch)
+
+    async def scenario(driver: IpmiDriver) -> None:
+        with pytest.raises(PoweredOff, match=f"the machine is off; {action} was not sent"):
+            await driver.power(ipmi(bmc), action)
+
+    drive(scenario)
+    assert sent == [(0x00, 0x01)]
+    assert "Chassis Power is off" in ipmitool(bmc, "power", "status")
+    assert bmc.changes() == []

@@ -19,7 +19,6 @@ from agents.drivers.base import AuthFailed, HostKeyMismatch, Refused, Unsupporte
 from agents.drivers.pdu import PduDriver
 from agents.drivers.ssh import SshSettings
 from agents.protocol import (
-    BootDevice,
     PduOutletPath,
     PowerAction,
     PowerOrder,
@@ -57,6 +56,12 @@ class Rack:
 
     def switched(self) -> list[int]:
         return [outlet.switched for outlet in self.pdu.outlets.values()]
+
+    async def ac_after(self, path: PduOutletPath, action: PowerAction) -> PowerState:
+        """The driver's reading after `action`: on while any outlet of `path` feeds it."""
+        return (
+            PowerState.ON if (await self.driver.switch(path, action)).on_after else PowerState.OFF
+        )
 
 
 def on_rack(
@@ -106,14 +111,14 @@ def on_rack(
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_off_status_on_switch_both_supplies_and_report_what_the_pdu_reads(dialect: str) -> None:
     async def test(rack: Rack) -> None:
-        assert await rack.driver.power(rack.path(), PowerAction.STATUS) is PowerState.ON
-        assert await rack.driver.power(rack.path(), PowerAction.OFF) is PowerState.OFF
+        assert await rack.ac_after(rack.path(), PowerAction.STATUS) is PowerState.ON
+        assert await rack.ac_after(rack.path(), PowerAction.OFF) is PowerState.OFF
         assert not rack.pdu.outlets[5].on
         assert not rack.pdu.outlets[6].on
         assert rack.web05.power is Power.OFF
         assert rack.pdu.outlets[7].on  # the neighbour keeps its power
-        assert await rack.driver.power(rack.path(), PowerAction.STATUS) is PowerState.OFF
-        assert await rack.driver.power(rack.path(), PowerAction.ON) is PowerState.ON
+        assert await rack.ac_after(rack.path(), PowerAction.STATUS) is PowerState.OFF
+        assert await rack.ac_after(rack.path(), PowerAction.ON) is PowerState.ON
         assert rack.ac == [False, True]
         assert rack.switched() == [0, 0, 0, 0, 2, 2, 0, 0]
         assert rack.logins == [USER]  # one shell for the whole conversation
@@ -122,9 +127,27 @@ def test_off_status_on_switch_both_supplies_and_report_what_the_pdu_reads(dialec
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
+def test_on_or_off_as_the_outlets_already_are_sends_nothing(dialect: str) -> None:
+    async def test(rack: Rack) -> None:
+        reading = await rack.driver.switch(rack.path(), PowerAction.ON)
+        assert (reading.on_before, reading.on_after, reading.sent) == (frozenset({5, 6}),) * 2 + (
+            False,
+        )
+        reading = await rack.driver.switch(rack.path(7), PowerAction.OFF)
+        assert (reading.on_before, reading.on_after, reading.sent) == (
+            frozenset({7}),
+            frozenset(),
+            True,
+        )
+        assert rack.switched() == [0, 0, 0, 0, 0, 0, 1, 0]
+
+    on_rack(dialect, test)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
 def test_cycle_is_sent_once_for_all_outlets_together_and_waits_for_them(dialect: str) -> None:
     async def test(rack: Rack) -> None:
-        assert await rack.driver.power(rack.path(), PowerAction.CYCLE) is PowerState.ON
+        assert await rack.ac_after(rack.path(), PowerAction.CYCLE) is PowerState.ON
         assert rack.ac == [False, True]  # both supplies lost power at the same time
         assert rack.switched() == [0, 0, 0, 0, 1, 1, 0, 0]
         assert rack.pdu.outlets[5].on
@@ -135,7 +158,7 @@ def test_cycle_is_sent_once_for_all_outlets_together_and_waits_for_them(dialect:
 
 def test_a_cycle_longer_than_the_wait_reports_the_outlets_still_off() -> None:
     async def test(rack: Rack) -> None:
-        assert await rack.driver.power(rack.path(), PowerAction.CYCLE) is PowerState.OFF
+        assert await rack.ac_after(rack.path(), PowerAction.CYCLE) is PowerState.OFF
         assert rack.switched() == [0, 0, 0, 0, 1, 1, 0, 0]
 
     on_rack("apc", test, cycle_wait=0.0)
@@ -146,9 +169,9 @@ def test_one_supply_fed_is_on_and_the_others_are_named(
     dialect: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def test(rack: Rack) -> None:
-        await rack.driver.power(rack.path(6), PowerAction.OFF)
+        await rack.ac_after(rack.path(6), PowerAction.OFF)
         with caplog.at_level(logging.WARNING, logger="agents.drivers.pdu"):
-            assert await rack.driver.power(rack.path(), PowerAction.STATUS) is PowerState.ON
+            assert await rack.ac_after(rack.path(), PowerAction.STATUS) is PowerState.ON
         assert "outlet 5 on, outlet 6 off" in caplog.text
 
     on_rack(dialect, test)
@@ -159,9 +182,7 @@ def test_one_supply_fed_is_on_and_the_others_are_named(
 def test_a_pdu_outlet_only_switches_power(dialect: str, action: PowerAction) -> None:
     async def test(rack: Rack) -> None:
         with pytest.raises(Unsupported, match="can only switch power: on, off, cycle"):
-            await rack.driver.power(rack.path(), action)
-        with pytest.raises(Unsupported, match="cannot set a boot device"):
-            await rack.driver.set_boot(rack.path(), BootDevice.PXE, persistent=False)
+            await rack.ac_after(rack.path(), action)
         assert rack.logins == []
 
     on_rack(dialect, test)
@@ -171,9 +192,9 @@ def test_a_pdu_outlet_only_switches_power(dialect: str, action: PowerAction) -> 
 def test_an_outlet_the_pdu_lacks_is_refused_before_anything_is_switched(dialect: str) -> None:
     async def test(rack: Rack) -> None:
         with pytest.raises(Refused, match=r"has no outlet 9 \(it lists 1,2,3,4,5,6,7,8\)"):
-            await rack.driver.power(rack.path(5, 9), PowerAction.OFF)
+            await rack.ac_after(rack.path(5, 9), PowerAction.OFF)
         assert rack.switched() == [0] * 8
-        assert await rack.driver.power(rack.path(), PowerAction.STATUS) is PowerState.ON
+        assert await rack.ac_after(rack.path(), PowerAction.STATUS) is PowerState.ON
 
     on_rack(dialect, test)
 
@@ -182,10 +203,10 @@ def test_an_outlet_the_pdu_lacks_is_refused_before_anything_is_switched(dialect:
 def test_two_devices_on_one_pdu_take_turns_in_one_shell(dialect: str) -> None:
     async def test(rack: Rack) -> None:
         states = await asyncio.gather(
-            rack.driver.power(rack.path(5, 6), PowerAction.OFF),
-            rack.driver.power(rack.path(7), PowerAction.OFF),
-            rack.driver.power(rack.path(5, 6), PowerAction.STATUS),
-            rack.driver.power(rack.path(7), PowerAction.ON),
+            rack.ac_after(rack.path(5, 6), PowerAction.OFF),
+            rack.ac_after(rack.path(7), PowerAction.OFF),
+            rack.ac_after(rack.path(5, 6), PowerAction.STATUS),
+            rack.ac_after(rack.path(7), PowerAction.ON),
         )
         assert list(states) == [PowerState.OFF, PowerState.OFF, PowerState.OFF, PowerState.ON]
         assert rack.pdu.outlets[7].on
@@ -212,10 +233,10 @@ def test_a_pdu_that_dropped_the_shell_gets_a_fresh_one() -> None:
             return made
 
         rack.pdu.session = session  # type: ignore[method-assign]
-        await rack.driver.power(rack.path(), PowerAction.STATUS)
+        await rack.ac_after(rack.path(), PowerAction.STATUS)
         channels[0].close()  # the PDU logs an idle session out
         await asyncio.sleep(0.05)
-        assert await rack.driver.power(rack.path(), PowerAction.OFF) is PowerState.OFF
+        assert await rack.ac_after(rack.path(), PowerAction.OFF) is PowerState.OFF
         assert rack.logins == [USER, USER]
 
     on_rack("raritan_px", test)
@@ -223,9 +244,9 @@ def test_a_pdu_that_dropped_the_shell_gets_a_fresh_one() -> None:
 
 def test_an_idle_shell_is_closed_and_the_next_order_logs_in_again() -> None:
     async def test(rack: Rack) -> None:
-        await rack.driver.power(rack.path(), PowerAction.STATUS)
+        await rack.ac_after(rack.path(), PowerAction.STATUS)
         await asyncio.sleep(0.15)
-        assert await rack.driver.power(rack.path(), PowerAction.STATUS) is PowerState.ON
+        assert await rack.ac_after(rack.path(), PowerAction.STATUS) is PowerState.ON
         assert rack.logins == [USER, USER]
 
     on_rack("apc", test, idle=0.05)
@@ -237,16 +258,18 @@ def test_a_different_host_key_or_password_is_refused() -> None:
     async def test(rack: Rack) -> None:
         shown = f"pinned {other}, shown {rack.pdu.fingerprint};"
         with pytest.raises(HostKeyMismatch, match=re.escape(shown)):
-            await rack.driver.power(rack.path(host_key=other), PowerAction.OFF)
+            await rack.ac_after(rack.path(host_key=other), PowerAction.OFF)
         assert rack.logins == []
         with pytest.raises(AuthFailed, match=r"PDU .* refused the password for apc;"):
-            await rack.driver.power(rack.path(password="wrong"), PowerAction.OFF)
+            await rack.ac_after(rack.path(password="wrong"), PowerAction.OFF)
         assert rack.switched() == [0] * 8
 
     on_rack("apc", test)
 
 
-def test_the_runner_cycles_a_dual_psu_server_through_its_pdu_path() -> None:
+def test_the_runner_cycles_a_server_whose_only_power_path_is_its_pdu() -> None:
+    """The outlets are its own power control here; the result claims AC, not the machine."""
+
     async def test(rack: Rack) -> None:
         reports: list[Report] = []
 
@@ -261,8 +284,12 @@ def test_the_runner_cycles_a_dual_psu_server_through_its_pdu_path() -> None:
             await asyncio.sleep(0.05)
         final = reports[-1]
         assert final.status is TaskStatus.SUCCEEDED, final.message
-        assert final.power_state is PowerState.ON
+        assert final.power_state is PowerState.UNKNOWN
         assert final.path == "pdu_outlet"
+        assert final.message == (
+            f"outlets 5,6 cycled (AC cut and restored) via pdu_outlet {rack.path().endpoint}; "
+            "now on; the machine's own power state cannot be read: it has no BMC path"
+        )
         assert rack.switched() == [0, 0, 0, 0, 1, 1, 0, 0]
 
     on_rack("raritan_px", test)

@@ -9,7 +9,14 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from agents.drivers.base import AuthFailed, DeviceTimeout, Refused, Unreachable, Unsupported
+from agents.drivers.base import (
+    AuthFailed,
+    DeviceTimeout,
+    PoweredOff,
+    Refused,
+    Unreachable,
+    Unsupported,
+)
 from agents.drivers.redfish import RedfishDriver
 from agents.protocol import (
     BootDevice,
@@ -149,7 +156,14 @@ def test_an_action_the_bmc_does_not_allow_is_unsupported_and_not_sent() -> None:
 def test_the_bmcs_refusal_is_passed_on_with_its_message() -> None:
     async def test(bench: Bench) -> None:
         with pytest.raises(Refused, match=r"127\.0\.0\.1.*powered off"):
+            await bench.driver.power(bench.path, PowerAction.NMI)
+
+
+def test_a_cycle_of_a_machine_that_is_off_is_not_sent() -> None:
+    async def test(bench: Bench) -> None:
+        with pytest.raises(PoweredOff, match="the machine is off; cycle was not sent"):
             await bench.driver.power(bench.path, PowerAction.CYCLE)
+        assert bench.fleet.machine(bench.port).power is Power.OFF
 
     on_bench(test)
 
