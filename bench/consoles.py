@@ -71,7 +71,7 @@ def fleet(count: int) -> Iterator[Wiring]:
     base = _free_udp_base(count)
     servers = -(-count // PORTS_PER_SERVER)
     command = [sys.executable, "-m", "sim", "--count", str(count), "--base-port", str(base)]
-    options = ["--control-port", "0", "--console-servers", str(servers)]
+    options = ["--control-port", "0", "--wiring", "--console-servers", str(servers)]
     options += ["--console-ports", str(PORTS_PER_SERVER), "--console-dialect", "opengear"]
     process = subprocess.Popen(
         [*command, *options], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL

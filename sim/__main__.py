@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -21,6 +22,7 @@ from sim.pdu import CYCLE_DELAY, PduDialect
 from sim.run import Saved, run, split
 
 E = TypeVar("E", bound=StrEnum)
+HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,7 +45,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--post-seconds", type=float, default=Timing.post_seconds, help="how long POST shows"
     )
+    parser.add_argument(
+        "--names",
+        type=_names,
+        default=[],
+        help="machine names in port order, comma-separated: the hostname their consoles show, "
+        "their console port labels and outlet names (an empty or missing one: node<PORT>)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log dropped packets")
+    parser.add_argument(
+        "--wiring",
+        action="store_true",
+        help="print a `wiring: {json}` line for programs: the SSH devices with their credentials "
+        "and host keys, and what each machine is wired to",
+    )
+    parser.add_argument(
+        "--stop-with-stdin",
+        action="store_true",
+        help="also stop when standard input closes (a pipe from the process that started us)",
+    )
     ssh = parser.add_argument_group(
         "SSH devices", "machine i is on console server i // P, port i % P + 1 (PDUs likewise)"
     )
@@ -71,6 +91,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("need --count >= 1 and 1 <= --processes <= --count")
     if args.base_port < 1 or args.base_port + args.count > 65536:
         parser.error("the ports must lie within 1-65535")
+    named = [name for name in args.names if name]
+    if len(args.names) > args.count or len(set(named)) < len(named):
+        parser.error("need at most --count names, each used once")
     if min(args.console_servers, args.pdus) < 0 or min(args.console_ports, args.pdu_outlets) < 1:
         parser.error("need --console-servers, --pdus >= 0 and --console-ports, --pdu-outlets >= 1")
     devices = args.console_servers + args.pdus
@@ -96,6 +119,13 @@ def _dialects(kind: type[E]) -> Callable[[str], list[E]]:
     return parse
 
 
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(HOSTNAME.fullmatch(name) for name in names if name):
+        raise argparse.ArgumentTypeError(f"{text!r}: names of letters, digits, '.', '-', '_'")
+    return names
+
+
 def ssh_devices(args: argparse.Namespace) -> list[DeviceSpec]:
     """The console servers then the PDUs asked for, wired to the machines in order."""
     ports = range(args.base_port, args.base_port + args.count)
@@ -119,6 +149,7 @@ def ssh_devices(args: argparse.Namespace) -> list[DeviceSpec]:
 
 def fleet_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of `start_fleet` (picklable, for child processes)."""
+    ports = range(args.base_port, args.base_port + args.count)
     credentials = {}
     if args.credentials:
         credentials = {
@@ -133,6 +164,7 @@ def fleet_settings(args: argparse.Namespace) -> dict[str, Any]:
         "timing": Timing(args.on_delay, args.cycle_off, args.soft_delay, args.post_seconds),
         "devices": ssh_devices(args),
         "host_key_dir": args.host_key_dir,
+        "names": {port: name for port, name in zip(ports, args.names, strict=False) if name},
     }
 
 
@@ -144,8 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.state and args.state.exists():
         saved = {int(port): value for port, value in json.loads(args.state.read_text()).items()}
     ports = range(args.base_port, args.base_port + args.count)
+    watched = (sys.stdin.fileno(),) if args.stop_with_stdin else ()
     try:
-        state = run(ports, args.processes, settings, args.control_port, saved)
+        state = run(
+            ports,
+            args.processes,
+            settings,
+            args.control_port,
+            saved,
+            full_wiring=args.wiring,
+            watched=watched,
+        )
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

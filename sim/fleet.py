@@ -175,10 +175,12 @@ async def start_fleet(
     saved: Mapping[int, Mapping[str, Any]] | None = None,
     devices: Sequence[DeviceSpec] = (),
     host_key_dir: Path | None = None,
+    names: Mapping[int, str] | None = None,
 ) -> Fleet:
     """Start `count` BMCs on ports base_port.. (`credentials` maps a port to its own users).
 
-    Then the SSH `devices` wired to them, with the BMCs' default user and password.
+    Then the SSH `devices` wired to them, with the BMCs' default user and password. `names`
+    maps a port to its machine's name (default `machine_name(port)`).
     """
     raise_fd_limit()
     loop = asyncio.get_running_loop()
@@ -188,12 +190,8 @@ async def start_fleet(
     fleet = Fleet(host, bmcs, transports)
     try:
         for port in range(base_port, base_port + count):
-            # Unique names once console ports and outlets are labelled with them.
-            machine = (
-                Machine(timing or Timing(), name=machine_name(port))
-                if devices
-                else Machine(timing or Timing())
-            )
+            name = (names or {}).get(port) or machine_name(port)
+            machine = Machine(timing or Timing(), name=name)
             if saved and port in saved:
                 machine.restore(dict(saved[port]))
             users = (credentials or {}).get(port, {user: password})
@@ -217,7 +215,7 @@ async def start_fleet(
 
 
 def machine_name(port: int) -> str:
-    """A fleet machine's name (its console port label, outlet name and firmware hostname)."""
+    """A fleet machine's default name (its firmware hostname, console port label, outlet name)."""
     return f"node{port}"
 
 

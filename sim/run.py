@@ -7,6 +7,7 @@ import contextlib
 import json
 import multiprocessing
 import signal
+from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
 from multiprocessing.connection import Connection
@@ -16,22 +17,31 @@ from typing import Any, TypeVar
 import uvloop
 
 from sim.control import serve_control, serve_relay
-from sim.fleet import DeviceSpec, start_fleet, wiring_unit
+from sim.fleet import CONSOLE_SERVER, PDU, DeviceSpec, start_fleet, wiring_unit
 
 Saved = dict[int, dict[str, Any]]
 Wiring = dict[str, Any]
+NOUNS = {CONSOLE_SERVER: "console server", PDU: "PDU"}
 T = TypeVar("T")
 
 
-async def until_signalled(*others: int) -> None:
-    """Wait for SIGTERM or SIGINT, or for one of the given descriptors to become readable."""
+def stop_event(*others: int) -> asyncio.Event:
+    """Set by SIGTERM or SIGINT, or once one of the given descriptors becomes readable.
+
+    Made before the fleet says it listens: a SIGTERM right after that line must stop it cleanly.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     for descriptor in others:
         loop.add_reader(descriptor, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def until_signalled(*others: int) -> None:
+    """Wait for SIGTERM or SIGINT, or for one of the given descriptors to become readable."""
+    await stop_event(*others).wait()
 
 
 async def serve(
@@ -51,8 +61,9 @@ async def serve(
     if control_port is not None:
         server = await serve_control(fleet, settings["host"], control_port)
     try:
+        stop = stop_event(*watched)
         ready((server.sockets[0].getsockname()[1] if server else None, fleet.wiring()))
-        await until_signalled(*watched)
+        await stop.wait()
     finally:
         if server:
             server.close()
@@ -61,16 +72,33 @@ async def serve(
     return state
 
 
-def announce(host: str, ports: range, control_port: int | None, wiring: Wiring) -> None:
+def announce(
+    host: str, ports: range, control_port: int | None, wiring: Wiring, full: bool = False
+) -> None:
     """Tell whoever started the fleet that it is up (the last line says so).
 
-    With SSH devices, a `wiring: {json}` line (as the control channel's `wiring`) comes first.
+    With SSH devices, an `ssh:` line says where they listen; `full` prints instead a `wiring:
+    {json}` line (as the control channel's `wiring`), credentials included, for programs.
     """
     if control_port is not None:
         print(f"control: {host}:{control_port}", flush=True)
-    if wiring.get("devices"):
+    if full and wiring.get("devices"):
         print(f"wiring: {json.dumps(wiring, separators=(',', ':'))}", flush=True)
+    elif wiring.get("devices"):
+        print(f"ssh: {ssh_summary(wiring['devices'])} (--wiring: credentials)", flush=True)
     print(f"listening: {len(ports)} BMCs on {host}:{ports[0]}-{ports[-1]}", flush=True)
+
+
+def ssh_summary(devices: Sequence[dict[str, Any]]) -> str:
+    """`3 console servers, 3 PDUs on 127.0.0.1:16300-16305`, from the wiring's devices."""
+    counts = Counter(device["kind"] for device in devices)
+    kinds = ", ".join(f"{n} {NOUNS[kind]}{'s' * (n > 1)}" for kind, n in counts.items())
+    ports = sorted(device["port"] for device in devices)
+    if len(ports) > 1 and ports[-1] - ports[0] == len(ports) - 1:
+        span = f"{ports[0]}-{ports[-1]}"
+    else:
+        span = ",".join(map(str, ports))
+    return f"{kinds} on {devices[0]['address']}:{span}"
 
 
 def split(ports: range, processes: int, unit: int = 1) -> list[range]:
@@ -106,16 +134,23 @@ def child(ports: range, settings: dict[str, Any], saved: Saved, parent: Connecti
 
 
 def run(
-    ports: range, processes: int, settings: dict[str, Any], control_port: int | None, saved: Saved
+    ports: range,
+    processes: int,
+    settings: dict[str, Any],
+    control_port: int | None,
+    saved: Saved,
+    *,
+    full_wiring: bool = False,
+    watched: tuple[int, ...] = (),
 ) -> Saved:
-    """Serve the fleet until SIGTERM/SIGINT; the final power and boot state by port.
+    """Serve the fleet until SIGTERM/SIGINT (or `watched` is readable); the final state by port.
 
     `settings["devices"]` (SSH devices) run in the process of the machines they are wired to.
+    `full_wiring` announces the whole wiring, credentials included (see `announce`).
     """
     if processes == 1:
-        host = settings["host"]
-        ready = partial(_announce_ready, host, ports)
-        return uvloop.run(serve(ports, settings, control_port, saved, ready))
+        ready = partial(_announce_ready, settings["host"], ports, full_wiring)
+        return uvloop.run(serve(ports, settings, control_port, saved, ready, watched))
     devices: list[DeviceSpec] = list(settings.get("devices", ()))
     context = multiprocessing.get_context("spawn")
     children: list[tuple[BaseProcess, Connection, range]] = []
@@ -139,8 +174,9 @@ def run(
             wiring["devices"] += part_wiring["devices"]
             wiring["machines"] += part_wiring["machines"]
             owners.update((device["name"], control) for device in part_wiring["devices"])
-        sentinels = [worker.sentinel for worker, _, _ in children]
-        asyncio.run(relay(settings["host"], ports, slices, control_port, sentinels, wiring, owners))
+        ends = [*(worker.sentinel for worker, _, _ in children), *watched]
+        host = settings["host"]
+        asyncio.run(relay(host, ports, slices, control_port, ends, wiring, owners, full_wiring))
         for worker, _, part in children:
             if not worker.is_alive():
                 raise OSError(f"the process of BMC ports {part.start}-{part.stop - 1} died")
@@ -154,8 +190,8 @@ def run(
     return state
 
 
-def _announce_ready(host: str, ports: range, ready: tuple[int | None, Wiring]) -> None:
-    announce(host, ports, *ready)
+def _announce_ready(host: str, ports: range, full: bool, ready: tuple[int | None, Wiring]) -> None:
+    announce(host, ports, *ready, full)
 
 
 def _within(saved: Saved, ports: range) -> Saved:
@@ -178,15 +214,20 @@ async def relay(
     ports: range,
     slices: list[tuple[range, int]],
     control_port: int | None,
-    sentinels: list[int],
+    ends: list[int],
     wiring: Wiring,
     owners: dict[str, int],
+    full: bool = False,
 ) -> None:
-    """The parent's part: one control port for all children; ends on a signal or a dead child."""
+    """The parent's part: one control port for all children.
+
+    Ends on a signal or when one of `ends` is readable (a dead child, a watched descriptor).
+    """
     server = None
     if control_port is not None:
         server = await serve_relay(slices, host, control_port, wiring, owners)
-    announce(host, ports, server.sockets[0].getsockname()[1] if server else None, wiring)
-    await until_signalled(*sentinels)
+    stop = stop_event(*ends)
+    announce(host, ports, server.sockets[0].getsockname()[1] if server else None, wiring, full)
+    await stop.wait()
     if server:
         server.close()

@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,11 +36,16 @@ def serve(
     tls_cert: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
     tls_key: Annotated[Path | None, typer.Option(exists=True, dir_okay=False)] = None,
     demo: Annotated[bool, typer.Option(help="load the demo fleet into an empty catalogue")] = False,
+    verbose: Annotated[
+        bool, typer.Option(help="with --demo: print the simulated devices' credentials")
+    ] = False,
 ) -> None:
     """Run the central: migrate the database to head, then listen."""
     import uvicorn
 
     from agents import collector
+    from app.cli import serving
+    from app.cli.demo import demo_fleet
     from app.config import Settings
     from app.errors import ConfigError
     from app.main import create_app
@@ -62,48 +64,34 @@ def serve(
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise typer.BadParameter("give both --tls-cert and --tls-key, or neither")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    serving.ignore_asyncssh_dsa_warnings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         load_vault(settings)  # a missing or bad key stops us before the database is touched
         upgrade(settings.database_url)
-        if demo:
-            asyncio.run(_seed_demo(settings))
+        password = asyncio.run(serving.prepare(settings, demo))
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     scheme = "https" if settings.tls_cert else "http"
-    typer.echo(f"Rackhand API docs: {scheme}://{settings.host}:{settings.port}/api/v1/docs")
-    application = create_app(settings)
+    url = f"{scheme}://{settings.host}:{settings.port}/api/v1/docs"
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
+        log_level="info",
+        proxy_headers=False,
+        loop="uvloop",  # the agent's IPMI workers run on it too
+    )
     collector.tune()
-    with _demo_fleet(settings.data_dir) if demo else contextlib.nullcontext():
-        uvicorn.run(
-            application,
-            host=settings.host,
-            port=settings.port,
-            ssl_certfile=settings.tls_cert,
-            ssl_keyfile=settings.tls_key,
-            log_level="info",
-            proxy_headers=False,
-            loop="uvloop",  # the agent's IPMI workers run on it too
-        )
-
-
-@contextlib.contextmanager
-def _demo_fleet(data_dir: Path) -> Iterator[None]:
-    """The demo's BMCs, console servers and PDUs, simulated on 127.0.0.1 while the server runs.
-
-    Their SSH host keys are kept in the data folder: pinned on first contact, they must not
-    change at the next `make run`.
-    """
-    from app.inventory.demo import demo_fleet_args
-
-    keys = ["--host-key-dir", str(data_dir / "sim-host-keys")]
-    fleet = subprocess.Popen([sys.executable, "-m", "sim", *demo_fleet_args(), *keys])
-    try:
-        yield
-    finally:
-        fleet.terminate()
-        fleet.wait(timeout=10)
+    with demo_fleet(settings.data_dir, verbose) if demo else contextlib.nullcontext() as summary:
+        server = serving.Server(config, serving.last_word(url, password, summary))
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down by now
+            server.run()
+    if not server.started:
+        raise typer.Exit(3)  # as uvicorn.run: the server failed to start
 
 
 @app.command(
@@ -115,23 +103,6 @@ def sim(ctx: typer.Context) -> None:
     from sim.__main__ import main as sim_main
 
     raise typer.Exit(sim_main(ctx.args))
-
-
-async def _seed_demo(settings: object) -> None:
-    from app.config import Settings
-    from app.db import make_engine, make_sessionmaker
-    from app.inventory.demo import seed_demo
-    from app.uow import unit_of_work
-    from app.vault import load_vault
-
-    assert isinstance(settings, Settings)
-    engine = make_engine(settings.database_url)
-    try:
-        async with unit_of_work(make_sessionmaker(engine, write=True)) as session:
-            if await seed_demo(session, load_vault(settings)):
-                logging.getLogger("rackhand").info("loaded the demo catalogue")
-    finally:
-        await engine.dispose()
 
 
 @app.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,10 +32,49 @@ CONSOLE_BOXES = (("cs-01", "opengear"), ("kvm-01", "raritan_sx"), ("br12-cs", "o
 PDU_BOXES = (("pdu-a1", "raritan_px"), ("pdu-a2", "apc"), ("br12-pdu", "apc"))
 
 
+class DemoServer(NamedTuple):
+    """A server of the demo and the simulated machine behind it."""
+
+    name: str
+    site: str
+    rack: str
+    slot: int  # U position
+    machine: int  # index in the simulator: BMC port FIRST_BMC_PORT + machine
+    console: str  # console box
+    pdu: str
+    tags: tuple[str, ...]
+
+
+SERVERS = (
+    *(
+        DemoServer(f"web{n:02d}", "bj-dc1", "A01", n, n - 1, "cs-01", "pdu-a1", ("web", "prod"))
+        for n in range(1, 17)
+    ),
+    *(
+        DemoServer(
+            f"db{n:02d}", "bj-dc1", "A02", 2 * n - 1, 15 + n, "kvm-01", "pdu-a2", ("db", "prod")
+        )
+        for n in range(1, 5)
+    ),
+    *(
+        DemoServer(
+            f"br12-srv{n:02d}", "sh-br12", "R1", n, 31 + n, "br12-cs", "br12-pdu", ("branch",)
+        )
+        for n in range(1, 5)
+    ),
+)
+
+
 def demo_fleet_args() -> list[str]:
-    """`python -m sim` options that simulate the demo's BMCs, console servers and PDUs."""
+    """`python -m sim` options that simulate the demo's BMCs, console servers and PDUs.
+
+    Each server's machine carries its name, so its console greets as `web01 login:`.
+    """
+    names = [""] * DEMO_BMCS
+    for server in SERVERS:
+        names[server.machine] = server.name
     return [
-        "--count", str(DEMO_BMCS), "--base-port", str(FIRST_BMC_PORT),
+        "--count", str(DEMO_BMCS), "--base-port", str(FIRST_BMC_PORT), "--names", ",".join(names),
         "--user", "admin", "--password", DEMO_PASSWORD,
         "--console-servers", "3", "--console-ports", "16",
         "--console-dialect", ",".join(dialect for _, dialect in CONSOLE_BOXES),
@@ -168,20 +209,7 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
         model="AFF A250",
     )
 
-    # (name, site, rack, U, machine index in the simulator, console box, PDU, tags)
-    servers = [
-        (f"web{n:02d}", "bj-dc1", "A01", n, n - 1, "cs-01", "pdu-a1", ["web", "prod"])
-        for n in range(1, 17)
-    ]
-    servers += [
-        (f"db{n:02d}", "bj-dc1", "A02", 2 * n - 1, 15 + n, "kvm-01", "pdu-a2", ["db", "prod"])
-        for n in range(1, 5)
-    ]
-    servers += [
-        (f"br12-srv{n:02d}", "sh-br12", "R1", n, 31 + n, "br12-cs", "br12-pdu", ["branch"])
-        for n in range(1, 5)
-    ]
-    for name, site, rack, slot, machine, console, pdu, tags in servers:
+    for name, site, rack, slot, machine, console, pdu, tags in SERVERS:
         bmc_port = FIRST_BMC_PORT + machine
         wire = machine % 16 + 1  # its console port and PDU outlet
         height = 2 if name.startswith("db") else 1
@@ -198,7 +226,7 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
             arch="x86_64",
             os="linux",
             os_version="Rocky 9.4",
-            tags=tags,
+            tags=list(tags),
         )
         await paths.create_path(
             session,

@@ -1,0 +1,78 @@
+"""What `rackhand serve` does around uvicorn: the first start's data, and the last word.
+
+The operator's first question is where to go and how to log in, so that comes last, once the
+server listens, below uvicorn's own start-up lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import warnings
+
+import typer
+import uvicorn
+from cryptography.utils import CryptographyDeprecationWarning
+
+from app.config import Settings
+from app.db import make_engine, make_sessionmaker
+from app.identity.service import bootstrap_admin
+from app.inventory.demo import seed_demo
+from app.uow import unit_of_work
+from app.vault import load_vault
+
+
+def ignore_asyncssh_dsa_warnings() -> None:
+    """Leave out the one warning that importing asyncssh raises under cryptography 51.
+
+    asyncssh 2.24 names cryptography's DSA classes as it is imported, and cryptography 51 warns
+    on each name: five lines at every start about keys Rackhand never makes nor offers.
+    """
+    warnings.filterwarnings(
+        "ignore", "DSA is deprecated", CryptographyDeprecationWarning, r"asyncssh\."
+    )
+
+
+async def prepare(settings: Settings, demo: bool) -> str | None:
+    """The demo catalogue (into an empty one, if asked) and the first `admin`.
+
+    Returns the admin's password when it was generated, for the last word: the app's own start
+    finds the admin made and says nothing.
+    """
+    password = settings.admin_password.get_secret_value() if settings.admin_password else None
+    engine = make_engine(settings.database_url)
+    try:
+        async with unit_of_work(make_sessionmaker(engine, write=True)) as session:
+            if demo and await seed_demo(session, load_vault(settings)):
+                logging.getLogger("rackhand").info("loaded the demo catalogue")
+            return await bootstrap_admin(session, password)
+    finally:
+        await engine.dispose()
+
+
+def last_word(url: str, password: str | None, demo: str | None) -> list[str]:
+    """Where the API is and how to log in (with the generated password, the only time it shows)."""
+    if password:
+        login = f"admin, password: {password}  (shown once; RACKHAND_ADMIN_PASSWORD chooses it)"
+    else:
+        login = "admin with the password shown at its first start (or RACKHAND_ADMIN_PASSWORD)"
+    return [
+        "",
+        *([demo] if demo else []),
+        f"Rackhand is ready: {url}",
+        f"  log in as {login}",
+        "",
+    ]
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, printing `lines` once it listens (nothing if it fails to start)."""
+
+    def __init__(self, config: uvicorn.Config, lines: list[str]) -> None:
+        super().__init__(config)
+        self.lines = lines
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            typer.echo("\n".join(self.lines))
