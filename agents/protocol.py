@@ -47,11 +47,12 @@ class TaskStatus(StrEnum):
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     LOST = "lost"
+    SKIPPED = "skipped"  # picked by a filter, but it has no power path: never sent
 
 
 FINISHED = frozenset(
     {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.CANCELLED,
-     TaskStatus.LOST}
+     TaskStatus.LOST, TaskStatus.SKIPPED}
 )  # fmt: skip
 
 

@@ -94,7 +94,7 @@ class OutletReading:
     """
 
     outlets: tuple[int, ...]
-    on_before: frozenset[int]
+    on_before: frozenset[int]  # of `outlets`
     on_after: frozenset[int]
     sent: bool  # a switching command went to the PDU (the outlets were not already as asked)
 

@@ -9,8 +9,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from agents.drivers.base import DriverError, PoweredOff
-from agents.protocol import BootDevice, ConsolePath, Path, PowerAction, PowerState
+from agents.drivers.base import DriverError, OutletReading, PoweredOff
+from agents.protocol import BootDevice, ConsolePath, Path, PduOutletPath, PowerAction, PowerState
 
 
 @dataclass(eq=False)
@@ -57,6 +57,7 @@ class FakeMachine:
     fail: DriverError | None = None
     actions: list[str] = field(default_factory=list)
     banner: bytes = b""  # what a console prints as it opens
+    outlets_on: set[int] = field(default_factory=set)  # a PDU's outlets that have AC
     consoles: list[FakeConsole] = field(default_factory=list)
 
 
@@ -77,6 +78,24 @@ class FakeDriver:
         elif action in (PowerAction.OFF, PowerAction.SOFT):
             machine.power = PowerState.OFF
         return machine.power
+
+    async def switch(self, path: PduOutletPath, action: PowerAction) -> OutletReading:
+        """A PDU's outlets: `on` and `off` send (and record) nothing when already so."""
+        machine = self.machine(path)
+        mine = frozenset(path.outlets)
+        before = mine & machine.outlets_on
+        wanted = {PowerAction.ON: True, PowerAction.OFF: False}.get(action)
+        if action is PowerAction.STATUS or (
+            wanted is not None and all((n in before) is wanted for n in path.outlets)
+        ):
+            await self._answer(path, PowerAction.STATUS)
+            return OutletReading(path.outlets, before, before, sent=False)
+        await self._answer(path, action.value)
+        if wanted is False:
+            machine.outlets_on -= set(path.outlets)
+        else:
+            machine.outlets_on |= set(path.outlets)
+        return OutletReading(path.outlets, before, mine & machine.outlets_on, sent=True)
 
     async def set_boot(self, path: Path, device: BootDevice, persistent: bool) -> None:
         machine = await self._answer(path, f"boot {device}")

@@ -123,12 +123,22 @@ async def power_many(
                 f"the selector matches {len(targets)} devices, more than max_targets "
                 f"{body.max_targets}; narrow it or raise max_targets"
             )
+        pathless = await service.without_power_path(session, targets)
+        # Named by the node range, a device without a power path fails; picked by a filter
+        # (site, rack, tag...), it is skipped: a site's PDUs and console servers are no failure.
+        skipped = [] if body.select is not None else pathless
         if body.dry_run:
             return DryRun(
                 action=body.action,
                 total=len(targets),
                 devices=[target.name for target in targets],
-                without_power_path=await service.without_power_path(session, targets),
+                without_power_path=[target.name for target in pathless],
+                skipped=[target.name for target in skipped],
+            )
+        if len(skipped) == len(targets):
+            raise InvalidInput(
+                f"none of the {len(targets)} devices the filters match has a power path "
+                "(ipmi, redfish or pdu_outlet); add one, or narrow the filters (e.g. kind=server)"
             )
         plan = service.Plan(
             JobKind.POWER,
@@ -138,9 +148,11 @@ async def power_many(
             body.timeout,
             stagger=body.stagger,
             idempotency_key=idempotency_key,
+            skipped=frozenset(target.device_id for target in skipped),
         )
         if _destructive(plan):
-            await _site_policy(session, ctx, {t.site_id for t in targets}, f"power {body.action}")
+            sites = {target.site_id for target in plan.acting}
+            await _site_policy(session, ctx, sites, f"power {body.action}")
         job = await service.replay(session, ctx, plan)
         if job is not None:
             return await service.read_job(session, job, with_tasks=False)

@@ -380,7 +380,7 @@ class JobEngine:
 def _job_status(counts: Counter[TaskStatus], *, cancelled: bool) -> JobStatus:
     if cancelled:
         return JobStatus.CANCELLED
-    total = sum(counts.values())
+    total = sum(counts.values()) - counts[TaskStatus.SKIPPED]  # skipped tasks had no part
     if counts[TaskStatus.SUCCEEDED] == total:
         return JobStatus.SUCCEEDED
     if counts[TaskStatus.SUCCEEDED] == 0:

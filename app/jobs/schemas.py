@@ -98,6 +98,7 @@ class DryRun(BaseModel):
     total: int
     devices: list[str]
     without_power_path: list[str]
+    skipped: list[str]  # without a power path and picked by a filter: the job would skip them
 
 
 class ActionResult(BaseModel):

@@ -18,9 +18,11 @@ from agents.protocol import (
     Order,
     PowerAction,
     PowerOrder,
+    TaskStatus,
 )
 from app.audit.service import stage
 from app.context import RequestContext
+from app.db import utcnow
 from app.errors import InUse, InvalidInput, NotFound
 from app.fleetlink.paths import BOOT_PATHS, POWER_PATHS, power_paths
 from app.identity.models import Role
@@ -51,6 +53,13 @@ class Plan:
     persistent: bool = False
     stagger: int | None = None
     idempotency_key: str | None = None
+    # Devices picked by a filter that have no power path: their tasks end `skipped`, unsent.
+    skipped: frozenset[int] = frozenset()
+
+    @property
+    def acting(self) -> list[Target]:
+        """The targets that get an order."""
+        return [target for target in self.targets if target.device_id not in self.skipped]
 
     @property
     def exclusive(self) -> bool:
@@ -175,6 +184,7 @@ async def create_job(
     )
     session.add(job)
     await session.flush()
+    now = utcnow()
     rows = [
         {
             "job_id": job.id,
@@ -183,10 +193,12 @@ async def create_job(
             "site_id": target.site_id,
             "site": target.site,
             "exclusive": plan.exclusive,
-            "status": "queued",
+            "status": TaskStatus.QUEUED,
             "message": "",
             "attempts": 0,
+            "finished_at": None,
         }
+        | (_SKIP_ROW | {"finished_at": now} if target.device_id in plan.skipped else {})
         for target in plan.targets
     ]
     task_ids = list(
@@ -199,10 +211,12 @@ async def create_job(
     if len(plan.targets) > 1:
         details["targets"] = plan.asked
     for target in plan.targets:
+        skipped = target.device_id in plan.skipped
         stage(
             session,
             ctx.event(
-                event_type,
+                f"{plan.kind}.{TaskStatus.SKIPPED}" if skipped else event_type,
+                outcome=TaskStatus.SKIPPED if skipped else "success",
                 target_type="device",
                 target_id=target.device_id,
                 target_name=target.name,
@@ -219,11 +233,13 @@ async def orders_for(
 ) -> list[Order]:
     """The agent's orders, with each device's power paths in priority order, secrets opened."""
     kinds = BOOT_PATHS if plan.kind is JobKind.BOOT else POWER_PATHS
-    ids = [target.device_id for target in plan.targets]
+    ids = [target.device_id for target in plan.acting]
     status = plan.kind is JobKind.POWER and plan.action == PowerAction.STATUS
     paths = await power_paths(session, vault, ids, kinds, status=status)
     orders: list[Order] = []
     for target, task_id in zip(plan.targets, task_ids, strict=True):
+        if target.device_id in plan.skipped:
+            continue
         found = tuple(paths.get(target.device_id, ()))
         if plan.kind is JobKind.BOOT:
             orders.append(
@@ -253,7 +269,7 @@ async def orders_for(
 
 async def without_power_path(
     session: AsyncSession, targets: Sequence[Target], kinds: Sequence[PathKind] = POWER_PATHS
-) -> list[str]:
+) -> list[Target]:
     ids = [target.device_id for target in targets]
     having: set[int] = set()
     for start in range(0, len(ids), 5000):
@@ -267,7 +283,13 @@ async def without_power_path(
                 .distinct()
             )
         )
-    return [target.name for target in targets if target.device_id not in having]
+    return [target for target in targets if target.device_id not in having]
+
+
+_SKIP_ROW = {
+    "status": TaskStatus.SKIPPED,
+    "message": "no power path (ipmi, redfish or pdu_outlet); picked by a filter, so skipped",
+}
 
 
 async def get_job(session: AsyncSession, ctx: RequestContext, job_id: str) -> Job:

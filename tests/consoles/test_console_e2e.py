@@ -1,8 +1,9 @@
 """Consoles end to end: API → broker → built-in agent → SSH / IPMI SOL → simulated machines.
 
-The flagship of issue 5: a server whose BMC refuses us is power-cycled through its PDU outlet
-while two people watch its console server port; the writer sends F2 during POST and lands in
-BIOS setup, the other cannot type; the recording replays the same screens.
+The flagship: a server whose BMC refuses us is not cycled through its PDU outlet (an AC cut is
+harsher than the cycle asked); its operator switches the outlet off and on instead while two
+people watch its console server port; the writer sends F2 during POST and lands in BIOS setup,
+the other cannot type; the recording replays the same screens.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def _event(ws: WebSocketTestSession, kind: str) -> dict[str, Any]:
             return dict(json.loads(message["text"]))
 
 
-def test_pdu_cycle_while_watching_then_f2_into_bios_setup(
+def test_outlet_off_and_on_while_watching_then_f2_into_bios_setup(
     api: TestClient, rack: RunningFleet
 ) -> None:
     machine = rack.control.wiring()["machines"][0]
@@ -101,9 +102,18 @@ def test_pdu_cycle_while_watching_then_f2_into_bios_setup(
     with _stream(api, console, "rw") as writer, _stream(api, console, "ro") as watcher:
         _event(writer, "writer")
         cycled = ok(api.post("devices/node1/power", json={"action": "cycle", "ticket": "INC-9"}))
-        assert cycled["status"] == "succeeded", cycled
-        assert cycled["path"] == "pdu_outlet"
-        assert "ipmi" in cycled["message"]  # says why the BMC was passed over
+        assert cycled["status"] == "failed", cycled
+        assert "rejected the user or password" in cycled["message"]  # why the BMC did not
+        assert "not used: an outlet cycle cuts AC" in cycled["message"]  # and the outlet not
+        off = ok(api.post("devices/node1/power", json={"action": "off", "ticket": "INC-9"}))
+        assert (off["status"], off["path"], off["power_state"]) == (
+            "succeeded",
+            "pdu_outlet",
+            "off",
+        )
+        on = ok(api.post("devices/node1/power", json={"action": "on", "ticket": "INC-9"}))
+        assert (on["path"], on["power_state"]) == ("pdu_outlet", "unknown")  # AC, not the server
+        assert "outlet 1 switched on" in on["message"]
         _screen_until(writer, b"Press <F2>", events)
         writer.send_bytes(F2)
         _screen_until(writer, b"BIOS SETUP UTILITY", events)
@@ -111,7 +121,7 @@ def test_pdu_cycle_while_watching_then_f2_into_bios_setup(
         watcher.send_bytes(b"\x1b")  # ... and cannot type
         assert _event(watcher, "error")["error"] == "ReadOnly"
     state = rack.control.state(machine["bmc_port"])
-    assert state["counters"]["cycle"] == 0  # the BMC refused us; the PDU did it
+    assert state["counters"]["cycle"] == 0  # the BMC refused us; the AC came back on
 
     ok(api.get(f"consoles/{console['id']}"))
     api.delete(f"consoles/{console['id']}")

@@ -41,6 +41,7 @@ def _audit(client: TestClient, **params: Any) -> list[dict[str, Any]]:
 def test_one_device_cycle_answers_with_the_result_and_audits_both_ends(
     fleet: TestClient, fake: FakeDriver
 ) -> None:
+    fake.machine(IpmiPath("10.0.0.1", "u", "p")).power = PowerState.ON
     answer = ok(
         fleet.post(
             "devices/web01/power",
@@ -84,7 +85,7 @@ def test_bulk_power_is_a_job_with_a_task_per_device(fleet: TestClient, fake: Fak
     assert {t["power_state"] for t in done["tasks"]} == {"on"}
     assert done["counts"] == {"succeeded": 4}
     assert "10.0.0.5:623" not in fake.machines  # web05 was not selected
-    listed = ok(fleet.get("jobs"))
+    listed = ok(fleet.get("jobs"))["items"]
     assert listed[0]["id"] == job["id"]
     assert listed[0]["tasks"] is None
 
@@ -97,7 +98,15 @@ def test_partial_failure_names_each_device(fleet: TestClient, fake: FakeDriver) 
     failed = [t for t in done["tasks"] if t["status"] != "succeeded"]
     assert [(t["device"], t["status"]) for t in failed] == [("web03", "failed")]
     assert "did not answer" in failed[0]["message"]
-    assert failed[0]["attempts"] == 3  # status is safe to retry
+    assert failed[0]["attempts"] == 1  # silent through a whole login: not asked again
+
+
+def test_a_bmc_that_fell_silent_mid_request_is_asked_again(
+    fleet: TestClient, fake: FakeDriver
+) -> None:
+    fake.machine(_ipmi(3)).fail = DeviceTimeout("BMC 10.0.0.3:623 stopped answering")
+    job = ok(fleet.post("power", json={"select": "web03", "action": "status"}), 202)
+    assert _job(fleet, job["id"])["tasks"][0]["attempts"] == 3  # status is safe to retry
 
 
 def test_a_cycle_that_may_have_run_is_not_retried(fleet: TestClient, fake: FakeDriver) -> None:
@@ -151,8 +160,9 @@ def test_dry_run_and_guards(fleet: TestClient) -> None:
         "total": 4,
         "devices": ["db01", "web01", "web02", "web03"],
         "without_power_path": ["db01"],
+        "skipped": [],  # named by the node range: it would fail, not be skipped
     }
-    assert ok(fleet.get("jobs")) == []
+    assert ok(fleet.get("jobs")) == {"items": [], "next_cursor": None}
     detail = error(
         fleet.post("power", json={"select": "web[01-05]", "action": "off", "max_targets": 3}), 422
     )
@@ -165,13 +175,28 @@ def test_dry_run_and_guards(fleet: TestClient) -> None:
     error(fleet.post("devices/nope/power", json={"action": "on"}), 404)
 
 
-def test_a_device_without_power_path_fails_its_task_in_bulk(fleet: TestClient) -> None:
-    device(fleet, "web06", tags=["web"])
-    job = ok(fleet.post("power", json={"tags": ["web"], "action": "status"}), 202)
+def test_a_device_without_power_path_is_skipped_when_a_filter_picked_it(
+    fleet: TestClient, fake: FakeDriver
+) -> None:
+    """A site-wide status counts the site's PDUs as skipped, not failed: the job succeeds."""
+    device(fleet, "pdu-a1", kind="pdu")
+    job = ok(fleet.post("power", json={"site": "bj-dc1", "action": "status"}), 202)
     done = _job(fleet, job["id"])
-    web06 = next(t for t in done["tasks"] if t["device"] == "web06")
-    assert web06["status"] == "failed"
-    assert "no power path" in web06["message"]
+    assert (done["status"], done["counts"]) == ("succeeded", {"succeeded": 5, "skipped": 1})
+    pdu = next(t for t in done["tasks"] if t["device"] == "pdu-a1")
+    assert pdu["status"] == "skipped"
+    assert "no power path" in pdu["message"]
+    skipped = _audit(fleet, device="pdu-a1", type="power.*")
+    assert [(e["type"], e["outcome"]) for e in skipped] == [("power.skipped", "skipped")]
+    assert "10.0.0.9:623" not in fake.machines
+
+    named = ok(fleet.post("power", json={"select": "web01,pdu-a1", "action": "status"}), 202)
+    done = _job(fleet, named["id"])
+    assert done["status"] == "partial"
+    assert next(t for t in done["tasks"] if t["device"] == "pdu-a1")["status"] == "failed"
+
+    detail = error(fleet.post("power", json={"kind": "pdu", "site": "bj-dc1", "action": "on"}), 422)
+    assert "none of the 1 devices the filters match has a power path" in detail
 
 
 def test_idempotency_key_gives_back_the_same_job(fleet: TestClient, fake: FakeDriver) -> None:
@@ -189,6 +214,7 @@ def test_idempotency_key_gives_back_the_same_job(fleet: TestClient, fake: FakeDr
 def test_fallback_to_the_next_path_says_which_acted(fleet: TestClient, fake: FakeDriver) -> None:
     path(fleet, "web04", kind="ipmi", priority=20, address="10.9.0.4", username="u", secret="s")
     fake.machine(_ipmi(4)).fail = Unreachable("BMC 10.0.0.4:623 did not answer")
+    fake.machine(IpmiPath("10.9.0.4", "u", "s")).power = PowerState.ON
     answer = ok(fleet.post("devices/web04/power", json={"action": "cycle"}))
     assert answer["status"] == "succeeded"
     assert "10.0.0.4:623: BMC 10.0.0.4:623 did not answer" in answer["message"]
@@ -266,7 +292,7 @@ def test_tasks_of_a_crashed_central_are_lost_not_rerun(
     assert fake.machines[WEB01].actions == ["off"]
 
 
-def test_pdu_outlets_power_a_device_whose_bmc_fails_but_never_stand_in_for_its_status(
+def test_pdu_outlets_claim_ac_only_and_never_stand_in_for_a_bmcs_cycle_or_status(
     settings: Settings, fake: FakeDriver
 ) -> None:
     quiet = settings.model_copy(update={"poll_power": False})
@@ -283,15 +309,33 @@ def test_pdu_outlets_power_a_device_whose_bmc_fails_but_never_stand_in_for_its_s
                 path(client, name, kind="ipmi", address="10.0.0.1", username="u", secret="s")
             path(client, name, kind="pdu_outlet", via="pdu-a1", outlets=[1 if with_bmc else 2])
         fake.machine(IpmiPath("10.0.0.1", "u", "s")).fail = Unreachable("BMC 10.0.0.1:623 is dead")
-        outlet = fake.machines.setdefault("10.0.9.1:22", FakeMachine(power=PowerState.ON))
+        pdu = fake.machines.setdefault("10.0.9.1:22", FakeMachine(outlets_on={1, 2}))
 
         cycled = ok(client.post("devices/web01/power", json={"action": "cycle"}))
-        assert cycled["path"] == "pdu_outlet"
-        assert "BMC 10.0.0.1:623 is dead" in cycled["message"]  # why the outlet acted
-        assert outlet.actions[-1] == "cycle"
+        assert (cycled["status"], cycled["path"]) == ("failed", None)
+        assert "BMC 10.0.0.1:623 is dead" in cycled["message"]
+        assert "not used: an outlet cycle cuts AC" in cycled["message"]
+        assert pdu.actions == []
+
+        on = ok(client.post("devices/web01/power", json={"action": "on"}))
+        assert (on["status"], on["path"], on["power_state"]) == (
+            "succeeded",
+            "pdu_outlet",
+            "unknown",
+        )
+        assert (
+            "outlet 1 already on via pdu_outlet 10.0.9.1:22; nothing was switched" in on["message"]
+        )
+        assert "the machine's own power state cannot be read" in on["message"]
 
         status = ok(client.post("devices/web01/power", json={"action": "status"}))
         assert status["status"] == "failed"  # an outlet that is on says nothing of the server
         assert status["path"] is None or status["path"] == "ipmi"
         alone = ok(client.post("devices/sw01/power", json={"action": "status"}))
-        assert (alone["path"], alone["power_state"]) == ("pdu_outlet", "on")
+        assert (alone["path"], alone["power_state"]) == ("pdu_outlet", "unknown")
+        assert "outlet 2 on (AC)" in alone["message"]
+        cycled = ok(client.post("devices/sw01/power", json={"action": "cycle"}))
+        assert (cycled["status"], cycled["path"]) == ("succeeded", "pdu_outlet")  # its own control
+        off = ok(client.post("devices/sw01/power", json={"action": "off"}))
+        assert off["power_state"] == "off"  # without AC it is off: an outlet knows that much
+        assert pdu.actions == ["status", "status", "cycle", "off"]
