@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import os
 import socket
 import subprocess
@@ -13,6 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.conftest import ADMIN_PASSWORD, SERVICE_KEY
 
@@ -26,8 +32,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def rackhand_serve(database_url: str, data_dir: Path) -> Iterator[str]:
-    """Start `rackhand serve` on the database; yields its URL once it answers."""
+def rackhand_serve(
+    database_url: str, data_dir: Path, tls: tuple[Path, Path] | None = None
+) -> Iterator[str]:
+    """Start `rackhand serve` on the database (HTTPS with `tls`, a certificate and its key);
+    yields its URL once it answers."""
     port = free_port()
     env = os.environ | {
         "RACKHAND_SECRET_KEY": SERVICE_KEY,
@@ -35,12 +44,14 @@ def rackhand_serve(database_url: str, data_dir: Path) -> Iterator[str]:
     }
     command = [RACKHAND, "serve", "--port", str(port), "--database-url", database_url,
                "--data-dir", str(data_dir)]  # fmt: skip
+    if tls is not None:
+        command += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     try:
         for _ in range(150):
-            try:
-                if httpx.get(f"{url}/api/v1/readyz").status_code == 200:
+            try:  # only whether it answers: the tests check the certificate themselves
+                if httpx.get(f"{url}/api/v1/readyz", verify=False).status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
@@ -58,3 +69,51 @@ def admin_token(url: str) -> str:
     response = httpx.post(f"{url}/api/v1/auth/token", data=login)
     response.raise_for_status()
     return str(response.json()["access_token"])
+
+
+def private_ca(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA of our own and a certificate it signed for 127.0.0.1: (CA, certificate, key)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Rackhand test CA")])
+    ca = (
+        _certificate(ca_name, ca_name, ca_key.public_key(), now)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    loopback = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cert = (
+        _certificate(name, ca_name, key.public_key(), now)
+        .add_extension(loopback, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def _certificate(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    now: datetime.datetime,
+) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+    )

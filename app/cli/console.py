@@ -102,8 +102,9 @@ def stream_url(base: str, stream: str, mode: str) -> str:
 async def _attach(conn: Connection, opened: dict[str, Any], mode: str) -> int:
     url = stream_url(conn.url, str(opened["stream"]), mode)
     headers = {"Authorization": f"Bearer {conn.token}"} if conn.token else {}
+    tls = (conn.ca_context() or True) if url.startswith("wss:") else None  # True: the defaults
     try:
-        async with connect(url, additional_headers=headers, close_timeout=2) as ws:
+        async with connect(url, additional_headers=headers, close_timeout=2, ssl=tls) as ws:
             return await _Viewer(ws, mode).run()
     except (OSError, WebSocketException) as exc:
         _notice(f"error: cannot attach to {url}: {exc}")

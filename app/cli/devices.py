@@ -58,7 +58,11 @@ def list_devices(
             while True:
                 page_size = min(1000, limit - len(found)) if limit else 1000
                 page = client.get(
-                    "/devices", **params, limit=page_size, **({"cursor": cursor} if cursor else {})
+                    "/devices",
+                    references=(site, rack),
+                    **params,
+                    limit=page_size,
+                    **({"cursor": cursor} if cursor else {}),
                 )
                 found.extend(page["items"])
                 cursor = page["next_cursor"]
@@ -69,7 +73,7 @@ def list_devices(
     if as_json:
         print_json(found)
         return
-    listing = table("NAME", "KIND", "SITE", "RACK", "U", "STATUS", "MODEL", "TAGS")
+    listing = table("NAME", "KIND", "SITE", "RACK", "U", "STATUS", "POWER", "MODEL", "TAGS")
     for device in found:
         listing.add_row(
             device["name"],
@@ -78,6 +82,7 @@ def list_devices(
             device["rack"] or "",
             str(device["position_u"] or ""),
             device["status"],
+            device["power_state"],
             f"{device['vendor']} {device['model']}".strip(),
             ",".join(device["tags"]),
         )
@@ -90,7 +95,7 @@ def show(name: str, as_json: Json = False) -> None:
     """Show one device with its control paths (secrets are never shown)."""
     try:
         with Client(authenticated()) as client:
-            device = client.get(f"/devices/{name}")
+            device = client.get(f"/devices/{name}", references=(name,))
     except ApiError as exc:
         raise fail(exc) from exc
     if as_json:
@@ -150,15 +155,20 @@ def import_devices(
     if as_json:
         print_json(result)
         return
+    dry = result["dry_run"]
     for row in result["rows"]:
         if row["action"] != "unchanged":
+            done = f"would {row['action']}" if dry else f"{row['action']}d"
             fields = ", ".join(row["changes"]) if row["changes"] else ""
-            out.print(f"{row['action']:>9} {row['name']} {fields}", highlight=False)
-    verb = "would be" if result["dry_run"] else "were"
-    out.print(
-        f"{result['created']} created, {result['updated']} updated, "
-        f"{result['unchanged']} unchanged ({verb} written)"
-    )
+            out.print(f"{done:>12} {row['name']} {fields}", highlight=False)
+    created, updated, unchanged = result["created"], result["updated"], result["unchanged"]
+    if dry:
+        summary = f"would create {created}, update {updated}; {unchanged} unchanged"
+        summary += " (dry run, nothing written)"
+    else:
+        summary = f"{created} created, {updated} updated, {unchanged} unchanged"
+        summary += "" if created or updated else " (nothing written)"
+    out.print(summary, highlight=False)
 
 
 @app.command()
@@ -177,4 +187,4 @@ def export(
 ) -> None:
     """Export devices (JSON includes control paths, without secrets)."""
     params = _filters(select, site, rack, kind, tag, status, q) | {"format": fmt}
-    download("/devices/export", params, output)
+    download("/devices/export", params, output, references=(site, rack))

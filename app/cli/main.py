@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from app.cli import audit, console, devices, power, tokens
+from app.cli import audit, console, devices, login, power, tokens
 
 app = typer.Typer(
     help="Rackhand: remote hands for data-center fleets.",
@@ -20,9 +21,32 @@ app = typer.Typer(
 app.add_typer(devices.app, name="devices")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(audit.app, name="audit")
+app.command("login")(login.login)
 app.command("power")(power.power)
 app.command("boot")(power.boot)
 app.command("console")(console.console)
+
+
+@app.callback()
+def connect(
+    url: Annotated[
+        str | None,
+        typer.Option(metavar="URL", help="the central [RACKHAND_URL, url in config.toml]"),
+    ] = None,
+    ca_cert: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PEM",
+            help="CA that signed the central's certificate [RACKHAND_CA_CERT, ca_cert in "
+            "config.toml; SSL_CERT_FILE works too]",
+        ),
+    ] = None,
+) -> None:
+    """Where the central is and how to trust it: the options stand for their variables."""
+    if url:
+        os.environ["RACKHAND_URL"] = url
+    if ca_cert:
+        os.environ["RACKHAND_CA_CERT"] = str(ca_cert)
 
 
 @app.command()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import typer
 from rich.console import Console
@@ -13,17 +15,34 @@ from rich.table import Table
 
 from app.cli.client import ApiError, Client, authenticated
 
-out = Console()
-err = Console(stderr=True)
+SHOWN_ERRORS = 20
+
+
+def _console(stream: TextIO) -> Console:
+    """Lines as long as they need when not on a terminal (rich would cut them at 80 columns),
+    unless COLUMNS says otherwise."""
+    piped = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stream is sys.stderr, width=1_000_000 if piped else None)
+
+
+out = _console(sys.stdout)
+err = _console(sys.stderr)
 
 
 def fail(exc: ApiError) -> typer.Exit:
-    err.print(f"[red]error[/red] ({exc.kind}): {exc.detail}", markup=True, highlight=False)
-    for row in exc.errors[:20]:
+    """Print the refusal; the exit code scripts get for it."""
+    if exc.errors:  # an import's rows to fix; its detail repeats the first: list each once
+        head = f"nothing was imported; {len(exc.errors)} problem(s) to fix"
+    else:
+        head = exc.detail
+    err.print(f"[red]error[/red] ({exc.kind}): {head}", markup=True, highlight=False)
+    for row in exc.errors[:SHOWN_ERRORS]:
         err.print(
             f"  row {row.get('row')}, {row.get('field')}: {row.get('message')}", highlight=False
         )
-    return typer.Exit(2 if exc.status in (400, 422) else 1)
+    if len(exc.errors) > SHOWN_ERRORS:
+        err.print(f"  and {len(exc.errors) - SHOWN_ERRORS} more", highlight=False)
+    return typer.Exit(exc.exit_code)
 
 
 def print_json(value: object) -> None:
@@ -40,10 +59,18 @@ def table(*columns: str) -> Table:
     return grid
 
 
-def download(path: str, params: dict[str, Any], output: Path | None) -> None:
+def download(
+    path: str,
+    params: dict[str, Any],
+    output: Path | None,
+    references: Iterable[str | None] = (),
+) -> None:
     """Fetch an export into a file, or to stdout; streamed, so large exports stay small."""
     try:
-        with Client(authenticated(), timeout=3600) as client, client.stream(path, params) as body:
+        with (
+            Client(authenticated(), timeout=3600) as client,
+            client.stream(path, params, references) as body,
+        ):
             sink = output.open("wb") if output is not None else sys.stdout.buffer
             try:
                 for chunk in body:

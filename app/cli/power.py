@@ -61,7 +61,7 @@ def power(
         with Client(authenticated(), timeout=max(60.0, timeout + 30)) as client:
             if action.value in CONFIRM and not yes:
                 _confirm(client, body)
-            job = client.request("POST", "/power", json=body).json()
+            job = client.request("POST", "/power", json=body, references=(site, rack)).json()
             _follow(client, job, quiet=as_json)
             job = client.get(f"/jobs/{job['id']}")
     except ApiError as exc:
@@ -77,7 +77,8 @@ def power(
 
 def _confirm(client: Client, body: dict[str, Any]) -> None:
     """Show what a destructive action would hit; ask, or refuse when nobody can answer."""
-    dry = client.request("POST", "/power", json=body | {"dry_run": True}).json()
+    named = (body.get("site"), body.get("rack"))
+    dry = client.request("POST", "/power", json=body | {"dry_run": True}, references=named).json()
     names = dry["devices"]
     shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
     if not sys.stdin.isatty():
@@ -164,7 +165,9 @@ def boot(
     body |= {key: value for key, value in {"ticket": ticket, "reason": reason}.items() if value}
     try:
         with Client(authenticated(), timeout=timeout + 30) as client:
-            result = client.request("POST", f"/devices/{device}/boot", json=body).json()
+            result = client.request(
+                "POST", f"/devices/{device}/boot", json=body, references=(device,)
+            ).json()
     except ApiError as exc:
         raise fail(exc) from exc
     if as_json:

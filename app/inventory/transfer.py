@@ -161,10 +161,15 @@ class _Plan:
 
 @dataclass
 class _Errors:
-    items: list[dict[str, object]] = field(default_factory=list)
+    items: list[tuple[int, str, str]] = field(default_factory=list)
 
     def add(self, row: int, field_name: str, message: str) -> None:
-        self.items.append({"row": row, "field": field_name, "message": message})
+        self.items.append((row, field_name, message))
+
+    def rejected(self) -> ImportRejected:
+        """Every error in row order, though the checks run pass after pass over all rows."""
+        ordered = sorted(self.items, key=lambda item: item[0])
+        return ImportRejected([{"row": r, "field": f, "message": m} for r, f, m in ordered])
 
     def from_validation(self, row: int, exc: ValidationError, prefix: str = "") -> None:
         for error in exc.errors(include_input=False, include_url=False):
@@ -190,7 +195,7 @@ async def import_devices(
     _authorize(ctx, plans, sites)
     await _check_asset_tags(session, plans, errors)
     if errors.items:
-        raise ImportRejected(errors.items)
+        raise errors.rejected()
     for plan in plans:
         _diff(plan)
     if any(plan.paths is not None for plan in plans):
@@ -617,14 +622,14 @@ async def _write_paths(
                 path.secret_ciphertext = vault.encrypt(secret)
             session.add(path)
     await session.flush()
-    errors.items.extend(await _shared_console_ports(session, plans, devices))
+    await _shared_console_ports(session, plans, devices, errors)
     if errors.items:
-        raise ImportRejected(errors.items)
+        raise errors.rejected()
 
 
 async def _shared_console_ports(
-    session: AsyncSession, plans: list[_Plan], devices: dict[str, Device]
-) -> list[dict[str, object]]:
+    session: AsyncSession, plans: list[_Plan], devices: dict[str, Device], errors: _Errors
+) -> None:
     rows = {devices[p.data.name].id: p.row for p in plans}
     taken = await session.execute(
         select(ControlPath.via_device_id, ControlPath.port, ControlPath.device_id)
@@ -632,18 +637,12 @@ async def _shared_console_ports(
         .order_by(ControlPath.via_device_id, ControlPath.port, ControlPath.id)
     )
     first: dict[tuple[int | None, int | None], int] = {}
-    problems: list[dict[str, object]] = []
     for via_id, port, device_id in taken:
         holder = first.setdefault((via_id, port), device_id)
         if holder != device_id and device_id in rows:
-            problems.append(
-                {
-                    "row": rows[device_id],
-                    "field": "paths",
-                    "message": f"console port {port} is already wired to another device",
-                }
+            errors.add(
+                rows[device_id], "paths", f"console port {port} is already wired to another device"
             )
-    return problems
 
 
 # Export --------------------------------------------------------------------------------------

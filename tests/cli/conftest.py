@@ -6,12 +6,13 @@ import asyncio
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import empty_database
-from tests.live import RACKHAND, admin_token, rackhand_serve
+from tests.live import RACKHAND, admin_token, private_ca, rackhand_serve
 
 
 @pytest.fixture
@@ -39,4 +40,44 @@ def rackhand(server: str, database_url: str) -> Iterator[Run]:
     httpx.post(f"{server}/api/v1/sites", json=site, headers=auth).raise_for_status()
     httpx.post(f"{server}/api/v1/racks", json={"site": "bj-dc1", "name": "A01"}, headers=auth)
     yield run
+    asyncio.run(empty_database(database_url))
+
+
+def first_run_env(url: str, home: Path) -> dict[str, str]:
+    """The environment of someone new at `url`: HOME in `home`, none of our caller's Rackhand,
+    TLS or COLUMNS variables."""
+    ours = ("RACKHAND_", "SSL_CERT_", "COLUMNS")
+    kept = {key: value for key, value in os.environ.items() if not key.startswith(ours)}
+    return kept | {"HOME": str(home), "RACKHAND_URL": url}
+
+
+def runner(url: str, home: Path) -> Run:
+    """`rackhand` in `first_run_env`; a call adds variables (`RACKHAND_PASSWORD=...`) and input."""
+    env = first_run_env(url, home)
+
+    def run(*args: str, stdin: str = "", **more: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [RACKHAND, *args], env=env | more, input=stdin, capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+
+    return run
+
+
+@pytest.fixture
+def newcomer(server: str, database_url: str, tmp_path: Path) -> Iterator[Run]:
+    """`rackhand` at the server on a first run: no token, no config.toml yet."""
+    yield runner(server, tmp_path / "home")
+    asyncio.run(empty_database(database_url))
+
+
+@pytest.fixture
+def tls_server(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    """A real `rackhand serve` over HTTPS, its certificate from a private CA: (URL, CA file)."""
+    folder = tmp_path_factory.mktemp("tls")
+    ca, cert, key = private_ca(folder)
+    with rackhand_serve(database_url, folder / "var", tls=(cert, key)) as url:
+        yield url, ca
     asyncio.run(empty_database(database_url))

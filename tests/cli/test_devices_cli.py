@@ -7,8 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.cli.conftest import Run
-from tests.live import RACKHAND, free_port
+from tests.cli.conftest import Run, runner
+from tests.live import RACKHAND, admin_token, free_port
 
 CSV = "name,kind,site,rack,position_u,serial,tags\n" + "".join(
     f"web{n:02d},server,bj-dc1,A01,{n},S{n},web\n" for n in range(1, 6)
@@ -20,8 +20,12 @@ def test_import_list_show_export(rackhand: Run, tmp_path: Path) -> None:
     source.write_text(CSV)
     dry = rackhand("devices", "import", str(source), "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "5 created, 0 updated, 0 unchanged (would be written)" in dry.stdout
-    assert rackhand("devices", "import", str(source)).returncode == 0
+    assert "would create web01" in dry.stdout
+    assert "would create 5, update 0; 0 unchanged (dry run, nothing written)" in dry.stdout
+    real = rackhand("devices", "import", str(source))
+    assert real.returncode == 0
+    assert "created web01" in real.stdout
+    assert real.stdout.endswith("5 created, 0 updated, 0 unchanged\n")
 
     listed = rackhand("devices", "list", "web[02-03]", "--json")
     assert [d["name"] for d in json.loads(listed.stdout)] == ["web02", "web03"]
@@ -39,20 +43,32 @@ def test_import_list_show_export(rackhand: Run, tmp_path: Path) -> None:
     assert rackhand("devices", "export", "--format", "csv", "-o", str(exported)).returncode == 0
     assert exported.read_text().count("\n") == 6
     again = rackhand("devices", "import", str(exported))
-    assert "0 created, 0 updated, 5 unchanged" in again.stdout
+    assert again.stdout == "0 created, 0 updated, 5 unchanged (nothing written)\n"
 
 
-def test_errors_and_exit_codes(rackhand: Run, tmp_path: Path) -> None:
+def test_errors_and_exit_codes(rackhand: Run, server: str, tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
-    bad.write_text("name,kind,site\nweb01,server,bj-dc1\nweb02,toaster,bj-dc1\n")
+    bad.write_text(
+        "name,kind,site\nweb01,server,bj-dc1\nweb02,toaster,bj-dc1\nweb03,server,nowhere\n"
+        "web01,server,bj-dc1\n"  # the server checks names first, sites last
+    )
     result = rackhand("devices", "import", str(bad))
     assert result.returncode == 2
-    assert "row 3, kind" in result.stderr
-    assert "nothing was imported" in result.stderr
+    assert "nothing was imported; 3 problem(s)" in result.stderr
+    rows = [line.split(":")[0].strip() for line in result.stderr.splitlines()[1:]]
+    assert rows == ["row 3, kind", "row 4, site", "row 5, name"]  # in row order, each once
     missing = rackhand("devices", "show", "nope")
-    assert missing.returncode == 1
+    assert missing.returncode == 2
     assert "no device 'nope'" in missing.stderr
     assert rackhand("devices", "list", "web[1-").returncode == 2
+    for filters in (["--site", "nope"], ["--site", "bj-dc1", "--rack", "nope"]):
+        unknown = rackhand("devices", "list", *filters)
+        assert unknown.returncode == 2
+        assert "no site 'nope'" in unknown.stderr or "no rack 'nope'" in unknown.stderr
+    wrong_url = runner(f"{server}/elsewhere", tmp_path)  # a 404 for another reason: a failure
+    lost = wrong_url("devices", "list", "--site", "bj-dc1", RACKHAND_TOKEN=admin_token(server))
+    assert lost.returncode == 1
+    assert "Not Found" in lost.stderr
     unreachable = subprocess.run(
         [RACKHAND, "devices", "list"],
         capture_output=True,
@@ -63,3 +79,23 @@ def test_errors_and_exit_codes(rackhand: Run, tmp_path: Path) -> None:
     )
     assert unreachable.returncode == 1
     assert "cannot reach" in unreachable.stderr
+
+
+def test_list_shows_power_and_whole_lines_through_a_pipe(
+    rackhand: Run, server: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "long.csv"
+    tags = "backed-up,cold-aisle,first-floor,monitored,prod,web"
+    source.write_text(
+        "name,kind,site,vendor,model,tags\n"
+        f'web01,server,bj-dc1,Lenovo,ThinkSystem SR630 V3 with a long model name,"{tags}"\n'
+    )
+    assert rackhand("devices", "import", str(source)).returncode == 0
+    piped = runner(server, tmp_path)("devices", "list", RACKHAND_TOKEN=admin_token(server))
+    assert piped.returncode == 0, piped.stderr
+    header, row = piped.stdout.splitlines()
+    assert header.split() == ["NAME", "KIND", "SITE", "RACK", "U", "STATUS", "POWER", "MODEL",
+                              "TAGS"]  # fmt: skip
+    assert "active  unknown  Lenovo ThinkSystem SR630 V3 with a long model name" in row
+    assert row.rstrip().endswith(tags)
+    assert len(row.rstrip()) > 80

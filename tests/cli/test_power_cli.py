@@ -70,6 +70,18 @@ def test_exit_codes_scripts_can_trust(wired: Run, bmcs: RunningFleet) -> None:
     assert cycled.returncode == 0, cycled.stderr
 
 
+def test_names_that_are_not_there_are_bad_input(rackhand: Run) -> None:
+    for command, told in [
+        (["power", "status", "--site", "nope"], "no site 'nope'"),
+        (["power", "cycle", "--site", "bj-dc1", "--rack", "nope"], "no rack 'nope'"),  # asks
+        (["power", "on", "--site", "bj-dc1", "--rack", "nope", "--yes"], "no rack 'nope'"),
+        (["power", "on", "web99"], "match no device"),
+        (["boot", "bios", "web99"], "no device 'web99'"),
+    ]:
+        result = rackhand(*command)
+        assert (result.returncode, told in result.stderr) == (2, True), (command, result.stderr)
+
+
 def test_boot_bios(wired: Run, bmcs: RunningFleet) -> None:
     done = wired("boot", "bios", "web03", "--json")
     assert done.returncode == 0, done.stderr
