@@ -1,7 +1,8 @@
 """`rackhand power ACTION [SELECTOR] [filters]` and `rackhand boot DEVICE_TYPE DEVICE`.
 
-Exit codes scripts can trust: 0 when every target succeeded, 1 when any did not (or the call
-was refused), 2 on usage errors. Progress goes to stderr, so `--json` on stdout stays clean.
+Exit codes scripts can trust: 0 when every target that could act succeeded (devices a filter
+picked that have no power path are `skipped`), 1 when any did not (or the call was refused),
+2 on usage errors. Progress goes to stderr, so `--json` on stdout stays clean.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def _follow(client: Client, job: dict[str, Any], *, quiet: bool) -> None:
                             done[task["device"]] = task["status"]
                 elif event == "task" and data["status"] not in ("queued", "running"):
                     done[data["device"]] = data["status"]
-                failed = sum(1 for status in done.values() if status != "succeeded")
+                failed = sum(1 for status in done.values() if status not in _FINE)
                 progress.update(bar, completed=len(done), failed=failed)
                 if event == "job" and data.get("tasks") is None:
                     return
@@ -136,10 +137,14 @@ def _events(chunks: Iterator[bytes]) -> Iterator[tuple[str, dict[str, Any]]]:
             yield event, orjson.loads(data) if data else {}
 
 
+_FINE = ("succeeded", "skipped")  # a skipped device had no power path: no failure
+_COLOURS = {"succeeded": "green", "skipped": "yellow"}
+
+
 def _show(tasks: list[dict[str, Any]]) -> None:
     listing = table("DEVICE", "RESULT", "POWER", "PATH", "MESSAGE")
     for task in tasks:
-        colour = "green" if task["status"] == "succeeded" else "red"
+        colour = _COLOURS.get(task["status"], "red")
         listing.add_row(
             task["device"],
             f"[{colour}]{task['status']}[/{colour}]",

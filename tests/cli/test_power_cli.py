@@ -62,12 +62,26 @@ def test_exit_codes_scripts_can_trust(wired: Run, bmcs: RunningFleet) -> None:
     assert refused.returncode == 2
     assert "without --yes" in refused.stderr
     assert wired("power", "status", "nothing[1-3]").returncode == 2
-    off = wired("power", "cycle", "web01", "--yes")  # a cycle needs a running machine
-    assert off.returncode == 1
-    assert "cannot run in the present state" in off.stdout
-    bmcs.control.set_power(bmcs.base, "on")
+    started = wired("power", "cycle", "web01", "--yes", "--json")  # web01 is off
+    assert started.returncode == 0, started.stderr
+    task = json.loads(started.stdout)["tasks"][0]
+    assert "the machine was off, so cycle powered it on" in task["message"]
+    assert "is on" in ipmitool(bmcs.base, "power", "status").stdout
     cycled = wired("power", "cycle", "web01", "--yes")
     assert cycled.returncode == 0, cycled.stderr
+
+
+def test_a_site_wide_action_skips_devices_without_a_power_path(
+    wired: Run, server: str, bmcs: RunningFleet
+) -> None:
+    auth = {"Authorization": f"Bearer {admin_token(server)}"}
+    body = {"name": "pdu-a1", "kind": "pdu", "site": "bj-dc1"}
+    httpx.post(f"{server}/api/v1/devices", json=body, headers=auth).raise_for_status()
+    status = wired("power", "status", "--site", "bj-dc1")
+    assert status.returncode == 0, status.stderr
+    assert "succeeded (1 skipped, 3 succeeded)" in status.stderr
+    named = wired("power", "status", "pdu-a1,web01", "--json")
+    assert named.returncode == 1  # named, it fails: no power path
 
 
 def test_names_that_are_not_there_are_bad_input(rackhand: Run) -> None:
