@@ -167,7 +167,8 @@ class PowerPoller:
                     answered
                     and before is not None
                     and before.state != state
-                    and (before.state in (PowerState.ON, PowerState.OFF))
+                    and before.state in _KNOWN
+                    and state in _KNOWN  # an outlet's "AC on, machine unknown" is no drift
                 ):
                     stage(session, _drift(one, before.state, state))
                 rows.append(
@@ -183,6 +184,9 @@ class PowerPoller:
                     }
                 )
             await upsert_power(session, rows)
+
+
+_KNOWN = (PowerState.ON, PowerState.OFF)
 
 
 def _drift(asked: _Asked, before: str, after: str) -> Event:
