@@ -21,6 +21,13 @@ class InvalidInput(RackhandError):
     """The request is well-formed but breaks a catalogue rule."""
 
 
+class UnknownParameter(InvalidInput):
+    """A query parameter the endpoint does not take: refused, so a misspelt filter never lists
+    everything."""
+
+    kind = "InvalidInput"
+
+
 class AmbiguousReference(RackhandError):
     """A name matches several objects; the caller must narrow it."""
 

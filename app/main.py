@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -39,6 +39,7 @@ from app.jobs.poller import PREFIX as POLL
 from app.jobs.poller import PowerPoller
 from app.jobs.routes import router as jobs_router
 from app.limits import BodyLimit
+from app.query_params import QueryGuard
 from app.uow import unit_of_work
 from app.vault import load_vault
 from app.webhooks.routes import router as webhooks_router
@@ -58,6 +59,7 @@ STATUS: dict[type[errors.RackhandError], int] = {
     errors.AlreadyExists: 409,
     errors.InUse: 409,
     errors.AmbiguousReference: 400,
+    errors.UnknownParameter: 400,
     errors.InvalidInput: 422,
     errors.ImportRejected: 422,
     errors.ConfigError: 500,
@@ -229,6 +231,7 @@ def create_app(
         docs_url=f"{API}/docs",
         redoc_url=None,
         lifespan=lifespan,
+        dependencies=[Depends(QueryGuard())],
     )
     app.add_middleware(
         BodyLimit,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime
 from sqlalchemy import select
 
 from app.audit import service
@@ -37,8 +37,8 @@ async def _filter(
     type: Annotated[
         str | None, Query(max_length=64, description="e.g. `device.updated` or `auth.*`")
     ] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
 ) -> service.AuditFilter:
     service.check_range(since, until)
     return service.AuditFilter(

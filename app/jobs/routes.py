@@ -7,16 +7,20 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime
 
+from agents.protocol import BootDevice, PowerAction
+from app.audit.service import check_range
 from app.context import RequestContext
 from app.deps import SessionDep, own_transactions
 from app.identity.auth import Ctx
 from app.identity.models import Role
-from app.jobs import actions, service
+from app.inventory.schemas import Page
+from app.jobs import actions, listing, service
 from app.jobs.engine import JobEngine
-from app.jobs.models import JobKind
+from app.jobs.models import JobKind, JobStatus
 from app.jobs.schemas import (
     ActionFields,
     ActionResult,
@@ -31,6 +35,7 @@ router = APIRouter(tags=["power"])
 IdempotencyKey = Annotated[
     str | None, Header(max_length=128, pattern=r"^[\x21-\x7e]+$", alias="Idempotency-Key")
 ]
+Text = Annotated[str | None, Query(max_length=200)]
 
 
 def _runtime(request: Request) -> actions.Runtime:
@@ -119,15 +124,42 @@ async def power_bulk(
     return answer
 
 
+async def _job_filter(
+    ticket: Text = None,
+    actor: Text = None,
+    site: Annotated[str | None, Query(max_length=200, description="site slug or id")] = None,
+    device: Annotated[str | None, Query(max_length=200, description="name or id")] = None,
+    action: PowerAction | BootDevice | None = None,
+    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+) -> listing.JobFilter:
+    """The filters of the job list, named as the audit log's."""
+    check_range(since, until)
+    return listing.JobFilter(
+        ticket=ticket,
+        actor=actor,
+        site=site,
+        device=device,
+        action=action,
+        status=status_,
+        since=since,
+        until=until,
+    )
+
+
 @router.get("/jobs", tags=["jobs"])
 async def list_jobs(
     session: SessionDep,
     ctx: Ctx,
+    flt: Annotated[listing.JobFilter, Depends(_job_filter)],
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[str | None, Query(max_length=32, description="last job id seen")] = None,
-) -> list[JobRead]:
-    jobs = await service.list_jobs(session, ctx, limit=limit, before=before)
-    return [await service.read_job(session, job, with_tasks=False) for job in jobs]
+    cursor: str | None = None,
+) -> Page[JobRead]:
+    """Newest first, without tasks (`GET /jobs/{id}` has them)."""
+    jobs, next_cursor = await listing.list_jobs(session, ctx, flt, limit=limit, cursor=cursor)
+    items = [await service.read_job(session, job, with_tasks=False) for job in jobs]
+    return Page[JobRead](items=items, next_cursor=next_cursor)
 
 
 @router.get("/jobs/{job_id}", tags=["jobs"])

@@ -362,19 +362,3 @@ def task_read(task: Task) -> TaskRead:
         started_at=task.started_at,
         finished_at=task.finished_at,
     )
-
-
-async def list_jobs(
-    session: AsyncSession, ctx: RequestContext, *, limit: int, before: str | None
-) -> list[Job]:
-    """Newest first; a site-scoped caller sees the jobs that stayed inside their sites."""
-    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
-    if before is not None:
-        anchor = await session.get(Job, before[:32])
-        if anchor is not None:
-            query = query.where(Job.created_at <= anchor.created_at, Job.id != anchor.id)
-    sites = ctx.principal.visible_site_ids()
-    if sites is not None:
-        outside = select(Task.id).where(Task.job_id == Job.id, Task.site_id.not_in(sorted(sites)))
-        query = query.where(~outside.exists())
-    return list(await session.scalars(query.limit(limit)))
