@@ -19,6 +19,7 @@ import httpx
 import typer
 
 from app.cli import config
+from app.urls import redact_urls
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 FIRST_RUN = (
@@ -114,7 +115,7 @@ def authenticated() -> Connection:
         raise ApiError(
             401,
             "Unauthenticated",
-            f"the login to {conn.url} expired at {local_time(conn.expires_at)}; "
+            f"the login to {redact_urls(conn.url)} expired at {local_time(conn.expires_at)}; "
             "run `rackhand login` again",
         )
     return conn
@@ -177,11 +178,14 @@ class Client:
     def _unreachable(self, exc: httpx.TransportError) -> ApiError:
         cause = next((e for e in _chain(exc) if isinstance(e, ssl.SSLCertVerificationError)), None)
         if cause is None:
-            return ApiError(0, "Unreachable", f"cannot reach {self._http.base_url}: {exc}")
+            return ApiError(
+                0, "Unreachable", redact_urls(f"cannot reach {self._http.base_url}: {exc}")
+            )
         return ApiError(
             0,
             "Untrusted",
-            f"cannot verify the TLS certificate of {self._http.base_url}: {cause.verify_message}; "
+            f"cannot verify the TLS certificate of {redact_urls(str(self._http.base_url))}: "
+            f"{cause.verify_message}; "
             "if the central's certificate comes from a private CA, give that CA with "
             "--ca-cert PEM (or RACKHAND_CA_CERT, `ca_cert` in config.toml, SSL_CERT_FILE)",
         )

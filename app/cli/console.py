@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from app.cli.client import ApiError, Client, Connection, authenticated
 from app.cli.output import fail
+from app.urls import redact_urls
 
 ESCAPE = 0x1D  # Ctrl-]
 QUIET = 1.0  # s without output after stdin ended (a pipe) before we leave
@@ -107,7 +108,7 @@ async def _attach(conn: Connection, opened: dict[str, Any], mode: str) -> int:
         async with connect(url, additional_headers=headers, close_timeout=2, ssl=tls) as ws:
             return await _Viewer(ws, mode).run()
     except (OSError, WebSocketException) as exc:
-        _notice(f"error: cannot attach to {url}: {exc}")
+        _notice(redact_urls(f"error: cannot attach to {url}: {exc}"))
         return 1
 
 

@@ -91,8 +91,8 @@ def serve(
     serving.ignore_asyncssh_dsa_warnings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        load_vault(settings)  # a missing or bad key stops us before the database is touched
-        upgrade(settings.database_url)
+        vault = load_vault(settings)  # a missing or bad key stops us before the database is touched
+        upgrade(settings.database_url, vault=vault)
         password = asyncio.run(serving.prepare(settings, demo))
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)

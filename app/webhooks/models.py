@@ -26,7 +26,9 @@ class Webhook(Base):
     __tablename__ = "webhook"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    url: Mapped[str] = mapped_column(String(2048))
+    # As shown to admins and in the audit: query values read `***` (they may hold a token).
+    url: Mapped[str] = mapped_column(Text)
+    url_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)  # the URL delivery uses
     secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     events: Mapped[list[str]] = mapped_column(JSONType, default=list)
     all_sites: Mapped[bool] = mapped_column(Boolean)  # else only the sites in webhook_site

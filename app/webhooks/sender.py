@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.config import Settings
 from app.db import utcnow
 from app.uow import unit_of_work
+from app.urls import REDACT_URLS, redact_urls
 from app.vault import Vault
 from app.webhooks.models import Delivery, DeliveryStatus, Webhook
 
@@ -68,7 +69,7 @@ class _Attempt:
     delivery_id: str
     event: str
     payload: str
-    url: str
+    url_ciphertext: bytes
     secret_ciphertext: bytes
 
 
@@ -99,6 +100,10 @@ class WebhookSender:
         self._client: httpx.AsyncClient | None = None
 
     def start(self) -> None:
+        # httpx logs each request with its URL, and a traceback may quote one: a receiver's
+        # token must not reach the log that way.
+        for logger in (logging.getLogger("httpx"), log):
+            logger.addFilter(REDACT_URLS)
         limits = httpx.Limits(max_connections=self._policy.max_in_flight)
         self._client = httpx.AsyncClient(
             follow_redirects=False,
@@ -162,7 +167,7 @@ class WebhookSender:
                         delivery.id,
                         delivery.event.value,
                         delivery.payload,
-                        webhook.url,
+                        webhook.url_ciphertext,
                         webhook.secret_ciphertext,
                     )
                 )
@@ -177,7 +182,7 @@ class WebhookSender:
             outcome = await self._post(attempt)
         except Exception as exc:  # a bug or a bad stored secret: record it, never lose the row
             log.exception("webhook delivery %s could not be attempted", attempt.delivery_id)
-            outcome = _Outcome(None, f"not sent: {type(exc).__name__}: {exc}")
+            outcome = _Outcome(None, redact_urls(f"not sent: {type(exc).__name__}: {exc}"))
         try:
             await self._record(attempt.delivery_id, outcome)
         except Exception:  # the lease runs out and the delivery is tried again
@@ -185,6 +190,7 @@ class WebhookSender:
 
     async def _post(self, attempt: _Attempt) -> _Outcome:
         assert self._client is not None
+        url = self._vault.decrypt(attempt.url_ciphertext)
         body = attempt.payload.encode()
         timestamp = str(int(time.time()))
         headers = {
@@ -199,7 +205,7 @@ class WebhookSender:
         try:
             async with (
                 asyncio.timeout(self._policy.timeout),
-                self._client.stream("POST", attempt.url, content=body, headers=headers) as answer,
+                self._client.stream("POST", url, content=body, headers=headers) as answer,
             ):
                 if 200 <= answer.status_code < 300:
                     return _Outcome(answer.status_code, None)
@@ -207,7 +213,7 @@ class WebhookSender:
         except (TimeoutError, httpx.TimeoutException):
             return _Outcome(None, f"no answer within {self._policy.timeout:g} s")
         except httpx.HTTPError as exc:
-            return _Outcome(None, f"{type(exc).__name__}: {exc or 'no detail'}")
+            return _Outcome(None, redact_urls(f"{type(exc).__name__}: {exc or 'no detail'}"))
 
     async def _record(self, delivery_id: str, outcome: _Outcome) -> None:
         now = utcnow()
@@ -235,11 +241,12 @@ async def _describe(answer: httpx.Response) -> str:
     """Why a non-2xx answer failed, with the start of its body (read no further than that)."""
     if answer.is_redirect:
         where = answer.headers.get("location", "?")
-        return f"answered {answer.status_code} to {where[:_SNIPPET]}; redirects are not followed"
+        where = redact_urls(where)[:_SNIPPET]
+        return f"answered {answer.status_code} to {where}; redirects are not followed"
     head = b""
     async for chunk in answer.aiter_bytes():
         head += chunk
         if len(head) >= _SNIPPET:
             break
     text = head[:_SNIPPET].decode(errors="replace").strip()
-    return f"answered {answer.status_code}" + (f": {text}" if text else "")
+    return f"answered {answer.status_code}" + (f": {redact_urls(text)}" if text else "")

@@ -6,7 +6,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +18,7 @@ from app.errors import FieldError, InUse, NotFound
 from app.identity.models import Role
 from app.inventory.models import Site
 from app.inventory.refs import as_id
+from app.urls import HIDDEN, redact_urls
 from app.vault import Vault
 from app.webhooks.models import Delivery, DeliveryStatus, Webhook, WebhookEvent, WebhookSite
 from app.webhooks.schemas import DeliveryRead, WebhookCreate, WebhookRead, WebhookUpdate
@@ -65,7 +66,7 @@ def _require(
 ) -> None:
     """Admin of every site the webhook reports on; of all sites for an all-sites one."""
     target_id = webhook.id if webhook else None
-    target_name = name or (shown_url(webhook.url) if webhook else None)
+    target_name = name or (webhook.url if webhook else None)
     if not sites:  # every site, or a scope whose sites were all deleted
         ctx.require(Role.ADMIN, None, what=what, target_type="webhook", target_id=target_id,
                     target_name=target_name)  # fmt: skip
@@ -75,10 +76,17 @@ def _require(
                     target_name=target_name, site=slug)  # fmt: skip
 
 
-def shown_url(url: str) -> str:
-    """The URL for the audit log: a query string may hold a receiver's token, so it is hidden."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(query="…" if parts.query else ""))
+def _store_url(webhook: Webhook, vault: Vault, url: str) -> None:
+    """The whole URL encrypted for delivery; the stored `url` is what may be shown."""
+    query = urlsplit(url).query.split("&")
+    if any(piece == HIDDEN or piece.partition("=")[2] == HIDDEN for piece in query):
+        raise FieldError(
+            "url",
+            f"a value reads {HIDDEN}, as URLs are shown back; give the real value, or leave "
+            "`url` out to keep the stored URL",
+        )
+    webhook.url = redact_urls(url)
+    webhook.url_ciphertext = vault.encrypt(url)
 
 
 # Reading ---------------------------------------------------------------------------------------
@@ -98,8 +106,7 @@ def to_read(webhook: Webhook, sites: list[tuple[int, str]]) -> WebhookRead:
 
 
 def _audited(read: WebhookRead) -> dict[str, Any]:
-    shown = read.model_dump(mode="json", exclude={"secret", "created_at", "updated_at"})
-    return shown | {"url": shown_url(read.url)}
+    return read.model_dump(mode="json", exclude={"secret", "created_at", "updated_at"})
 
 
 def _site_of(sites: list[tuple[int, str]] | None) -> str | None:
@@ -150,15 +157,15 @@ async def create(
 ) -> WebhookRead:
     rows = await _site_rows(session, ctx, data.sites) if data.sites is not None else None
     sites = [(site.id, site.slug) for site in rows] if rows is not None else None
-    _require(ctx, sites, "creating webhooks", name=shown_url(data.url))
+    _require(ctx, sites, "creating webhooks", name=redact_urls(data.url))
     webhook = Webhook(
-        url=data.url,
         secret_ciphertext=vault.encrypt(data.secret.get_secret_value()),
         events=sorted({event.value for event in data.events}),
         all_sites=sites is None,
         active=data.active,
         created_by=ctx.principal.actor.name,
     )
+    _store_url(webhook, vault, data.url)
     session.add(webhook)
     await session.flush()
     for site_id, _ in sites or []:
@@ -171,7 +178,7 @@ async def create(
             "webhook.created",
             target_type="webhook",
             target_id=webhook.id,
-            target_name=shown_url(webhook.url),
+            target_name=webhook.url,
             site=_site_of(sites),
             details={"after": _audited(read)},
         ),
@@ -199,8 +206,9 @@ async def update(
             session.add(WebhookSite(webhook_id=webhook.id, site_id=site_id))
         webhook.all_sites = new_sites is None
         sites = new_sites or []
+    url_changed = data.url is not None and vault.decrypt(webhook.url_ciphertext) != data.url
     if data.url is not None:
-        webhook.url = data.url
+        _store_url(webhook, vault, data.url)
     if data.secret is not None:
         webhook.secret_ciphertext = vault.encrypt(data.secret.get_secret_value())
     if data.events is not None:
@@ -213,13 +221,15 @@ async def update(
     details = diff(_audited(before), _audited(after))
     if data.secret is not None:
         details["secret_rotated"] = True
+    if url_changed and before.url == after.url:
+        details["url_query_changed"] = True  # what changed is hidden in both versions
     stage(
         session,
         ctx.event(
             "webhook.updated",
             target_type="webhook",
             target_id=webhook.id,
-            target_name=shown_url(webhook.url),
+            target_name=webhook.url,
             site=_site_of(None if webhook.all_sites else sites),
             details=details,
         ),
@@ -241,7 +251,7 @@ async def remove(
             "webhook.deleted",
             target_type="webhook",
             target_id=before.id,
-            target_name=shown_url(before.url),
+            target_name=before.url,
             site=_site_of(None if before.sites is None else sites),
             details={"before": _audited(before)},
         ),
@@ -337,7 +347,7 @@ async def redeliver(
             "webhook.redelivered",
             target_type="webhook",
             target_id=webhook.id,
-            target_name=shown_url(webhook.url),
+            target_name=webhook.url,
             site=_site_of(None if webhook.all_sites else sites),
             details={
                 "event": original.event.value,

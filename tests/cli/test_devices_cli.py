@@ -75,10 +75,11 @@ def test_errors_and_exit_codes(rackhand: Run, server: str, tmp_path: Path) -> No
         text=True,
         timeout=60,
         env=os.environ
-        | {"RACKHAND_URL": f"http://127.0.0.1:{free_port()}", "RACKHAND_TOKEN": "rh_x"},
+        | {"RACKHAND_URL": f"http://ops:pw-9f8e@127.0.0.1:{free_port()}", "RACKHAND_TOKEN": "rh_x"},
     )
     assert unreachable.returncode == 1
-    assert "cannot reach" in unreachable.stderr
+    assert "cannot reach http://***@127.0.0.1:" in unreachable.stderr
+    assert "pw-9f8e" not in unreachable.stderr  # a password in the URL is never printed
 
 
 def test_list_shows_power_and_whole_lines_through_a_pipe(

@@ -215,3 +215,18 @@ def test_devices_in_use_as_paths_are_protected(client: TestClient) -> None:
     assert ok(client.get("devices/cs-01"))["kind"] == "console_server"
     ok(client.delete("devices/web01"), 204)  # its own paths go with it
     ok(client.delete("devices/cs-01"), 204)
+
+
+def test_a_redfish_url_carries_no_query_to_show(client: TestClient) -> None:
+    """The URL is shown in answers, the audit and task messages; credentials go in the secret."""
+    _fleet(client)
+    for address in ("https://10.1.0.11/redfish?token=t0k3n", "https://10.1.0.11/r#t0k3n"):
+        body = {"kind": "redfish", "address": address, "username": "u", "secret": "s"}
+        response = client.post("devices/web01/paths", json=body)
+        assert "must not carry a ?query or #fragment" in error(response, 422)
+        assert "t0k3n" not in response.text
+    for address in ("https://u:t0k3n@10.1.0.11/redfish", "https://t0k3n@10.1.0.11"):
+        body = {"kind": "redfish", "address": address, "username": "u", "secret": "s"}
+        response = client.post("devices/web01/paths", json=body)
+        assert "address" in error(response, 422)
+        assert "t0k3n" not in response.text

@@ -10,6 +10,7 @@ from tests.factories import error, ok
 from tests.webhooks.conftest import SECRET, webhook
 
 RECEIVER = "https://tickets.example.com/hooks/rackhand?token=t0k3n"
+SHOWN = "https://tickets.example.com/hooks/rackhand?token=***"
 
 
 def test_create_read_update_delete_and_the_audit_trail(hooked: TestClient) -> None:
@@ -19,6 +20,7 @@ def test_create_read_update_delete_and_the_audit_trail(hooked: TestClient) -> No
     assert created["events"] == ["job.finished"]
     assert created["active"] is True
     assert created["created_by"] == "admin"
+    assert created["url"] == SHOWN
     hook_id = created["id"]
     assert ok(hooked.get(f"webhooks/{hook_id}")) == created
     assert ok(hooked.get("webhooks")) == [created]
@@ -37,9 +39,7 @@ def test_create_read_update_delete_and_the_audit_trail(hooked: TestClient) -> No
     by_type = {event["type"]: event for event in events}
     assert set(by_type) == {"webhook.created", "webhook.updated", "webhook.deleted"}
     assert by_type["webhook.created"]["site"] == "bj-dc1"
-    assert (
-        by_type["webhook.created"]["target_name"] == "https://tickets.example.com/hooks/rackhand?…"
-    )
+    assert by_type["webhook.created"]["target_name"] == SHOWN
     assert by_type["webhook.updated"]["details"]["secret_rotated"] is True
     assert by_type["webhook.updated"]["details"]["after"]["sites"] is None
     assert by_type["webhook.deleted"]["details"]["before"]["events"] == ["console.closed"]
@@ -59,9 +59,7 @@ def test_the_secret_is_never_answered_nor_audited(hooked: TestClient) -> None:
     for answer in answers:
         assert SECRET not in answer.text
         assert rotated not in answer.text
-        assert "t0k3n" not in answer.text or "webhooks" in str(answer.url)  # admins see the URL
-    audit = hooked.get("audit/export", params={"format": "jsonl"}).text
-    assert "t0k3n" not in audit
+        assert "t0k3n" not in answer.text  # the receiver's token in the URL: not even to admins
 
 
 @pytest.mark.parametrize(
