@@ -12,6 +12,7 @@ import typer
 from app.cli import config
 from app.cli.client import ApiError, connection, local_time, log_in
 from app.cli.output import err, fail, out
+from app.urls import redact_urls
 
 
 def login(
@@ -44,7 +45,7 @@ def login(
         err.print(f"[red]error[/red]: the token could not be stored: {exc}", highlight=False)
         raise typer.Exit(1) from exc
     out.print(
-        f"Logged in to {conn.url} as {username}; the token is stored in {where} "
+        f"Logged in to {redact_urls(conn.url)} as {username}; the token is stored in {where} "
         f"until {local_time(expires_at)}.",
         highlight=False,
     )

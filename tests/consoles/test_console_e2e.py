@@ -30,10 +30,14 @@ pytestmark = pytest.mark.xdist_group("console-e2e")
 
 @pytest.fixture(scope="module")
 def rack() -> Iterator[RunningFleet]:
-    """Two machines on console server cs1 (opengear) and PDU pdu1 (raritan_px)."""
+    """Two machines on console server cs1 (opengear) and PDU pdu1 (raritan_px).
+
+    POST lasts 6 s: F2 must arrive before it ends, and on a loaded machine the API's answer to
+    a power-on via the outlet (PDU reads, fallback messages) can take seconds.
+    """
     fleet = launch(2, "--console-servers", "1", "--console-ports", "2", "--console-dialect",
                    "opengear", "--pdus", "1", "--pdu-outlets", "2", "--pdu-dialect", "raritan_px",
-                   "--pdu-cycle-delay", "0.3", "--post-seconds", "2.5")  # fmt: skip
+                   "--pdu-cycle-delay", "0.3", "--post-seconds", "6")  # fmt: skip
     yield fleet
     fleet.stop()
 
