@@ -164,7 +164,7 @@ class Runner:
             if driver is None:
                 outcome.tried.append(f"{path.kind}: no driver for this path kind on the agent")
                 continue
-            if (why := _not_for(order, path, first=number == 1)) is not None:
+            if (why := _not_for(order, path)) is not None:
                 outcome.tried.append(f"{path.kind} {path.endpoint} not used: {why}")
                 continue
             try:
@@ -205,7 +205,7 @@ class Runner:
             outcome.attempts += 1
             try:
                 async with lock:
-                    return await _act(driver, order, path, first=not outcome.tried)
+                    return await _act(driver, order, path)
             except DeviceTimeout:
                 if not _repeatable(order) or attempt == attempts:
                     raise
@@ -215,14 +215,15 @@ class Runner:
 
 
 async def _act(
-    driver: Driver | OutletDriver, order: Order, path: Path, *, first: bool
+    driver: Driver | OutletDriver, order: Order, path: Path
 ) -> tuple[PowerState | None, str]:
     where = f"via {path.kind} {path.endpoint}"
     if isinstance(path, PduOutletPath):
         if not isinstance(driver, OutletDriver):
             raise Unsupported(f"the agent's {path.kind} driver cannot switch outlets")
         assert isinstance(order, PowerOrder)  # `_not_for` keeps boot orders off outlets
-        return _outlet_result(order, await driver.switch(path, order.action), where, first)
+        reading = await driver.switch(path, order.action)
+        return _outlet_result(order, reading, where, bmc=_has_bmc(order))
     driver = cast(Driver, driver)  # every path kind but an outlet has a power driver
     if isinstance(order, BootOrder):
         await driver.set_boot(path, order.boot, order.persistent)
@@ -262,18 +263,22 @@ def _repeatable(order: Order) -> bool:
     return isinstance(order, BootOrder) or order.action in IDEMPOTENT
 
 
-def _not_for(order: Order, path: Path, *, first: bool) -> str | None:
+def _has_bmc(order: Order) -> bool:
+    return any(not isinstance(path, PduOutletPath) for path in order.paths)
+
+
+def _not_for(order: Order, path: Path) -> str | None:
     """Why an outlet path must not do this order, if it must not.
 
     Outlets cut or restore AC. That serves `on`, `off` and a `status` read of AC; a `cycle`
-    only where the outlet is the device's first power path (a switch without a BMC): behind
-    a BMC, an outlet cycle would turn the cycle asked into an AC cut.
+    only for a device without a BMC path (a switch: the outlet is its power control). For a
+    machine with a BMC, an outlet cycle would turn the cycle asked into an AC cut.
     """
     if not isinstance(path, PduOutletPath):
         return None
     if isinstance(order, BootOrder):
         return "an outlet cannot set a boot device"
-    if order.action in IDEMPOTENT or (order.action is PowerAction.CYCLE and first):
+    if order.action in IDEMPOTENT or (order.action is PowerAction.CYCLE and not _has_bmc(order)):
         return None
     if order.action is PowerAction.CYCLE:
         return "an outlet cycle cuts AC, harsher than the cycle asked of the machine's BMC"
@@ -281,7 +286,7 @@ def _not_for(order: Order, path: Path, *, first: bool) -> str | None:
 
 
 def _outlet_result(
-    order: PowerOrder, reading: OutletReading, where: str, first: bool
+    order: PowerOrder, reading: OutletReading, where: str, *, bmc: bool
 ) -> tuple[PowerState, str]:
     """What an outlet may claim: AC on or off. A machine without AC is off; with AC, unknown."""
     outlets = "outlet" + ("s " if len(reading.outlets) > 1 else " ") + _numbers(reading.outlets)
@@ -302,7 +307,7 @@ def _outlet_result(
         said = f"{outlets} already {ac} {where}; nothing was switched"
     if not on:
         return PowerState.OFF, f"{said}; without AC the machine is off"
-    why = "it has no BMC path" if first else "no BMC path answered"
+    why = "no BMC path answered" if bmc else "it has no BMC path"
     return PowerState.UNKNOWN, f"{said}; the machine's own power state cannot be read: {why}"
 
 

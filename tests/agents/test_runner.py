@@ -174,6 +174,16 @@ def test_an_outlet_never_stands_in_for_a_cycle_of_a_machine_with_a_bmc() -> None
     )
 
 
+def test_an_outlet_listed_first_still_leaves_a_cycle_to_the_bmc() -> None:
+    driver = FakeDriver()
+    driver.machine(A).power = PowerState.ON
+    outlets = FakeOutlets(5)
+    finals = asyncio.run(_run(driver, _order("1", PowerAction.CYCLE, PDU, A), outlets=outlets))
+    assert (finals["1"].status, finals["1"].path) == (TaskStatus.SUCCEEDED, "ipmi")
+    assert outlets.sent == []
+    assert driver.machine(A).actions == ["cycle"]
+
+
 def test_an_outlet_already_on_claims_ac_not_the_machine() -> None:
     """The BMC is dead and the outlet is on: the server may well be off."""
     driver = FakeDriver()
