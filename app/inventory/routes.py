@@ -210,7 +210,7 @@ async def import_devices(
 async def export_devices(
     request: Request, session: SessionDep, flt: FilterDep, format: Literal["csv", "json"] = "json"
 ) -> StreamingResponse:
-    await devices.filtered_query(session, flt)  # unknown site/rack names fail here, as a 4xx
+    flt = await devices.prepare(session, flt)
     media = "text/csv" if format == "csv" else "application/json"
     return StreamingResponse(
         transfer.export_devices(request.app.state.sessions, flt, format),
