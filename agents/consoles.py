@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
-from agents.drivers.base import Busy, ConsoleChannel, DriverError
+from agents.drivers.base import Busy, ConsoleChannel, DriverError, require_secret
 from agents.protocol import (
     ConsoleClosed,
     ConsoleControl,
@@ -91,6 +91,7 @@ class ConsoleHub:
                 continue
             opener: ConsoleOpener = driver
             try:
+                require_secret(path)
                 async with asyncio.timeout(OPEN_TIMEOUT):
                     channel = await opener.open_console(path, cols=order.cols, rows=order.rows)
             except TimeoutError:

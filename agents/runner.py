@@ -24,6 +24,7 @@ from agents.drivers.base import (
     PowerDriver,
     PoweredOff,
     Unsupported,
+    require_secret,
 )
 from agents.protocol import (
     IDEMPOTENT,
@@ -168,6 +169,7 @@ class Runner:
                 outcome.tried.append(f"{path.kind} {path.endpoint} not used: {why}")
                 continue
             try:
+                require_secret(path)
                 last = number == len(order.paths)  # retry the last path; fall back sooner
                 state, done = await self._attempt(driver, order, path, outcome, retries=last)
             except DriverError as exc:

@@ -28,6 +28,12 @@ class UnknownParameter(InvalidInput):
     kind = "InvalidInput"
 
 
+class OverLimit(InvalidInput):
+    """A request that would cost more than a stated limit; refused before any of the work."""
+
+    kind = "InvalidInput"
+
+
 class AmbiguousReference(RackhandError):
     """A name matches several objects; the caller must narrow it."""
 

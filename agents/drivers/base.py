@@ -9,6 +9,8 @@ from typing import Protocol, runtime_checkable
 from agents.protocol import (
     BootDevice,
     ConsolePath,
+    ConsolePortPath,
+    IpmiPath,
     Path,
     PduOutletPath,
     PowerAction,
@@ -48,6 +50,32 @@ class NoSession(DriverError):
 
 class HostKeyMismatch(AuthFailed):
     """An SSH device showed a host key other than the pinned one: nothing was sent to it."""
+
+
+class NoSecret(AuthFailed):
+    """The path came without a password (never set, or dropped when it was re-pointed)."""
+
+
+def require_secret(path: Path | ConsolePath) -> None:
+    """Refuse a path without a password before anything connects.
+
+    The central drops a path's secret when the path is pointed somewhere new; an empty
+    password sent there would still be a login attempt at a destination nobody vouched for.
+    """
+    if isinstance(path, ConsolePortPath | PduOutletPath):
+        box = path.server if isinstance(path, ConsolePortPath) else path.pdu
+        if not box.password:
+            what = "console server" if isinstance(path, ConsolePortPath) else "PDU"
+            raise NoSecret(
+                f"{what} {box.endpoint}: no secret set for its ssh path, so nothing was sent; "
+                "PATCH that path with the secret"
+            )
+    elif not path.password:
+        what = "BMC" if isinstance(path, IpmiPath) else "Redfish BMC"
+        raise NoSecret(
+            f"{what} {path.endpoint}: no secret set for this path, so nothing was sent; PATCH "
+            "it with the secret"
+        )
 
 
 class Unsupported(DriverError):

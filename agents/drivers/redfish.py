@@ -200,14 +200,14 @@ def _pinning(path: RedfishPath) -> Callable[[bytes], bool]:
                 f"Redfish BMC {path.url}: no certificate fingerprint is pinned for this path, so "
                 f"its certificate is not trusted; it presents SHA-256 {_colons(seen)}. Check that "
                 "this is the BMC's (e.g. on its console), then set options.tls_fingerprint on "
-                "the path to it"
+                "the path to it, with the path's secret in the same PATCH"
             )
         if not hmac.compare_digest(seen, expected):
             raise AuthFailed(
                 f"Redfish BMC {path.url}: certificate fingerprint mismatch: expected SHA-256 "
                 f"{_colons(expected)}, seen {_colons(seen)}. If the BMC's certificate was "
-                "replaced on purpose, update options.tls_fingerprint on the path; otherwise "
-                "something else may be answering at this address"
+                "replaced on purpose, update options.tls_fingerprint on the path, with its "
+                "secret; otherwise something else may be answering at this address"
             )
         return True
 

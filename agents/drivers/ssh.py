@@ -156,7 +156,8 @@ def _translate(
         return HostKeyMismatch(
             f"{where}: host key mismatch: pinned {client.pin}, shown {client.seen}; nothing "
             "was sent. If the device's key changed on purpose (reset, firmware upgrade), "
-            "re-pin it; otherwise something else may be answering at this address"
+            "re-pin it, with the path's secret; otherwise something else may be answering at "
+            "this address"
         )
     if isinstance(exc, asyncssh.PermissionDenied):
         login = "" if username == target.username else f" (logging in as {username})"

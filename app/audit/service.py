@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 import orjson
@@ -58,7 +59,11 @@ class Event:
 
 
 def redact(value: Any) -> Any:
-    """Secrets never reach the log: any key that names one is replaced by "set"/None."""
+    """Secrets never reach the log: any key that names one is replaced by "set"/None.
+
+    An enum member under such a key is a secret's state (`"secret": "dropped"`), never a
+    secret, and is kept.
+    """
     shown = repr(value)
     if not any(f"'{key}'" in shown for key in SECRET_KEYS):  # C-fast check; walk only if needed
         return value
@@ -68,12 +73,18 @@ def redact(value: Any) -> Any:
 def _redact(value: Any) -> Any:
     if isinstance(value, dict):
         return {
-            key: ("set" if item else None) if key in SECRET_KEYS else _redact(item)
+            key: _hidden(item) if key in SECRET_KEYS else _redact(item)
             for key, item in value.items()
         }
     if isinstance(value, list):
         return [_redact(item) for item in value]
     return value
+
+
+def _hidden(item: Any) -> Any:
+    if isinstance(item, Enum):
+        return item
+    return "set" if item else None
 
 
 def stage(session: AsyncSession, event: Event) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from sqlalchemy import Row, Select, delete, func, or_, select
@@ -30,7 +30,7 @@ from app.inventory.placement import ParentRef, RackOccupancy, check_parent, chec
 from app.inventory.racks import get_rack
 from app.inventory.refs import as_id
 from app.inventory.schemas import DeviceCreate, DeviceDetail, DeviceRead, DeviceUpdate, Page
-from app.inventory.selectors import expand, name_in
+from app.inventory.selectors import name_in, resolve
 from app.inventory.sites import get_site
 from app.paging import decode_cursor, encode_cursor
 
@@ -55,6 +55,7 @@ class DeviceFilter:
     power_state: str | None = None  # on | off | unknown (never polled counts as unknown)
     q: str | None = None
     site_ids: set[int] | None = None  # the caller's visible sites; None: all
+    names: list[str] | None = None  # `select` expanded once (`prepare`), reused page by page
 
 
 def _read_query() -> ReadQuery:
@@ -112,7 +113,8 @@ async def filtered_query(session: AsyncSession, flt: DeviceFilter) -> ReadQuery:
     query = _read_query()
     if flt.select is not None:
         dialect = session.get_bind().dialect.name
-        query = query.where(name_in(Device.name, expand(flt.select), dialect))
+        names = flt.names if flt.names is not None else await resolve(flt.select)
+        query = query.where(name_in(Device.name, names, dialect))
     if flt.site_ids is not None:
         query = query.where(Device.site_id.in_(sorted(flt.site_ids)))
     if flt.site is not None:
@@ -156,6 +158,15 @@ async def filtered_query(session: AsyncSession, flt: DeviceFilter) -> ReadQuery:
             )
         )
     return query
+
+
+async def prepare(session: AsyncSession, flt: DeviceFilter) -> DeviceFilter:
+    """The filter with its selector expanded once and its names checked: a stream's 4xx comes
+    before its first byte, and its pages do not expand the selector again."""
+    if flt.select is not None and flt.names is None:
+        flt = replace(flt, names=await resolve(flt.select))
+    await filtered_query(session, flt)
+    return flt
 
 
 async def list_devices(

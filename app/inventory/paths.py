@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import SecretStr
@@ -13,7 +15,7 @@ from app.context import RequestContext
 from app.errors import AlreadyExists, FieldError, NotFound
 from app.inventory.models import ControlPath, Device, DeviceKind, PathKind, Site
 from app.inventory.refs import as_id
-from app.inventory.schemas import PATH_MODELS, PathRead, PathUpdate
+from app.inventory.schemas import PATH_MODELS, PathRead, PathUpdate, PathUpdated, SecretChange
 from app.vault import Vault
 
 VIA_KINDS: dict[PathKind, frozenset[DeviceKind]] = {
@@ -23,6 +25,44 @@ VIA_KINDS: dict[PathKind, frozenset[DeviceKind]] = {
 }
 NOT_ON_VM = frozenset({PathKind.IPMI, PathKind.REDFISH, PathKind.PDU_OUTLET, PathKind.CONSOLE_PORT})
 _STORED = ("priority", "address", "port", "username", "outlets", "domain")
+_DESTINATION = ("address", "port", "via", "domain")
+_PINS = {PathKind.SSH: "host_key", PathKind.REDFISH: "tls_fingerprint"}
+
+
+def repointed(kind: PathKind, before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """The fields whose change would send the stored secret elsewhere; [] if it stays put.
+
+    The one rule for PATCH and import: a secret follows its destination, never the path row,
+    so an admin who cannot read it cannot re-point it at a listener of their own. `via` is
+    compared as given on both sides (an id or a name). The user name is not a destination:
+    the same device, behind the same pin, checks it.
+    """
+    moved = [name for name in _DESTINATION if before.get(name) != after.get(name)]
+    pin = _PINS.get(kind)
+    if pin is not None:
+        old, new = _pin(before, pin), _pin(after, pin)
+        # An unpinned ssh path trusts the first key it is shown, so a first pin only narrows
+        # it; an unpinned Redfish path trusts no certificate, so any fingerprint is new.
+        if old != new and (old is not None or kind is PathKind.REDFISH):
+            moved.append(f"options.{pin}")
+    return moved
+
+
+def _pin(fields: Mapping[str, Any], name: str) -> str | None:
+    value = (fields.get("options") or {}).get(name)
+    if not value:
+        return None
+    return re.sub(r"[\s:]", "", value).lower() if name == "tls_fingerprint" else str(value)
+
+
+def _where(path: ControlPath) -> dict[str, Any]:
+    return {
+        "address": path.address,
+        "port": path.port,
+        "via": path.via_device_id,
+        "domain": path.domain,
+        "options": path.options,
+    }
 
 
 def to_read(path: ControlPath, via: str | None) -> PathRead:
@@ -170,8 +210,11 @@ async def update_path(
     device: Device,
     path: ControlPath,
     data: PathUpdate,
-) -> PathRead:
-    """Merge the update over the stored path and validate the result as a new path would be."""
+) -> PathUpdated:
+    """Merge the update over the stored path and validate the result as a new path would be.
+
+    A re-pointed path loses its stored secret unless the update brings one (`repointed`).
+    """
     via_name = await session.scalar(select(Device.name).where(Device.id == path.via_device_id))
     before = _public(to_read(path, via_name))
     current: dict[str, Any] = {
@@ -191,6 +234,7 @@ async def update_path(
     if foreign:
         raise FieldError(foreign[0], f"does not apply to {path.kind} paths")
     clear_secret = "secret" in changes and changes.pop("secret") is None
+    had_secret, was = path.secret_ciphertext is not None, _where(path)
     merged_input = {k: v for k, v in (current | changes).items() if k in model.model_fields}
     if data.secret is not None:
         merged_input["secret"] = data.secret
@@ -200,15 +244,41 @@ async def update_path(
     if via is not None and merged.kind is PathKind.CONSOLE_PORT:
         await _check_port_free(session, via, merged.port, path.id)
     store(path, merged, via, vault)
-    if clear_secret:
+    moved = repointed(path.kind, was, _where(path))
+    change: SecretChange | None = None
+    if "secret" in model.model_fields:
+        if data.secret is not None:
+            change = SecretChange.REPLACED
+        elif clear_secret:
+            change = SecretChange.CLEARED
+        elif not had_secret:
+            change = SecretChange.UNSET
+        else:
+            change = SecretChange.DROPPED if moved else SecretChange.KEPT
+    if change in (SecretChange.CLEARED, SecretChange.DROPPED):
         path.secret_ciphertext = None
     await session.flush()
     read = to_read(path, via.name if via else None)
     details = diff(before, _public(read))
-    if data.secret is not None or clear_secret:
-        details["secret"] = "cleared" if clear_secret else "replaced"
+    message = ""
+    if change is not None:
+        details["secret"] = change  # an enum member: the audit's redaction shows it as is
+    if change is SecretChange.DROPPED:
+        details["repointed"] = moved
+        message = _dropped(moved, changes)
     await _audit(session, ctx, "path.updated", device, details)
-    return read
+    return PathUpdated(**read.model_dump(), secret_change=change, message=message)
+
+
+def _dropped(moved: list[str], changes: dict[str, Any]) -> str:
+    message = (
+        f"{', '.join(moved)} changed, so the stored secret was dropped rather than sent to the "
+        'new destination; send it again: PATCH this path with "secret"'
+    )
+    pin = next((name for name in moved if name.startswith("options.")), None)
+    if pin is not None and pin.removeprefix("options.") not in (changes.get("options") or {}):
+        message += f" (options are replaced as a whole: restate {pin} to keep the pin)"
+    return message
 
 
 async def delete_path(

@@ -25,6 +25,7 @@ from app.inventory.schemas import (
     PathCreate,
     PathRead,
     PathUpdate,
+    PathUpdated,
     RackCreate,
     RackRead,
     RackUpdate,
@@ -210,7 +211,7 @@ async def import_devices(
 async def export_devices(
     request: Request, session: SessionDep, flt: FilterDep, format: Literal["csv", "json"] = "json"
 ) -> StreamingResponse:
-    await devices.filtered_query(session, flt)  # unknown site/rack names fail here, as a 4xx
+    flt = await devices.prepare(session, flt)
     media = "text/csv" if format == "csv" else "application/json"
     return StreamingResponse(
         transfer.export_devices(request.app.state.sessions, flt, format),
@@ -259,7 +260,8 @@ async def create_path(
 @router.patch("/devices/{device}/paths/{path_id}", tags=["paths"])
 async def update_path(
     session: SessionDep, ctx: Ctx, vault: VaultDep, device: str, path_id: PathId, body: PathUpdate
-) -> PathRead:
+) -> PathUpdated:
+    """Change a path; a new address, port, via or pin drops the stored secret unless one comes."""
     found = await devices.device_for(session, ctx, device, Role.ADMIN, "changing control paths")
     path = await paths.get_path(session, found, path_id)
     return await paths.update_path(session, ctx, vault, found, path, body)

@@ -326,6 +326,16 @@ class SshDialect(StrEnum):
     SHELL = "shell"
 
 
+class SecretChange(StrEnum):
+    """What a path update did to its stored secret (docs/catalogue.md, control paths)."""
+
+    KEPT = "kept"
+    REPLACED = "replaced"  # a new secret came with the update
+    CLEARED = "cleared"  # `"secret": null`
+    DROPPED = "dropped"  # re-pointed without a new secret: never sent to the new destination
+    UNSET = "unset"  # there was none and none came
+
+
 class IpmiOptions(Schema):
     cipher_suite: Literal[3, 17] | None = None
     privilege: Literal["administrator", "operator", "user"] = "administrator"
@@ -427,7 +437,11 @@ PathCreate = Annotated[
 
 
 class PathUpdate(Schema):
-    """Every field optional; the merged path is validated as a whole. `secret: null` clears it."""
+    """Every field optional; the merged path is validated as a whole. `secret: null` clears it.
+
+    A change of where the secret would go (address, port, via, a pin) drops the stored secret
+    unless a new one comes in the same request (`paths.repointed`).
+    """
 
     priority: Priority | None = None
     address: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
@@ -454,6 +468,16 @@ class PathRead(BaseModel):
     options: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+
+
+class PathUpdated(PathRead):
+    """A PATCH's answer: the path, and what became of its stored secret."""
+
+    secret_change: SecretChange | None = Field(
+        description="kept, replaced, cleared, dropped (the path now points elsewhere and no "
+        "secret came with it) or unset; null for kinds that carry no secret"
+    )
+    message: str = Field("", description="what to do next, e.g. send the dropped secret again")
 
 
 class DeviceDetail(DeviceRead):

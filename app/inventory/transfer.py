@@ -438,17 +438,6 @@ def _diff(plan: _Plan) -> None:
     plan.change.action = "update" if plan.change.changes else "unchanged"
 
 
-def _path_key(path: dict[str, Any]) -> tuple[Any, ...]:
-    """What makes two paths 'the same path' so that an import without secrets keeps them."""
-    return (
-        path["kind"],
-        path.get("address"),
-        path.get("port"),
-        path.get("via"),
-        path.get("domain"),
-    )
-
-
 def _path_dict(model: Any) -> dict[str, Any]:
     data: dict[str, Any] = model.model_dump(mode="json", exclude={"secret"})
     secret = getattr(model, "secret", None)
@@ -487,11 +476,10 @@ async def _diff_paths(session: AsyncSession, vault: Vault, plans: list[_Plan]) -
         if plan.paths is None:
             continue
         old = stored.get(plan.existing.id, []) if plan.existing else []
-        old_secrets = {_path_key(path): path["secret"] for path in old}
         new = [_path_dict(model) for model in plan.paths]
         for wanted in new:
             if wanted["secret"] is None:
-                wanted["secret"] = old_secrets.get(_path_key(wanted))
+                wanted["secret"] = _kept_secret(old, wanted)
         if _comparable(old) != _comparable(new):
             plan.change.changes["paths"] = {
                 "before": [_public(path) for path in old],
@@ -499,6 +487,19 @@ async def _diff_paths(session: AsyncSession, vault: Vault, plans: list[_Plan]) -
             }
             plan.change.action = "update" if plan.existing else "create"
         plan.path_secrets = [wanted["secret"] for wanted in new]
+
+
+def _kept_secret(old: list[dict[str, Any]], wanted: dict[str, Any]) -> str | None:
+    """The secret of a stored path of the same kind that `wanted` does not re-point, if any."""
+    kind = PathKind(wanted["kind"])
+    for path in old:
+        if (
+            path["secret"]
+            and path["kind"] == kind
+            and not path_service.repointed(kind, path, wanted)
+        ):
+            return str(path["secret"])
+    return None
 
 
 def _comparable(paths: list[dict[str, Any]]) -> list[str]:

@@ -256,6 +256,27 @@ def test_no_path_is_a_clear_failure() -> None:
     assert "no power path" in finals["1"].message
 
 
+def test_a_path_without_a_password_is_never_tried() -> None:
+    """A secret dropped by the central must not become an empty login at the new address."""
+    driver = FakeDriver()
+    driver.machine(B).power = PowerState.ON
+    outlets = FakeOutlets(5)
+    bare, bare_pdu = (
+        IpmiPath("10.0.0.1", "u", ""),
+        PduOutletPath(SshTarget("10.0.0.9", "u", "", "apc"), (5,)),
+    )
+    finals = asyncio.run(_run(driver, _order("1", PowerAction.STATUS, bare, B)))
+    assert finals["1"].status is TaskStatus.SUCCEEDED  # an unusable path: the next one acts
+    assert (
+        "BMC 10.0.0.1:623: no secret set for this path, so nothing was sent" in finals["1"].message
+    )
+    assert driver.machine(bare).actions == []
+    finals = asyncio.run(_run(driver, _order("2", PowerAction.ON, bare_pdu), outlets=outlets))
+    assert finals["2"].status is TaskStatus.FAILED
+    assert "PDU 10.0.0.9:22: no secret set for its ssh path" in finals["2"].message
+    assert outlets.sent == []
+
+
 def test_polls_queue_apart_from_what_people_asked_for() -> None:
     driver = FakeDriver()
     polls = [

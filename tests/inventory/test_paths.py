@@ -84,7 +84,7 @@ def test_secrets_are_write_only_and_encrypted_at_rest(
         client.get("devices/web01"),
         client.get("devices/web01/paths"),
         client.get("devices/export", params={"format": "json"}),
-        client.patch(f"devices/web01/paths/{created['id']}", json={"port": 624}),
+        client.patch(f"devices/web01/paths/{created['id']}", json={"priority": 5}),
     ):
         assert BMC_PASSWORD not in response.text
     (ciphertext,) = asyncio.run(_stored(settings))
@@ -186,12 +186,12 @@ def test_update_merges_and_revalidates(client: TestClient) -> None:
             f"devices/web01/paths/{created['id']}", json={"address": "10.1.0.12", "priority": 5}
         )
     )
-    assert (updated["address"], updated["priority"], updated["username"], updated["secret"]) == (
+    assert (updated["address"], updated["priority"], updated["username"]) == (
         "10.1.0.12",
         5,
         "admin",
-        "set",
     )
+    assert (updated["secret"], updated["secret_change"]) == (None, "dropped")  # re-pointed
     assert "does not apply to ipmi paths" in error(
         client.patch(f"devices/web01/paths/{created['id']}", json={"outlets": [1]}), 422
     )
