@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     console_idle_seconds: float = 1800.0  # no input or output: the session closes
     console_max_seconds: float = 12 * 3600.0
     console_linger_seconds: float = 60.0  # nobody watching: the session closes
+    # Console streams and job event streams check their caller's credential this often: a
+    # revoked or expired token, or an ended session, closes them within it.
+    stream_recheck_seconds: float = 5.0
     start_workers: bool = True  # device worker processes at start (tests start them lazily)
     poll_power: bool = True  # the background power poller (tests of other things turn it off)
     # Webhook deliveries (docs/webhooks.md): one attempt, then one retry after each pause.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -67,5 +68,39 @@ def test_webhook_urls_stored_in_clear_are_encrypted(backend: str, tmp_path: Path
         assert vault.decrypt(ciphertext) == clear
         downgrade(url, "0005", vault=vault)
         assert asyncio.run(_sql(url, "SELECT url FROM webhook")) == [(clear,)]
+    finally:
+        drop_database(name)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_tokens_without_expiry_get_one_year_and_keep_their_grants(
+    backend: str, tmp_path: Path
+) -> None:
+    """0007: every token expires; SQLite's table copy must not cascade into token grants."""
+    url, name = new_database_url(backend, tmp_path)
+    try:
+        upgrade(url, "0006")
+        now = utcnow()
+        user = (
+            "INSERT INTO user_account (id, username, display_name, password_hash, disabled, "
+            "created_at, updated_at) VALUES (1, 'admin', '', 'x', false, :now, :now)"
+        )
+        token = (
+            "INSERT INTO api_token (id, user_id, name, kind, prefix, token_hash, created_at) "
+            "VALUES (1, 1, 'forever', 'api', 'rh_abc', 'h', :now)"
+        )
+        asyncio.run(_sql(url, user, now=now))
+        asyncio.run(_sql(url, token, now=now))
+        asyncio.run(_sql(url, "INSERT INTO access_grant (token_id, role) VALUES (1, 'viewer')"))
+        upgrade(url)
+        [(expires, parent)] = asyncio.run(_sql(url, "SELECT expires_at, parent_id FROM api_token"))
+        if isinstance(expires, str):  # SQLite gives the text back
+            expires = datetime.fromisoformat(expires).replace(tzinfo=UTC)
+        assert isinstance(expires, datetime)
+        assert timedelta(days=364) < expires - now <= timedelta(days=366)
+        assert parent is None
+        assert asyncio.run(_sql(url, "SELECT token_id, role FROM access_grant")) == [(1, "viewer")]
+        downgrade(url, "0006")
+        assert asyncio.run(_sql(url, "SELECT count(*) FROM access_grant")) == [(1,)]
     finally:
         drop_database(name)

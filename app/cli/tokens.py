@@ -18,7 +18,7 @@ def create(
     name: Annotated[str, typer.Argument(help="what the token is for, e.g. branch-12-power")],
     role: Annotated[str, typer.Option(help="viewer, operator or admin")] = "operator",
     site: Annotated[list[str] | None, typer.Option(help="repeat for several; omit for all")] = None,
-    days: Annotated[int, typer.Option(help="days until it expires")] = 365,
+    days: Annotated[int, typer.Option(help="days until it expires (1 to 365)")] = 365,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create a token and print it once."""

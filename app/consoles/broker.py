@@ -83,6 +83,8 @@ class Viewer:
     queue: asyncio.Queue[Item] = field(default_factory=asyncio.Queue)
     queued: int = 0
     gone: bool = False
+    close_code: int = 1000  # the WebSocket close code once its queue ends
+    close_reason: str = ""
 
     @property
     def name(self) -> str:
@@ -353,13 +355,7 @@ class ConsoleBroker:
     # Viewers --------------------------------------------------------------------------------
 
     async def join(self, live: Live, ctx: RequestContext, mode: Mode) -> Viewer:
-        held = ctx.principal.role_at(live.row.site_id)
-        viewer = Viewer(
-            uuid.uuid4().hex[:12],
-            ctx,
-            mode,
-            admin=held is not None and held.rank >= Role.ADMIN.rank,
-        )
+        viewer = Viewer(uuid.uuid4().hex[:12], ctx, mode, admin=_is_admin(ctx, live))
         # hello, the scrollback and joining the fan-out happen with no await in between, so
         # the viewer's stream has every byte once: output after the scrollback, none twice.
         viewer.event(
@@ -386,7 +382,7 @@ class ConsoleBroker:
         """The viewer's socket ended (called once per viewer, dropped or not)."""
         self._detach(live, viewer)
         viewer.gone = True
-        if not live.closed.is_set():
+        if not live.closed.is_set() and not viewer.close_reason:  # else `end` recorded it
             await self._audit.record(service.event(viewer.ctx, "console.left", live.row))
 
     def _detach(self, live: Live, viewer: Viewer) -> None:
@@ -400,10 +396,40 @@ class ConsoleBroker:
 
     def _drop(self, live: Live, viewer: Viewer, why: str) -> None:
         """Too far behind: out of the fan-out (and the write lock) at once, told why."""
+        self.expel(live, viewer, error="TooSlow", detail=why)
+
+    def expel(
+        self,
+        live: Live,
+        viewer: Viewer,
+        *,
+        error: str,
+        detail: str,
+        code: int = 1000,
+        reason: str = "",
+    ) -> None:
+        """Out of the fan-out (and the write lock) at once, told why in an error event; its
+        socket is then closed with `code` and `reason`."""
         self._detach(live, viewer)
-        viewer.event(type="error", error="TooSlow", detail=why)
+        viewer.event(type="error", error=error, detail=detail)
+        viewer.close_code, viewer.close_reason = code, reason
         viewer.send(None)
         viewer.gone = True
+
+    async def end(
+        self, live: Live, viewer: Viewer, *, error: str, detail: str, code: int, reason: str
+    ) -> None:
+        """Close one viewer's stream for a reason of its own (its credential ended, its role
+        was withdrawn), audited before the socket closes."""
+        viewer.close_reason = reason  # `leave` must not record it a second time
+        await self._audit.record(service.event(viewer.ctx, "console.left", live.row, why=reason))
+        self.expel(live, viewer, error=error, detail=detail, code=code, reason=reason)
+
+    def renew(self, live: Live, viewer: Viewer, ctx: RequestContext) -> None:
+        """The viewer's caller as re-checked: later actions (power, take-over) use its rights
+        of now, not those it joined with."""
+        viewer.ctx = ctx
+        viewer.admin = _is_admin(ctx, live)
 
     def write(self, live: Live, viewer: Viewer, data: bytes) -> None:
         if viewer.mode == "ro":
@@ -557,6 +583,10 @@ class ConsoleBroker:
             f"read-only: in use by {holder.name} since {since}; ask them to release it "
             "(an admin may take it over with force)"
         )
+
+
+def _is_admin(ctx: RequestContext, live: Live) -> bool:
+    return ctx.principal.allows(Role.ADMIN, live.row.site_id)
 
 
 def _holder(live: Live) -> dict[str, Any] | None:

@@ -20,13 +20,17 @@ from app.consoles.models import ConsoleSession, ConsoleStatus
 from app.consoles.schemas import ConsolePage, ConsoleRead, ConsoleRequest
 from app.deps import SessionDep, own_transactions
 from app.errors import Forbidden, Hidden, InUse, NotFound, RackhandError, Refused, Unauthenticated
+from app.identity import service as identity
 from app.identity.auth import Ctx, connection_context
 from app.identity.models import Role
+from app.identity.principal import Ended
+from app.uow import unit_of_work
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["consoles"])
 FRAME = 64 * 1024  # output bytes coalesced into one WebSocket frame at most
 CLOSE_CODES = {Unauthenticated: 4401, Forbidden: 4403, Hidden: 4404, NotFound: 4404}
+ENDED = CLOSE_CODES[Unauthenticated]  # the viewer's credential stopped working mid-stream
 
 
 def _broker(request: Request | WebSocket) -> ConsoleBroker:
@@ -136,11 +140,9 @@ async def stream(websocket: WebSocket, console_id: str, mode: Literal["rw", "ro"
     try:
         ctx = await connection_context(websocket)
         live = broker.get(console_id)
-        if live is None or ctx.principal.role_at(live.row.site_id) is None:
+        if live is None:
             raise NotFound(f"no open console session {console_id!r}")
-        ctx.require(Role.OPERATOR, live.row.site_id, what="console", target_type="device",
-                    target_id=live.row.device_id, target_name=live.row.device_name,
-                    site=live.row.site)  # fmt: skip
+        service.admit(ctx, live.row)
     except RackhandError as exc:
         if isinstance(exc, Refused) and exc.event is not None:
             await websocket.app.state.audit.record(exc.event)
@@ -153,13 +155,49 @@ async def stream(websocket: WebSocket, console_id: str, mode: Literal["rw", "ro"
         return
     viewer = await broker.join(live, ctx, mode)
     sender = asyncio.create_task(_send(websocket, viewer))
+    guard = asyncio.create_task(_guard(websocket, broker, live, viewer))
     try:
         await _receive(websocket, broker, live, viewer)
     finally:
+        guard.cancel()
         await broker.leave(live, viewer)
         viewer.queue.put_nowait(None)
         with contextlib.suppress(Exception):
             await sender
+        await asyncio.gather(guard, return_exceptions=True)
+
+
+async def _guard(websocket: WebSocket, broker: ConsoleBroker, live: Live, viewer: Viewer) -> None:
+    """Re-check the viewer's caller every few seconds while it watches.
+
+    The handshake checked the credential once; a token revoked, a session ended (logout, new
+    password) or a role withdrawn afterwards closes the stream within `stream_recheck_seconds`,
+    with close code 4401 (or 4403/4404) and the reason.
+    """
+    every = websocket.app.state.settings.stream_recheck_seconds
+    while not viewer.gone:
+        await asyncio.sleep(every)
+        async with unit_of_work(websocket.app.state.sessions) as session:
+            found = await identity.refresh(session, viewer.ctx.principal)
+        if isinstance(found, Ended):
+            detail = f"{found}: the console stream ends; log in again or use a valid token"
+            await broker.end(
+                live, viewer, error="Unauthenticated", detail=detail, code=ENDED, reason=found
+            )
+            return
+        ctx = dataclasses.replace(viewer.ctx, principal=found)
+        try:
+            service.admit(ctx, live.row)
+        except RackhandError as exc:
+            if isinstance(exc, Refused) and exc.event is not None:
+                await websocket.app.state.audit.record(exc.event)
+            code = next((c for cls, c in CLOSE_CODES.items() if isinstance(exc, cls)), 4400)
+            kind = getattr(exc, "kind", type(exc).__name__)
+            await broker.end(
+                live, viewer, error=kind, detail=str(exc), code=code, reason=Ended.ACCESS_WITHDRAWN
+            )
+            return
+        broker.renew(live, viewer, ctx)
 
 
 async def _receive(websocket: WebSocket, broker: ConsoleBroker, live: Live, viewer: Viewer) -> None:
@@ -215,4 +253,4 @@ async def _send(websocket: WebSocket, viewer: Viewer) -> None:
         return
     if websocket.client_state is WebSocketState.CONNECTED:
         with contextlib.suppress(Exception):
-            await websocket.close(1000)
+            await websocket.close(viewer.close_code, viewer.close_reason or None)

@@ -96,6 +96,14 @@ async def get(session: AsyncSession, ctx: RequestContext, console_id: str) -> Co
     return row
 
 
+def admit(ctx: RequestContext, row: ConsoleSession) -> None:
+    """Who may join a session's stream, and keep watching it: an operator at its site."""
+    if ctx.principal.role_at(row.site_id) is None:
+        raise NotFound(f"no open console session {row.id!r}")
+    ctx.require(Role.OPERATOR, row.site_id, what="console", target_type="device",
+                target_id=row.device_id, target_name=row.device_name, site=row.site)  # fmt: skip
+
+
 async def listing(
     session: AsyncSession, ctx: RequestContext, status: ConsoleStatus | None, device: str | None
 ) -> list[ConsoleSession]:

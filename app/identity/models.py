@@ -24,6 +24,11 @@ class Role(StrEnum):
 _RANK = {Role.VIEWER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
 
 
+class TokenKind(StrEnum):
+    API = "api"  # named, made with POST /tokens, for scripts
+    ACCESS = "access"  # one hour, from the password flow (POST /auth/token)
+
+
 class User(Base):
     __tablename__ = "user_account"
 
@@ -41,7 +46,9 @@ class ApiToken(Base):
     """A bearer token, stored as its SHA-256 (tokens are 256-bit random: no slow hash needed).
 
     It acts as its user, narrowed by its own grants; `kind` is `api` (made by `POST /tokens`)
-    or `access` (short-lived, from `POST /auth/token`, carrying the user's own rights).
+    or `access` (short-lived, from `POST /auth/token`, carrying the user's own rights). Every
+    token expires. A token made with another API token is that token's child (`parent_id`):
+    it expires no later than its parent and is revoked with it.
     """
 
     __tablename__ = "api_token"
@@ -50,12 +57,15 @@ class ApiToken(Base):
     user_id: Mapped[int] = mapped_column(
         ForeignKey("user_account.id", ondelete="CASCADE"), index=True
     )
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_token.id", ondelete="CASCADE"), index=True
+    )
     name: Mapped[str] = mapped_column(String(100))
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[TokenKind] = mapped_column(EnumText(TokenKind, 16))
     prefix: Mapped[str] = mapped_column(String(16))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from app.audit.service import Actor
 from app.identity.models import Role
@@ -23,12 +24,38 @@ def narrow(user: Iterable[GrantPair], token: Iterable[GrantPair]) -> tuple[Grant
     return tuple(result)
 
 
+class Credential(StrEnum):
+    """What the caller presented."""
+
+    SESSION = "session"  # the dashboard's cookie, from a password login
+    ACCESS = "access"  # a one-hour token from the password flow
+    API = "api"  # a named API token (POST /tokens)
+    SYSTEM = "system"  # Rackhand itself
+
+
+class Ended(StrEnum):
+    """Why a caller's live stream (console, job events) was closed under it."""
+
+    TOKEN_REVOKED = "token revoked"
+    TOKEN_EXPIRED = "token expired"
+    SESSION_ENDED = "session ended"
+    USER_DISABLED = "user disabled"
+    ACCESS_WITHDRAWN = "access withdrawn"  # still logged in, no longer allowed in
+
+
 @dataclass(frozen=True)
 class Principal:
     actor: Actor
     user_id: int
     grants: tuple[GrantPair, ...]
     token_id: int | None = None
+    credential: Credential = Credential.SYSTEM
+    session_id: int | None = None
+
+    @property
+    def interactive(self) -> bool:
+        """A person who typed the password lately; a named API token never is one."""
+        return self.credential in (Credential.SESSION, Credential.ACCESS)
 
     def role_at(self, site_id: int | None) -> Role | None:
         """The strongest role covering `site_id` (None: a site-less thing, needs a global grant)."""

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from app.deps import SessionDep
 from app.errors import InvalidInput
-from app.identity import service
+from app.identity import service, tokens
 from app.identity.auth import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -105,8 +105,8 @@ async def token(request: Request, session: SessionDep) -> TokenResult:
     user = await service.login(
         session, _attempt(request, body), body.password.get_secret_value(), "token"
     )
-    raw = await service.issue_access_token(session, user)
-    return TokenResult(access_token=raw, expires_in=int(service.ACCESS_TOKEN_TTL.total_seconds()))
+    raw = await tokens.issue_access_token(session, user)
+    return TokenResult(access_token=raw, expires_in=int(tokens.ACCESS_TOKEN_TTL.total_seconds()))
 
 
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, tags=["auth"])
@@ -115,7 +115,7 @@ async def logout(request: Request, response: Response, session: SessionDep, ctx:
     if cookie:
         await service.close_web_session(session, cookie)
     elif ctx.principal.token_id is not None:
-        await service.end_access_token(session, ctx.principal.token_id)
+        await tokens.end_access_token(session, ctx.principal.token_id)
     response.delete_cookie(SESSION_COOKIE, path="/")
     response.delete_cookie(CSRF_COOKIE, path="/")
 
@@ -137,6 +137,8 @@ async def get_user(session: SessionDep, ctx: Ctx, user: str) -> UserRead:
 
 @router.patch("/users/{user}", tags=["users"])
 async def update_user(session: SessionDep, ctx: Ctx, user: str, body: UserUpdate) -> UserRead:
+    """A new password needs an interactive login, and your current password for your own; it
+    ends the user's other sessions (docs/security.md)."""
     return await service.update_user(session, ctx, await service.get_user(session, ctx, user), body)
 
 
@@ -147,15 +149,16 @@ async def delete_user(session: SessionDep, ctx: Ctx, user: str) -> None:
 
 @router.get("/tokens", tags=["tokens"])
 async def list_tokens(session: SessionDep, ctx: Ctx) -> list[TokenRead]:
-    return await service.list_tokens(session, ctx)
+    return await tokens.list_tokens(session, ctx)
 
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, tags=["tokens"])
 async def create_token(session: SessionDep, ctx: Ctx, body: TokenCreate) -> TokenCreated:
     """The token is in the answer once; only its hash is kept."""
-    return await service.create_token(session, ctx, body)
+    return await tokens.create_token(session, ctx, body)
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["tokens"])
 async def revoke_token(session: SessionDep, ctx: Ctx, token_id: TokenId) -> None:
-    await service.revoke_token(session, ctx, token_id)
+    """Revokes every token made with this one too."""
+    await tokens.revoke_token(session, ctx, token_id)

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, Field, SecretStr, StringConstraints
+from pydantic import BaseModel, Field, SecretStr, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 
-from app.identity.models import Role
+from app.identity.models import Role, TokenKind
 from app.inventory.schemas import Schema
+
+MAX_TOKEN_DAYS = 365
 
 Username = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
@@ -58,6 +61,14 @@ class UserCreate(Schema):
 
 class UserUpdate(Schema):
     password: Password | None = None
+    current_password: Annotated[
+        SecretStr | None,
+        Field(
+            min_length=1,
+            max_length=1024,
+            description="your present password: needed to change your own",
+        ),
+    ] = None
     display_name: Annotated[str, StringConstraints(max_length=200)] | None = None
     disabled: bool | None = None
     grants: Annotated[list[GrantSpec], Field(max_length=50)] | None = None
@@ -83,18 +94,42 @@ class TokenCreate(Schema):
         ]
         | None
     ) = Field(None, description="site slugs; null or absent for every site the creator holds")
-    expires_in_days: Annotated[int, Field(ge=1, le=3650)] | None = 365
+    expires_in_days: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=MAX_TOKEN_DAYS,
+            description="every token expires, within a year; a token made with another API "
+            "token expires no later than that one",
+        ),
+    ] = MAX_TOKEN_DAYS
+
+    @field_validator("expires_in_days", mode="before")
+    @classmethod
+    def _expires(cls, value: object) -> object:
+        """A token that never expires, or lives over a year, is refused with the rule itself."""
+        if value is None or (isinstance(value, int | float) and value > MAX_TOKEN_DAYS):
+            raise PydanticCustomError(
+                "token_lifetime",
+                "every token expires, at most {limit} days (one year) after it is made; "
+                "ask for fewer days",
+                {"limit": MAX_TOKEN_DAYS},
+            )
+        return value
 
 
 class TokenRead(BaseModel):
     id: int
     name: str
-    kind: str
+    kind: TokenKind
     prefix: str
     user: str
+    parent: int | None = Field(
+        description="the API token this one was made with: it dies with it, and never outlives it"
+    )
     grants: list[GrantRead]
     created_at: datetime
-    expires_at: datetime | None
+    expires_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
 

@@ -1,4 +1,7 @@
-"""Users, grants, API tokens, dashboard sessions, logins and their rate limit."""
+"""Users, grants, dashboard sessions, logins and their rate limit, and who a credential is.
+
+API tokens (made, listed, revoked) live in `app.identity.tokens`.
+"""
 
 from __future__ import annotations
 
@@ -24,14 +27,11 @@ from app.errors import (
     TooManyAttempts,
 )
 from app.identity import secrets
-from app.identity.models import ApiToken, Grant, Role, User, WebSession
-from app.identity.principal import GrantPair, Principal, narrow
+from app.identity.models import ApiToken, Grant, Role, TokenKind, User, WebSession
+from app.identity.principal import Credential, Ended, GrantPair, Principal, narrow
 from app.identity.schemas import (
     GrantRead,
     GrantSpec,
-    TokenCreate,
-    TokenCreated,
-    TokenRead,
     UserCreate,
     UserRead,
     UserUpdate,
@@ -39,7 +39,6 @@ from app.identity.schemas import (
 from app.inventory.models import Site
 from app.inventory.refs import as_id
 
-ACCESS_TOKEN_TTL = timedelta(hours=1)
 SESSION_TTL = timedelta(hours=12)
 LOGIN_WINDOW = timedelta(minutes=15)
 MAX_FAILURES_PER_USER = 5
@@ -63,6 +62,10 @@ async def _pairs(session: AsyncSession, owner: ColumnElement[bool]) -> list[Gran
 
 async def user_grants(session: AsyncSession, user_id: int) -> list[GrantPair]:
     return await _pairs(session, Grant.user_id == user_id)
+
+
+async def token_grants(session: AsyncSession, token_id: int) -> list[GrantPair]:
+    return await _pairs(session, Grant.token_id == token_id)
 
 
 async def resolve_specs(session: AsyncSession, specs: Sequence[GrantSpec]) -> list[GrantPair]:
@@ -104,7 +107,7 @@ async def describe(session: AsyncSession, pairs: Iterable[GrantPair]) -> list[Gr
     ]
 
 
-async def _replace_grants(
+async def replace_grants(
     session: AsyncSession,
     pairs: list[GrantPair],
     *,
@@ -119,34 +122,33 @@ async def _replace_grants(
     await session.flush()
 
 
-def _within(wanted: list[GrantPair], holder: Principal) -> bool:
-    return all(holder.allows(role, site) for role, site in wanted)
-
-
 # Authentication -------------------------------------------------------------------------------
 
 
 async def principal_for_token(session: AsyncSession, raw: str) -> tuple[Principal, ApiToken] | None:
     token = await session.scalar(select(ApiToken).where(ApiToken.token_hash == secrets.digest(raw)))
-    now = utcnow()
-    if (
-        token is None
-        or token.revoked_at is not None
-        or (token.expires_at is not None and token.expires_at <= now)
-    ):
+    if token is None:
         return None
+    found = await _token_principal(session, token)
+    return (found, token) if isinstance(found, Principal) else None
+
+
+async def _token_principal(session: AsyncSession, token: ApiToken) -> Principal | Ended:
+    if token.revoked_at is not None:
+        return Ended.TOKEN_REVOKED
+    if token.expires_at <= utcnow():
+        return Ended.TOKEN_EXPIRED
     user = await session.get(User, token.user_id)
     if user is None or user.disabled:
-        return None
+        return Ended.USER_DISABLED
     grants = await user_grants(session, user.id)
-    if token.kind == "api":
-        grants = list(narrow(grants, await _pairs(session, Grant.token_id == token.id)))
-    actor = Actor(
-        "token" if token.kind == "api" else "user",
-        token.id if token.kind == "api" else user.id,
-        f"{user.username}/{token.name}" if token.kind == "api" else user.username,
-    )
-    return Principal(actor, user.id, tuple(grants), token_id=token.id), token
+    if token.kind is TokenKind.API:
+        grants = list(narrow(grants, await token_grants(session, token.id)))
+        actor = Actor("token", token.id, f"{user.username}/{token.name}")
+        credential = Credential.API
+    else:
+        actor, credential = Actor("user", user.id, user.username), Credential.ACCESS
+    return Principal(actor, user.id, tuple(grants), token_id=token.id, credential=credential)
 
 
 def needs_last_used(token: ApiToken) -> bool:
@@ -163,14 +165,38 @@ async def principal_for_session(session: AsyncSession, raw: str) -> tuple[Princi
     found = await session.scalar(
         select(WebSession).where(WebSession.session_hash == secrets.digest(raw))
     )
-    if found is None or found.expires_at <= utcnow():
+    if found is None:
         return None
+    principal = await _session_principal(session, found)
+    return (principal, found.csrf_token) if isinstance(principal, Principal) else None
+
+
+async def _session_principal(session: AsyncSession, found: WebSession) -> Principal | Ended:
+    if found.expires_at <= utcnow():
+        return Ended.SESSION_ENDED
     user = await session.get(User, found.user_id)
     if user is None or user.disabled:
-        return None
+        return Ended.USER_DISABLED
     grants = await user_grants(session, user.id)
-    principal = Principal(Actor("user", user.id, user.username), user.id, tuple(grants))
-    return principal, found.csrf_token
+    actor = Actor("user", user.id, user.username)
+    return Principal(
+        actor, user.id, tuple(grants), credential=Credential.SESSION, session_id=found.id
+    )
+
+
+async def refresh(session: AsyncSession, principal: Principal) -> Principal | Ended:
+    """The caller as the database has it now, or why its credential no longer works.
+
+    Live streams (consoles, job events) call it every few seconds: a credential checked once
+    at the handshake would otherwise outlive its revocation for as long as the stream lasts.
+    """
+    if principal.credential is Credential.SESSION and principal.session_id is not None:
+        found = await session.get(WebSession, principal.session_id, populate_existing=True)
+        return Ended.SESSION_ENDED if found is None else await _session_principal(session, found)
+    if principal.token_id is not None:
+        token = await session.get(ApiToken, principal.token_id, populate_existing=True)
+        return Ended.TOKEN_REVOKED if token is None else await _token_principal(session, token)
+    return principal  # Rackhand itself
 
 
 @dataclass(frozen=True)
@@ -253,22 +279,6 @@ async def close_web_session(session: AsyncSession, raw: str) -> None:
     await session.execute(delete(WebSession).where(WebSession.session_hash == secrets.digest(raw)))
 
 
-async def issue_access_token(session: AsyncSession, user: User) -> str:
-    raw = secrets.new_token()
-    session.add(
-        ApiToken(
-            user_id=user.id,
-            name="access",
-            kind="access",
-            prefix=raw[:10],
-            token_hash=secrets.digest(raw),
-            expires_at=utcnow() + ACCESS_TOKEN_TTL,
-        )
-    )
-    await session.flush()
-    return raw
-
-
 # Users ----------------------------------------------------------------------------------------
 
 
@@ -325,7 +335,7 @@ async def create_user(session: AsyncSession, ctx: RequestContext, data: UserCrea
     )
     session.add(user)
     await session.flush()
-    await _replace_grants(session, await resolve_specs(session, data.grants), user_id=user.id)
+    await replace_grants(session, await resolve_specs(session, data.grants), user_id=user.id)
     read = await _read_user(session, user)
     stage(
         session,
@@ -361,7 +371,7 @@ async def update_user(
 ) -> UserRead:
     own = user.id == ctx.principal.user_id
     changes = data.model_dump(exclude_unset=True)
-    if not (own and set(changes) <= {"password", "display_name"}):
+    if not (own and set(changes) <= {"password", "current_password", "display_name"}):
         ctx.require(
             Role.ADMIN,
             None,
@@ -370,6 +380,10 @@ async def update_user(
             target_id=user.id,
             target_name=user.username,
         )
+    if data.current_password is not None and data.password is None:
+        raise FieldError("current_password", "it goes with `password`, to change your own")
+    if data.password is not None:
+        await _may_set_password(session, ctx, user, data)
     before = await _read_user(session, user)
     if data.grants is not None or data.disabled:
         pairs = (
@@ -381,18 +395,19 @@ async def update_user(
         if not keeps_admin and await _admins_left(session, user.id) == 0:
             raise InUse("this is the last enabled admin of every site; make another one first")
         if data.grants is not None:
-            await _replace_grants(session, pairs, user_id=user.id)
+            await replace_grants(session, pairs, user_id=user.id)
+    details: dict[str, Any] = {}
     if data.password is not None:
         user.password_hash = await secrets.hash_password(data.password.get_secret_value())
+        details["password_changed"] = True
+        details["logins_ended"] = await _end_other_logins(session, user.id, ctx.principal)
     if data.display_name is not None:
         user.display_name = data.display_name
     if data.disabled is not None:
         user.disabled = data.disabled
     await session.flush()
     after = await _read_user(session, user)
-    details: dict[str, Any] = diff(before.model_dump(mode="json"), after.model_dump(mode="json"))
-    if data.password is not None:
-        details["password_changed"] = True
+    details = diff(before.model_dump(mode="json"), after.model_dump(mode="json")) | details
     stage(
         session,
         ctx.event(
@@ -404,6 +419,76 @@ async def update_user(
         ),
     )
     return after
+
+
+async def _may_set_password(
+    session: AsyncSession, ctx: RequestContext, user: User, data: UserUpdate
+) -> None:
+    """Only a person who just typed a password sets one (docs/security.md).
+
+    A named API token may be narrowed to a viewer at one site, yet it acts as its user: were
+    it allowed to set its user's password, it could log in as the whole user. Your own
+    password also needs the current one, checked like a login (audited, rate-limited), so a
+    session left open is not enough to take the account over. An admin of all sites resets
+    someone else's without it, from their own interactive login.
+    """
+    principal = ctx.principal
+    if not principal.interactive:
+        raise Forbidden(
+            "passwords are changed only from an interactive login (the dashboard session, or "
+            "a token from POST /auth/token), never with an API token",
+            ctx.event(
+                "access.denied",
+                outcome="denied",
+                target_type="user",
+                target_id=user.id,
+                target_name=user.username,
+                details={"action": "changing a password", "credential": principal.credential.value},
+            ),
+        )
+    if user.id != principal.user_id:
+        return
+    if data.current_password is None:
+        raise FieldError("current_password", "changing your own password needs your current one")
+    await _check_rate(session, Attempt(user.username, ctx.source_ip, ctx.request_id))
+    if not await secrets.verify_password(
+        user.password_hash, data.current_password.get_secret_value()
+    ):
+        raise Forbidden(
+            "current_password is wrong; the password was not changed",
+            ctx.event(
+                "auth.login_failed",
+                outcome="failure",
+                target_type="user",
+                target_id=user.id,
+                target_name=user.username,
+                details={"method": "current_password", "why": "bad credentials"},
+            ),
+        )
+
+
+async def _end_other_logins(session: AsyncSession, user_id: int, caller: Principal) -> int:
+    """A new password ends the user's dashboard sessions and one-hour tokens, except the
+    caller's own; named API tokens stay (docs/security.md says why)."""
+    sessions = select(WebSession.id).where(WebSession.user_id == user_id)
+    tokens = select(ApiToken.id).where(
+        ApiToken.user_id == user_id,
+        ApiToken.kind == TokenKind.ACCESS,
+        ApiToken.revoked_at.is_(None),
+    )
+    if caller.user_id == user_id and caller.session_id is not None:
+        sessions = sessions.where(WebSession.id != caller.session_id)
+    if caller.user_id == user_id and caller.token_id is not None:
+        tokens = tokens.where(ApiToken.id != caller.token_id)
+    ended_sessions = list(await session.scalars(sessions))
+    ended_tokens = list(await session.scalars(tokens))
+    if ended_sessions:
+        await session.execute(delete(WebSession).where(WebSession.id.in_(ended_sessions)))
+    if ended_tokens:
+        await session.execute(
+            update(ApiToken).where(ApiToken.id.in_(ended_tokens)).values(revoked_at=utcnow())
+        )
+    return len(ended_sessions) + len(ended_tokens)
 
 
 async def delete_user(session: AsyncSession, ctx: RequestContext, user: User) -> None:
@@ -446,7 +531,7 @@ async def bootstrap_admin(session: AsyncSession, password: str | None) -> str | 
     )
     session.add(user)
     await session.flush()
-    await _replace_grants(session, [(Role.ADMIN, None)], user_id=user.id)
+    await replace_grants(session, [(Role.ADMIN, None)], user_id=user.id)
     stage(
         session,
         Event(
@@ -459,120 +544,3 @@ async def bootstrap_admin(session: AsyncSession, password: str | None) -> str | 
         ),
     )
     return generated
-
-
-# Tokens ---------------------------------------------------------------------------------------
-
-
-async def _read_token(session: AsyncSession, token: ApiToken, owner: str) -> TokenRead:
-    pairs = await _pairs(session, Grant.token_id == token.id)
-    return TokenRead(
-        id=token.id,
-        name=token.name,
-        kind=token.kind,
-        prefix=token.prefix,
-        user=owner,
-        grants=await describe(session, pairs),
-        created_at=token.created_at,
-        expires_at=token.expires_at,
-        last_used_at=token.last_used_at,
-        revoked_at=token.revoked_at,
-    )
-
-
-async def create_token(
-    session: AsyncSession, ctx: RequestContext, data: TokenCreate
-) -> TokenCreated:
-    """A token for scripts: at most the creator's own rights, shown once, stored hashed."""
-    principal = ctx.principal
-    if data.sites is None:
-        pairs = [
-            (data.role, site) for _, site in principal.grants if principal.allows(data.role, site)
-        ]
-        pairs = list(dict.fromkeys(pairs))
-    else:
-        pairs = await resolve_specs(session, [GrantSpec(role=data.role, sites=data.sites)])
-    if not pairs or not _within(pairs, principal):
-        raise Forbidden(
-            f"a token cannot hold more than you: you lack {data.role} on some of those sites",
-            ctx.event(
-                "access.denied",
-                outcome="denied",
-                details={
-                    "action": "creating a token",
-                    "role": data.role.value,
-                    "sites": data.sites,
-                },
-            ),
-        )
-    raw = secrets.new_token()
-    expires = utcnow() + timedelta(days=data.expires_in_days) if data.expires_in_days else None
-    token = ApiToken(
-        user_id=principal.user_id,
-        name=data.name,
-        kind="api",
-        prefix=raw[:10],
-        token_hash=secrets.digest(raw),
-        expires_at=expires,
-    )
-    session.add(token)
-    await session.flush()
-    await _replace_grants(session, pairs, token_id=token.id)
-    owner = await session.scalar(select(User.username).where(User.id == principal.user_id)) or "?"
-    read = await _read_token(session, token, owner)
-    stage(
-        session,
-        ctx.event(
-            "token.created",
-            target_type="token",
-            target_id=token.id,
-            target_name=token.name,
-            details={"after": read.model_dump(mode="json")},
-        ),
-    )
-    return TokenCreated(**read.model_dump(), token=raw)
-
-
-async def list_tokens(session: AsyncSession, ctx: RequestContext) -> list[TokenRead]:
-    query = (
-        select(ApiToken, User.username)
-        .join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.kind == "api")
-    )
-    if not ctx.principal.allows(Role.ADMIN, None):
-        query = query.where(ApiToken.user_id == ctx.principal.user_id)
-    rows = await session.execute(query.order_by(ApiToken.id))
-    return [await _read_token(session, token, owner) for token, owner in rows]
-
-
-async def revoke_token(session: AsyncSession, ctx: RequestContext, token_id: int) -> None:
-    token = await session.get(ApiToken, token_id)
-    if token is None or token.kind != "api":
-        raise NotFound(f"no token {token_id}")
-    if token.user_id != ctx.principal.user_id:
-        ctx.require(
-            Role.ADMIN,
-            None,
-            what="revoking another user's token",
-            target_type="token",
-            target_id=token.id,
-            target_name=token.name,
-        )
-    if token.revoked_at is None:
-        token.revoked_at = utcnow()
-        await session.flush()
-        stage(
-            session,
-            ctx.event(
-                "token.revoked", target_type="token", target_id=token.id, target_name=token.name
-            ),
-        )
-
-
-async def end_access_token(session: AsyncSession, token_id: int) -> None:
-    """Logout with a bearer token ends a short-lived access token (API tokens are revoked)."""
-    await session.execute(
-        update(ApiToken)
-        .where(ApiToken.id == token_id, ApiToken.kind == "access")
-        .values(revoked_at=utcnow())
-    )

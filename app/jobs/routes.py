@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -15,8 +17,11 @@ from agents.protocol import BootDevice, PowerAction
 from app.audit.service import check_range
 from app.context import RequestContext
 from app.deps import SessionDep, own_transactions
+from app.errors import NotFound
+from app.identity import service as identity
 from app.identity.auth import Ctx
 from app.identity.models import Role
+from app.identity.principal import Ended
 from app.inventory.schemas import Page
 from app.jobs import actions, listing, service
 from app.jobs.engine import JobEngine
@@ -30,6 +35,7 @@ from app.jobs.schemas import (
     DryRun,
     JobRead,
 )
+from app.uow import unit_of_work
 
 router = APIRouter(tags=["power"])
 IdempotencyKey = Annotated[
@@ -177,20 +183,36 @@ async def get_job(
 async def job_events(
     request: Request, session: SessionDep, ctx: Ctx, job_id: str
 ) -> StreamingResponse:
-    """Server-Sent Events: the job as it is now, then each task's progress until it ends."""
+    """Server-Sent Events: the job as it is now, then each task's progress until it ends.
+
+    The caller is checked again every few seconds: a revoked or expired credential, or a job
+    no longer visible, ends the stream with a `closed` event saying why.
+    """
     job = await service.get_job(session, ctx, job_id)
     engine: JobEngine = request.app.state.jobs
     queue = engine.subscribe(job.id)  # before the snapshot, so no event falls between
     snapshot = await service.read_job(session, job)
+    every: float = request.app.state.settings.stream_recheck_seconds
 
     async def stream() -> AsyncIterator[bytes]:
         try:
             yield _sse("job", snapshot.model_dump(mode="json"))
+            due = time.monotonic() + every
             while queue is not None:
-                event = await queue.get()
-                yield _sse(event["event"], event["data"])
-                if event["event"] == "job":
-                    return
+                try:
+                    event = await asyncio.wait_for(queue.get(), max(due - time.monotonic(), 0))
+                except TimeoutError:
+                    event = None
+                if time.monotonic() >= due:
+                    ended = await _recheck(request, ctx, job.id)
+                    if ended is not None:
+                        yield _sse("closed", ended)
+                        return
+                    due = time.monotonic() + every
+                if event is not None:
+                    yield _sse(event["event"], event["data"])
+                    if event["event"] == "job":
+                        return
         finally:
             if queue is not None:
                 engine.unsubscribe(job.id, queue)
@@ -198,6 +220,19 @@ async def job_events(
     return StreamingResponse(
         stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
     )
+
+
+async def _recheck(request: Request, ctx: RequestContext, job_id: str) -> dict[str, str] | None:
+    """Why the stream must end now (credential ended, job out of sight), or None."""
+    async with unit_of_work(request.app.state.sessions) as session:
+        found = await identity.refresh(session, ctx.principal)
+        if isinstance(found, Ended):
+            return {"reason": found, "error": "Unauthenticated", "detail": f"{found}: log in again"}
+        try:
+            await service.get_job(session, dataclasses.replace(ctx, principal=found), job_id)
+        except NotFound as exc:
+            return {"reason": Ended.ACCESS_WITHDRAWN, "error": "NotFound", "detail": str(exc)}
+    return None
 
 
 def _sse(event: str, data: Any) -> bytes:

@@ -148,12 +148,8 @@ def test_users_and_last_admin(client: TestClient) -> None:
     )
     alice = login(client, "alice", "alice-password-1")
     me = {"Authorization": f"Bearer {alice}"}
-    assert (
-        ok(client.patch("users/alice", json={"password": "alice-password-2"}, headers=me))[
-            "username"
-        ]
-        == "alice"
-    )
+    change = {"password": "alice-password-2", "current_password": "alice-password-1"}
+    assert ok(client.patch("users/alice", json=change, headers=me))["username"] == "alice"
     assert "admin role" in error(
         client.patch("users/alice", json={"grants": [{"role": "admin"}]}, headers=me), 403
     )
