@@ -34,6 +34,15 @@ class OverLimit(InvalidInput):
     kind = "InvalidInput"
 
 
+class ForgedCursor(InvalidInput):
+    """A paging cursor this server did not give out (edited, truncated, or from another list)."""
+
+    kind = "InvalidInput"
+
+    def __init__(self) -> None:
+        super().__init__("cursor is not one this server gave; start again without it")
+
+
 class AmbiguousReference(RackhandError):
     """A name matches several objects; the caller must narrow it."""
 

@@ -61,6 +61,7 @@ STATUS: dict[type[errors.RackhandError], int] = {
     errors.AmbiguousReference: 400,
     errors.UnknownParameter: 400,
     errors.OverLimit: 400,
+    errors.ForgedCursor: 400,
     errors.InvalidInput: 422,
     errors.ImportRejected: 422,
     errors.ConfigError: 500,

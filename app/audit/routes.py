@@ -74,8 +74,7 @@ async def list_audit(
     """Newest first."""
     before = None
     if cursor is not None:
-        (value, *_) = decode_cursor(cursor)
-        before = value if isinstance(value, int) else None
+        (before,) = decode_cursor(cursor, int)
     events, last = await service.list_events(session, flt, limit=limit, before=before)
     return Page[AuditEventRead](
         items=[AuditEventRead.model_validate(event) for event in events],

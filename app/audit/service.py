@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -312,6 +312,13 @@ async def verify(session: AsyncSession, batch: int = 20_000) -> Verdict:
 
 
 def check_range(since: datetime | None, until: datetime | None) -> None:
+    for name, moment in (("since", since), ("until", until)):
+        try:
+            if moment is not None:
+                moment.astimezone(UTC)
+        except OverflowError:  # year 1 or 9999 with an offset: no such time in UTC
+            message = f"`{name}` is out of range in UTC; give a year from 1 to 9999"
+            raise InvalidInput(message) from None
     if since is not None and until is not None and since >= until:
         raise InvalidInput("`since` must be before `until`")
 

@@ -181,8 +181,8 @@ async def list_devices(
     query = await filtered_query(session, flt)
     descending = sort == "-name"
     if cursor is not None:
-        (after, *_) = decode_cursor(cursor)
-        query = query.where(Device.name < after if descending else Device.name > str(after))
+        (after,) = decode_cursor(cursor, str)
+        query = query.where(Device.name < after if descending else Device.name > after)
     query = query.order_by(Device.name.desc() if descending else Device.name).limit(limit + 1)
     rows = list(await session.execute(query))
     more = len(rows) > limit

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import RequestContext
-from app.errors import InvalidInput, NotFound
+from app.errors import ForgedCursor, NotFound
 from app.inventory.devices import get_device
 from app.inventory.sites import get_site
 from app.jobs.models import Job, JobStatus, Task
@@ -128,12 +127,11 @@ async def _kept(session: AsyncSession, ctx: RequestContext, tasks: ColumnElement
 
 
 def _after(cursor: str) -> tuple[datetime, str]:
-    key = decode_cursor(cursor)
-    if len(key) == 2 and all(isinstance(part, str) for part in key):
-        with contextlib.suppress(ValueError):
-            moment = datetime.fromisoformat(key[0])
-            if moment.tzinfo is not None:
-                return moment, key[1]
-    raise InvalidInput(
-        "the cursor is not one this server gave out; pass `next_cursor` from the last page"
-    )
+    at, job_id = decode_cursor(cursor, str, str)
+    try:
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None:
+            raise ValueError("no time zone")
+        return moment.astimezone(UTC), job_id
+    except (ValueError, OverflowError):
+        raise ForgedCursor() from None
