@@ -1,10 +1,36 @@
-"""Request body limits, enforced before a large body reaches a handler."""
+"""Request body limits, enforced before a large or deeply nested body reaches a handler."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MAX_JSON_DEPTH = 32
+TOO_DEEP = f"nests deeper than {MAX_JSON_DEPTH} levels of objects and arrays; flatten it"
+_IN_THREAD = 256 * 1024  # bytes: a larger body is measured off the event loop
+# A JSON string, or an unterminated one to the end (as a parser reads it: no nesting inside).
+_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_ONE_KIND = bytes.maketrans(b"{}", b"[]")
+
+
+def nests_too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests objects and arrays deeper than `limit`, told without parsing it.
+
+    Parsers recurse once per level, so a deep text exhausts the stack (a `RecursionError`
+    where the parser is Python's, a depth error in the serializer later where it is not).
+    Innermost pairs are removed level by level in C; brackets left unpaired count as levels.
+    """
+    brackets = _STRING.sub(b"", raw).translate(_ONE_KIND, _NOT_BRACKET)
+    for level in range(limit + 1):
+        shorter = brackets.replace(b"[]", b"")
+        if shorter == brackets:
+            return level + brackets.count(b"[") > limit
+        brackets = shorter
+    return True
 
 
 class BodyLimit:
@@ -13,7 +39,8 @@ class BodyLimit:
     The body is read here, within the limit, and handed on whole: a handler never starts on a
     body that will turn out too large.
 
-    Also refuses NUL in the URL, which no database column can store.
+    Also refuses NUL in the URL, which no database column can store, and a JSON body nested
+    deeper than `MAX_JSON_DEPTH`.
     """
 
     def __init__(self, app: ASGIApp, default: int, larger: dict[str, int]) -> None:
@@ -50,6 +77,9 @@ class BodyLimit:
             if len(body) > limit:
                 await _refuse(send, 413, "BodyTooLarge", _message(limit))
                 return
+        if _is_json(scope) and await _nests_too_deep(bytes(body)):
+            await _refuse(send, 422, "InvalidInput", f"the JSON body {TOO_DEEP}")
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -60,6 +90,21 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _is_json(scope: Scope) -> bool:
+    """As FastAPI decides to parse a body as JSON: no Content-Type, or application/(*+)json."""
+    declared = dict(scope["headers"]).get(b"content-type", b"")
+    media = declared.split(b";")[0].strip().lower()
+    return media in (b"", b"application/json") or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
+
+
+async def _nests_too_deep(body: bytes) -> bool:
+    if len(body) > _IN_THREAD:
+        return await asyncio.to_thread(nests_too_deep, body)
+    return nests_too_deep(body)
 
 
 def _message(limit: int) -> str:

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
-from tests.factories import error, ok, site
+from app.limits import MAX_JSON_DEPTH, nests_too_deep
+from tests.factories import device, error, ok, site
+
+
+def _nested(depth: int) -> Any:
+    """`depth` levels of objects and arrays, alternating."""
+    value: Any = 1
+    for level in range(depth):
+        value = {"a": value} if level % 2 else [value]
+    return value
 
 
 def test_error_shape_for_unknown_routes_and_methods(client: TestClient) -> None:
@@ -63,3 +75,37 @@ def test_probes(client: TestClient) -> None:
     assert ok(client.get("healthz")) == {"status": "ok"}
     assert ok(client.get("readyz")) == {"status": "ready"}
     assert client.get("openapi.json").json()["info"]["title"] == "Rackhand"
+
+
+@pytest.mark.parametrize(
+    ("text", "too_deep"),
+    [
+        (json.dumps(_nested(MAX_JSON_DEPTH)), False),
+        (json.dumps(_nested(MAX_JSON_DEPTH + 1)), True),
+        (json.dumps([_nested(MAX_JSON_DEPTH - 1)] * 50 + [{"x": "]]]]"}]), False),
+        (json.dumps({"text": "[" * 100 + '\\"{{{' + "}" * 3}), False),  # brackets in strings
+        ("[" * 100_000, True),  # never closed: a parser recurses all the same
+        ('"' + "[" * 100_000, False),  # an unterminated string: no nesting in it
+        ("[" * 40 + '"\\', True),
+        ('"' + '\\"' * 100_000, False),  # no quadratic scan of escapes
+    ],
+)
+def test_nesting_is_measured_without_parsing(text: str, too_deep: bool) -> None:
+    assert nests_too_deep(text.encode()) is too_deep
+
+
+def test_deeply_nested_bodies_are_a_422_naming_the_limit(client: TestClient) -> None:
+    site(client)
+    limit = f"nests deeper than {MAX_JSON_DEPTH} levels"
+    deep = {"name": "web01", "kind": "server", "site": "bj-dc1", "attributes": {"a": _nested(300)}}
+    assert limit in error(client.post("devices", json=deep), 422)
+    text = "[" * 100_000 + "]" * 100_000  # recursion in Python's parser
+    for content_type in ("application/json", "application/merge-patch+json", None):
+        headers = {"Content-Type": content_type} if content_type else {}
+        assert limit in error(client.post("sites", content=text, headers=headers), 422)
+    device(client, "web01", attributes={"a": _nested(MAX_JSON_DEPTH - 3)})
+    patch = {"attributes": {"a": _nested(MAX_JSON_DEPTH)}}
+    assert limit in error(client.patch("devices/web01", json=patch), 422)
+    kept = ok(client.get("devices/web01"))["attributes"]
+    assert kept == {"a": _nested(MAX_JSON_DEPTH - 3)}
+

@@ -32,6 +32,7 @@ from app.inventory.schemas import (
     PathCreate,
 )
 from app.inventory.selectors import name_in
+from app.limits import TOO_DEEP, nests_too_deep
 from app.vault import Vault
 
 CSV_COLUMNS = [
@@ -108,6 +109,8 @@ def _from_cells(line: int, record: dict[str, str | None]) -> dict[str, Any]:
         elif column == "tags":
             row[column] = [tag.strip() for tag in value.replace(";", ",").split(",") if tag.strip()]
         elif column == "attributes":
+            if nests_too_deep(value.encode()):
+                raise ImportRejected([{"row": line, "field": "attributes", "message": TOO_DEEP}])
             try:
                 row[column] = json.loads(value) if value else {}
             except ValueError as exc:
@@ -121,6 +124,8 @@ def _from_cells(line: int, record: dict[str, str | None]) -> dict[str, Any]:
 
 def parse_json(raw: bytes) -> list[Row]:
     """A list of devices, or {"devices": [...]}; rows are numbered from 1."""
+    if nests_too_deep(raw):
+        raise InvalidInput(f"the JSON body {TOO_DEEP}")
     try:
         data = json.loads(raw)
     except ValueError as exc:

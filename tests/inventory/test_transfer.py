@@ -197,3 +197,22 @@ def test_ipmi_path_in_json_export(client: TestClient) -> None:
             "options": {"cipher_suite": None, "privilege": "administrator"},
         }
     ]
+
+
+def test_deeply_nested_imports_are_refused_naming_the_limit(client: TestClient) -> None:
+    """JSON, including JSON sent as text/plain with `format=json`, and a CSV attributes cell."""
+    _setup(client)
+    deep = "[" * 50_000 + "]" * 50_000
+    body = '[{"name": "web01", "kind": "server", "site": "bj-dc1", "attributes": {"a": ' + deep
+    body += "}}]"
+    assert "nests deeper than 32 levels" in error(_import(client, body, "json"), 422)
+    plain = client.post(
+        "devices/import", content=deep, headers={"Content-Type": "text/plain"},
+        params={"format": "json"},
+    )  # fmt: skip
+    assert "nests deeper than 32 levels" in error(plain, 422)
+    cell = '"' + deep.replace('"', '""') + '"'
+    response = _import(client, f"name,kind,site,attributes\nweb01,server,bj-dc1,{cell}\n", "csv")
+    assert "nests deeper than 32 levels" in error(response, 422)
+    assert response.json()["errors"][0]["field"] == "attributes"
+    assert ok(client.get("devices"))["items"] == []
