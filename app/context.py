@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +11,27 @@ from app.audit.service import SYSTEM, Event
 from app.errors import Forbidden, Hidden, InvalidInput
 from app.identity.models import Role
 from app.identity.principal import Principal
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_TICKET = re.compile(r"[^\x00-\x1f]{1,128}")
+
+
+def request_id(given: str | None) -> str:
+    """The caller's `X-Request-ID` when it is a short token, else one of ours.
+
+    It is metadata for tracing, so an over-long or odd one is replaced rather than refused: a
+    refusal here would skip the audit and the login rate limit it exists to serve.
+    """
+    return given if given is not None and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+def ticket(given: str | None) -> str | None:
+    """An `X-Ticket` header, checked as the HTTP routes check it (WebSockets have no schema)."""
+    if not given:
+        return None
+    if not _TICKET.fullmatch(given):
+        raise InvalidInput("X-Ticket takes at most 128 characters and no control characters")
+    return given
 
 
 @dataclass(frozen=True)

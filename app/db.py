@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, DateTime, MetaData, String, event
+from sqlalchemy import JSON, ColumnElement, DateTime, MetaData, String, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import (
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, QueryableAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
@@ -76,6 +76,15 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def fit(text: str, column: ColumnElement[Any] | QueryableAttribute[Any]) -> str:
+    """Metadata cut to its VARCHAR(n) column (marked "…" where cut), so that the row is still
+    written: PostgreSQL refuses a longer value, SQLite would keep it whole."""
+    length: int | None = getattr(column.type, "length", None)
+    if length is None or len(text) <= length:
+        return text
+    return text[: length - 1] + "…"
 
 
 WRITE = "rackhand_write"

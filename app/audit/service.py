@@ -21,10 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.chain import HASHED_FIELDS, format_at, link
 from app.audit.models import GENESIS, AuditEvent, AuditHead
-from app.db import utcnow
+from app.db import fit, utcnow
 from app.errors import InvalidInput
 
 _STAGED = "rackhand.audit.staged"
+_VARCHARS = {
+    column.name: column
+    for column in AuditEvent.__table__.columns
+    if getattr(column.type, "length", None) is not None and column.name in HASHED_FIELDS
+}
 SECRET_KEYS = frozenset({"secret", "password", "token", "secret_ciphertext"})
 
 
@@ -137,6 +142,9 @@ async def append(session: AsyncSession, events: list[Event]) -> None:
             "session_id": event.session_id,
             "details": orjson.dumps(redact(event.details), option=orjson.OPT_SORT_KEYS),
         }
+        for name in _VARCHARS:  # a caller's over-long name must not cost the event
+            if isinstance(fields[name], str):
+                fields[name] = fit(fields[name], _VARCHARS[name])
         details: bytes = fields["details"]
         hashed = fields | {"at": stamp, "details": orjson.Fragment(details)}
         digest = link(prev_hash, [hashed[name] for name in HASHED_FIELDS])

@@ -13,7 +13,7 @@ from app.audit.service import SYSTEM, Event, stage
 from app.consoles.models import ConsoleSession, ConsoleStatus
 from app.consoles.schemas import ConsoleRead
 from app.context import RequestContext
-from app.db import utcnow
+from app.db import fit, utcnow
 from app.errors import NotFound
 from app.fleetlink.paths import console_paths
 from app.identity.models import Role
@@ -148,7 +148,7 @@ async def mark_open(
     row.status, row.path, row.endpoint, row.recording = (
         ConsoleStatus.OPEN,
         path,
-        endpoint,
+        fit(endpoint, ConsoleSession.endpoint),  # a 253-character host name and its port
         recording,
     )
     stage(session, event(None, "console.opened", row, path=path, endpoint=endpoint))

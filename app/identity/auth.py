@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -11,7 +10,7 @@ from fastapi.security import OAuth2PasswordBearer
 from starlette.requests import HTTPConnection
 
 from app.audit.service import Actor, Event
-from app.context import RequestContext
+from app.context import RequestContext, request_id, ticket
 from app.db import WRITER
 from app.deps import SessionDep
 from app.errors import Refused, Unauthenticated
@@ -95,13 +94,14 @@ async def request_context(
     x_ticket: Annotated[str | None, Header(max_length=128, pattern=r"^[^\x00-\x1f]*$")] = None,
     x_reason: Annotated[str | None, Header(max_length=2000, pattern=r"^[^\x00]*$")] = None,
     x_request_id: Annotated[
-        str | None, Header(max_length=64, pattern=r"^[A-Za-z0-9._:-]*$")
+        str | None,
+        Header(description="kept if 1-64 of A-Z a-z 0-9 . _ : -, else replaced by one of ours"),
     ] = None,
 ) -> RequestContext:
     return RequestContext(
         principal=principal,
         source_ip=source_ip(request),
-        request_id=x_request_id or uuid.uuid4().hex,
+        request_id=request_id(x_request_id),
         ticket=x_ticket or None,
         reason=x_reason or None,
     )
@@ -116,6 +116,7 @@ async def connection_context(conn: HTTPConnection) -> RequestContext:
     Browsers send cookies with cross-site WebSocket handshakes and no CSRF header can be set
     on one, so a cookie only counts when the Origin is this server itself.
     """
+    asked_ticket = ticket(conn.headers.get("x-ticket"))
     scheme, _, token = conn.headers.get("authorization", "").partition(" ")
     async with unit_of_work(conn.app.state.sessions) as session:
         if scheme.lower() == "bearer" and token:
@@ -152,6 +153,6 @@ async def connection_context(conn: HTTPConnection) -> RequestContext:
     return RequestContext(
         principal=principal,
         source_ip=source_ip(conn),
-        request_id=uuid.uuid4().hex,
-        ticket=conn.headers.get("x-ticket") or None,
+        request_id=request_id(conn.headers.get("x-request-id")),
+        ticket=asked_ticket,
     )

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import ValidationError
 
+from app.context import request_id
 from app.deps import SessionDep
 from app.errors import InvalidInput
 from app.identity import service, tokens
@@ -63,7 +64,9 @@ async def _credentials(request: Request) -> LoginBody:
 
 
 def _attempt(request: Request, body: LoginBody) -> service.Attempt:
-    return service.Attempt(body.username, source_ip(request), request.headers.get("x-request-id"))
+    return service.Attempt(
+        body.username, source_ip(request), request_id(request.headers.get("x-request-id"))
+    )
 
 
 @router.post("/auth/login", tags=["auth"], openapi_extra=_LOGIN_BODY)

@@ -65,6 +65,11 @@ Name = Annotated[
     StringConstraints(min_length=1, max_length=128, pattern=_NAME),
     AfterValidator(_not_all_digits),
 ]
+RackName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=_NAME),
+    AfterValidator(_not_all_digits),
+]
 Slug = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, pattern=_SLUG),
@@ -179,13 +184,13 @@ class SiteRead(ReadSchema):
 
 class RackCreate(Schema):
     site: Ref
-    name: Name
+    name: RackName
     height_u: Units = 42
     description: Text = ""
 
 
 class RackUpdate(Schema):
-    name: Name | None = None
+    name: RackName | None = None
     height_u: Units | None = None
     description: Text | None = None
 

@@ -87,3 +87,36 @@ async def _cancelled_caller(url: str) -> int:
 
 def test_a_cancelled_caller_does_not_lose_its_event(settings: Settings) -> None:
     assert asyncio.run(_cancelled_caller(settings.database_url)) == 1
+
+
+async def _record_long_names(url: str) -> tuple[list[tuple[str, str | None, str | None]], bool]:
+    engine = make_engine(url)
+    recorder = AuditRecorder(make_sessionmaker(engine, write=True))
+    long = Event(
+        "access.denied",
+        SYSTEM,
+        target_name="https://hooks.example/" + "x" * 2000,  # a webhook's URL, say
+        ticket="T" * 300,
+        request_id="r" * 100,
+    )
+    await asyncio.gather(recorder.record(long), recorder.record(Event("test.ping", SYSTEM)))
+    async with make_sessionmaker(engine)() as session:
+        rows = await session.execute(
+            select(AuditEvent.type, AuditEvent.target_name, AuditEvent.ticket).order_by(
+                AuditEvent.seq
+            )
+        )
+        verdict = await service.verify(session)
+    await engine.dispose()
+    return [(kind, target, ticket) for kind, target, ticket in rows], verdict.ok
+
+
+def test_over_long_names_are_cut_not_lost(settings: Settings) -> None:
+    """A name longer than its column failed the whole batch on PostgreSQL: the refusal it
+    recorded, and every other caller's event that shared its commit, were lost."""
+    rows, intact = asyncio.run(_record_long_names(settings.database_url))
+    assert intact
+    assert sorted(row[0] for row in rows) == ["access.denied", "test.ping"]
+    _, target, ticket = next(row for row in rows if row[0] == "access.denied")
+    assert target == "https://hooks.example/" + "x" * 177 + "…"
+    assert ticket == "T" * 127 + "…"

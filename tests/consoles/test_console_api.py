@@ -198,6 +198,35 @@ def test_stream_needs_a_caller(consoles: TestClient, token: str | None) -> None:
         consoles.headers["Authorization"] = saved
 
 
+def test_an_over_long_ticket_on_the_stream_is_refused(consoles: TestClient) -> None:
+    """The WebSocket's X-Ticket went unchecked into the audit (128 characters on PostgreSQL):
+    it is held to the HTTP routes' rule, refused before the viewer joins."""
+    console = _open(consoles)
+    with consoles.websocket_connect(console["stream"], headers={"X-Ticket": "T" * 300}) as ws:
+        refused = json.loads(ws.receive_text())  # before any "hello": the viewer never joined
+        assert refused["error"] == "InvalidInput"
+        assert "X-Ticket takes at most 128 characters" in refused["detail"]
+        assert ws.receive()["code"] == 4400
+    with consoles.websocket_connect(console["stream"], headers={"X-Ticket": "INC-9"}) as ws:
+        _until(ws, "writer")
+    joined = [e for e in _events(consoles, console["id"]) if e["type"] == "console.joined"]
+    assert [event["ticket"] for event in joined] == ["INC-9"]
+
+
+def test_a_console_server_with_a_long_host_name_opens(consoles: TestClient) -> None:
+    """A 253-character host name, its port and the console port make an endpoint longer than
+    its column: it is shortened, as metadata, and the console opens."""
+    host = ".".join(["a" * 63] * 3 + ["b" * 61])
+    device(consoles, "cs-02", kind="console_server")
+    path(consoles, "cs-02", kind="ssh", address=host, username="admin", secret="cs-pw",
+         options={"dialect": "opengear"})  # fmt: skip
+    device(consoles, "web03")
+    path(consoles, "web03", kind="console_port", via="cs-02", port=4000)
+    console = _open(consoles, "web03")
+    assert console["status"] == "open"
+    assert console["endpoint"] == f"{host}:22/port4000"[:254] + "…"
+
+
 def test_a_busy_port_is_a_conflict(consoles: TestClient, fake: FakeDriver) -> None:
     fake.machine(BMC).fail = Busy("BMC 10.0.0.1:623: another SOL session is active on this BMC")
     response = consoles.post("devices/web01/consoles", json={"via": "ipmi"})

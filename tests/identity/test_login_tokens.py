@@ -55,6 +55,39 @@ def test_failed_logins_are_audited_and_rate_limited(anonymous: TestClient) -> No
     )
 
 
+def test_an_odd_request_id_cannot_dodge_the_audit_or_the_limit(client: TestClient) -> None:
+    """A 100-character X-Request-ID made PostgreSQL refuse a failed login's audit event: a 500,
+    no event, so no count toward the limit (guesses without end). Now it is replaced."""
+    odd = {"X-Request-ID": "r" * 100}
+    wrong = {"username": "admin", "password": "wrong"}
+    for _ in range(5):
+        assert error(client.post("auth/login", json=wrong, headers=odd), 401)
+    right = {"username": "admin", "password": ADMIN_PASSWORD}
+    assert "too many failed logins" in error(client.post("auth/token", data=right), 429)
+    failed = _events(client, "auth.login_failed")
+    assert len(failed) == 5
+    assert all(len(event["request_id"]) == 32 for event in failed)  # one of ours
+
+    asked = {"x1": "r" * 100, "x2": "a b\x7f", "x3": "chg-42:retry.1"}
+    for slug, given in asked.items():
+        body = {"slug": slug, "name": slug}
+        ok(client.post("sites", json=body, headers={"X-Request-ID": given}), 201)
+    ids = {event["target_name"]: event["request_id"] for event in _events(client, "site.created")}
+    assert ids["x3"] == "chg-42:retry.1"
+    assert len(ids["x1"]) == len(ids["x2"]) == 32
+
+
+def test_actor_names_fit_their_columns(client: TestClient) -> None:
+    """Usernames and token names become audit actors and targets: each is refused past its
+    column (64, 100) with a 422 before anything is written."""
+    body = {"username": "u" * 65, "password": "long-enough-password"}
+    assert "at most 64 characters" in error(client.post("users", json=body), 422)
+    named = {"name": "t" * 101, "role": "viewer"}
+    assert "at most 100 characters" in error(client.post("tokens", json=named), 422)
+    assert ok(client.get("tokens")) == []
+    assert [user["username"] for user in ok(client.get("users"))] == ["admin"]
+
+
 def test_failed_logins_appear_in_the_audit(client: TestClient) -> None:
     client.post("auth/login", json={"username": "admin", "password": "wrong-one"})
     (failed,) = _events(client, "auth.login_failed")

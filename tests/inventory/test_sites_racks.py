@@ -53,6 +53,17 @@ def test_racks_are_named_per_site(client: TestClient) -> None:
     error(client.post("racks", json={"site": "nowhere", "name": "A02"}), 404)
 
 
+def test_a_rack_name_fits_its_column(client: TestClient) -> None:
+    """Rack names are 64 characters in the database; 65 to 128 was a 500 on PostgreSQL."""
+    site(client, "bj-dc1")
+    first = rack(client, "R" * 64)
+    long = {"site": "bj-dc1", "name": "R" * 65}
+    assert "at most 64 characters" in error(client.post("racks", json=long), 422)
+    renamed = client.patch(f"racks/{first['id']}", json={"name": "S" * 65})
+    assert "at most 64 characters" in error(renamed, 422)
+    assert [r["name"] for r in ok(client.get("racks"))] == ["R" * 64]
+
+
 def test_rack_cannot_shrink_below_its_devices(client: TestClient) -> None:
     site(client)
     rack(client, "A01", height_u=42)
