@@ -119,14 +119,22 @@ def _json_dumps(value: Any) -> str:
 
 
 def make_engine(url: str) -> AsyncEngine:
-    """An async engine for SQLite (embedded default) or PostgreSQL (production)."""
-    json = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+    """An async engine for SQLite (embedded default) or PostgreSQL (production).
+
+    `hide_parameters`: a failed statement's error (logged, and kept in tracebacks) names its
+    SQL but not its values, which can be secrets, password hashes or a caller's input.
+    """
+    options: dict[str, Any] = {
+        "json_serializer": _json_dumps,
+        "json_deserializer": orjson.loads,
+        "hide_parameters": True,
+    }
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **json)
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **options)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **json)
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **options)
 
 
 def make_sessionmaker(
