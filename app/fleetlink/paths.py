@@ -83,6 +83,27 @@ def _assemble(
     return found
 
 
+async def unusable_power(session: AsyncSession, device_ids: Sequence[int]) -> dict[int, str]:
+    """Why each of these devices (given no power path by `power_paths`) cannot be reached: the
+    PDUs behind its outlets have no `ssh` path of their own."""
+    if not device_ids:
+        return {}
+    rows = await session.execute(
+        select(ControlPath.device_id, Device.name)
+        .join(Device, Device.id == ControlPath.via_device_id)
+        .where(ControlPath.device_id.in_(device_ids), ControlPath.kind == PathKind.PDU_OUTLET)
+        .order_by(ControlPath.device_id, ControlPath.priority, ControlPath.id)
+    )
+    pdus: dict[int, list[str]] = {}
+    for device_id, pdu in rows:
+        pdus.setdefault(device_id, []).append(pdu)
+    return {
+        device_id: f"no usable power path: PDU {', '.join(names)} has no ssh control path; add "
+        f"one with its address, credentials and dialect (POST /api/v1/devices/{names[0]}/paths)"
+        for device_id, names in pdus.items()
+    }
+
+
 async def console_paths(
     session: AsyncSession, vault: Vault, device: Device, via: str
 ) -> list[ConsolePath]:

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from agents.protocol import PowerAction, PowerOrder, PowerState, Report, TaskStatus
 from app.audit.service import SYSTEM, Event, stage
 from app.db import utcnow
-from app.fleetlink.paths import POWER_PATHS, power_paths
+from app.fleetlink.paths import POWER_PATHS, power_paths, unusable_power
 from app.inventory.models import ControlPath, Device, DeviceStatus, PowerStatus, Site
 from app.jobs.engine import AgentLink, upsert_power
 from app.jobs.models import ACTIVE, Task
@@ -113,10 +113,16 @@ class PowerPoller:
         ).all()
         ids = [device_id for device_id, _ in devices]
         paths = await power_paths(session, self._vault, ids, status=True)
+        unusable = await unusable_power(session, [i for i in ids if i not in paths])
+        sent = 0
         for device_id, name in devices:
             task_id = f"{PREFIX}{next(self._ids)}"
             self._asked[task_id] = _Asked(device_id, name, slug)
             self._out[slug] += 1
+            if device_id not in paths:  # stored as unreachable, with what to fix; others go on
+                why = unusable.get(device_id, "no usable power path")
+                self.report(Report(task_id, TaskStatus.FAILED, message=why))
+                continue
             order = PowerOrder(
                 task_id,
                 name,
@@ -127,7 +133,8 @@ class PowerPoller:
                 background=True,
             )
             self._link.submit(order)
-        return len(devices)
+            sent += 1
+        return sent
 
     def report(self, report: Report) -> None:
         if report.status is TaskStatus.RUNNING or report.task_id not in self._asked:

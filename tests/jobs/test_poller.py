@@ -6,11 +6,13 @@ import time
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from agents.drivers.base import Unreachable
 from agents.drivers.fake import FakeDriver
 from agents.protocol import IpmiPath, PowerState
-from tests.factories import ok
+from app.inventory.models import Device, PowerStatus
+from tests.factories import device, ok, path
 
 
 def _round(client: TestClient) -> int:
@@ -60,3 +62,34 @@ def test_a_change_made_through_rackhand_is_not_drift(fleet: TestClient, fake: Fa
 def test_sites_with_polling_off_are_left_alone(fleet: TestClient) -> None:
     ok(fleet.patch("sites/bj-dc1", json={"poll_seconds": 0}))
     assert _round(fleet) == 0
+
+
+async def _status_rows(client: TestClient) -> dict[str, tuple[str, bool, str]]:
+    sessions = client.app.state.sessions  # type: ignore[attr-defined]
+    async with sessions() as session:
+        rows = await session.execute(
+            select(Device.name, PowerStatus.state, PowerStatus.reachable, PowerStatus.message).join(
+                PowerStatus, PowerStatus.device_id == Device.id
+            )
+        )
+        return {name: (state, reachable, message) for name, state, reachable, message in rows}
+
+
+def test_an_outlet_of_a_pdu_without_ssh_is_reported_and_the_round_goes_on(
+    fleet: TestClient, fake: FakeDriver
+) -> None:
+    """Such a device has a power path the agent cannot use: the poll used to stop the whole
+    round on it (KeyError). It is stored as unknown with what to fix; the others are polled."""
+    fake.machine(IpmiPath("10.0.0.5", "u", "x")).power = PowerState.ON
+    device(fleet, "pdu-a1", kind="pdu")  # no ssh path: its outlets cannot be switched or read
+    device(fleet, "aaa01")  # sorts first: polled before the web servers
+    path(fleet, "aaa01", kind="pdu_outlet", via="pdu-a1", outlets=[3])
+    assert _round(fleet) == 5  # orders sent: the web servers'
+    rows = fleet.portal.call(_status_rows, fleet)  # type: ignore[union-attr]
+    assert rows["web05"] == ("on", True, "")
+    assert len(rows) == 6
+    state, reachable, message = rows["aaa01"]
+    assert (state, reachable) == ("unknown", False)
+    assert "PDU pdu-a1 has no ssh control path" in message
+    assert _devices(fleet)["aaa01"]["power_state"] == "unknown"
+    assert _round(fleet) == 5  # and again on the next round
