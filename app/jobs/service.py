@@ -140,10 +140,19 @@ async def check_free(session: AsyncSession, targets: Sequence[Target]) -> None:
 
 
 async def replay(session: AsyncSession, ctx: RequestContext, plan: Plan) -> Job | None:
-    """The job an earlier request with the same Idempotency-Key made, if any."""
+    """The job an earlier request with the same Idempotency-Key made, if any.
+
+    Requests with one key take turns until the first commits, so a retry sent while the first
+    is still being written gets its job rather than a conflict with it. PostgreSQL: a lock on
+    the key for the rest of the transaction; SQLite already has one writer at a time.
+    """
     if plan.idempotency_key is None:
         return None
     actor = ctx.principal.actor
+    if session.get_bind().dialect.name == "postgresql":
+        named = orjson.dumps([actor.kind, actor.name, plan.idempotency_key])
+        lock = int.from_bytes(hashlib.sha256(named).digest()[:8], "big", signed=True)
+        await session.execute(select(func.pg_advisory_xact_lock(lock)))
     job = await session.scalar(
         select(Job).where(
             Job.actor_kind == actor.kind,

@@ -7,6 +7,7 @@ import itertools
 import time
 from typing import Any
 
+import httpx
 import orjson
 from fastapi.testclient import TestClient
 from sqlalchemy import text
@@ -207,6 +208,31 @@ def test_idempotency_key_gives_back_the_same_job(fleet: TestClient, fake: FakeDr
     assert again["id"] == first["id"]
     _job(fleet, first["id"])
     assert fake.machines[WEB01].actions == ["on"]
+    detail = error(fleet.post("power", json=body | {"action": "off"}, headers=headers), 422)
+    assert "Idempotency-Key" in detail
+
+
+def test_concurrent_retries_with_one_key_get_the_same_job(
+    fleet: TestClient, fake: FakeDriver
+) -> None:
+    """Ten copies of one request sent at once (a client retrying on a timeout) all get the first
+    one's job: none sees the unique index or the device lock of the job being written beside it."""
+    body = {"select": "web[01-02]", "action": "on"}
+    headers = {"Idempotency-Key": "chg-43-storm"} | dict(fleet.headers)
+
+    async def storm() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=fleet.app)
+        async with httpx.AsyncClient(transport=transport, base_url=str(fleet.base_url)) as client:
+            return await asyncio.gather(
+                *(client.post("power", json=body, headers=headers) for _ in range(10))
+            )
+
+    answers = fleet.portal.call(storm)  # type: ignore[union-attr]
+    assert [answer.status_code for answer in answers] == [202] * 10, [a.text for a in answers]
+    assert len({answer.json()["id"] for answer in answers}) == 1
+    _job(fleet, answers[0].json()["id"])
+    assert fake.machines[WEB01].actions == ["on"]
+    assert len(ok(fleet.get("jobs"))["items"]) == 1
     detail = error(fleet.post("power", json=body | {"action": "off"}, headers=headers), 422)
     assert "Idempotency-Key" in detail
 
