@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.error_body import error_bytes
 
 MAX_JSON_DEPTH = 32
 TOO_DEEP = f"nests deeper than {MAX_JSON_DEPTH} levels of objects and arrays; flatten it"
@@ -112,7 +113,7 @@ def _message(limit: int) -> str:
 
 
 async def _refuse(send: Send, status: int, kind: str, detail: str) -> None:
-    body = json.dumps({"error": kind, "detail": detail}).encode()
+    body = error_bytes(kind, detail)
     await send(
         {
             "type": "http.response.start",

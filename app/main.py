@@ -28,6 +28,7 @@ from app.consoles.broker import ConsoleBroker, Timeouts
 from app.consoles.routes import router as consoles_router
 from app.context import RequestContext
 from app.db import make_engine, make_sessionmaker
+from app.error_body import ERROR_RESPONSES, error_response
 from app.fleetlink.builtin import BuiltinAgent
 from app.identity.auth import CsrfFailed
 from app.identity.routes import router as identity_router
@@ -76,10 +77,6 @@ def _status(exc: errors.RackhandError) -> int:
     return 400
 
 
-def _problem(status: int, kind: str, detail: str, **extra: object) -> JSONResponse:
-    return JSONResponse({"error": kind, "detail": detail, **extra}, status_code=status)
-
-
 def _describe(errors_: Sequence[Mapping[str, Any]]) -> str:
     """Field paths and messages only: inputs may hold secrets and are never echoed."""
     parts = []
@@ -97,7 +94,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             await request.app.state.audit.record(exc.event)
         extra = {"errors": exc.errors} if isinstance(exc, errors.ImportRejected) else {}
         kind = getattr(exc, "kind", type(exc).__name__)
-        response = _problem(_status(exc), kind, str(exc), **extra)
+        response = error_response(_status(exc), kind, str(exc), **extra)
         if isinstance(exc, errors.Unauthenticated | LoginFailed):
             response.headers["WWW-Authenticate"] = "Bearer"
         if isinstance(exc, errors.TooManyAttempts):
@@ -106,29 +103,31 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _problem(422, "ValidationError", _describe(exc.errors()))
+        return error_response(422, "ValidationError", _describe(exc.errors()))
 
     @app.exception_handler(ValidationError)
     async def data_invalid(_: Request, exc: ValidationError) -> JSONResponse:
         found = exc.errors(include_input=False, include_url=False)
-        return _problem(422, "ValidationError", _describe(found))
+        return error_response(422, "ValidationError", _describe(found))
 
     @app.exception_handler(IntegrityError)
     async def integrity(_: Request, exc: IntegrityError) -> JSONResponse:
         log.info("integrity error: %s", exc.orig.__class__.__name__)
-        return _problem(
+        return error_response(
             409, "Conflict", "the change collides with another one made at the same time; retry"
         )
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
-        return _problem(exc.status_code, kind, str(exc.detail))
+        return error_response(exc.status_code, kind, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _problem(500, "InternalError", "an unexpected error; it is logged on the server")
+        return error_response(
+            500, "InternalError", "an unexpected error; it is logged on the server"
+        )
 
 
 async def _bootstrap(app: FastAPI, settings: Settings) -> None:
@@ -234,6 +233,7 @@ def create_app(
         redoc_url=None,
         lifespan=lifespan,
         dependencies=[Depends(QueryGuard())],
+        responses=ERROR_RESPONSES,
     )
     app.add_middleware(
         BodyLimit,
@@ -261,7 +261,7 @@ def create_app(
                 await connection.execute(text("SELECT 1"))
         except Exception:  # any database failure means "not ready", never a 500
             log.warning("readiness check: database unreachable", exc_info=True)
-            return _problem(503, "NotReady", "the database does not answer")
+            return error_response(503, "NotReady", "the database does not answer")
         return JSONResponse({"status": "ready"})
 
     return app
