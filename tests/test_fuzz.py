@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from typing import Any
@@ -15,6 +16,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from app.config import Settings
+from app.limits import MAX_JSON_DEPTH
 from app.main import create_app
 from tests.factories import ok, path, rack, site
 
@@ -73,3 +75,53 @@ def test_no_input_gives_a_server_error(
         check()
     except Unsatisfiable:
         assert mode is GenerationMode.NEGATIVE, "valid inputs must always exist"
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=12,
+)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+CURSORS = st.one_of(
+    JSON_VALUES.map(lambda key: _b64(json.dumps(key).encode())),
+    st.lists(JSON_VALUES, min_size=1, max_size=3).map(lambda key: _b64(json.dumps(key).encode())),
+    st.binary(max_size=64).map(_b64),
+    st.text(max_size=64),
+)
+
+
+def test_no_cursor_gives_a_server_error(client: TestClient) -> None:
+    """A cursor is the caller's to send back: whatever it holds, a page or a 4xx."""
+    _seed(client)
+
+    @settings(max_examples=EXAMPLES * 5, deadline=None, database=None)
+    @given(cursor=CURSORS, listing=st.sampled_from(["devices", "jobs", "audit"]))
+    def check(cursor: str, listing: str) -> None:
+        response = client.get(listing, params={"cursor": cursor})
+        assert response.status_code in (200, 400, 422), (listing, cursor, response.text)
+
+    check()
+
+
+def test_no_nesting_gives_a_server_error(client: TestClient) -> None:
+    """Any depth of objects and arrays in a body: stored up to the limit, a 422 past it."""
+    _seed(client)
+
+    @settings(max_examples=EXAMPLES * 2, deadline=None, database=None)
+    @given(depth=st.integers(0, 3000), leaf=JSON_VALUES, arrays=st.booleans())
+    def check(depth: int, leaf: Any, arrays: bool) -> None:
+        opening, closing = ("[", "]") if arrays else ('{"k":', "}")
+        deep = opening * depth + json.dumps(leaf) + closing * depth
+        body = '{"attributes": {"a": ' + deep + "}}"
+        response = client.patch("devices/web01", content=body)
+        assert response.status_code in (200, 422), response.text
+        if depth + 2 > MAX_JSON_DEPTH:
+            assert "nests deeper than" in response.json()["detail"]
+
+    check()
