@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -12,10 +11,8 @@ from app.error_body import error_bytes
 MAX_JSON_DEPTH = 32
 TOO_DEEP = f"nests deeper than {MAX_JSON_DEPTH} levels of objects and arrays; flatten it"
 _IN_THREAD = 256 * 1024  # bytes: a larger body is measured off the event loop
-# A JSON string, or an unterminated one to the end (as a parser reads it: no nesting inside).
-_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
-_ONE_KIND = bytes.maketrans(b"{}", b"[]")
+_KEEP = bytes.maketrans(b"{}", b"[]")
+_DROP = bytes(b for b in range(256) if b not in b'"[]{}')
 
 
 def nests_too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -23,9 +20,14 @@ def nests_too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
 
     Parsers recurse once per level, so a deep text exhausts the stack (a `RecursionError`
     where the parser is Python's, a depth error in the serializer later where it is not).
-    Innermost pairs are removed level by level in C; brackets left unpaired count as levels.
+    Every step is a linear pass in C: escapes and string contents go (an unterminated string
+    runs to the end, as a parser reads it), then innermost pairs are removed level by level;
+    brackets left unpaired count as levels.
     """
-    brackets = _STRING.sub(b"", raw).translate(_ONE_KIND, _NOT_BRACKET)
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    plain = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(_KEEP, _DROP)
+    brackets = b"".join(plain.split(b'"')[0::2])
     for level in range(limit + 1):
         shorter = brackets.replace(b"[]", b"")
         if shorter == brackets:

@@ -10,6 +10,8 @@ import httpx
 import jsonschema_rs
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.limits import MAX_JSON_DEPTH, nests_too_deep
 from tests.factories import device, error, ok, site
@@ -94,6 +96,30 @@ def test_probes(client: TestClient) -> None:
 )
 def test_nesting_is_measured_without_parsing(text: str, too_deep: bool) -> None:
     assert nests_too_deep(text.encode()) is too_deep
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+NASTY_TEXT = st.text(alphabet='[]{}"\\ab\n', max_size=8)
+JSON_VALUES = st.recursive(
+    st.none() | st.integers() | NASTY_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(NASTY_TEXT, inner, max_size=3),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(value=JSON_VALUES, limit=st.integers(0, 8), indent=st.sampled_from([None, 1]))
+def test_the_measure_agrees_with_a_parser(value: Any, limit: int, indent: int | None) -> None:
+    """Strings full of brackets, quotes and backslashes never change the count."""
+    text = json.dumps(value, indent=indent).encode()
+    assert nests_too_deep(text, limit) is (_depth(value) > limit)
 
 
 def test_deeply_nested_bodies_are_a_422_naming_the_limit(client: TestClient) -> None:
