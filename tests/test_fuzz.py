@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
+from agents.drivers.fake import FakeDriver
 from app.config import Settings
 from app.limits import MAX_JSON_DEPTH
 from app.main import create_app
@@ -40,6 +42,18 @@ CONSTRAINED = sorted(name for name, op in OPERATIONS.items() if op.body or op.qu
 CASES = [(name, GenerationMode.POSITIVE) for name in sorted(OPERATIONS)] + [
     (name, GenerationMode.NEGATIVE) for name in CONSTRAINED
 ]
+
+
+@pytest.fixture
+def anonymous(settings: Settings) -> Iterator[TestClient]:
+    """The app with the fake driver as its only driver: a fuzzed power action or console reaches
+    the fake (or "no driver for this path kind"), never a packet to a seeded or generated
+    address, and never a device's own failure (a 502) that is no bug of the server's."""
+    fake = FakeDriver()
+    app = create_app(settings, drivers={"ipmi": fake, "console_port": fake})
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        test_client.base_url = test_client.base_url.join("/api/v1/")
+        yield test_client
 
 
 def _seed(client: TestClient) -> None:
