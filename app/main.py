@@ -138,7 +138,7 @@ async def _bootstrap(app: FastAPI, settings: Settings) -> None:
     if generated is not None:
         print(
             f"\n  Created the user 'admin' with password: {generated}\n"
-            "  (RACKHAND_ADMIN_PASSWORD chooses it; change it with PATCH /api/v1/users/admin)\n",
+            "  (RACKHAND_ADMIN_PASSWORD chooses it; change it with `rackhand passwd -u admin`)\n",
             file=sys.stderr,
             flush=True,
         )
