@@ -144,6 +144,18 @@ async def revoke_token(session: AsyncSession, ctx: RequestContext, token_id: int
             target_id=token.id,
             target_name=token.name,
         )
+    elif ctx.principal.credential is Credential.API and not await _made_with(
+        session, token, ctx.principal.token_id
+    ):
+        # A token stored in a script may end itself and what it made, not its owner's others.
+        ctx.require(
+            Role.ADMIN,
+            None,
+            what="revoking a token not made with this one",
+            target_type="token",
+            target_id=token.id,
+            target_name=token.name,
+        )
     descendants = await _revoke_descendants(session, token.id)
     if token.revoked_at is None or descendants:
         token.revoked_at = token.revoked_at or utcnow()
@@ -158,6 +170,16 @@ async def revoke_token(session: AsyncSession, ctx: RequestContext, token_id: int
                 details={"descendants": descendants} if descendants else {},
             ),
         )
+
+
+async def _made_with(session: AsyncSession, token: ApiToken, maker_id: int | None) -> bool:
+    """Whether `token` is the token `maker_id` or was made from it (through its parents)."""
+    current: ApiToken | None = token
+    while current is not None:
+        if current.id == maker_id:
+            return True
+        current = await session.get(ApiToken, current.parent_id) if current.parent_id else None
+    return False
 
 
 async def _revoke_descendants(session: AsyncSession, token_id: int) -> list[int]:
