@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import SecretStr, model_validator
+from pydantic import BeforeValidator, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KIB = 1024
 MIB = 1024 * KIB
+
+
+def _network(value: object) -> object:
+    """A CIDR, with the standard library's reason when it is not one ("has host bits set")."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return ip_network(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a network: {exc}") from None
+
+
+Network = Annotated[IPv4Network | IPv6Network, BeforeValidator(_network)]
 
 
 class Settings(BaseSettings):
@@ -39,6 +54,10 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = 5.0  # per attempt: connect, send, first bytes back
     webhook_poll_seconds: float = 1.0  # how often the sender looks for deliveries due
     webhook_max_in_flight: int = 16  # attempts at once over every webhook
+    # Internal networks webhooks may reach, a JSON list of CIDRs (`["10.20.0.0/16"]`): loopback,
+    # private, link-local and other non-public addresses are refused otherwise (docs/security.md,
+    # "Webhook destinations").
+    webhook_allow_networks: tuple[Network, ...] = ()
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

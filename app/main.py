@@ -42,6 +42,7 @@ from app.limits import BodyLimit
 from app.query_params import QueryGuard
 from app.uow import unit_of_work
 from app.vault import load_vault
+from app.webhooks.destinations import Destinations, Resolver, system_resolver
 from app.webhooks.routes import router as webhooks_router
 from app.webhooks.sender import Policy, WebhookSender
 
@@ -145,11 +146,14 @@ async def _bootstrap(app: FastAPI, settings: Settings) -> None:
 
 
 def create_app(
-    settings: Settings | None = None, drivers: Mapping[str, Driver] | None = None
+    settings: Settings | None = None,
+    drivers: Mapping[str, Driver] | None = None,
+    resolver: Resolver = system_resolver,
 ) -> FastAPI:
     """Build the app; the engine and the vault are opened by the lifespan, not here.
 
-    `drivers` replaces the built-in agent's device drivers (tests use the fake one).
+    `drivers` replaces the built-in agent's device drivers (tests use the fake one), and
+    `resolver` the DNS lookups of webhook deliveries (tests answer for their own names).
     """
     settings = settings or Settings()
 
@@ -205,11 +209,15 @@ def create_app(
         )
         if settings.poll_power:
             poller.start()
+        destinations = Destinations(settings.webhook_allow_networks)
+        app.state.webhook_destinations = destinations
         webhooks = app.state.webhooks = WebhookSender(
             app.state.sessions,
             app.state.write_sessions,
             app.state.vault,
             Policy.from_settings(settings),
+            destinations,
+            resolver,
         )
         webhooks.start()
         try:

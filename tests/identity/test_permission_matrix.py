@@ -85,8 +85,8 @@ def _seed(client: TestClient) -> dict[str, str]:
     token = ok(client.post("tokens", json={"name": "spare", "role": "viewer"}), 201)
     # a job whose BMC (nothing listens at 10.0.0.1) never answers: it is still running
     job = ok(client.post("devices/web01/power", json={"action": "on", "wait": 0}), 202)["job"]
-    # a webhook (its receiver refuses connections) with a delivery: the console below
-    hook = {"url": "http://127.0.0.1:1/hook", "secret": "a-secret-of-16-chars",
+    # a webhook (its delivery is refused: loopback) with a delivery: the console below
+    hook = {"url": "http://localhost:1/hook", "secret": "a-secret-of-16-chars",
             "events": ["console.closed"]}  # fmt: skip
     webhook = ok(client.post("webhooks", json=hook), 201)["id"]
     # a console that failed at once: its console server (port 1) refuses connections
