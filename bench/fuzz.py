@@ -90,7 +90,7 @@ def fuzz(backend: str) -> dict[str, Any]:
                 "--max-examples", str(EXAMPLES), "--seed", str(SEED),
                 "--phases", "examples,coverage,fuzzing",
                 "--workers", "2", "--no-color", "--request-timeout", "60",
-                "--suppress-health-check", "all",
+                "--suppress-health-check", "all", "--generation-database", "none",
                 "--report", "ndjson", "--report-ndjson-path", str(report),
                 *[arg for path in EXCLUDED for arg in ("--exclude-path", path)],
             ]  # fmt: skip
