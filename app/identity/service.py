@@ -68,11 +68,15 @@ async def token_grants(session: AsyncSession, token_id: int) -> list[GrantPair]:
     return await _pairs(session, Grant.token_id == token_id)
 
 
-async def resolve_specs(session: AsyncSession, specs: Sequence[GrantSpec]) -> list[GrantPair]:
+async def resolve_specs(
+    session: AsyncSession, specs: Sequence[GrantSpec], visible: set[int] | None = None
+) -> list[GrantPair]:
+    """(role, site id) pairs; a site outside `visible` (None: every site) reads as unknown."""
     slugs = {slug for spec in specs for slug in spec.sites or []}
-    found = dict(
-        (await session.execute(select(Site.slug, Site.id).where(Site.slug.in_(slugs)))).all()
-    )
+    query = select(Site.slug, Site.id).where(Site.slug.in_(slugs))
+    if visible is not None:
+        query = query.where(Site.id.in_(sorted(visible)))
+    found = dict((await session.execute(query)).all())
     missing = sorted(slugs - set(found))
     if missing:
         raise FieldError("sites", f"no site {missing[0]!r}")
@@ -303,17 +307,19 @@ async def list_users(session: AsyncSession, ctx: RequestContext) -> list[UserRea
 
 
 async def get_user(session: AsyncSession, ctx: RequestContext, ref: str) -> User:
+    """The caller itself, or for an admin of all sites anyone; to anybody else another user,
+    existing or not, gets the same audited "no user" (usernames are not enumerable)."""
     user_id = as_id(ref)
     user = await session.scalar(
         select(User).where(User.id == user_id if user_id else User.username == ref)
     )
-    if user is None or (
-        user.id != ctx.principal.user_id and not ctx.principal.allows(Role.ADMIN, None)
-    ):
-        if user is not None:
-            ctx.require(
-                Role.ADMIN, None, what="reading another user", target_type="user", target_name=ref
-            )
+    if user is not None and user.id == ctx.principal.user_id:
+        return user
+    if not ctx.principal.allows(Role.ADMIN, None):
+        raise ctx.hidden(Role.ADMIN, f"no user {ref!r}", what="reading another user",
+                         target_type="user", target_id=user.id if user else None,
+                         target_name=ref)  # fmt: skip
+    if user is None:
         raise NotFound(f"no user {ref!r}")
     return user
 

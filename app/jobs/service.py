@@ -116,8 +116,9 @@ async def bulk_targets(
     return sorted(targets, key=lambda target: target.name)
 
 
-async def check_free(session: AsyncSession, targets: Sequence[Target]) -> None:
-    """One change per device at a time: name the job that holds a device."""
+async def check_free(session: AsyncSession, ctx: RequestContext, targets: Sequence[Target]) -> None:
+    """One change per device at a time: name the job that holds a device, if the caller may
+    see it (a job that also touches sites the caller cannot see stays unnamed)."""
     ids = [target.device_id for target in targets]
     for start in range(0, len(ids), 5000):
         busy = (
@@ -133,9 +134,15 @@ async def check_free(session: AsyncSession, targets: Sequence[Target]) -> None:
             )
         ).all()
         if busy:
-            held = ", ".join(f"{name} by job {job} ({action})" for name, job, action in busy)
+            held = []
+            for name, job_id, action in busy:
+                job = await session.get(Job, job_id)
+                seen = job is not None and await _visible(session, ctx, job)
+                holder = f"job {job_id}" if seen else "a job you cannot see"
+                held.append(f"{name} by {holder} ({action})")
             raise InUse(
-                f"busy: {held}; wait for it to finish or cancel it (POST /api/v1/jobs/ID/cancel)"
+                f"busy: {', '.join(held)}; wait for it to finish or cancel it "
+                "(POST /api/v1/jobs/ID/cancel)"
             )
 
 
@@ -163,7 +170,7 @@ async def create_job(
 ) -> tuple[Job, list[int]]:
     """Job and task rows plus a `requested` event per device, in the caller's transaction."""
     if plan.exclusive:
-        await check_free(session, plan.targets)
+        await check_free(session, ctx, plan.targets)
     actor = ctx.principal.actor
     job = Job(
         id=uuid.uuid4().hex,
@@ -296,8 +303,13 @@ async def get_job(session: AsyncSession, ctx: RequestContext, job_id: str) -> Jo
     """A job the caller may see: their own, or one touching only sites they can see."""
     job = await session.get(Job, job_id[:32])
     if job is None or not await _visible(session, ctx, job):
-        raise NotFound(f"no job {job_id!r}; list jobs with GET /api/v1/jobs")
+        raise NotFound(no_job(job_id))
     return job
+
+
+def no_job(job_id: str) -> str:
+    """The answer to a job that does not exist, and to one the caller cannot see."""
+    return f"no job {job_id!r}; list jobs with GET /api/v1/jobs"
 
 
 async def _visible(session: AsyncSession, ctx: RequestContext, job: Job) -> bool:

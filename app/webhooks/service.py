@@ -157,11 +157,17 @@ async def listing(session: AsyncSession, ctx: RequestContext) -> list[WebhookRea
 async def get(
     session: AsyncSession, ctx: RequestContext, webhook_id: int, what: str = "managing webhooks"
 ) -> tuple[Webhook, list[tuple[int, str]]]:
-    """A webhook the caller may manage (one at another site looks missing)."""
+    """A webhook the caller may manage; one reporting on any site the caller cannot see (or
+    on every site, to a caller who cannot see them all) looks missing, word for word."""
+    missing = f"no webhook {webhook_id}; list them with GET {API}/webhooks"
     webhook = await session.get(Webhook, webhook_id)
     if webhook is None:
-        raise NotFound(f"no webhook {webhook_id}; list them with GET {API}/webhooks")
+        raise NotFound(missing)
     sites = [] if webhook.all_sites else (await _scopes(session, [webhook.id]))[webhook.id]
+    visible = ctx.principal.visible_site_ids()
+    if visible is not None and (not sites or any(site not in visible for site, _ in sites)):
+        raise ctx.hidden(Role.ADMIN, missing, what=what, target_type="webhook",
+                         target_id=webhook.id, target_name=webhook.url)  # fmt: skip
     _require(ctx, sites, what, webhook)
     return webhook, sites
 
