@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -27,6 +28,7 @@ from app.consoles import service as consoles_service
 from app.consoles.broker import ConsoleBroker, Timeouts
 from app.consoles.routes import router as consoles_router
 from app.context import RequestContext
+from app.datafiles import secure_data_dir
 from app.db import make_engine, make_sessionmaker
 from app.fleetlink.builtin import BuiltinAgent
 from app.identity.auth import CsrfFailed
@@ -159,6 +161,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(secure_data_dir, settings.data_dir)
         engine = make_engine(settings.database_url)
         app.state.settings = settings
         app.state.engine = engine

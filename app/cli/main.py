@@ -66,12 +66,16 @@ def serve(
     ] = False,
 ) -> None:
     """Run the central: migrate the database to head, then listen."""
+    # Everything this process writes is the service's own (database, key, recordings, the demo
+    # simulator's host keys); nothing is for other users, so nothing is readable by them.
+    os.umask(0o077)
     import uvicorn
 
     from agents import collector
     from app.cli import serving
     from app.cli.demo import demo_fleet
     from app.config import Settings
+    from app.datafiles import private_folder
     from app.errors import ConfigError
     from app.main import create_app
     from app.migrate import upgrade
@@ -90,7 +94,8 @@ def serve(
         raise typer.BadParameter("give both --tls-cert and --tls-key, or neither")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     serving.ignore_asyncssh_dsa_warnings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(settings.data_dir)
+    serving.check_tls_key(settings.tls_key)
     try:
         vault = load_vault(settings)  # a missing or bad key stops us before the database is touched
         upgrade(settings.database_url, vault=vault)
