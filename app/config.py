@@ -6,7 +6,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BeforeValidator, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KIB = 1024
@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     # Console streams and job event streams check their caller's credential this often: a
     # revoked or expired token, or an ended session, closes them within it.
     stream_recheck_seconds: float = 5.0
+    # Exports (audit, devices): at most this many stream at once per user and in all; a send
+    # that waits longer than export_stall_seconds for the reader ends the export.
+    exports_per_caller: int = Field(2, ge=1)
+    exports_at_once: int = Field(8, ge=1)
+    export_stall_seconds: float = Field(30.0, gt=0)
     start_workers: bool = True  # device worker processes at start (tests start them lazily)
     poll_power: bool = True  # the background power poller (tests of other things turn it off)
     # Webhook deliveries (docs/webhooks.md): one attempt, then one retry after each pause.

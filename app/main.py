@@ -30,6 +30,7 @@ from app.consoles.routes import router as consoles_router
 from app.context import RequestContext
 from app.datafiles import secure_data_dir
 from app.db import make_engine, make_sessionmaker
+from app.exports import Exports
 from app.fleetlink.builtin import BuiltinAgent
 from app.identity.auth import CsrfFailed
 from app.identity.routes import router as identity_router
@@ -58,6 +59,7 @@ STATUS: dict[type[errors.RackhandError], int] = {
     CsrfFailed: 403,
     errors.Hidden: 404,
     errors.TooManyAttempts: 429,
+    errors.TooManyExports: 429,
     errors.NotFound: 404,
     errors.AlreadyExists: 409,
     errors.InUse: 409,
@@ -102,7 +104,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         response = _problem(_status(exc), kind, str(exc), **extra)
         if isinstance(exc, errors.Unauthenticated | LoginFailed):
             response.headers["WWW-Authenticate"] = "Bearer"
-        if isinstance(exc, errors.TooManyAttempts):
+        if isinstance(exc, errors.TooManyAttempts | errors.TooManyExports):
             response.headers["Retry-After"] = str(exc.retry_after)
         return response
 
@@ -168,6 +170,9 @@ def create_app(
         app.state.sessions = make_sessionmaker(engine)
         app.state.write_sessions = make_sessionmaker(engine, write=True)
         app.state.audit = AuditRecorder(app.state.write_sessions)
+        app.state.exports = Exports(
+            settings.exports_per_caller, settings.exports_at_once, settings.export_stall_seconds
+        )
         app.state.vault = load_vault(settings)
         await _bootstrap(app, settings)
         jobs = app.state.jobs = JobEngine(app.state.write_sessions)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -13,6 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import csv_cells
 from app.audit.service import stage
 from app.context import RequestContext
 from app.db import utcnow
@@ -99,7 +100,7 @@ def parse_csv(text: str) -> list[Row]:
 def _from_cells(line: int, record: dict[str, str | None]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for column, cell in record.items():
-        value = (cell or "").strip()
+        value = csv_cells.restore((cell or "").strip())
         if column in _KEEP_IF_EMPTY and not value:
             continue
         if column in _NULLABLE and not value:
@@ -691,10 +692,10 @@ async def _shared_console_ports(
 
 async def export_devices(
     sessions: async_sessionmaker[AsyncSession], flt: device_service.DeviceFilter, fmt: str
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Stream the filtered catalogue page by page, in its own short read transactions."""
     if fmt == "csv":
-        yield _csv_line(CSV_COLUMNS)
+        yield csv_cells.line(CSV_COLUMNS)
     else:
         yield b"["
     first = True
@@ -709,7 +710,7 @@ async def export_devices(
             )
         for item in page.items:
             if fmt == "csv":
-                yield _csv_line(_csv_cells(item))
+                yield csv_cells.line(_csv_cells(item))
             else:
                 record = device_service.as_fields(item) | {"paths": paths.get(item.id, [])}
                 yield (b"" if first else b",") + b"\n" + json.dumps(record, default=str).encode()
@@ -733,12 +734,6 @@ def _csv_cells(item: DeviceRead) -> list[str]:
         else:
             cells.append("" if value is None else str(value))
     return cells
-
-
-def _csv_line(cells: list[str]) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(cells)
-    return buffer.getvalue().encode()
 
 
 async def _export_paths(session: AsyncSession, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
