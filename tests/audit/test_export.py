@@ -7,7 +7,9 @@ import asyncio
 import csv
 import io
 import json
+import os
 import socket
+import subprocess
 from urllib.parse import urlsplit
 
 import httpx
@@ -22,7 +24,7 @@ from app.csv_cells import TRIGGERS
 from app.db import make_engine, make_sessionmaker
 from app.main import create_app
 from tests.factories import ok, site
-from tests.live import admin_token, until, uvicorn_thread
+from tests.live import RACKHAND, admin_token, until, uvicorn_thread
 
 # About 7 MB of JSON lines: more than a connection's socket buffers hold (up to 4 MB for the
 # server's on loopback), so an export to a client that never reads stops in its send.
@@ -32,11 +34,11 @@ STALLED = 16  # as in the incident: more than SQLite's pool (15), half of Postgr
 QUICK = 10.0  # seconds; the stalled pool made every request wait 30 s, then fail
 
 
-async def _fill(url: str) -> None:
+async def _fill(url: str, events: int = EVENTS) -> None:
     engine = make_engine(url)
     try:
         async with make_sessionmaker(engine, write=True)() as session:
-            for _ in range(EVENTS // 1000):
+            for _ in range(events // 1000):
                 await append(session, [Event("test.padding", SYSTEM, reason=PADDING)] * 1000)
             await session.commit()
     finally:
@@ -176,6 +178,29 @@ def test_a_reader_who_stops_reading_is_cut_off(
     assert not body.endswith(b"\r\n0\r\n\r\n")  # no last chunk: the client sees it is cut short
     assert body.count(b'"type":"test.padding"') < EVENTS
     assert "cut off: the reader took nothing for 1 s" in caplog.text
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_cli_says_a_cut_off_export_is_incomplete(settings: Settings) -> None:
+    """`rackhand audit export | less`, left waiting: the server cuts the export off, and the
+    CLI says the output is incomplete (exit 1) instead of ending as if it were whole."""
+    asyncio.run(_fill(settings.database_url, events=3 * EVENTS))  # more than a pipe and buffers
+    app = _app(settings, exports_per_caller=1, export_stall_seconds=1.0)
+    with uvicorn_thread(app) as url:
+        token = admin_token(url)
+        env = os.environ | {"RACKHAND_URL": url, "RACKHAND_TOKEN": token}
+        cli = subprocess.Popen(
+            [RACKHAND, "audit", "export"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        try:
+            until(lambda: _export(url, token).status_code == 429, "the CLI's export to start")
+            until(lambda: _export(url, token).status_code == 200, "the waiting export's end")
+            out, err = cli.communicate(timeout=60)  # the pager reads on
+        finally:
+            cli.kill()
+    assert cli.returncode == 1
+    assert "error (Incomplete): the download ended before its end" in err.decode()
+    assert out.count(b"\n") < 3 * EVENTS
 
 
 def test_csv_cells_never_run_as_formulas(client: TestClient) -> None:
