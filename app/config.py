@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = 5.0  # per attempt: connect, send, first bytes back
     webhook_poll_seconds: float = 1.0  # how often the sender looks for deliveries due
     webhook_max_in_flight: int = 16  # attempts at once over every webhook
+    # Each central writes a heartbeat this often; one silent for three of its intervals is gone,
+    # and another central (or its own next start) ends its tasks and consoles as `lost`.
+    heartbeat_seconds: float = 10.0
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

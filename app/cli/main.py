@@ -68,6 +68,7 @@ def serve(
     import uvicorn
 
     from agents import collector
+    from app.centrals.folder import DataFolderLock
     from app.cli import serving
     from app.cli.demo import demo_fleet
     from app.config import Settings
@@ -90,7 +91,9 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     serving.ignore_asyncssh_dsa_warnings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    folder_lock = DataFolderLock(settings.data_dir)  # held until the process ends
     try:
+        folder_lock.acquire()  # before the database is migrated: one central per data folder
         vault = load_vault(settings)  # a missing or bad key stops us before the database is touched
         upgrade(settings.database_url, vault=vault)
         password = asyncio.run(serving.prepare(settings, demo))
@@ -100,7 +103,7 @@ def serve(
     scheme = "https" if settings.tls_cert else "http"
     url = f"{scheme}://{settings.host}:{settings.port}/api/v1/docs"
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, folder_lock=folder_lock),
         host=settings.host,
         port=settings.port,
         ssl_certfile=settings.tls_cert,
