@@ -256,8 +256,8 @@ class JobEngine:
                     stopped += 1
         if late:
             await self._stored(job_id, self._patience.cancel_wait)
-        waiting = sum(1 for o in self._unsaved(job_id) if o.report.task_id in late)
-        return Cancelled(stopped, len(late), waiting)
+        waiting = {o.report.task_id for o in self._unsaved(job_id) if o.report.status in FINISHED}
+        return Cancelled(stopped, len(late), len(waiting & late))
 
     # Reports in --------------------------------------------------------------------------
 
@@ -415,7 +415,7 @@ class JobEngine:
         )
 
     async def _write(self, batch: list[_Outcome]) -> tuple[dict[str, JobStatus], dict[str, Report]]:
-        """Store the batch: (jobs that finished, reports refused because the task had ended)."""
+        """Store the batch: (jobs that ended, reports refused because the task had ended)."""
         started = [int(o.report.task_id) for o in batch if o.report.status is TaskStatus.RUNNING]
         final = list(
             {o.report.task_id: o for o in reversed(batch) if o.report.status in FINISHED}.values()
@@ -443,8 +443,10 @@ class JobEngine:
                     task_id,
                     stored.status,
                 )
+            # Jobs another central ended: their streams here end with the status it gave.
+            ended = await _ended_jobs(session, {rows[int(t)].job_id for t in kept})
             if not applied:
-                return {}, kept
+                return ended, kept
             await session.execute(
                 _FINISH_TASK,
                 [
@@ -473,7 +475,7 @@ class JobEngine:
             finished = await self._finish_jobs(
                 session, {rows[int(o.report.task_id)].job_id for o in applied}
             )
-            return finished, kept
+            return ended | finished, kept
 
     async def _finish_jobs(self, session: AsyncSession, job_ids: set[str]) -> dict[str, JobStatus]:
         """Jobs with no active task left get their final status, once (`job.finished` too)."""
@@ -664,9 +666,9 @@ class JobEngine:
             await flusher
         await self._spill_waiting(self._down_since or utcnow())
         log.error(
-            "stopping with %d task reports the database did not take; the next start "
+            "stopping with %d task outcomes the database did not take; the next start "
             "stores them from the spill file",
-            len(self._unsaved()),
+            sum(1 for o in self._unsaved() if o.report.status in FINISHED),
         )
 
 
@@ -711,6 +713,15 @@ def _refused(exc: Exception) -> bool:
     if isinstance(exc, IntegrityError | ProgrammingError | DataError):
         return True
     return not isinstance(exc, DBAPIError | OSError | TimeoutError)
+
+
+async def _ended_jobs(session: AsyncSession, job_ids: set[str]) -> dict[str, JobStatus]:
+    if not job_ids:
+        return {}
+    found = await session.execute(
+        select(Job.id, Job.status).where(Job.id.in_(job_ids), Job.status != JobStatus.RUNNING)
+    )
+    return {row.id: row.status for row in found}
 
 
 def _row_active(row: Any) -> bool:
