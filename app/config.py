@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # private, link-local and other non-public addresses are refused otherwise (docs/security.md,
     # "Webhook destinations").
     webhook_allow_networks: tuple[Network, ...] = ()
+    # Each central writes a heartbeat this often; one silent for three of its intervals is gone,
+    # and another central (or its own next start) ends its tasks and consoles as `lost`.
+    heartbeat_seconds: float = 10.0
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

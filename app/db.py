@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, DateTime, MetaData, String, event
+from sqlalchemy import JSON, DateTime, MetaData, String, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import (
@@ -140,3 +140,11 @@ def make_sessionmaker(
         autoflush=False,
         info=info,
     )
+
+
+async def limit_lock_wait(session: AsyncSession, seconds: float) -> None:
+    """Bound how long this transaction waits for a lock: PostgreSQL waits for ever unless told,
+    SQLite gives up after its busy timeout (10 s) anyway. Work that retries on its own (job
+    reports, heartbeats) would rather fail and try again than hang."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text(f"SET LOCAL lock_timeout = '{max(1, round(seconds * 1000))}ms'"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -23,6 +23,8 @@ from app import errors
 from app.audit.recorder import AuditRecorder
 from app.audit.routes import router as audit_router
 from app.audit.service import Event
+from app.centrals.folder import DataFolderLock
+from app.centrals.presence import Presence
 from app.config import Settings
 from app.consoles import service as consoles_service
 from app.consoles.broker import ConsoleBroker, Timeouts
@@ -35,12 +37,14 @@ from app.fleetlink.builtin import BuiltinAgent
 from app.identity.auth import CsrfFailed
 from app.identity.routes import router as identity_router
 from app.identity.service import LoginFailed, bootstrap_admin
+from app.identity.usage import TokenUse
 from app.inventory.routes import router as inventory_router
 from app.jobs.actions import Runtime, power_one
 from app.jobs.engine import JobEngine
 from app.jobs.poller import PREFIX as POLL
 from app.jobs.poller import PowerPoller
 from app.jobs.routes import router as jobs_router
+from app.jobs.spill import FILE_NAME as SPILL_FILE
 from app.limits import BodyLimit
 from app.query_params import QueryGuard
 from app.uow import unit_of_work
@@ -149,15 +153,39 @@ async def _bootstrap(app: FastAPI, settings: Settings) -> None:
         )
 
 
+def _holding(
+    lock: DataFolderLock,
+    held: bool,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The lifespan, inside the data folder's lock (taken here unless the caller holds it)."""
+
+    @asynccontextmanager
+    async def holding(app: FastAPI) -> AsyncIterator[None]:
+        if not held:
+            lock.acquire()  # before anything is read or written: one central per data folder
+        try:
+            async with lifespan(app):
+                yield
+        finally:
+            if not held:
+                lock.release()
+
+    return holding
+
+
 def create_app(
     settings: Settings | None = None,
     drivers: Mapping[str, Driver] | None = None,
     resolver: Resolver = system_resolver,
+    *,
+    folder_lock: DataFolderLock | None = None,
 ) -> FastAPI:
     """Build the app; the engine and the vault are opened by the lifespan, not here.
 
-    `drivers` replaces the built-in agent's device drivers (tests use the fake one), and
-    `resolver` the DNS lookups of webhook deliveries (tests answer for their own names).
+    `drivers` replaces the built-in agent's device drivers (tests use the fake one),
+    `resolver` the DNS lookups of webhook deliveries (tests answer for their own names), and
+    `folder_lock` is the data folder's lock when the caller took it already (`rackhand serve`).
     """
     settings = settings or Settings()
 
@@ -175,22 +203,30 @@ def create_app(
         )
         app.state.vault = load_vault(settings)
         await _bootstrap(app, settings)
-        jobs = app.state.jobs = JobEngine(app.state.write_sessions)
-        await jobs.recover()
+        presence = app.state.presence = Presence(
+            app.state.write_sessions, interval=settings.heartbeat_seconds
+        )
+        await presence.beat()  # peers see this central before it owns anything
+        app.state.token_use = TokenUse(app.state.write_sessions)
+        jobs = app.state.jobs = JobEngine(
+            app.state.write_sessions, presence, spill=settings.data_dir / SPILL_FILE
+        )
+        await jobs.replay()  # outcomes an earlier life spilled beat `lost`
+        await jobs.recover()  # tasks of centrals that are gone; live ones keep theirs
 
         consoles = app.state.consoles = ConsoleBroker(
             app.state.write_sessions,
             app.state.audit,
             app.state.vault,
             settings.data_dir,
+            presence,
             Timeouts(
                 idle=settings.console_idle_seconds,
                 max_length=settings.console_max_seconds,
                 linger=settings.console_linger_seconds,
             ),
         )
-        async with unit_of_work(app.state.write_sessions) as session:
-            await consoles_service.abandon_open(session)
+        await consoles.recover()
 
         async def receive(message: FromAgent) -> None:
             if isinstance(message, Report):
@@ -228,6 +264,7 @@ def create_app(
             resolver,
         )
         webhooks.start()
+        presence.start([jobs.recover, consoles.recover])  # a peer that dies is noticed later too
         try:
             yield
         finally:
@@ -237,7 +274,9 @@ def create_app(
             await poller.close()
             await jobs.close()
             await webhooks.stop()
+            await app.state.token_use.close()
             await app.state.audit.close()
+            await presence.stop()
             await engine.dispose()
 
     app = FastAPI(
@@ -247,7 +286,9 @@ def create_app(
         openapi_url=f"{API}/openapi.json",
         docs_url=f"{API}/docs",
         redoc_url=None,
-        lifespan=lifespan,
+        lifespan=_holding(
+            folder_lock or DataFolderLock(settings.data_dir), folder_lock is not None, lifespan
+        ),
         dependencies=[Depends(QueryGuard())],
     )
     app.add_middleware(

@@ -72,6 +72,7 @@ def serve(
     import uvicorn
 
     from agents import collector
+    from app.centrals.folder import DataFolderLock
     from app.cli import serving
     from app.cli.demo import demo_fleet
     from app.config import Settings
@@ -96,7 +97,9 @@ def serve(
     serving.ignore_asyncssh_dsa_warnings()
     private_folder(settings.data_dir)
     serving.check_tls_key(settings.tls_key)
+    folder_lock = DataFolderLock(settings.data_dir)  # held until the process ends
     try:
+        folder_lock.acquire()  # before the database is migrated: one central per data folder
         vault = load_vault(settings)  # a missing or bad key stops us before the database is touched
         upgrade(settings.database_url, vault=vault)
         password = asyncio.run(serving.prepare(settings, demo))
@@ -106,7 +109,7 @@ def serve(
     scheme = "https" if settings.tls_cert else "http"
     url = f"{scheme}://{settings.host}:{settings.port}/api/v1/docs"
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, folder_lock=folder_lock),
         host=settings.host,
         port=settings.port,
         ssl_certfile=settings.tls_cert,

@@ -12,7 +12,6 @@ from starlette.requests import HTTPConnection
 
 from app.audit.service import Actor, Event
 from app.context import RequestContext
-from app.db import WRITER
 from app.deps import SessionDep
 from app.errors import Refused, Unauthenticated
 from app.identity import service
@@ -57,12 +56,7 @@ async def current_principal(
                 _rejected(request, "token", token[:10] if token.startswith("rh_") else None),
             )
         principal, stored = found
-        if service.needs_last_used(stored):
-            if not session.info.get(WRITER):  # a read: note the use in a short write of its own
-                async with unit_of_work(request.app.state.write_sessions) as writer:
-                    await service.mark_used(writer, stored.id)
-            else:  # a write already holds the (SQLite) write lock: note it in the same transaction
-                await service.mark_used(session, stored.id)
+        request.app.state.token_use.note(stored)  # written off this request's path
         return principal
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:

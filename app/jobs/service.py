@@ -166,9 +166,10 @@ async def replay(session: AsyncSession, ctx: RequestContext, plan: Plan) -> Job 
 
 
 async def create_job(
-    session: AsyncSession, ctx: RequestContext, plan: Plan
+    session: AsyncSession, ctx: RequestContext, plan: Plan, owner: str
 ) -> tuple[Job, list[int]]:
-    """Job and task rows plus a `requested` event per device, in the caller's transaction."""
+    """Job and task rows plus a `requested` event per device, in the caller's transaction;
+    `owner` is the central that will run the tasks."""
     if plan.exclusive:
         await check_free(session, ctx, plan.targets)
     actor = ctx.principal.actor
@@ -204,6 +205,7 @@ async def create_job(
             "message": "",
             "attempts": 0,
             "finished_at": None,
+            "owner_id": owner,
         }
         | (_SKIP_ROW | {"finished_at": now} if target.device_id in plan.skipped else {})
         for target in plan.targets
