@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -24,6 +26,9 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For names the client:
+    # the audit's source_ip and the login throttle use it only from a peer listed here.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
     max_body_bytes: int = 1 * MIB
     max_import_bytes: int = 64 * MIB
     console_idle_seconds: float = 1800.0  # no input or output: the session closes
@@ -39,6 +44,24 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = 5.0  # per attempt: connect, send, first bytes back
     webhook_poll_seconds: float = 1.0  # how often the sender looks for deliveries due
     webhook_max_in_flight: int = 16  # attempts at once over every webhook
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> list[str]:
+        items = value.split(",") if isinstance(value, str) else value
+        networks = []
+        for item in items:
+            text = str(item).strip()
+            if not text:
+                continue
+            try:
+                networks.append(str(ipaddress.ip_network(text)))
+            except ValueError as exc:
+                raise ValueError(
+                    f"RACKHAND_TRUSTED_PROXIES: {text!r} is not an address or a network such as "
+                    f"10.0.0.0/8 ({exc}); list the proxies themselves, never every address"
+                ) from exc
+        return networks
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

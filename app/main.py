@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from agents.protocol import FromAgent, HostKeySeen, Report
 from agents.runner import Driver
@@ -30,8 +31,10 @@ from app.context import RequestContext
 from app.db import make_engine, make_sessionmaker
 from app.fleetlink.builtin import BuiltinAgent
 from app.identity.auth import CsrfFailed
+from app.identity.logins import LoginFailed, Logins
 from app.identity.routes import router as identity_router
-from app.identity.service import LoginFailed, bootstrap_admin
+from app.identity.service import bootstrap_admin
+from app.identity.throttle import LoginThrottle
 from app.inventory.routes import router as inventory_router
 from app.jobs.actions import Runtime, power_one
 from app.jobs.engine import JobEngine
@@ -161,6 +164,7 @@ def create_app(
         app.state.sessions = make_sessionmaker(engine)
         app.state.write_sessions = make_sessionmaker(engine, write=True)
         app.state.audit = AuditRecorder(app.state.write_sessions)
+        app.state.logins = Logins(app.state.sessions, app.state.write_sessions, LoginThrottle())
         app.state.vault = load_vault(settings)
         await _bootstrap(app, settings)
         jobs = app.state.jobs = JobEngine(app.state.write_sessions)
@@ -239,6 +243,8 @@ def create_app(
         default=settings.max_body_bytes,
         larger={"/devices/import": settings.max_import_bytes},
     )
+    if settings.trusted_proxies:  # outermost: every layer below sees the client's address
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     _install_error_handlers(app)
     app.include_router(identity_router, prefix=API)
     app.include_router(inventory_router, prefix=API)

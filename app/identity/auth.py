@@ -31,8 +31,13 @@ class CsrfFailed(Refused):
     kind = "Forbidden"
 
 
-def source_ip(request: HTTPConnection) -> str | None:
-    return request.client.host if request.client else None
+def source_ip(conn: HTTPConnection) -> str | None:
+    """The client's address, as the audit and the login throttle both know it.
+
+    The peer's address; behind a proxy listed in RACKHAND_TRUSTED_PROXIES, the one that
+    proxy saw (uvicorn's ProxyHeadersMiddleware put it in the scope from X-Forwarded-For).
+    """
+    return conn.client.host[:64] if conn.client else None
 
 
 def _rejected(request: HTTPConnection, credential: str, prefix: str | None) -> Event:
