@@ -15,6 +15,8 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
+from starlette.types import Scope
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from agents.protocol import FromAgent, HostKeySeen, Report
@@ -30,8 +32,9 @@ from app.consoles.routes import router as consoles_router
 from app.context import RequestContext
 from app.db import make_engine, make_sessionmaker
 from app.fleetlink.builtin import BuiltinAgent
-from app.identity.auth import CsrfFailed
+from app.identity.auth import CsrfFailed, check_credential
 from app.identity.logins import LoginFailed, Logins
+from app.identity.rejections import RefusalLog, Rejection
 from app.identity.routes import router as identity_router
 from app.identity.service import bootstrap_admin
 from app.identity.throttle import LoginThrottle
@@ -41,7 +44,7 @@ from app.jobs.engine import JobEngine
 from app.jobs.poller import PREFIX as POLL
 from app.jobs.poller import PowerPoller
 from app.jobs.routes import router as jobs_router
-from app.limits import BodyLimit
+from app.limits import BodyLimit, Refusal
 from app.query_params import QueryGuard
 from app.uow import unit_of_work
 from app.vault import load_vault
@@ -95,8 +98,8 @@ def _describe(errors_: Sequence[Mapping[str, Any]]) -> str:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.RackhandError)
     async def domain_error(request: Request, exc: errors.RackhandError) -> JSONResponse:
-        if isinstance(exc, errors.Refused) and isinstance(exc.event, Event):
-            await request.app.state.audit.record(exc.event)
+        if isinstance(exc, errors.Refused) and isinstance(exc.event, Event | Rejection):
+            await request.app.state.refusals.record(exc.event)
         extra = {"errors": exc.errors} if isinstance(exc, errors.ImportRejected) else {}
         kind = getattr(exc, "kind", type(exc).__name__)
         response = _problem(_status(exc), kind, str(exc), **extra)
@@ -164,6 +167,8 @@ def create_app(
         app.state.sessions = make_sessionmaker(engine)
         app.state.write_sessions = make_sessionmaker(engine, write=True)
         app.state.audit = AuditRecorder(app.state.write_sessions)
+        refusals = app.state.refusals = RefusalLog(app.state.audit)
+        refusals.start()
         app.state.logins = Logins(app.state.sessions, app.state.write_sessions, LoginThrottle())
         app.state.vault = load_vault(settings)
         await _bootstrap(app, settings)
@@ -225,6 +230,7 @@ def create_app(
             await poller.close()
             await jobs.close()
             await webhooks.stop()
+            await refusals.close()
             await app.state.audit.close()
             await engine.dispose()
 
@@ -238,10 +244,22 @@ def create_app(
         lifespan=lifespan,
         dependencies=[Depends(QueryGuard())],
     )
+
+    async def authenticate(scope: Scope) -> Refusal | None:
+        """For the body limit: does the request carry a working credential (audited if not)?"""
+        try:
+            await check_credential(app.state.sessions, HTTPConnection(scope))
+        except errors.Refused as exc:
+            if isinstance(exc.event, Event | Rejection):
+                await app.state.refusals.record(exc.event)
+            return Refusal(_status(exc), getattr(exc, "kind", type(exc).__name__), str(exc))
+        return None
+
     app.add_middleware(
         BodyLimit,
         default=settings.max_body_bytes,
         larger={"/devices/import": settings.max_import_bytes},
+        authenticate=authenticate,
     )
     if settings.trusted_proxies:  # outermost: every layer below sees the client's address
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
