@@ -8,7 +8,8 @@ Three rules (docs/security.md, "Logins and guessing"):
   (1 s, 2 s, 4 s … at most 15 minutes), one guess at a time; a success forgets them. A guess
   that would pass only if those being checked succeed waits for them (a script's parallel
   logins are let in; an attacker's are refused once the first five have failed);
-- per address, over every user: a bucket of 30 failures refilled one per 30 s;
+- per address (an IPv6 /64 is one), over every user: a bucket of 30 failures refilled one
+  per 30 s;
 - per user, over every address: a bucket of 30 failures refilled one per minute.
 
 The two buckets never apply to a user at an address they logged in from in the last 30 days
@@ -110,7 +111,8 @@ class History:
 
 
 def source_key(source: str | None) -> str:
-    """The address a bucket counts: an IPv6 client owns its whole /64, so that is one source."""
+    """The address the rules count: an IPv6 client owns its whole /64, so that is one source
+    (a new address in it for every guess would otherwise start every count afresh)."""
     if source is None:
         return "unknown"
     try:
@@ -175,11 +177,11 @@ class LoginThrottle:
         self._since_sweep = 0
 
     def knows(self, username: str, source: str | None) -> bool:
-        return (username, source or "unknown") in self._pairs
+        return (username, source_key(source)) in self._pairs
 
     def learn(self, username: str, source: str | None, history: History) -> None:
         """Seed a pair from the audit log; a pair already known here keeps its own counts."""
-        key = (username, source or "unknown")
+        key = (username, source_key(source))
         if key in self._pairs:
             return
         now = self.clock()
@@ -221,7 +223,7 @@ class LoginThrottle:
         """`reserve` without waiting: in one step, with no `await`, so that concurrent
         guesses cannot all pass a check that each read before any failed."""
         now = self.clock()
-        key = (username, source or "unknown")
+        key = (username, source_key(source))
         pair = self._pairs.get(key)
         if pair is None:
             pair = self._pairs[key] = _Pair()
@@ -236,7 +238,7 @@ class LoginThrottle:
             raise refusal
         taken: list[_Tokens] = []
         if pair.familiar_until <= now:
-            by_source = self._tokens(self._sources, source_key(source), self.rules.per_source, now)
+            by_source = self._tokens(self._sources, key[1], self.rules.per_source, now)
             by_user = self._tokens(self._users, username, self.rules.per_user, now)
             if by_source.wait() > 0:
                 raise _refusal("too many failed logins from this address", by_source.wait())

@@ -179,3 +179,11 @@ def test_waiting_is_bounded() -> None:
             reservation.release()
 
     asyncio.run(scenario())
+
+
+def test_an_ipv6_attacker_gains_nothing_from_the_addresses_of_its_64() -> None:
+    throttle, _ = _throttle()
+    waits = [_wait(throttle, "admin", f"2001:db8:1:2::{n:x}") for n in range(1, 50)]
+    assert waits[:5] == [0] * 5
+    assert all(waits[5:])  # every address of the /64 meets the same back-off
+    throttle.take("admin", "2001:db8:9::1").succeeded()  # the admin elsewhere is not slowed
