@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -39,6 +40,9 @@ class Settings(BaseSettings):
     admin_password: SecretStr | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # Proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For names the client:
+    # the audit's source_ip and the login throttle use it only from a peer listed here.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
     max_body_bytes: int = 1 * MIB
     max_import_bytes: int = 64 * MIB
     console_idle_seconds: float = 1800.0  # no input or output: the session closes
@@ -66,6 +70,24 @@ class Settings(BaseSettings):
     # Each central writes a heartbeat this often; one silent for three of its intervals is gone,
     # and another central (or its own next start) ends its tasks and consoles as `lost`.
     heartbeat_seconds: float = 10.0
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> list[str]:
+        items = value.split(",") if isinstance(value, str) else value
+        networks = []
+        for item in items:
+            text = str(item).strip()
+            if not text:
+                continue
+            try:
+                networks.append(str(ipaddress.ip_network(text)))
+            except ValueError as exc:
+                raise ValueError(
+                    f"RACKHAND_TRUSTED_PROXIES: {text!r} is not an address or a network such as "
+                    f"10.0.0.0/8 ({exc}); list the proxies themselves, never every address"
+                ) from exc
+        return networks
 
     @model_validator(mode="after")
     def _default_database(self) -> Settings:

@@ -16,6 +16,9 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
+from starlette.types import Scope
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from agents.protocol import FromAgent, HostKeySeen, Report
 from agents.runner import Driver
@@ -34,9 +37,12 @@ from app.datafiles import secure_data_dir
 from app.db import make_engine, make_sessionmaker
 from app.exports import Exports
 from app.fleetlink.builtin import BuiltinAgent
-from app.identity.auth import CsrfFailed
+from app.identity.auth import CsrfFailed, check_credential
+from app.identity.logins import LoginFailed, Logins
+from app.identity.rejections import RefusalLog, Rejection
 from app.identity.routes import router as identity_router
-from app.identity.service import LoginFailed, bootstrap_admin
+from app.identity.service import bootstrap_admin
+from app.identity.throttle import LoginThrottle
 from app.identity.usage import TokenUse
 from app.inventory.routes import router as inventory_router
 from app.jobs.actions import Runtime, power_one
@@ -45,7 +51,7 @@ from app.jobs.poller import PREFIX as POLL
 from app.jobs.poller import PowerPoller
 from app.jobs.routes import router as jobs_router
 from app.jobs.spill import FILE_NAME as SPILL_FILE
-from app.limits import BodyLimit
+from app.limits import BodyLimit, Refusal
 from app.query_params import QueryGuard
 from app.uow import unit_of_work
 from app.vault import load_vault
@@ -101,8 +107,8 @@ def _describe(errors_: Sequence[Mapping[str, Any]]) -> str:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.RackhandError)
     async def domain_error(request: Request, exc: errors.RackhandError) -> JSONResponse:
-        if isinstance(exc, errors.Refused) and isinstance(exc.event, Event):
-            await request.app.state.audit.record(exc.event)
+        if isinstance(exc, errors.Refused) and isinstance(exc.event, Event | Rejection):
+            await request.app.state.refusals.record(exc.event)
         extra = {"errors": exc.errors} if isinstance(exc, errors.ImportRejected) else {}
         kind = getattr(exc, "kind", type(exc).__name__)
         response = _problem(_status(exc), kind, str(exc), **extra)
@@ -201,6 +207,9 @@ def create_app(
         app.state.exports = Exports(
             settings.exports_per_caller, settings.exports_at_once, settings.export_stall_seconds
         )
+        refusals = app.state.refusals = RefusalLog(app.state.audit)
+        refusals.start()
+        app.state.logins = Logins(app.state.sessions, app.state.write_sessions, LoginThrottle())
         app.state.vault = load_vault(settings)
         await _bootstrap(app, settings)
         presence = app.state.presence = Presence(
@@ -274,6 +283,7 @@ def create_app(
             await poller.close()
             await jobs.close()
             await webhooks.stop()
+            await refusals.close()
             await app.state.token_use.close()
             await app.state.audit.close()
             await presence.stop()
@@ -291,11 +301,25 @@ def create_app(
         ),
         dependencies=[Depends(QueryGuard())],
     )
+
+    async def authenticate(scope: Scope) -> Refusal | None:
+        """For the body limit: does the request carry a working credential (audited if not)?"""
+        try:
+            await check_credential(app.state.sessions, HTTPConnection(scope))
+        except errors.Refused as exc:
+            if isinstance(exc.event, Event | Rejection):
+                await app.state.refusals.record(exc.event)
+            return Refusal(_status(exc), getattr(exc, "kind", type(exc).__name__), str(exc))
+        return None
+
     app.add_middleware(
         BodyLimit,
         default=settings.max_body_bytes,
         larger={"/devices/import": settings.max_import_bytes},
+        authenticate=authenticate,
     )
+    if settings.trusted_proxies:  # outermost: every layer below sees the client's address
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     _install_error_handlers(app)
     app.include_router(identity_router, prefix=API)
     app.include_router(inventory_router, prefix=API)
