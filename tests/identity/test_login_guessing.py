@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -85,7 +86,9 @@ def test_back_off_grows_and_a_success_resets_it(anonymous: TestClient) -> None:
     assert _token(anonymous, "wrong").headers["Retry-After"] == "1"
 
 
-def test_failures_outlive_a_restart(anonymous: TestClient, settings: Settings) -> None:
+def test_failures_outlive_a_restart(
+    anonymous: TestClient, settings: Settings, tmp_path: Path
+) -> None:
     """The throttle forgets with its process; the audit log reminds the next one."""
     clock = freeze(anonymous)
     for _ in range(13):  # 13 failures in a row: the next guess waits 256 s
@@ -94,7 +97,9 @@ def test_failures_outlive_a_restart(anonymous: TestClient, settings: Settings) -
             clock.advance(int(answer.headers["Retry-After"]))
             answer = _token(anonymous, "wrong")
         error(answer, 401)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as restarted:
+    # another process on the same database (its own data folder: one central per folder)
+    elsewhere = settings.model_copy(update={"data_dir": tmp_path / "restarted"})
+    with TestClient(create_app(elsewhere), raise_server_exceptions=False) as restarted:
         restarted.base_url = restarted.base_url.join("/api/v1/")
         refused = _token(restarted, ADMIN_PASSWORD)
         assert "too many failed logins" in error(refused, 429)
