@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 LINT_DB := /tmp/rackhand-lint-$(shell id -u).db
 
 .DEFAULT_GOAL := help
-.PHONY: help install peers run test lint format bench clean
+.PHONY: help install peers run test lint format bench fuzz clean
 # Real protocol peers the tests and the benchmarks drive (Debian packages).
 PEERS := ipmitool:ipmitool ipmipower:freeipmi-tools ipmi_sim:openipmi ssh:openssh-client \
 	openssl:openssl
@@ -52,6 +52,9 @@ format: $(STAMP)  ## fix formatting and the fixable lint
 
 bench: $(STAMP) peers  ## benchmarks (catalogue, audit, power, consoles): figures in docs/benchmarks.md
 	$(BIN)/python -m bench
+
+fuzz: $(STAMP)  ## schemathesis against a live server, SQLite then PostgreSQL (docs/security.md)
+	$(BIN)/python -m bench.fuzz
 
 clean:  ## remove the virtualenv and caches (not ./var)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -64,15 +64,27 @@ class RequestContext:
         target_id: int | None = None,
         target_name: str | None = None,
         site: str | None = None,
+        missing: str | None = None,
     ) -> None:
         """Refuse (and audit the refusal) unless the caller holds `role` at the site.
 
-        A caller who cannot see the site at all gets "not found", so that other sites'
-        objects stay invisible; one who sees it without the role gets "forbidden".
+        A caller who cannot see the site at all gets "not found", in the words of `missing`
+        (what a look-up of nothing answers), so that other sites' objects stay invisible; one
+        who sees it without the role gets "forbidden".
         """
         held = self.principal.role_at(site_id)
         if held is not None and held.rank >= role.rank:
             return
+        if held is None and site_id is not None:
+            raise self.hidden(
+                role,
+                missing or f"no such {target_type or 'object'}",
+                what=what,
+                target_type=target_type,
+                target_id=target_id,
+                target_name=target_name,
+                site=site,
+            )
         event = self.event(
             "access.denied",
             outcome="denied",
@@ -82,10 +94,40 @@ class RequestContext:
             site=site,
             details={"needed": role.value, "held": held.value if held else None, "action": what},
         )
-        if held is None and site_id is not None:
-            raise Hidden(f"no {target_type or 'object'} {target_name!r}", event)
         where = f"at site {site!r}" if site else "on every site"
         raise Forbidden(f"{what} needs the {role} role {where}; you have {held or 'none'}", event)
+
+    def hidden(
+        self,
+        role: Role,
+        missing: str,
+        *,
+        what: str,
+        target_type: str | None = None,
+        target_id: int | None = None,
+        target_name: str | None = None,
+        site: str | None = None,
+    ) -> Hidden:
+        """The refusal of an object the caller may not see: audited, and answered in the very
+        words of a missing one (`missing`), so that it tells nothing of what exists."""
+        held = self.principal.role_at(None)
+        return Hidden(
+            missing,
+            self.event(
+                "access.denied",
+                outcome="denied",
+                target_type=target_type,
+                target_id=target_id,
+                target_name=target_name,
+                site=site,
+                details={
+                    "needed": role.value,
+                    "held": held.value if held else None,
+                    "action": what,
+                    "hidden": True,
+                },
+            ),
+        )
 
     def require_ticket(self, site_slug: str, enforced: bool, what: str) -> None:
         if enforced and not self.ticket:

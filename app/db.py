@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, ColumnElement, DateTime, MetaData, String, event
+from sqlalchemy import JSON, ColumnElement, DateTime, MetaData, String, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import (
@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, QueryableAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
+
+from app.datafiles import private_database
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -130,6 +132,7 @@ def make_engine(url: str) -> AsyncEngine:
         "hide_parameters": True,
     }
     if url.startswith("sqlite"):
+        private_database(url)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **options)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
@@ -154,3 +157,11 @@ def make_sessionmaker(
         autoflush=False,
         info=info,
     )
+
+
+async def limit_lock_wait(session: AsyncSession, seconds: float) -> None:
+    """Bound how long this transaction waits for a lock: PostgreSQL waits for ever unless told,
+    SQLite gives up after its busy timeout (10 s) anyway. Work that retries on its own (job
+    reports, heartbeats) would rather fail and try again than hang."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text(f"SET LOCAL lock_timeout = '{max(1, round(seconds * 1000))}ms'"))

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.uow import unit_of_work
 from app.vault import Vault
@@ -38,10 +38,17 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+def _write_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+    """For a route marked `own_transactions`: its short write transactions."""
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.write_sessions
+    return sessions
+
+
 def _vault(request: Request) -> Vault:
     vault: Vault = request.app.state.vault
     return vault
 
 
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
+WriteSessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(_write_sessions)]
 VaultDep = Annotated[Vault, Depends(_vault)]

@@ -103,5 +103,13 @@ class TooManyAttempts(RackhandError):
         self.retry_after = retry_after
 
 
+class TooManyExports(RackhandError):
+    """The caller (or the server) already streams as many exports as it may; retry later."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class DeviceUnavailable(RackhandError):
     """The device or every path to it failed (unreachable, wrong credentials, refused)."""

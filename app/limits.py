@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,20 +38,38 @@ def nests_too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request's credential does not work, as the answer says it."""
+
+    status: int
+    kind: str
+    detail: str
+
+
+Authenticate = Callable[[Scope], Awaitable[Refusal | None]]
+
+
 class BodyLimit:
     """Refuse bodies over `default` bytes (or a larger limit for listed path suffixes).
 
     The body is read here, within the limit, and handed on whole: a handler never starts on a
-    body that will turn out too large.
+    body that will turn out too large (nor holds a write transaction while it trickles in).
+    Only a caller whose credential works (`authenticate`, asked before a byte of the body is
+    read) gets a larger limit: anyone else's body stops at `default`, so an anonymous client
+    cannot make the server hold 64 MiB per connection.
 
     Also refuses NUL in the URL, which no database column can store, and a JSON body nested
     deeper than `MAX_JSON_DEPTH`.
     """
 
-    def __init__(self, app: ASGIApp, default: int, larger: dict[str, int]) -> None:
+    def __init__(
+        self, app: ASGIApp, default: int, larger: dict[str, int], authenticate: Authenticate
+    ) -> None:
         self.app = app
         self.default = default
         self.larger = larger
+        self.authenticate = authenticate
 
     def _limit(self, path: str) -> int:
         for suffix, limit in self.larger.items():
@@ -65,10 +85,22 @@ class BodyLimit:
             await _refuse(send, 422, "InvalidInput", "the URL may not contain NUL (%00) characters")
             return
         limit = self._limit(scope["path"])
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        length = int(declared) if declared is not None and declared.isdigit() else None
+        if length is not None and length > limit:
             await _refuse(send, 413, "BodyTooLarge", _message(limit))
             return
+        body_follows = declared is not None or b"transfer-encoding" in headers
+        if limit > self.default and body_follows and (length is None or length > self.default):
+            refusal = await self.authenticate(scope)
+            if refusal is not None:
+                detail = (
+                    f"{refusal.detail} (a body over {self.default} bytes is read only from a "
+                    "caller who is logged in)"
+                )
+                await _refuse(send, refusal.status, refusal.kind, detail)
+                return
         body = bytearray()
         more = True
         while more:
@@ -80,7 +112,7 @@ class BodyLimit:
             if len(body) > limit:
                 await _refuse(send, 413, "BodyTooLarge", _message(limit))
                 return
-        if _is_json(scope) and await _nests_too_deep(bytes(body)):
+        if _is_json(headers) and await _nests_too_deep(bytes(body)):
             await _refuse(send, 422, "InvalidInput", f"the JSON body {TOO_DEEP}")
             return
         replayed = False
@@ -95,10 +127,9 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def _is_json(scope: Scope) -> bool:
+def _is_json(headers: dict[bytes, bytes]) -> bool:
     """As FastAPI decides to parse a body as JSON: no Content-Type, or application/(*+)json."""
-    declared = dict(scope["headers"]).get(b"content-type", b"")
-    media = declared.split(b";")[0].strip().lower()
+    media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
     return media in (b"", b"application/json") or (
         media.startswith(b"application/") and media.endswith(b"+json")
     )
@@ -116,11 +147,8 @@ def _message(limit: int) -> str:
 
 async def _refuse(send: Send, status: int, kind: str, detail: str) -> None:
     body = error_bytes(kind, detail)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

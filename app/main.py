@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -15,6 +16,9 @@ from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
+from starlette.types import Scope
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from agents.protocol import FromAgent, HostKeySeen, Report
 from agents.runner import Driver
@@ -22,27 +26,37 @@ from app import errors
 from app.audit.recorder import AuditRecorder
 from app.audit.routes import router as audit_router
 from app.audit.service import Event
+from app.centrals.folder import DataFolderLock
+from app.centrals.presence import Presence
 from app.config import Settings
 from app.consoles import service as consoles_service
 from app.consoles.broker import ConsoleBroker, Timeouts
 from app.consoles.routes import router as consoles_router
 from app.context import RequestContext
+from app.datafiles import secure_data_dir
 from app.db import make_engine, make_sessionmaker
 from app.error_body import ERROR_RESPONSES, error_response
+from app.exports import Exports
 from app.fleetlink.builtin import BuiltinAgent
-from app.identity.auth import CsrfFailed
+from app.identity.auth import CsrfFailed, check_credential
+from app.identity.logins import LoginFailed, Logins
+from app.identity.rejections import RefusalLog, Rejection
 from app.identity.routes import router as identity_router
-from app.identity.service import LoginFailed, bootstrap_admin
+from app.identity.service import bootstrap_admin
+from app.identity.throttle import LoginThrottle
+from app.identity.usage import TokenUse
 from app.inventory.routes import router as inventory_router
 from app.jobs.actions import Runtime, power_one
 from app.jobs.engine import JobEngine
 from app.jobs.poller import PREFIX as POLL
 from app.jobs.poller import PowerPoller
 from app.jobs.routes import router as jobs_router
-from app.limits import BodyLimit
+from app.jobs.spill import FILE_NAME as SPILL_FILE
+from app.limits import BodyLimit, Refusal
 from app.query_params import QueryGuard
 from app.uow import unit_of_work
 from app.vault import load_vault
+from app.webhooks.destinations import Destinations, Resolver, system_resolver
 from app.webhooks.routes import router as webhooks_router
 from app.webhooks.sender import Policy, WebhookSender
 
@@ -56,6 +70,7 @@ STATUS: dict[type[errors.RackhandError], int] = {
     CsrfFailed: 403,
     errors.Hidden: 404,
     errors.TooManyAttempts: 429,
+    errors.TooManyExports: 429,
     errors.NotFound: 404,
     errors.AlreadyExists: 409,
     errors.InUse: 409,
@@ -90,14 +105,14 @@ def _describe(errors_: Sequence[Mapping[str, Any]]) -> str:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.RackhandError)
     async def domain_error(request: Request, exc: errors.RackhandError) -> JSONResponse:
-        if isinstance(exc, errors.Refused) and isinstance(exc.event, Event):
-            await request.app.state.audit.record(exc.event)
+        if isinstance(exc, errors.Refused) and isinstance(exc.event, Event | Rejection):
+            await request.app.state.refusals.record(exc.event)
         extra = {"errors": exc.errors} if isinstance(exc, errors.ImportRejected) else {}
         kind = getattr(exc, "kind", type(exc).__name__)
         response = error_response(_status(exc), kind, str(exc), **extra)
         if isinstance(exc, errors.Unauthenticated | LoginFailed):
             response.headers["WWW-Authenticate"] = "Bearer"
-        if isinstance(exc, errors.TooManyAttempts):
+        if isinstance(exc, errors.TooManyAttempts | errors.TooManyExports):
             response.headers["Retry-After"] = str(exc.retry_after)
         return response
 
@@ -138,47 +153,89 @@ async def _bootstrap(app: FastAPI, settings: Settings) -> None:
     if generated is not None:
         print(
             f"\n  Created the user 'admin' with password: {generated}\n"
-            "  (RACKHAND_ADMIN_PASSWORD chooses it; change it with PATCH /api/v1/users/admin)\n",
+            "  (RACKHAND_ADMIN_PASSWORD chooses it; change it with `rackhand passwd -u admin`)\n",
             file=sys.stderr,
             flush=True,
         )
 
 
+def _holding(
+    lock: DataFolderLock,
+    held: bool,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The lifespan, inside the data folder's lock (taken here unless the caller holds it)."""
+
+    @asynccontextmanager
+    async def holding(app: FastAPI) -> AsyncIterator[None]:
+        if not held:
+            lock.acquire()  # before anything is read or written: one central per data folder
+        try:
+            async with lifespan(app):
+                yield
+        finally:
+            if not held:
+                lock.release()
+
+    return holding
+
+
 def create_app(
-    settings: Settings | None = None, drivers: Mapping[str, Driver] | None = None
+    settings: Settings | None = None,
+    drivers: Mapping[str, Driver] | None = None,
+    resolver: Resolver = system_resolver,
+    *,
+    folder_lock: DataFolderLock | None = None,
 ) -> FastAPI:
     """Build the app; the engine and the vault are opened by the lifespan, not here.
 
-    `drivers` replaces the built-in agent's device drivers (tests use the fake one).
+    `drivers` replaces the built-in agent's device drivers (tests use the fake one),
+    `resolver` the DNS lookups of webhook deliveries (tests answer for their own names), and
+    `folder_lock` is the data folder's lock when the caller took it already (`rackhand serve`).
     """
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(secure_data_dir, settings.data_dir)
         engine = make_engine(settings.database_url)
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
         app.state.write_sessions = make_sessionmaker(engine, write=True)
         app.state.audit = AuditRecorder(app.state.write_sessions)
+        app.state.exports = Exports(
+            settings.exports_per_caller, settings.exports_at_once, settings.export_stall_seconds
+        )
+        refusals = app.state.refusals = RefusalLog(app.state.audit)
+        refusals.start()
+        app.state.logins = Logins(app.state.sessions, app.state.write_sessions, LoginThrottle())
         app.state.vault = load_vault(settings)
         await _bootstrap(app, settings)
-        jobs = app.state.jobs = JobEngine(app.state.write_sessions)
-        await jobs.recover()
+        presence = app.state.presence = Presence(
+            app.state.write_sessions, interval=settings.heartbeat_seconds
+        )
+        await presence.beat()  # peers see this central before it owns anything
+        app.state.token_use = TokenUse(app.state.write_sessions)
+        jobs = app.state.jobs = JobEngine(
+            app.state.write_sessions, presence, spill=settings.data_dir / SPILL_FILE
+        )
+        await jobs.replay()  # outcomes an earlier life spilled beat `lost`
+        await jobs.recover()  # tasks of centrals that are gone; live ones keep theirs
 
         consoles = app.state.consoles = ConsoleBroker(
             app.state.write_sessions,
             app.state.audit,
             app.state.vault,
             settings.data_dir,
+            presence,
             Timeouts(
                 idle=settings.console_idle_seconds,
                 max_length=settings.console_max_seconds,
                 linger=settings.console_linger_seconds,
             ),
         )
-        async with unit_of_work(app.state.write_sessions) as session:
-            await consoles_service.abandon_open(session)
+        await consoles.recover()
 
         async def receive(message: FromAgent) -> None:
             if isinstance(message, Report):
@@ -205,13 +262,18 @@ def create_app(
         )
         if settings.poll_power:
             poller.start()
+        destinations = Destinations(settings.webhook_allow_networks)
+        app.state.webhook_destinations = destinations
         webhooks = app.state.webhooks = WebhookSender(
             app.state.sessions,
             app.state.write_sessions,
             app.state.vault,
             Policy.from_settings(settings),
+            destinations,
+            resolver,
         )
         webhooks.start()
+        presence.start([jobs.recover, consoles.recover])  # a peer that dies is noticed later too
         try:
             yield
         finally:
@@ -221,7 +283,10 @@ def create_app(
             await poller.close()
             await jobs.close()
             await webhooks.stop()
+            await refusals.close()
+            await app.state.token_use.close()
             await app.state.audit.close()
+            await presence.stop()
             await engine.dispose()
 
     app = FastAPI(
@@ -231,15 +296,31 @@ def create_app(
         openapi_url=f"{API}/openapi.json",
         docs_url=f"{API}/docs",
         redoc_url=None,
-        lifespan=lifespan,
+        lifespan=_holding(
+            folder_lock or DataFolderLock(settings.data_dir), folder_lock is not None, lifespan
+        ),
         dependencies=[Depends(QueryGuard())],
         responses=ERROR_RESPONSES,
     )
+
+    async def authenticate(scope: Scope) -> Refusal | None:
+        """For the body limit: does the request carry a working credential (audited if not)?"""
+        try:
+            await check_credential(app.state.sessions, HTTPConnection(scope))
+        except errors.Refused as exc:
+            if isinstance(exc.event, Event | Rejection):
+                await app.state.refusals.record(exc.event)
+            return Refusal(_status(exc), getattr(exc, "kind", type(exc).__name__), str(exc))
+        return None
+
     app.add_middleware(
         BodyLimit,
         default=settings.max_body_bytes,
         larger={"/devices/import": settings.max_import_bytes},
+        authenticate=authenticate,
     )
+    if settings.trusted_proxies:  # outermost: every layer below sees the client's address
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     _install_error_handlers(app)
     app.include_router(identity_router, prefix=API)
     app.include_router(inventory_router, prefix=API)

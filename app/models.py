@@ -5,6 +5,7 @@ from __future__ import annotations
 
 def load_all() -> None:
     import app.audit.models
+    import app.centrals.models
     import app.consoles.models
     import app.identity.models
     import app.inventory.models

@@ -9,6 +9,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from app.config import Settings
+from app.datafiles import create_private, private_folder
 from app.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,9 @@ def _key_file(data_dir: Path) -> bytes:
     path = data_dir / KEY_FILE
     if path.exists():
         return path.read_bytes().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(data_dir)
     key = Fernet.generate_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
+    with os.fdopen(create_private(path), "wb") as handle:
         handle.write(key + b"\n")
     log.warning(
         "generated a new service key in %s; back it up, device secrets cannot be read "

@@ -69,8 +69,13 @@ def temporary_database(backend: str) -> Iterator[str]:
 
 
 @contextmanager
-def running(backend: str) -> Iterator[Server]:
-    with temporary_database(backend) as url, tempfile.TemporaryDirectory() as folder:
+def running(backend: str, log: Path | None = None) -> Iterator[Server]:
+    """A started central; its output goes to `log` when given (else nowhere)."""
+    with (
+        temporary_database(backend) as url,
+        tempfile.TemporaryDirectory() as folder,
+        open(log or os.devnull, "wb") as output,
+    ):
         port = _free_port()
         process = subprocess.Popen(
             [
@@ -85,8 +90,8 @@ def running(backend: str) -> Iterator[Server]:
             ],
             env=os.environ
             | {"RACKHAND_SECRET_KEY": generate_key(), "RACKHAND_ADMIN_PASSWORD": ADMIN_PASSWORD},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
         )
         base = f"http://127.0.0.1:{port}"
         try:

@@ -8,17 +8,20 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from fastapi import FastAPI
 
 from tests.conftest import ADMIN_PASSWORD, SERVICE_KEY
 
@@ -62,6 +65,35 @@ def rackhand_serve(
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def until(done: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Wait for a condition (polled; the bound is generous for a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@contextmanager
+def uvicorn_thread(app: FastAPI) -> Iterator[str]:
+    """The app on a real uvicorn in a thread (uvloop and httptools, as `rackhand serve`), for
+    tests that need a socket and the app's state at once; yields its URL."""
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    until(lambda: server.started or not thread.is_alive(), "uvicorn to start")
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
 
 
 def admin_token(url: str) -> str:

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.limits import MAX_JSON_DEPTH, nests_too_deep
+from tests.conftest import ADMIN_PASSWORD, login
 from tests.factories import device, error, ok, site
 
 
@@ -172,3 +173,54 @@ def test_the_published_error_model_is_the_one_sent(client: TestClient) -> None:
     assert [answer.status_code for _, answer in answers] == [422, 422, 422, 422, 400, 404]
     for route, answer in answers:
         _check_against_published(spec, route, answer)
+
+
+class _Upload:
+    """50 MiB offered in 64 KiB chunks, counting what the server actually took."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for _ in range(800):
+            self.taken += 65536
+            yield b" " * 65536
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(
+    "credential",
+    [{}, {"Authorization": "Bearer rh_bogus"}, {"Cookie": "rackhand_session=bogus"}],
+    ids=["anonymous", "bogus-token", "bogus-session"],
+)
+def test_a_large_body_is_read_only_from_a_caller_who_is_logged_in(
+    anonymous: TestClient, declared: bool, credential: dict[str, str]
+) -> None:
+    """The attack: anyone's import body was read, up to 64 MiB, before anyone asked who."""
+    upload = _Upload()
+    headers = {"Content-Type": "application/json"} | credential
+    if declared:
+        headers["Content-Length"] = str(800 * 65536)
+    response = anonymous.post("devices/import", content=upload, headers=headers)
+    assert "read only from a caller who is logged in" in error(response, 401)
+    assert upload.taken <= 65536  # refused before the body was read
+
+
+def test_a_dashboard_session_imports_a_large_body_with_its_csrf_token(
+    anonymous: TestClient,
+) -> None:
+    site(_as_admin(anonymous))
+    anonymous.headers.pop("Authorization")
+    logged_in = anonymous.post("auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    csrf = {"X-CSRF-Token": ok(logged_in)["csrf_token"]}
+    row = {"kind": "server", "site": "bj-dc1", "description": "d" * 200}
+    body = json.dumps([row | {"name": f"n{i:05d}"} for i in range(6000)]).encode()
+    assert len(body) > 1024 * 1024
+    dry_run = anonymous.post("devices/import", content=body, params={"dry_run": 1}, headers=csrf)
+    assert ok(dry_run)["created"] == 6000
+    assert "X-CSRF-Token" in error(anonymous.post("devices/import", content=body), 403)
+
+
+def _as_admin(client: TestClient) -> TestClient:
+    client.headers["Authorization"] = f"Bearer {login(client, 'admin', ADMIN_PASSWORD)}"
+    return client

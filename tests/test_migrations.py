@@ -104,3 +104,51 @@ def test_tokens_without_expiry_get_one_year_and_keep_their_grants(
         assert asyncio.run(_sql(url, "SELECT count(*) FROM access_grant")) == [(1,)]
     finally:
         drop_database(name)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_what_receivers_answered_is_forgotten(backend: str, tmp_path: Path) -> None:
+    """0009: a failed delivery keeps the receiver's status code, not the start of its answer."""
+    url, name = new_database_url(backend, tmp_path)
+    vault = Vault([generate_key().encode()])
+    kept = {
+        "answered 500: root:x:0:0:root:/root:/bin/bash": (500, "answered 500"),
+        "answered 302 to http://10.0.0.5/admin?t=***; redirects are not followed": (
+            302,
+            "answered 302, a redirect; redirects are not followed",
+        ),
+        "answered 404": (404, "answered 404"),
+        "RemoteProtocolError: illegal status line: bytearray(b'SSH-2.0-OpenSSH_9.6')": (
+            None,
+            "RemoteProtocolError: the answer was not HTTP/1.1",
+        ),
+        "ConnectError: [Errno 111] Connection refused": (
+            None,
+            "ConnectError: [Errno 111] Connection refused",
+        ),
+    }
+    try:
+        upgrade(url, "0007")
+        columns = "url, url_ciphertext, secret_ciphertext, events, all_sites, active, created_by"
+        webhook = (
+            f"INSERT INTO webhook (id, {columns}, created_at, updated_at) "
+            "VALUES (1, 'https://x.example', :url, :secret, '[]', true, true, 'admin', :now, :now)"
+        )
+        secret = vault.encrypt("s" * 16)
+        asyncio.run(_sql(url, webhook, url=secret, secret=secret, now=utcnow()))
+        delivery = (
+            "INSERT INTO webhook_delivery (id, webhook_id, event, subject, payload, status, "
+            "attempts, last_status_code, last_error, created_at) VALUES "
+            "(:id, 1, 'job.finished', 'j', '{}', 'failed', 1, :code, :error, :now)"
+        )
+        for number, (error, (code, _)) in enumerate(kept.items()):
+            asyncio.run(_sql(url, delivery, id=str(number), code=code, error=error, now=utcnow()))
+        upgrade(url, vault=vault)
+        rows = asyncio.run(
+            _sql(url, "SELECT id, last_status_code, last_error FROM webhook_delivery")
+        )
+        found = {int(str(row[0])): (row[1], row[2]) for row in rows}
+        assert found == dict(enumerate(kept.values()))
+        downgrade(url, "0007", vault=vault)
+    finally:
+        drop_database(name)

@@ -89,12 +89,12 @@ class Demo:
     log: Path
 
     def run(
-        self, argv: list[str], timeout: float = COMMAND_TIMEOUT
+        self, argv: list[str], timeout: float = COMMAND_TIMEOUT, **more: str
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [RACKHAND, *argv],
             cwd=self.cwd,
-            env=self.env,
+            env=self.env | more,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -253,6 +253,9 @@ def test_a_readme_example_runs_against_the_demo(line: str, demo: Demo) -> None:
     if command == "sim":
         _start_and_stop_sim(argv, demo)
         return
+    if command == "passwd":
+        _change_to_the_same_password(argv, demo)
+        return
     destructive = command == "power" and argv[1] in CONFIRM and not {"--yes", "-y"} & set(argv)
     result = demo.run(argv)
     if destructive:
@@ -263,6 +266,16 @@ def test_a_readme_example_runs_against_the_demo(line: str, demo: Demo) -> None:
     for flag in ("-o", "--output"):
         if flag in argv:
             assert (demo.cwd / argv[argv.index(flag) + 1]).is_file()
+
+
+def _change_to_the_same_password(argv: list[str], demo: Demo) -> None:
+    """`passwd` ends the other logins, the demo's token among them: log in again after it."""
+    result = demo.run(argv, RACKHAND_NEW_PASSWORD=ADMIN_PASSWORD)
+    assert result.returncode == 0, _report(result, demo)
+    login = {"username": "admin", "password": ADMIN_PASSWORD}
+    answer = httpx.post(f"{demo.url}/api/v1/auth/token", data=login)
+    answer.raise_for_status()
+    demo.env["RACKHAND_TOKEN"] = answer.json()["access_token"]
 
 
 def _start_and_stop_sim(argv: list[str], demo: Demo) -> None:

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 from sqlalchemy import select
 
+from app.audit import export as audit_export
 from app.audit import service
+from app.audit.export import AuditFormat
 from app.audit.schemas import AuditEventRead, BadEvent, VerifyResult
 from app.context import RequestContext
 from app.deps import SessionDep
+from app.exports import ExportSlot
 from app.identity.auth import Ctx
 from app.identity.models import Role
 from app.inventory.models import Site
@@ -102,33 +101,9 @@ async def verify_audit(session: SessionDep, ctx: Ctx) -> VerifyResult:
     responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
 )
 async def export_audit(
-    request: Request, flt: FilterDep, format: Literal["jsonl", "csv"] = "jsonl"
+    request: Request, flt: FilterDep, export: ExportSlot, format: AuditFormat = AuditFormat.JSONL
 ) -> StreamingResponse:
-    """Oldest first, with each event's hash, for archiving outside Rackhand."""
-    sessions = request.app.state.sessions
-
-    async def lines() -> AsyncIterator[bytes]:
-        columns = list(AuditEventRead.model_fields)
-        if format == "csv":
-            yield _csv(columns)
-        async with sessions() as session:
-            async for event in service.stream_events(session, flt):
-                record = AuditEventRead.model_validate(event).model_dump(mode="json")
-                if format == "csv":
-                    record["details"] = orjson.dumps(record["details"]).decode()
-                    yield _csv(["" if record[c] is None else str(record[c]) for c in columns])
-                else:
-                    yield orjson.dumps(record) + b"\n"
-
-    media = "text/csv" if format == "csv" else "application/x-ndjson"
-    return StreamingResponse(
-        lines(),
-        media_type=media,
-        headers={"Content-Disposition": f'attachment; filename="audit.{format}"'},
-    )
-
-
-def _csv(cells: list[str]) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(cells)
-    return buffer.getvalue().encode()
+    """Oldest first, with each event's hash, for archiving outside Rackhand: the events up to
+    the newest when the export began. Too many exports at once: 429 with Retry-After."""
+    body = audit_export.lines(request.app.state.sessions, flt, format)
+    return export.response(body, format.media_type, f"audit.{format}")

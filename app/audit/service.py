@@ -9,7 +9,7 @@ processes, and on SQLite the write transaction already holds the database's writ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -206,20 +206,17 @@ async def list_events(
     return rows, (rows[-1].id if more else None)
 
 
-async def stream_events(session: AsyncSession, flt: AuditFilter) -> AsyncIterator[AuditEvent]:
-    """Oldest first, in batches, for export."""
-    after = 0
-    while True:
-        batch = list(
-            await session.scalars(
-                filtered(flt).where(AuditEvent.id > after).order_by(AuditEvent.id).limit(2000)
-            )
-        )
-        for event in batch:
-            yield event
-        if len(batch) < 2000:
-            return
-        after = batch[-1].id
+async def head_seq(session: AsyncSession) -> int:
+    """The last event's seq: every event up to it is committed (appends hold the head)."""
+    return int(await session.scalar(select(AuditHead.seq)) or 0)
+
+
+async def events_after(
+    session: AsyncSession, flt: AuditFilter, *, after: int, upto: int, limit: int
+) -> list[AuditEvent]:
+    """Oldest first: the next `limit` events with `after < seq <= upto` (a keyset page)."""
+    query = filtered(flt).where(AuditEvent.seq > after, AuditEvent.seq <= upto)
+    return list(await session.scalars(query.order_by(AuditEvent.seq).limit(limit)))
 
 
 def _verify_columns(dialect: str) -> list[ColumnElement[Any]]:

@@ -200,12 +200,26 @@ class Client:
                 if response.status_code >= 400:
                     response.read()
                     raise self._refusal(response, references)
-                yield response.iter_bytes()
+                yield _whole(response.iter_bytes())
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
 
     def get(self, path: str, *, references: Iterable[str | None] = (), **params: Any) -> Any:
         return self.request("GET", path, params=params, references=references).json()
+
+
+def _whole(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The body's chunks; a body that ends before its end is an error, never a short file."""
+    try:
+        yield from chunks
+    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        raise ApiError(
+            0,
+            "Incomplete",
+            f"the download ended before its end ({exc}), so what was written is incomplete; "
+            "the server cuts off an export that is not read for a while (a pager or a pipe "
+            "that waits): write it to a file with -o, then read that",
+        ) from exc
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

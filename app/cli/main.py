@@ -22,6 +22,7 @@ app.add_typer(devices.app, name="devices")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(audit.app, name="audit")
 app.command("login")(login.login)
+app.command("passwd")(login.passwd)
 app.command("power")(power.power)
 app.command("boot")(power.boot)
 app.command("console")(console.console)
@@ -65,12 +66,17 @@ def serve(
     ] = False,
 ) -> None:
     """Run the central: migrate the database to head, then listen."""
+    # Everything this process writes is the service's own (database, key, recordings, the demo
+    # simulator's host keys); nothing is for other users, so nothing is readable by them.
+    os.umask(0o077)
     import uvicorn
 
     from agents import collector
+    from app.centrals.folder import DataFolderLock
     from app.cli import serving
     from app.cli.demo import demo_fleet
     from app.config import Settings
+    from app.datafiles import private_folder
     from app.errors import ConfigError
     from app.main import create_app
     from app.migrate import upgrade
@@ -89,8 +95,11 @@ def serve(
         raise typer.BadParameter("give both --tls-cert and --tls-key, or neither")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     serving.ignore_asyncssh_dsa_warnings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(settings.data_dir)
+    serving.check_tls_key(settings.tls_key)
+    folder_lock = DataFolderLock(settings.data_dir)  # held until the process ends
     try:
+        folder_lock.acquire()  # before the database is migrated: one central per data folder
         vault = load_vault(settings)  # a missing or bad key stops us before the database is touched
         upgrade(settings.database_url, vault=vault)
         password = asyncio.run(serving.prepare(settings, demo))
@@ -100,7 +109,7 @@ def serve(
     scheme = "https" if settings.tls_cert else "http"
     url = f"{scheme}://{settings.host}:{settings.port}/api/v1/docs"
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, folder_lock=folder_lock),
         host=settings.host,
         port=settings.port,
         ssl_certfile=settings.tls_cert,

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import stat
 import warnings
+from pathlib import Path
 
 import typer
 import uvicorn
@@ -31,6 +33,20 @@ def ignore_asyncssh_dsa_warnings() -> None:
     warnings.filterwarnings(
         "ignore", "DSA is deprecated", CryptographyDeprecationWarning, r"asyncssh\."
     )
+
+
+def check_tls_key(path: Path | None) -> None:
+    """Warn when every user of the host can read the TLS key. It is the operator's file, so it
+    is not changed (a key 0640 for a group such as Debian's ssl-cert is fine)."""
+    if path is None or not path.is_file():
+        return  # uvicorn says what is wrong with it
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o007:
+        logging.getLogger("rackhand").warning(
+            "the TLS key %s is open to every user of this host (mode %04o): chmod o-rwx it",
+            path,
+            mode,
+        )
 
 
 async def prepare(settings: Settings, demo: bool) -> str | None:

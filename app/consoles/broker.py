@@ -33,12 +33,13 @@ from agents.protocol import (
     ToAgent,
 )
 from app.audit.recorder import AuditRecorder
+from app.centrals.presence import Presence
 from app.consoles import service
 from app.consoles.models import ConsoleSession
 from app.consoles.recording import Recording
 from app.consoles.schemas import ConsoleRead, ConsoleRequest, Holder, ViewerRead
 from app.context import RequestContext
-from app.db import utcnow
+from app.db import limit_lock_wait, utcnow
 from app.errors import DeviceUnavailable, InUse, RackhandError
 from app.identity.models import Role
 from app.uow import unit_of_work
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 SCROLLBACK = 64 * 1024  # bytes of recent output a late viewer gets first
 MAX_QUEUED = 8 * 1024 * 1024  # bytes waiting for one viewer before it is dropped as too slow
 CLOSE_WAIT = 5.0  # s the agent gets to confirm a close
+LOCK_WAIT = 10.0  # s a recovery waits for a row another central holds
 
 Mode = Literal["rw", "ro"]
 READ_ONLY = "you joined read-only; join again with mode=rw to type"
@@ -151,9 +153,11 @@ class ConsoleBroker:
         audit: AuditRecorder,
         vault: Vault,
         recordings: Path,
+        presence: Presence,
         timeouts: Timeouts | None = None,
     ) -> None:
         self._sessions = sessions
+        self._presence = presence
         self._audit = audit
         self._vault = vault
         self._recordings = recordings
@@ -165,6 +169,12 @@ class ConsoleBroker:
         self._device_locks: dict[int, asyncio.Lock] = {}
         self._watchdog: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    async def recover(self) -> int:
+        """Sessions of centrals that are gone end as `lost` (at start, and at every heartbeat)."""
+        async with unit_of_work(self._sessions) as session:
+            await limit_lock_wait(session, LOCK_WAIT)
+            return await service.abandon_open(session, await self._presence.owners(session))
 
     def attach(self, send: Callable[[ToAgent], None], power: PowerHook) -> None:
         """Wire the agent link and the power action (consoles may power their device)."""
@@ -188,7 +198,7 @@ class ConsoleBroker:
                 async with unit_of_work(self._sessions) as session:
                     device, site = await service.target(session, ctx, ref)
                     row, paths = await service.create(
-                        session, ctx, self._vault, device, site, body.via
+                        session, ctx, self._vault, device, site, body.via, self._presence.id
                     )
                 loop = asyncio.get_running_loop()
                 live = Live(row, body.cols, body.rows, loop.create_future())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, EnumText, UTCDateTime, utcnow
@@ -16,6 +16,10 @@ class ConsoleStatus(StrEnum):
     OPEN = "open"
     CLOSED = "closed"
     FAILED = "failed"  # never opened: the message says why
+
+
+LIVE = (ConsoleStatus.OPENING, ConsoleStatus.OPEN)
+LIVE_SQL = "status IN ('opening', 'open')"  # as text, for the partial index below
 
 
 class ConsoleSession(Base):
@@ -48,3 +52,13 @@ class ConsoleSession(Base):
     recording_bytes: Mapped[int | None] = mapped_column(BigInteger)
     bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)  # device → viewers
     bytes_in: Mapped[int] = mapped_column(BigInteger, default=0)  # writer → device
+    owner_id: Mapped[str | None] = mapped_column(String(32))  # the central that holds it
+
+    __table_args__ = (
+        Index(
+            "ix_console_session_live_owner",
+            "owner_id",
+            sqlite_where=text(LIVE_SQL),
+            postgresql_where=text(LIVE_SQL),
+        ),
+    )

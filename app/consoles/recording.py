@@ -4,7 +4,8 @@ Output only: what a viewer typed is not kept (passwords echo nowhere, but they a
 Bytes are decoded incrementally as UTF-8, so a character split across two reads stays whole;
 bytes that are not UTF-8 become U+FFFD in the cast. The SHA-256 and size are computed as the
 file is written, so closing does not read it back. Disk writes run on one thread shared by
-all recordings (in order, never on the event loop).
+all recordings (in order, never on the event loop). Casts are 0600 in 0700 folders: they hold
+what consoles showed (BIOS setup, root shells).
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import codecs
 import hashlib
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
 import orjson
+
+from app.datafiles import create_private, private_folder
 
 FLUSH_BYTES = 64 * 1024
 _DISK = ThreadPoolExecutor(1, thread_name_prefix="recordings")  # one queue: writes stay in order
@@ -88,8 +92,9 @@ class Recording:
 
     def _write(self, data: bytes) -> None:
         if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("xb")  # never overwrite another session's record
+            private_folder(self.path.parent)
+            # 0600 and never over another session's record (O_EXCL)
+            self._file = os.fdopen(create_private(self.path), "wb")
         self._file.write(data)
         self._file.flush()
 

@@ -145,7 +145,7 @@ async def stream(websocket: WebSocket, console_id: str, mode: Literal["rw", "ro"
         service.admit(ctx, live.row)
     except RackhandError as exc:
         if isinstance(exc, Refused) and exc.event is not None:
-            await websocket.app.state.audit.record(exc.event)
+            await websocket.app.state.refusals.record(exc.event)
         code = next((c for cls, c in CLOSE_CODES.items() if isinstance(exc, cls)), 4400)
         error = getattr(exc, "kind", type(exc).__name__)
         await websocket.send_text(
@@ -190,7 +190,7 @@ async def _guard(websocket: WebSocket, broker: ConsoleBroker, live: Live, viewer
             service.admit(ctx, live.row)
         except RackhandError as exc:
             if isinstance(exc, Refused) and exc.event is not None:
-                await websocket.app.state.audit.record(exc.event)
+                await websocket.app.state.refusals.record(exc.event)
             code = next((c for cls, c in CLOSE_CODES.items() if isinstance(exc, cls)), 4400)
             kind = getattr(exc, "kind", type(exc).__name__)
             await broker.end(

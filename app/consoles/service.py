@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.protocol import ConsolePath, HostKeySeen
 from app.audit.service import SYSTEM, Event, stage
-from app.consoles.models import ConsoleSession, ConsoleStatus
+from app.centrals.presence import Owners
+from app.consoles.models import LIVE, LIVE_SQL, ConsoleSession, ConsoleStatus
 from app.consoles.schemas import ConsoleRead
 from app.context import RequestContext
 from app.db import fit, utcnow
@@ -21,6 +23,8 @@ from app.inventory.devices import device_for
 from app.inventory.models import ControlPath, Device, PathKind, Site
 from app.vault import Vault
 from app.webhooks import outbox
+
+log = logging.getLogger(__name__)
 
 API = "/api/v1"
 
@@ -39,9 +43,10 @@ async def create(
     device: Device,
     site: Site,
     via: str,
+    owner: str,
 ) -> tuple[ConsoleSession, list[ConsolePath]]:
     """The session row and its `console.requested` event, committed before the agent is asked;
-    with the device's console paths for the agent."""
+    with the device's console paths for the agent. `owner` is the central that will hold it."""
     paths = await console_paths(session, vault, device, via)
     row = ConsoleSession(
         id=uuid.uuid4().hex,
@@ -59,6 +64,7 @@ async def create(
         actor_name=ctx.principal.actor.name,
         bytes_in=0,
         bytes_out=0,
+        owner_id=owner,
     )
     session.add(row)
     await session.flush()
@@ -119,7 +125,7 @@ async def listing(
 
 
 def to_read(row: ConsoleSession) -> ConsoleRead:
-    live = row.status in (ConsoleStatus.OPENING, ConsoleStatus.OPEN)
+    live = row.status in LIVE
     return ConsoleRead(
         id=row.id,
         device=row.device_name,
@@ -140,11 +146,25 @@ def to_read(row: ConsoleSession) -> ConsoleRead:
     )
 
 
+async def _locked(session: AsyncSession, console_id: str) -> ConsoleSession:
+    """The row as stored now, locked until the commit (PostgreSQL): a recovery by another
+    central waits, then sees what this transaction wrote."""
+    row = await session.scalar(
+        select(ConsoleSession)
+        .where(ConsoleSession.id == console_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert row is not None
+    return row
+
+
 async def mark_open(
     session: AsyncSession, console_id: str, path: str, endpoint: str, recording: str
 ) -> ConsoleSession:
-    row = await session.get(ConsoleSession, console_id)
-    assert row is not None
+    row = await _locked(session, console_id)
+    if row.status is not ConsoleStatus.OPENING:  # sealed meanwhile (its central taken for gone)
+        return row
     row.status, row.path, row.endpoint, row.recording = (
         ConsoleStatus.OPEN,
         path,
@@ -167,9 +187,14 @@ async def mark_closed(
     bytes_in: int,
     bytes_out: int,
 ) -> ConsoleSession:
-    """Close the row and write the event that seals it (with the recording's hash)."""
-    row = await session.get(ConsoleSession, console_id)
-    assert row is not None
+    """Close the row and write the event that seals it (with the recording's hash); a session
+    sealed already (ended as `lost` by another central) keeps its end and gets no second one."""
+    row = await _locked(session, console_id)
+    if row.status not in LIVE:
+        log.warning(
+            "console session %s had already ended (%s); not sealed again", row.id, row.close_reason
+        )
+        return row
     row.status = ConsoleStatus.FAILED if failed else ConsoleStatus.CLOSED
     row.closed_at = utcnow()
     row.close_reason = reason
@@ -191,18 +216,19 @@ async def mark_closed(
     return row
 
 
-async def abandon_open(session: AsyncSession) -> int:
-    """Sessions left open by a central that stopped: closed, as `lost` (their agent is gone)."""
+async def abandon_open(session: AsyncSession, owners: Owners) -> int:
+    """Sessions whose central is gone: closed as `lost` (the device session went with it).
+    Sessions of a live central, this one included, are its own to close."""
     rows = list(
         await session.scalars(
-            select(ConsoleSession).where(
-                ConsoleSession.status.in_((ConsoleStatus.OPENING, ConsoleStatus.OPEN))
-            )
+            select(ConsoleSession)
+            .where(text(f"console_session.{LIVE_SQL}"), owners.gone(ConsoleSession.owner_id))
+            .with_for_update()
         )
     )
     for row in rows:
         row.status, row.closed_at, row.close_reason = ConsoleStatus.CLOSED, utcnow(), "lost"
-        row.message = "the central stopped while the session was open"
+        row.message = f"{owners.why(row.owner_id)} while the session was open"
         stage(session, event(None, "console.closed", row, "failure", reason="lost"))
         await outbox.console_closed(session, row)
     return len(rows)

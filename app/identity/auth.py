@@ -7,15 +7,17 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, Header, Request
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
-from app.audit.service import Actor, Event
+from app.audit.service import Event
 from app.context import RequestContext, request_id, ticket
-from app.db import WRITER
 from app.deps import SessionDep
 from app.errors import Refused, Unauthenticated
 from app.identity import service
+from app.identity.models import ApiToken
 from app.identity.principal import Principal
+from app.identity.rejections import Presented, Rejection, clip
 from app.uow import unit_of_work
 
 SESSION_COOKIE = "rackhand_session"
@@ -30,49 +32,50 @@ class CsrfFailed(Refused):
     kind = "Forbidden"
 
 
-def source_ip(request: HTTPConnection) -> str | None:
-    return request.client.host if request.client else None
+def source_ip(conn: HTTPConnection) -> str | None:
+    """The client's address, as the audit and the login throttle both know it.
+
+    The peer's address; behind a proxy listed in RACKHAND_TRUSTED_PROXIES, the one that
+    proxy saw (uvicorn's ProxyHeadersMiddleware put it in the scope from X-Forwarded-For).
+    """
+    return conn.client.host[:64] if conn.client else None
 
 
-def _rejected(request: HTTPConnection, credential: str, prefix: str | None) -> Event:
-    """A presented credential that does not work is a refusal, and refusals are audited."""
-    return Event(
-        "auth.rejected",
-        Actor("anonymous", None, "anonymous"),
-        outcome="denied",
-        source_ip=source_ip(request),
-        details={"credential": credential, "prefix": prefix, "path": request.url.path},
+def _bearer(conn: HTTPConnection) -> str | None:
+    scheme, _, token = conn.headers.get("authorization", "").partition(" ")
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _rejected(conn: HTTPConnection, presented: Presented, token: str | None = None) -> Rejection:
+    """A presented credential that does not work is a refusal, and refusals are audited
+    (counted per source: app.identity.rejections)."""
+    return Rejection.of(
+        presented, source_ip(conn), token, conn.url.path, conn.headers.get("user-agent")
     )
 
 
-async def current_principal(
-    request: Request, session: SessionDep, token: Annotated[str | None, Depends(oauth2)]
-) -> Principal:
+async def _identify(
+    conn: HTTPConnection, session: AsyncSession, token: str | None
+) -> tuple[Principal, ApiToken | None]:
+    """A bearer token, or the session cookie (with its CSRF token for a change)."""
     if token is not None:
         found = await service.principal_for_token(session, token)
         if found is None:
             raise Unauthenticated(
                 "the bearer token is unknown, expired or revoked; get a new one",
-                _rejected(request, "token", token[:10] if token.startswith("rh_") else None),
+                _rejected(conn, Presented.TOKEN, token),
             )
-        principal, stored = found
-        if service.needs_last_used(stored):
-            if not session.info.get(WRITER):  # a read: note the use in a short write of its own
-                async with unit_of_work(request.app.state.write_sessions) as writer:
-                    await service.mark_used(writer, stored.id)
-            else:  # a write already holds the (SQLite) write lock: note it in the same transaction
-                await service.mark_used(session, stored.id)
-        return principal
-    cookie = request.cookies.get(SESSION_COOKIE)
+        return found
+    cookie = conn.cookies.get(SESSION_COOKIE)
     if cookie:
         found_session = await service.principal_for_session(session, cookie)
         if found_session is None:
             raise Unauthenticated(
                 "the dashboard session has expired; log in again",
-                _rejected(request, "session", None),
+                _rejected(conn, Presented.SESSION),
             )
         principal, csrf = found_session
-        if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != csrf:
+        if conn.scope["method"] not in SAFE_METHODS and conn.headers.get(CSRF_HEADER) != csrf:
             raise CsrfFailed(
                 f"a change made with the session cookie needs the {CSRF_HEADER} header "
                 "(the csrf_token from login)",
@@ -80,12 +83,32 @@ async def current_principal(
                     "access.denied",
                     principal.actor,
                     outcome="denied",
-                    source_ip=source_ip(request),
-                    details={"why": "csrf", "path": request.url.path},
+                    source_ip=source_ip(conn),
+                    details={"why": "csrf", "path": clip(conn.url.path)},
                 ),
             )
-        return principal
+        return principal, None
     raise Unauthenticated("log in (POST /api/v1/auth/login) or send Authorization: Bearer rh_…")
+
+
+async def current_principal(
+    request: Request, session: SessionDep, token: Annotated[str | None, Depends(oauth2)]
+) -> Principal:
+    principal, stored = await _identify(request, session, token)
+    if stored is not None:
+        request.app.state.token_use.note(stored)  # written off this request's path
+    return principal
+
+
+async def check_credential(
+    sessions: async_sessionmaker[AsyncSession], conn: HTTPConnection
+) -> None:
+    """Raise as `current_principal` would unless the request carries a working credential.
+
+    In a short read of its own: the body limit asks it before reading a large body.
+    """
+    async with unit_of_work(sessions) as session:
+        await _identify(conn, session, _bearer(conn))
 
 
 async def request_context(
@@ -117,14 +140,14 @@ async def connection_context(conn: HTTPConnection) -> RequestContext:
     on one, so a cookie only counts when the Origin is this server itself.
     """
     asked_ticket = ticket(conn.headers.get("x-ticket"))
-    scheme, _, token = conn.headers.get("authorization", "").partition(" ")
+    token = _bearer(conn)
     async with unit_of_work(conn.app.state.sessions) as session:
-        if scheme.lower() == "bearer" and token:
+        if token is not None:
             found = await service.principal_for_token(session, token)
             if found is None:
                 raise Unauthenticated(
                     "the bearer token is unknown, expired or revoked; get a new one",
-                    _rejected(conn, "token", token[:10] if token.startswith("rh_") else None),
+                    _rejected(conn, Presented.TOKEN, token),
                 )
             principal = found[0]
         elif cookie := conn.cookies.get(SESSION_COOKIE):
@@ -132,7 +155,7 @@ async def connection_context(conn: HTTPConnection) -> RequestContext:
             if found_session is None:
                 raise Unauthenticated(
                     "the dashboard session has expired; log in again",
-                    _rejected(conn, "session", None),
+                    _rejected(conn, Presented.SESSION),
                 )
             principal = found_session[0]
             origin = conn.headers.get("origin")
@@ -145,7 +168,11 @@ async def connection_context(conn: HTTPConnection) -> RequestContext:
                         principal.actor,
                         outcome="denied",
                         source_ip=source_ip(conn),
-                        details={"why": "origin", "origin": origin, "path": conn.url.path},
+                        details={
+                            "why": "origin",
+                            "origin": clip(origin),
+                            "path": clip(conn.url.path),
+                        },
                     ),
                 )
         else:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
 from pydantic import ValidationError
 
 from app.context import request_id
-from app.deps import SessionDep
+from app.deps import SessionDep, WriteSessionsDep, own_transactions
 from app.errors import InvalidInput
 from app.identity import service, tokens
 from app.identity.auth import (
@@ -17,6 +17,7 @@ from app.identity.auth import (
     Ctx,
     source_ip,
 )
+from app.identity.logins import Attempt, LoginMethod, Logins
 from app.identity.schemas import (
     LoginBody,
     LoginResult,
@@ -29,9 +30,17 @@ from app.identity.schemas import (
     UserUpdate,
 )
 from app.inventory.refs import MAX_ID
+from app.uow import unit_of_work
+
+
+def _logins(request: Request) -> Logins:
+    logins: Logins = request.app.state.logins
+    return logins
+
 
 router = APIRouter()
 TokenId = Annotated[int, Path(ge=1, le=MAX_ID)]
+LoginsDep = Annotated[Logins, Depends(_logins)]
 
 _LOGIN_BODY = {
     "requestBody": {
@@ -63,20 +72,26 @@ async def _credentials(request: Request) -> LoginBody:
         raise InvalidInput("give `username` and `password` as JSON or as a form") from exc
 
 
-def _attempt(request: Request, body: LoginBody) -> service.Attempt:
-    return service.Attempt(
+def _attempt(request: Request, body: LoginBody) -> Attempt:
+    return Attempt(
         body.username, source_ip(request), request_id(request.headers.get("x-request-id"))
     )
 
 
+# The login routes take no request session: the password is checked with no transaction
+# open (app.identity.logins), then what the login makes is written in a short one.
+
+
 @router.post("/auth/login", tags=["auth"], openapi_extra=_LOGIN_BODY)
-async def login(request: Request, response: Response, session: SessionDep) -> LoginResult:
+async def login(request: Request, response: Response, logins: LoginsDep) -> LoginResult:
     """Dashboard login: sets an HttpOnly session cookie; send `csrf_token` as X-CSRF-Token."""
     body = await _credentials(request)
-    user = await service.login(
-        session, _attempt(request, body), body.password.get_secret_value(), "password"
+    verified = await logins.verify(
+        _attempt(request, body), body.password.get_secret_value(), LoginMethod.PASSWORD
     )
-    raw, csrf = await service.open_web_session(session, user)
+    async with logins.signed_in(verified) as (session, user):
+        raw, csrf = await service.open_web_session(session, user)
+        grants = await service.describe(session, await service.user_grants(session, user.id))
     secure = request.url.scheme == "https"
     max_age = int(service.SESSION_TTL.total_seconds())
     response.set_cookie(
@@ -97,18 +112,18 @@ async def login(request: Request, response: Response, session: SessionDep) -> Lo
         samesite="strict",
         path="/",
     )
-    grants = await service.describe(session, await service.user_grants(session, user.id))
     return LoginResult(username=user.username, csrf_token=csrf, grants=grants)
 
 
 @router.post("/auth/token", tags=["auth"], openapi_extra=_LOGIN_BODY)
-async def token(request: Request, session: SessionDep) -> TokenResult:
+async def token(request: Request, logins: LoginsDep) -> TokenResult:
     """OAuth2 password flow: a bearer token valid for one hour."""
     body = await _credentials(request)
-    user = await service.login(
-        session, _attempt(request, body), body.password.get_secret_value(), "token"
+    verified = await logins.verify(
+        _attempt(request, body), body.password.get_secret_value(), LoginMethod.TOKEN
     )
-    raw = await tokens.issue_access_token(session, user)
+    async with logins.signed_in(verified) as (session, user):
+        raw = await tokens.issue_access_token(session, user)
     return TokenResult(access_token=raw, expires_in=int(tokens.ACCESS_TOKEN_TTL.total_seconds()))
 
 
@@ -129,8 +144,15 @@ async def list_users(session: SessionDep, ctx: Ctx) -> list[UserRead]:
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, tags=["users"])
-async def create_user(session: SessionDep, ctx: Ctx, body: UserCreate) -> UserRead:
-    return await service.create_user(session, ctx, body)
+@own_transactions
+async def create_user(
+    ctx: Ctx, logins: LoginsDep, write_sessions: WriteSessionsDep, body: UserCreate
+) -> UserRead:
+    """The password is hashed before the write transaction, after the caller's rights."""
+    service.may_create_user(ctx, body)
+    password_hash = await logins.hash(body.password.get_secret_value())
+    async with unit_of_work(write_sessions) as session:
+        return await service.create_user(session, ctx, body, password_hash)
 
 
 @router.get("/users/{user}", tags=["users"])
@@ -139,10 +161,21 @@ async def get_user(session: SessionDep, ctx: Ctx, user: str) -> UserRead:
 
 
 @router.patch("/users/{user}", tags=["users"])
-async def update_user(session: SessionDep, ctx: Ctx, user: str, body: UserUpdate) -> UserRead:
+@own_transactions
+async def update_user(
+    session: SessionDep,
+    ctx: Ctx,
+    logins: LoginsDep,
+    write_sessions: WriteSessionsDep,
+    user: str,
+    body: UserUpdate,
+) -> UserRead:
     """A new password needs an interactive login, and your current password for your own; it
     ends the user's other sessions (docs/security.md)."""
-    return await service.update_user(session, ctx, await service.get_user(session, ctx, user), body)
+    found = await service.get_user(session, ctx, user)
+    new_password = await logins.new_password(ctx, found, body)  # no write transaction open
+    async with unit_of_work(write_sessions) as writer:
+        return await service.update_user(writer, ctx, found.id, body, new_password)
 
 
 @router.delete("/users/{user}", status_code=status.HTTP_204_NO_CONTENT, tags=["users"])

@@ -15,19 +15,22 @@ _hasher = PasswordHasher()
 _DUMMY = _hasher.hash("not-a-real-password")
 
 
-async def hash_password(password: str) -> str:
-    """argon2 takes ~50 ms of CPU on purpose: off the event loop."""
-    return await anyio.to_thread.run_sync(_hasher.hash, password)
+async def hash_password(password: str, limiter: anyio.CapacityLimiter | None = None) -> str:
+    """argon2 takes ~50 ms of CPU and 64 MiB on purpose: off the event loop, and at most
+    `limiter`'s number at once (`Logins` holds the one for requests)."""
+    return await anyio.to_thread.run_sync(_hasher.hash, password, limiter=limiter)
 
 
-async def verify_password(password_hash: str | None, password: str) -> bool:
+async def verify_password(
+    password_hash: str | None, password: str, limiter: anyio.CapacityLimiter | None = None
+) -> bool:
     def check() -> bool:
         try:
             return _hasher.verify(password_hash or _DUMMY, password) and password_hash is not None
         except (VerificationError, InvalidHashError):
             return False
 
-    return await anyio.to_thread.run_sync(check)
+    return await anyio.to_thread.run_sync(check, limiter=limiter)
 
 
 def new_token() -> str:

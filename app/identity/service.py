@@ -1,6 +1,7 @@
-"""Users, grants, dashboard sessions, logins and their rate limit, and who a credential is.
+"""Users, grants, dashboard sessions, and who a credential is.
 
-API tokens (made, listed, revoked) live in `app.identity.tokens`.
+API tokens (made, listed, revoked) live in `app.identity.tokens`; password checks and their
+throttle in `app.identity.logins` and `app.identity.throttle`.
 """
 
 from __future__ import annotations
@@ -13,19 +14,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.models import AuditEvent
 from app.audit.service import Actor, Event, diff, stage
 from app.context import RequestContext
 from app.db import utcnow
-from app.errors import (
-    AlreadyExists,
-    FieldError,
-    Forbidden,
-    InUse,
-    NotFound,
-    Refused,
-    TooManyAttempts,
-)
+from app.errors import AlreadyExists, FieldError, Forbidden, InUse, NotFound
 from app.identity import secrets
 from app.identity.models import ApiToken, Grant, Role, TokenKind, User, WebSession
 from app.identity.principal import Credential, Ended, GrantPair, Principal, narrow
@@ -40,16 +32,7 @@ from app.inventory.models import Site
 from app.inventory.refs import as_id
 
 SESSION_TTL = timedelta(hours=12)
-LOGIN_WINDOW = timedelta(minutes=15)
-MAX_FAILURES_PER_USER = 5
-MAX_FAILURES_PER_ADDRESS = 20
 LAST_USED_GRANULARITY = timedelta(minutes=1)
-
-
-class LoginFailed(Refused):
-    """Wrong username or password (never says which)."""
-
-    kind = "Unauthenticated"
 
 
 # Grants ---------------------------------------------------------------------------------------
@@ -68,11 +51,15 @@ async def token_grants(session: AsyncSession, token_id: int) -> list[GrantPair]:
     return await _pairs(session, Grant.token_id == token_id)
 
 
-async def resolve_specs(session: AsyncSession, specs: Sequence[GrantSpec]) -> list[GrantPair]:
+async def resolve_specs(
+    session: AsyncSession, specs: Sequence[GrantSpec], visible: set[int] | None = None
+) -> list[GrantPair]:
+    """(role, site id) pairs; a site outside `visible` (None: every site) reads as unknown."""
     slugs = {slug for spec in specs for slug in spec.sites or []}
-    found = dict(
-        (await session.execute(select(Site.slug, Site.id).where(Site.slug.in_(slugs)))).all()
-    )
+    query = select(Site.slug, Site.id).where(Site.slug.in_(slugs))
+    if visible is not None:
+        query = query.where(Site.id.in_(sorted(visible)))
+    found = dict((await session.execute(query)).all())
     missing = sorted(slugs - set(found))
     if missing:
         raise FieldError("sites", f"no site {missing[0]!r}")
@@ -199,66 +186,6 @@ async def refresh(session: AsyncSession, principal: Principal) -> Principal | En
     return principal  # Rackhand itself
 
 
-@dataclass(frozen=True)
-class Attempt:
-    username: str
-    source_ip: str | None
-    request_id: str | None
-
-
-async def _check_rate(session: AsyncSession, attempt: Attempt) -> None:
-    since = utcnow() - LOGIN_WINDOW
-    failures = select(func.count()).where(
-        AuditEvent.type == "auth.login_failed", AuditEvent.at >= since
-    )
-    by_user = await session.scalar(failures.where(AuditEvent.target_name == attempt.username)) or 0
-    by_address = 0
-    if attempt.source_ip:
-        by_address = (
-            await session.scalar(failures.where(AuditEvent.source_ip == attempt.source_ip)) or 0
-        )
-    if by_user >= MAX_FAILURES_PER_USER or by_address >= MAX_FAILURES_PER_ADDRESS:
-        raise TooManyAttempts(
-            f"too many failed logins; try again in {LOGIN_WINDOW.seconds // 60} minutes",
-            retry_after=int(LOGIN_WINDOW.total_seconds()),
-        )
-
-
-async def login(session: AsyncSession, attempt: Attempt, password: str, method: str) -> User:
-    """Check the password (rate-limited per user and per address); audit success or failure."""
-    await _check_rate(session, attempt)
-    user = await session.scalar(select(User).where(User.username == attempt.username))
-    valid = await secrets.verify_password(user.password_hash if user else None, password)
-    if user is None or not valid or user.disabled:
-        event = Event(
-            "auth.login_failed",
-            Actor("anonymous", None, attempt.username),
-            outcome="failure",
-            target_type="user",
-            target_id=user.id if user else None,
-            target_name=attempt.username,
-            source_ip=attempt.source_ip,
-            request_id=attempt.request_id,
-            details={"method": method, "why": "disabled" if user and valid else "bad credentials"},
-        )
-        raise LoginFailed("wrong username or password", event)
-    user.last_login_at = utcnow()
-    stage(
-        session,
-        Event(
-            "auth.login",
-            Actor("user", user.id, user.username),
-            target_type="user",
-            target_id=user.id,
-            target_name=user.username,
-            source_ip=attempt.source_ip,
-            request_id=attempt.request_id,
-            details={"method": method},
-        ),
-    )
-    return user
-
-
 async def open_web_session(session: AsyncSession, user: User) -> tuple[str, str]:
     """(cookie value, CSRF token); expired sessions of everyone are swept on the way."""
     await session.execute(delete(WebSession).where(WebSession.expires_at <= utcnow()))
@@ -303,17 +230,19 @@ async def list_users(session: AsyncSession, ctx: RequestContext) -> list[UserRea
 
 
 async def get_user(session: AsyncSession, ctx: RequestContext, ref: str) -> User:
+    """The caller itself, or for an admin of all sites anyone; to anybody else another user,
+    existing or not, gets the same audited "no user" (usernames are not enumerable)."""
     user_id = as_id(ref)
     user = await session.scalar(
         select(User).where(User.id == user_id if user_id else User.username == ref)
     )
-    if user is None or (
-        user.id != ctx.principal.user_id and not ctx.principal.allows(Role.ADMIN, None)
-    ):
-        if user is not None:
-            ctx.require(
-                Role.ADMIN, None, what="reading another user", target_type="user", target_name=ref
-            )
+    if user is not None and user.id == ctx.principal.user_id:
+        return user
+    if not ctx.principal.allows(Role.ADMIN, None):
+        raise ctx.hidden(Role.ADMIN, f"no user {ref!r}", what="reading another user",
+                         target_type="user", target_id=user.id if user else None,
+                         target_name=ref)  # fmt: skip
+    if user is None:
         raise NotFound(f"no user {ref!r}")
     return user
 
@@ -322,17 +251,21 @@ async def read_user(session: AsyncSession, user: User) -> UserRead:
     return await _read_user(session, user)
 
 
-async def create_user(session: AsyncSession, ctx: RequestContext, data: UserCreate) -> UserRead:
+def may_create_user(ctx: RequestContext, data: UserCreate) -> None:
+    """Checked before the password is hashed: argon2 runs for an admin only."""
     ctx.require(
         Role.ADMIN, None, what="creating users", target_type="user", target_name=data.username
     )
+
+
+async def create_user(
+    session: AsyncSession, ctx: RequestContext, data: UserCreate, password_hash: str
+) -> UserRead:
+    """`password_hash` is made before the write transaction (`Logins.hash`)."""
+    may_create_user(ctx, data)
     if await session.scalar(select(User.id).where(User.username == data.username)) is not None:
         raise AlreadyExists(f"a user named {data.username!r} already exists")
-    user = User(
-        username=data.username,
-        display_name=data.display_name,
-        password_hash=await secrets.hash_password(data.password.get_secret_value()),
-    )
+    user = User(username=data.username, display_name=data.display_name, password_hash=password_hash)
     session.add(user)
     await session.flush()
     await replace_grants(session, await resolve_specs(session, data.grants), user_id=user.id)
@@ -366,9 +299,8 @@ async def _admins_left(session: AsyncSession, without: int) -> int:
     )
 
 
-async def update_user(
-    session: AsyncSession, ctx: RequestContext, user: User, data: UserUpdate
-) -> UserRead:
+def may_update_user(ctx: RequestContext, user: User, data: UserUpdate) -> None:
+    """Who may make this change; checked before any password is verified or hashed."""
     own = user.id == ctx.principal.user_id
     changes = data.model_dump(exclude_unset=True)
     if not (own and set(changes) <= {"password", "current_password", "display_name"}):
@@ -383,7 +315,33 @@ async def update_user(
     if data.current_password is not None and data.password is None:
         raise FieldError("current_password", "it goes with `password`, to change your own")
     if data.password is not None:
-        await _may_set_password(session, ctx, user, data)
+        _may_set_password(ctx, user, data)
+
+
+@dataclass(frozen=True)
+class NewPassword:
+    """A password checked and hashed before the write (`Logins.new_password`): `replaces`
+    is the hash it was checked against, so a change made meanwhile is not overwritten."""
+
+    password_hash: str
+    replaces: str
+
+
+async def update_user(
+    session: AsyncSession,
+    ctx: RequestContext,
+    user_id: int,
+    data: UserUpdate,
+    new_password: NewPassword | None = None,
+) -> UserRead:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user {user_id}")
+    may_update_user(ctx, user, data)
+    if (data.password is None) != (new_password is None):
+        raise RuntimeError("a new password is checked and hashed before the write")
+    if new_password is not None and user.password_hash != new_password.replaces:
+        raise InUse("the password was changed meanwhile; send the change again")
     before = await _read_user(session, user)
     if data.grants is not None or data.disabled:
         pairs = (
@@ -397,8 +355,8 @@ async def update_user(
         if data.grants is not None:
             await replace_grants(session, pairs, user_id=user.id)
     details: dict[str, Any] = {}
-    if data.password is not None:
-        user.password_hash = await secrets.hash_password(data.password.get_secret_value())
+    if new_password is not None:
+        user.password_hash = new_password.password_hash
         details["password_changed"] = True
         details["logins_ended"] = await _end_other_logins(session, user.id, ctx.principal)
     if data.display_name is not None:
@@ -421,16 +379,14 @@ async def update_user(
     return after
 
 
-async def _may_set_password(
-    session: AsyncSession, ctx: RequestContext, user: User, data: UserUpdate
-) -> None:
+def _may_set_password(ctx: RequestContext, user: User, data: UserUpdate) -> None:
     """Only a person who just typed a password sets one (docs/security.md).
 
     A named API token may be narrowed to a viewer at one site, yet it acts as its user: were
     it allowed to set its user's password, it could log in as the whole user. Your own
-    password also needs the current one, checked like a login (audited, rate-limited), so a
-    session left open is not enough to take the account over. An admin of all sites resets
-    someone else's without it, from their own interactive login.
+    password also needs the current one, checked like a login (audited, throttled:
+    `Logins.new_password`), so a session left open is not enough to take the account over.
+    An admin of all sites resets someone else's without it, from their own interactive login.
     """
     principal = ctx.principal
     if not principal.interactive:
@@ -446,25 +402,8 @@ async def _may_set_password(
                 details={"action": "changing a password", "credential": principal.credential.value},
             ),
         )
-    if user.id != principal.user_id:
-        return
-    if data.current_password is None:
+    if user.id == principal.user_id and data.current_password is None:
         raise FieldError("current_password", "changing your own password needs your current one")
-    await _check_rate(session, Attempt(user.username, ctx.source_ip, ctx.request_id))
-    if not await secrets.verify_password(
-        user.password_hash, data.current_password.get_secret_value()
-    ):
-        raise Forbidden(
-            "current_password is wrong; the password was not changed",
-            ctx.event(
-                "auth.login_failed",
-                outcome="failure",
-                target_type="user",
-                target_id=user.id,
-                target_name=user.username,
-                details={"method": "current_password", "why": "bad credentials"},
-            ),
-        )
 
 
 async def _end_other_logins(session: AsyncSession, user_id: int, caller: Principal) -> int:

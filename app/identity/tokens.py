@@ -70,7 +70,8 @@ async def create_token(
         ]
         pairs = list(dict.fromkeys(pairs))
     else:
-        pairs = await resolve_specs(session, [GrantSpec(role=data.role, sites=data.sites)])
+        specs = [GrantSpec(role=data.role, sites=data.sites)]
+        pairs = await resolve_specs(session, specs, principal.visible_site_ids())
     if not pairs or not all(principal.allows(role, site) for role, site in pairs):
         raise Forbidden(
             f"a token cannot hold more than you: you lack {data.role} on some of those sites",
@@ -133,13 +134,25 @@ async def list_tokens(session: AsyncSession, ctx: RequestContext) -> list[TokenR
 async def revoke_token(session: AsyncSession, ctx: RequestContext, token_id: int) -> None:
     """Revoke the token and, with it, every token made from it (children, theirs, …)."""
     token = await session.get(ApiToken, token_id)
-    if token is None or token.kind is not TokenKind.API:
+    if token is not None and token.kind is not TokenKind.API:
+        token = None  # a login's own token is ended by logging out
+    if (token is None or token.user_id != ctx.principal.user_id) and not ctx.principal.allows(
+        Role.ADMIN, None
+    ):
+        # another user's token, like one that does not exist: the same audited "no token"
+        raise ctx.hidden(Role.ADMIN, f"no token {token_id}", what="revoking another user's token",
+                         target_type="token", target_id=token_id,
+                         target_name=token.name if token else None)  # fmt: skip
+    if token is None:
         raise NotFound(f"no token {token_id}")
-    if token.user_id != ctx.principal.user_id:
+    if ctx.principal.credential is Credential.API and not await _made_with(
+        session, token, ctx.principal.token_id
+    ):
+        # A token stored in a script may end itself and what it made, not its owner's others.
         ctx.require(
             Role.ADMIN,
             None,
-            what="revoking another user's token",
+            what="revoking a token not made with this one",
             target_type="token",
             target_id=token.id,
             target_name=token.name,
@@ -158,6 +171,16 @@ async def revoke_token(session: AsyncSession, ctx: RequestContext, token_id: int
                 details={"descendants": descendants} if descendants else {},
             ),
         )
+
+
+async def _made_with(session: AsyncSession, token: ApiToken, maker_id: int | None) -> bool:
+    """Whether `token` is the token `maker_id` or was made from it (through its parents)."""
+    current: ApiToken | None = token
+    while current is not None:
+        if current.id == maker_id:
+            return True
+        current = await session.get(ApiToken, current.parent_id) if current.parent_id else None
+    return False
 
 
 async def _revoke_descendants(session: AsyncSession, token_id: int) -> list[int]:

@@ -28,7 +28,7 @@ from app.inventory.models import (
 )
 from app.inventory.placement import ParentRef, RackOccupancy, check_parent, check_rack
 from app.inventory.racks import get_rack
-from app.inventory.refs import as_id
+from app.inventory.refs import as_id, unavailable
 from app.inventory.schemas import DeviceCreate, DeviceDetail, DeviceRead, DeviceUpdate, Page
 from app.inventory.selectors import name_in, resolve
 from app.inventory.sites import get_site
@@ -109,7 +109,8 @@ async def _with_tags(session: AsyncSession, rows: Sequence[ReadRow]) -> list[Dev
 
 
 async def filtered_query(session: AsyncSession, flt: DeviceFilter) -> ReadQuery:
-    """The read query narrowed by a filter; unknown site/rack/parent names are a 404."""
+    """The read query narrowed by a filter; unknown site/rack/parent names are a 404, and so
+    are those of sites the filter cannot see (the same 404, word for word)."""
     query = _read_query()
     if flt.select is not None:
         dialect = session.get_bind().dialect.name
@@ -118,13 +119,13 @@ async def filtered_query(session: AsyncSession, flt: DeviceFilter) -> ReadQuery:
     if flt.site_ids is not None:
         query = query.where(Device.site_id.in_(sorted(flt.site_ids)))
     if flt.site is not None:
-        site = await get_site(session, flt.site)
+        site = await get_site(session, flt.site, flt.site_ids)
         query = query.where(Device.site_id == site.id)
     if flt.rack is not None:
-        rack, _ = await get_rack(session, flt.rack, flt.site)
+        rack, _ = await get_rack(session, flt.rack, flt.site, flt.site_ids)
         query = query.where(Device.rack_id == rack.id)
     if flt.parent is not None:
-        parent = await get_device(session, flt.parent)
+        parent = await get_device(session, flt.parent, flt.site_ids)
         query = query.where(Device.parent_id == parent.id)
     if flt.kind is not None:
         query = query.where(Device.kind == flt.kind)
@@ -191,14 +192,20 @@ async def list_devices(
     return Page[DeviceRead](items=await _with_tags(session, rows), next_cursor=next_cursor)
 
 
-async def get_device(session: AsyncSession, ref: str) -> Device:
-    """By name, or by numeric id (names are never all digits)."""
+def no_device(ref: str) -> str:
+    """The answer to a device that does not exist, and to one the caller cannot see."""
+    return f"no device {ref!r}; search with GET /api/v1/devices?q="
+
+
+async def get_device(session: AsyncSession, ref: str, visible: set[int] | None = None) -> Device:
+    """By name, or by numeric id (names are never all digits), among the `visible` sites
+    (None: every site)."""
     device_id = as_id(ref)
     device = await session.scalar(
         select(Device).where(Device.id == device_id if device_id else Device.name == ref)
     )
-    if device is None:
-        raise NotFound(f"no device {ref!r}; search with GET /api/v1/devices?q=")
+    if device is None or (visible is not None and device.site_id not in visible):
+        raise NotFound(no_device(ref))
     return device
 
 
@@ -216,6 +223,7 @@ async def device_for(
         target_id=device.id,
         target_name=device.name,
         site=site.slug if site else None,
+        missing=no_device(ref),
     )
     return device
 
@@ -253,14 +261,15 @@ def _field(name: str) -> Iterator[None]:
 
 
 async def _resolve(
-    session: AsyncSession, data: DeviceCreate, device_id: int | None
+    session: AsyncSession, data: DeviceCreate, device_id: int | None, visible: set[int] | None
 ) -> tuple[Site, Rack | None, Device | None]:
+    """The site, rack and parent the body names, among the `visible` sites only."""
     with _field("site"):
-        site = await get_site(session, data.site)
+        site = await get_site(session, data.site, visible)
     with _field("rack"):
         rack = (await get_rack(session, data.rack, site.slug))[0] if data.rack else None
     with _field("parent"):
-        parent = await get_device(session, data.parent) if data.parent else None
+        parent = await get_device(session, data.parent, visible) if data.parent else None
     if parent is not None and parent.id == device_id:
         raise FieldError("parent", "a device cannot be its own parent")
     check_rack(data.kind, site, rack, data.position_u, data.height_u)
@@ -283,13 +292,23 @@ async def _resolve(
     return site, rack, parent
 
 
-async def _check_unique(session: AsyncSession, data: DeviceCreate, device_id: int | None) -> None:
-    other = await session.scalar(select(Device.id).where(Device.name == data.name))
-    if other is not None and other != device_id:
-        raise AlreadyExists(f"a device named {data.name!r} already exists (id {other})")
+async def _check_unique(
+    session: AsyncSession, data: DeviceCreate, device_id: int | None, visible: set[int] | None
+) -> None:
+    """Names and asset tags are unique across all sites; one held at a site the caller cannot
+    see is refused without naming its holder."""
+    other = (
+        await session.execute(select(Device.id, Device.site_id).where(Device.name == data.name))
+    ).first()
+    if other is not None and other.id != device_id:
+        if visible is not None and other.site_id not in visible:
+            raise AlreadyExists(unavailable("device name", data.name))
+        raise AlreadyExists(f"a device named {data.name!r} already exists (id {other.id})")
     if data.asset_tag is not None:
         holder = await session.scalar(select(Device).where(Device.asset_tag == data.asset_tag))
         if holder is not None and holder.id != device_id:
+            if visible is not None and holder.site_id not in visible:
+                raise AlreadyExists(unavailable("asset tag", data.asset_tag))
             raise AlreadyExists(f"asset tag {data.asset_tag!r} is already on {holder.name!r}")
 
 
@@ -317,8 +336,9 @@ async def _set_tags(session: AsyncSession, device_id: int, tags: list[str]) -> N
 async def create_device(
     session: AsyncSession, ctx: RequestContext, data: DeviceCreate
 ) -> DeviceDetail:
+    visible = ctx.principal.visible_site_ids()
     with _field("site"):
-        target = await get_site(session, data.site)
+        target = await get_site(session, data.site, visible)
     ctx.require(
         Role.ADMIN,
         target.id,
@@ -327,8 +347,8 @@ async def create_device(
         target_name=data.name,
         site=target.slug,
     )
-    await _check_unique(session, data, None)
-    site, rack, parent = await _resolve(session, data, None)
+    await _check_unique(session, data, None, visible)
+    site, rack, parent = await _resolve(session, data, None, visible)
     device = Device()
     _apply(device, data, site, rack, parent)
     session.add(device)
@@ -346,8 +366,9 @@ async def update_device(
     """Merge the given fields over the current ones and check the result as a whole."""
     current = await read_device(session, device)
     merged = DeviceCreate.model_validate(as_fields(current) | data.model_dump(exclude_unset=True))
-    await _check_unique(session, merged, device.id)
-    site, rack, parent = await _resolve(session, merged, device.id)
+    visible = ctx.principal.visible_site_ids()
+    await _check_unique(session, merged, device.id, visible)
+    site, rack, parent = await _resolve(session, merged, device.id, visible)
     if site.id != device.site_id:
         ctx.require(
             Role.ADMIN,

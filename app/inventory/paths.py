@@ -123,14 +123,15 @@ def check_fit(device: Device, kind: PathKind, via: Device | None) -> None:
         raise FieldError("via", "a vm's libvirt path goes through its parent hypervisor")
 
 
-async def _via(session: AsyncSession, ref: str | None) -> Device | None:
+async def _via(session: AsyncSession, ref: str | None, visible: set[int] | None) -> Device | None:
+    """The device a path goes through, among the `visible` sites (None: every site)."""
     if ref is None:
         return None
     device_id = as_id(ref)
     via = await session.scalar(
         select(Device).where(Device.id == device_id if device_id else Device.name == ref)
     )
-    if via is None:
+    if via is None or (visible is not None and via.site_id not in visible):
         raise FieldError("via", f"no device {ref!r}")
     return via
 
@@ -190,7 +191,7 @@ async def create_path(
     session: AsyncSession, ctx: RequestContext, vault: Vault, device: Device, data: Any
 ) -> PathRead:
     """`data` is one member of the PathCreate union."""
-    via = await _via(session, getattr(data, "via", None))
+    via = await _via(session, getattr(data, "via", None), ctx.principal.visible_site_ids())
     check_fit(device, data.kind, via)
     if via is not None and data.kind is PathKind.CONSOLE_PORT:
         await _check_port_free(session, via, data.port, None)
@@ -239,7 +240,7 @@ async def update_path(
     if data.secret is not None:
         merged_input["secret"] = data.secret
     merged: Any = model.model_validate({k: v for k, v in merged_input.items() if v is not None})
-    via = await _via(session, getattr(merged, "via", None))
+    via = await _via(session, getattr(merged, "via", None), ctx.principal.visible_site_ids())
     check_fit(device, merged.kind, via)
     if via is not None and merged.kind is PathKind.CONSOLE_PORT:
         await _check_port_free(session, via, merged.port, path.id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,22 +46,33 @@ async def list_racks(
     return [to_read(rack, site) for rack, site in await session.execute(query)]
 
 
+def no_rack(ref: str, site_ref: str | None = None) -> str:
+    """The answer to a rack that does not exist, and to one the caller cannot see."""
+    where = f" at site {site_ref!r}" if site_ref else ""
+    return f"no rack {ref!r}{where}; list them with GET /api/v1/racks"
+
+
 async def get_rack(
-    session: AsyncSession, ref: str, site_ref: str | None = None
+    session: AsyncSession, ref: str, site_ref: str | None = None, visible: set[int] | None = None
 ) -> tuple[Rack, Site]:
-    """By id, or by name (unique within a site; give the site when two sites share a name)."""
+    """By id, or by name (unique within a site; give the site when two sites share a name),
+    among the `visible` sites (None: every site): another site's rack of the same name is
+    neither a match nor a reason to call the name ambiguous."""
     query = select(Rack, Site).join(Site, Rack.site_id == Site.id).where(Rack.name == ref)
     if site_ref is not None:
-        site = await get_site(session, site_ref)
+        site = await get_site(session, site_ref, visible)
         query = query.where(Rack.site_id == site.id)
+    elif visible is not None:
+        query = query.where(Rack.site_id.in_(sorted(visible)))
     found = list(await session.execute(query))
     rack_id = as_id(ref)
     if not found and rack_id is not None and site_ref is None:
         by_id = select(Rack, Site).join(Site, Rack.site_id == Site.id).where(Rack.id == rack_id)
+        if visible is not None:
+            by_id = by_id.where(Rack.site_id.in_(sorted(visible)))
         found = list(await session.execute(by_id))
     if not found:
-        where = f" at site {site_ref!r}" if site_ref else ""
-        raise NotFound(f"no rack {ref!r}{where}; list them with GET /api/v1/racks")
+        raise NotFound(no_rack(ref, site_ref))
     if len(found) > 1:
         sites = ", ".join(sorted(site.slug for _, site in found))
         raise AmbiguousReference(
@@ -77,7 +90,18 @@ async def rack_for(
     role: Role,
     what: str,
 ) -> tuple[Rack, Site]:
-    rack, site = await get_rack(session, ref, site_ref)
+    """A rack the caller holds `role` at; one at a site it cannot see looks missing (audited)."""
+    visible = ctx.principal.visible_site_ids()
+    try:
+        rack, site = await get_rack(session, ref, site_ref, visible)
+    except NotFound as missing:
+        if visible is not None:
+            with contextlib.suppress(NotFound, AmbiguousReference):
+                rack, site = await get_rack(session, ref, site_ref)
+                ctx.require(role, site.id, what=what, target_type="rack", target_id=rack.id,
+                            target_name=rack.name, site=site.slug,
+                            missing=str(missing))  # fmt: skip
+        raise
     ctx.require(
         role,
         site.id,

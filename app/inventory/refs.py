@@ -11,3 +11,12 @@ def as_id(ref: str) -> int | None:
         number = int(ref)
         return number if number <= MAX_ID else None
     return None
+
+
+def unavailable(what: str, value: str) -> str:
+    """The refusal of a unique value held at a site the caller cannot see: it names nothing of
+    the holder. The refusal itself is the one bit that cannot be hidden (docs/security.md,
+    "What a site-scoped caller can learn")."""
+    return (
+        f"{what} {value!r} is not available; choose another ({what}s are unique across all sites)"
+    )

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from app.deps import SessionDep, VaultDep
 from app.errors import InvalidInput
+from app.exports import ExportSlot
 from app.identity.auth import Ctx
 from app.identity.models import Role
 from app.inventory import devices, paths, racks, sites, transfer
@@ -209,15 +210,18 @@ async def import_devices(
     responses={200: {"content": {"text/csv": {}, "application/json": {}}}},
 )
 async def export_devices(
-    request: Request, session: SessionDep, flt: FilterDep, format: Literal["csv", "json"] = "json"
+    request: Request,
+    session: SessionDep,
+    flt: FilterDep,
+    export: ExportSlot,
+    format: Literal["csv", "json"] = "json",
 ) -> StreamingResponse:
+    """The filtered catalogue, streamed (JSON with paths, never their secrets). Too many
+    exports at once: 429 with Retry-After."""
     flt = await devices.prepare(session, flt)
     media = "text/csv" if format == "csv" else "application/json"
-    return StreamingResponse(
-        transfer.export_devices(request.app.state.sessions, flt, format),
-        media_type=media,
-        headers={"Content-Disposition": f'attachment; filename="devices.{format}"'},
-    )
+    body = transfer.export_devices(request.app.state.sessions, flt, format)
+    return export.response(body, media, f"devices.{format}")
 
 
 @router.get("/devices/{device}", tags=["devices"])

@@ -10,7 +10,7 @@ from app.context import RequestContext
 from app.errors import AlreadyExists, InUse, NotFound
 from app.identity.models import Role
 from app.inventory.models import Device, Rack, Site
-from app.inventory.refs import as_id
+from app.inventory.refs import as_id, unavailable
 from app.inventory.schemas import SiteCreate, SiteRead, SiteUpdate
 
 
@@ -22,13 +22,18 @@ async def list_sites(session: AsyncSession, ctx: RequestContext) -> list[Site]:
     return list(await session.scalars(query))
 
 
-async def get_site(session: AsyncSession, ref: str) -> Site:
-    """By slug, or by numeric id."""
+def no_site(ref: str) -> str:
+    """The answer to a site that does not exist, and to one the caller cannot see."""
+    return f"no site {ref!r}; list them with GET /api/v1/sites"
+
+
+async def get_site(session: AsyncSession, ref: str, visible: set[int] | None = None) -> Site:
+    """By slug, or by numeric id, among the `visible` sites (None: every site)."""
     site = await session.scalar(select(Site).where(Site.slug == ref))
     if site is None and (site_id := as_id(ref)) is not None:
         site = await session.get(Site, site_id)
-    if site is None:
-        raise NotFound(f"no site {ref!r}; list them with GET /api/v1/sites")
+    if site is None or (visible is not None and site.id not in visible):
+        raise NotFound(no_site(ref))
     return site
 
 
@@ -45,6 +50,7 @@ async def site_for(
         target_id=site.id,
         target_name=site.slug,
         site=site.slug,
+        missing=no_site(ref),
     )
     return site
 
@@ -55,15 +61,18 @@ def _snapshot(site: Site) -> dict[str, object]:
     )
 
 
-async def _check_slug_free(session: AsyncSession, slug: str) -> None:
+async def _check_slug_free(session: AsyncSession, slug: str, visible: set[int] | None) -> None:
     existing = await session.scalar(select(Site).where(Site.slug == slug))
-    if existing is not None:
-        raise AlreadyExists(f"a site with slug {slug!r} already exists (id {existing.id})")
+    if existing is None:
+        return
+    if visible is not None and existing.id not in visible:
+        raise AlreadyExists(unavailable("site slug", slug))
+    raise AlreadyExists(f"a site with slug {slug!r} already exists (id {existing.id})")
 
 
 async def create_site(session: AsyncSession, ctx: RequestContext, data: SiteCreate) -> Site:
     ctx.require(Role.ADMIN, None, what="creating sites", target_type="site", target_name=data.slug)
-    await _check_slug_free(session, data.slug)
+    await _check_slug_free(session, data.slug, ctx.principal.visible_site_ids())
     site = Site(**data.model_dump())
     session.add(site)
     await session.flush()
@@ -87,7 +96,7 @@ async def update_site(
     before = _snapshot(site)
     changes = data.model_dump(exclude_unset=True, exclude_none=True)
     if "slug" in changes and changes["slug"] != site.slug:
-        await _check_slug_free(session, changes["slug"])
+        await _check_slug_free(session, changes["slug"], ctx.principal.visible_site_ids())
     for field, value in changes.items():
         setattr(site, field, value)
     await session.flush()

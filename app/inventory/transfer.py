@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -13,6 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import csv_cells
 from app.audit.service import stage
 from app.context import RequestContext
 from app.db import utcnow
@@ -22,6 +23,7 @@ from app.inventory import devices as device_service
 from app.inventory import paths as path_service
 from app.inventory.models import ControlPath, Device, DeviceKind, DeviceTag, PathKind, Rack, Site
 from app.inventory.placement import ParentRef, RackOccupancy, check_parent, check_rack
+from app.inventory.refs import unavailable
 from app.inventory.schemas import (
     PATH_MODELS,
     DeviceCreate,
@@ -99,7 +101,7 @@ def parse_csv(text: str) -> list[Row]:
 def _from_cells(line: int, record: dict[str, str | None]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for column, cell in record.items():
-        value = (cell or "").strip()
+        value = csv_cells.restore((cell or "").strip())
         if column in _KEEP_IF_EMPTY and not value:
             continue
         if column in _NULLABLE and not value:
@@ -188,17 +190,24 @@ async def import_devices(
     """Check every row, then write them all in the caller's transaction; any error → nothing."""
     errors = _Errors()
     names = _names(rows, errors)
+    visible = ctx.principal.visible_site_ids()
+    sites_query, racks_query = select(Site), select(Rack)
+    if visible is not None:  # another site's slug or rack reads as unknown
+        sites_query = sites_query.where(Site.id.in_(sorted(visible)))
+        racks_query = racks_query.where(Rack.site_id.in_(sorted(visible)))
+    sites = {site.slug: site for site in await session.scalars(sites_query)}
+    racks = {(rack.site_id, rack.name): rack for rack in await session.scalars(racks_query)}
     existing = await _load_existing(session, list(names))
+    _taken_elsewhere(rows, existing, sites, errors)
     plans = _validate(rows, existing, errors)
-    sites = {site.slug: site for site in await session.scalars(select(Site))}
-    racks = {(rack.site_id, rack.name): rack for rack in await session.scalars(select(Rack))}
     outside = await _load_devices_by_name(
         session,
         {p.data.parent for p in plans if p.data.parent and p.data.parent not in names},
+        visible,
     )
     await _check_placement(session, plans, sites, racks, outside, errors)
     _authorize(ctx, plans, sites)
-    await _check_asset_tags(session, plans, errors)
+    await _check_asset_tags(session, plans, errors, visible)
     if errors.items:
         raise errors.rejected()
     for plan in plans:
@@ -206,7 +215,7 @@ async def import_devices(
     if any(plan.paths is not None for plan in plans):
         await _diff_paths(session, vault, plans)
     if not dry_run:
-        ids = await _write(session, vault, plans)
+        ids = await _write(session, vault, plans, visible)
         _audit(ctx, session, plans, ids)
     counts = dict.fromkeys(("create", "update", "unchanged"), 0)
     for plan in plans:
@@ -218,6 +227,21 @@ async def import_devices(
         unchanged=counts["unchanged"],
         rows=[plan.change for plan in plans],
     )
+
+
+def _taken_elsewhere(
+    rows: list[Row], existing: dict[str, DeviceRead], sites: dict[str, Site], errors: _Errors
+) -> None:
+    """A row naming a device of a site the caller cannot see is refused, naming nothing of it
+    (device names are unique across all sites)."""
+    for number, row in rows:
+        name = row.get("name")
+        current = existing.get(name) if isinstance(name, str) else None
+        if current is not None and current.site not in sites:
+            errors.add(number, "name", unavailable("device name", current.name))
+            row["name"] = None
+    for name in [name for name, read in existing.items() if read.site not in sites]:
+        del existing[name]
 
 
 def _authorize(ctx: RequestContext, plans: list[_Plan], sites: dict[str, Site]) -> None:
@@ -291,13 +315,18 @@ async def _load_existing(session: AsyncSession, names: list[str]) -> dict[str, D
     return found
 
 
-async def _load_devices_by_name(session: AsyncSession, names: Iterable[str]) -> dict[str, Device]:
+async def _load_devices_by_name(
+    session: AsyncSession, names: Iterable[str], visible: set[int] | None
+) -> dict[str, Device]:
+    """The named devices among the `visible` sites (None: every site)."""
     wanted = list(names)
     if not wanted:
         return {}
     dialect = session.get_bind().dialect.name
-    result = await session.scalars(select(Device).where(name_in(Device.name, wanted, dialect)))
-    return {device.name: device for device in result}
+    query = select(Device).where(name_in(Device.name, wanted, dialect))
+    if visible is not None:
+        query = query.where(Device.site_id.in_(sorted(visible)))
+    return {device.name: device for device in await session.scalars(query)}
 
 
 def _validate(rows: list[Row], existing: dict[str, DeviceRead], errors: _Errors) -> list[_Plan]:
@@ -405,7 +434,9 @@ async def _occupancy(
     return occupancy
 
 
-async def _check_asset_tags(session: AsyncSession, plans: list[_Plan], errors: _Errors) -> None:
+async def _check_asset_tags(
+    session: AsyncSession, plans: list[_Plan], errors: _Errors, visible: set[int] | None
+) -> None:
     wanted: dict[str, _Plan] = {}
     for plan in plans:
         tag = plan.data.asset_tag
@@ -420,13 +451,15 @@ async def _check_asset_tags(session: AsyncSession, plans: list[_Plan], errors: _
     tags = list(wanted)
     for start in range(0, len(tags), _CHUNK):
         holders = await session.execute(
-            select(Device.name, Device.asset_tag).where(
+            select(Device.name, Device.asset_tag, Device.site_id).where(
                 Device.asset_tag.in_(tags[start : start + _CHUNK])
             )
         )
-        for holder, tag in holders:
+        for holder, tag, site_id in holders:
             plan = wanted[str(tag)]
-            if holder != plan.data.name and holder not in names:
+            if visible is not None and site_id not in visible:
+                errors.add(plan.row, "asset_tag", unavailable("asset tag", str(tag)))
+            elif holder != plan.data.name and holder not in names:
                 errors.add(plan.row, "asset_tag", f"{tag!r} is already on {holder!r}")
 
 
@@ -549,7 +582,9 @@ def _chunks(items: list[_T]) -> Iterable[list[_T]]:
         yield items[start : start + _CHUNK]
 
 
-async def _write(session: AsyncSession, vault: Vault, plans: list[_Plan]) -> dict[str, int]:
+async def _write(
+    session: AsyncSession, vault: Vault, plans: list[_Plan], visible: set[int] | None
+) -> dict[str, int]:
     ids = {plan.existing.name: plan.existing.id for plan in plans if plan.existing}
     ids |= {
         device.name: device.id
@@ -557,6 +592,7 @@ async def _write(session: AsyncSession, vault: Vault, plans: list[_Plan]) -> dic
             await _load_devices_by_name(
                 session,
                 {p.data.parent for p in plans if p.data.parent and p.data.parent not in ids},
+                visible,
             )
         ).values()
     }
@@ -582,7 +618,8 @@ async def _write(session: AsyncSession, vault: Vault, plans: list[_Plan]) -> dic
         tags = [{"device_id": ids[p.data.name], "tag": tag} for p in chunk for tag in p.data.tags]
         if tags:
             await session.execute(insert(DeviceTag), tags)
-    await _write_paths(session, vault, [p for p in plans if "paths" in p.change.changes], ids)
+    changed = [p for p in plans if "paths" in p.change.changes]
+    await _write_paths(session, vault, changed, ids, visible)
     if len(creates) >= _REFRESH_STATISTICS_AFTER:
         await refresh_statistics(session)
     return ids
@@ -599,13 +636,17 @@ async def refresh_statistics(session: AsyncSession) -> None:
 
 
 async def _write_paths(
-    session: AsyncSession, vault: Vault, plans: list[_Plan], ids: dict[str, int]
+    session: AsyncSession,
+    vault: Vault,
+    plans: list[_Plan],
+    ids: dict[str, int],
+    visible: set[int] | None,
 ) -> None:
     if not plans:
         return
     wanted = {p.data.name for p in plans}
     wanted |= {m.via for p in plans for m in p.paths or [] if getattr(m, "via", None)}
-    devices = await _load_devices_by_name(session, wanted)
+    devices = await _load_devices_by_name(session, wanted, visible)
     errors = _Errors()
     for plan in plans:
         device = devices[plan.data.name]
@@ -656,10 +697,10 @@ async def _shared_console_ports(
 
 async def export_devices(
     sessions: async_sessionmaker[AsyncSession], flt: device_service.DeviceFilter, fmt: str
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Stream the filtered catalogue page by page, in its own short read transactions."""
     if fmt == "csv":
-        yield _csv_line(CSV_COLUMNS)
+        yield csv_cells.line(CSV_COLUMNS)
     else:
         yield b"["
     first = True
@@ -674,7 +715,7 @@ async def export_devices(
             )
         for item in page.items:
             if fmt == "csv":
-                yield _csv_line(_csv_cells(item))
+                yield csv_cells.line(_csv_cells(item))
             else:
                 record = device_service.as_fields(item) | {"paths": paths.get(item.id, [])}
                 yield (b"" if first else b",") + b"\n" + json.dumps(record, default=str).encode()
@@ -698,12 +739,6 @@ def _csv_cells(item: DeviceRead) -> list[str]:
         else:
             cells.append("" if value is None else str(value))
     return cells
-
-
-def _csv_line(cells: list[str]) -> bytes:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(cells)
-    return buffer.getvalue().encode()
 
 
 async def _export_paths(session: AsyncSession, ids: list[int]) -> dict[int, list[dict[str, Any]]]:

@@ -78,7 +78,7 @@ async def act_on_device(
                 job, task.device, task.status, task.power_state, task.path, task.message
             )
             return result, task.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING)
-        job, task_ids = await service.create_job(session, ctx, plan)
+        job, task_ids = await service.create_job(session, ctx, plan, run.engine.owner)
         orders = await service.orders_for(session, run.vault, plan, job, task_ids)
     task_id = str(task_ids[0])
     waiter = run.engine.waiter(task_id)
@@ -156,7 +156,7 @@ async def power_many(
         job = await service.replay(session, ctx, plan)
         if job is not None:
             return await service.read_job(session, job, with_tasks=False)
-        job, task_ids = await service.create_job(session, ctx, plan)
+        job, task_ids = await service.create_job(session, ctx, plan, run.engine.owner)
         orders = await service.orders_for(session, run.vault, plan, job, task_ids)
         read = await service.read_job(session, job, with_tasks=False)
     run.engine.launch(ctx, job, orders)

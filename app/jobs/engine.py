@@ -4,29 +4,52 @@ Reports from thousands of devices arrive at once, so they are written in batches
 report that arrives while one batch commits joins the next (the group commit of the audit
 recorder, for the same reason). A batch updates the tasks, the devices' power state and the
 audit (one outcome event per device), then wakes whoever waits on those tasks.
+
+An outcome is never dropped. A batch the database does not take is tried again, with capped
+back-off, for as long as the process lives; once the database has been unavailable for
+`spill_after` seconds, waiting outcomes are also appended to the spill file in the data
+folder, which is read back when the database answers and at the next start, before recovery
+could call those tasks `lost`. A final state is written only over an active one, so a late
+report never overwrites `lost` (nor `lost` a result), and a job finishes, and `job.finished`
+is sent, once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import Table, bindparam, case, func, select, update
+from sqlalchemy import CursorResult, Table, bindparam, case, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from agents.protocol import FINISHED, Order, PowerAction, PowerOrder, Report, TaskStatus
+from agents.protocol import (
+    FINISHED,
+    Order,
+    PowerAction,
+    PowerOrder,
+    PowerState,
+    Report,
+    TaskStatus,
+)
 from app.audit.service import Actor, Event, stage
+from app.centrals.presence import Presence
 from app.context import RequestContext
-from app.db import utcnow
+from app.db import limit_lock_wait, utcnow
 from app.inventory.models import PowerStatus
-from app.jobs.models import ACTIVE, Job, JobStatus, Task
+from app.jobs.models import ACTIVE, ACTIVE_SQL, Job, JobStatus, Task
+from app.jobs.spill import REJECTED_FILE, SpillFile
 from app.uow import unit_of_work
 from app.webhooks import outbox
 
@@ -34,13 +57,16 @@ log = logging.getLogger(__name__)
 
 _STARTS = frozenset({PowerAction.ON, PowerAction.CYCLE})  # what `stagger` paces
 _MAX_BATCH = 2000
+_CHUNK = 5000  # ids per IN (...)
+T = TypeVar("T")
 
 # A Core UPDATE run once per row (executemany): the ORM's bulk update by primary key collects
 # each row's changes in Python first, which took a third of the server's CPU on a 1,000-task job.
+# Only an active task takes a final state: a final state is never overwritten.
 _TASKS = cast(Table, Task.__table__)
 _FINISH_TASK = (
     update(_TASKS)
-    .where(_TASKS.c.id == bindparam("task_id"))
+    .where(_TASKS.c.id == bindparam("task_id"), text(ACTIVE_SQL))
     .values({name: bindparam(name) for name in
              ("status", "power_state", "path", "message", "attempts", "finished_at")})
 )  # fmt: skip
@@ -52,6 +78,18 @@ class AgentLink(Protocol):
     def submit(self, order: Order) -> None: ...
 
     def cancel(self, task_id: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How the engine waits for a database that does not take its reports."""
+
+    retry_first: float = 0.5  # s before the first retry; doubled after each failure
+    retry_max: float = 30.0  # s between retries at most, for as long as the process lives
+    spill_after: float = 30.0  # s of an unavailable database before outcomes go to the spill file
+    lock_wait: float = 10.0  # s one write waits for a lock (SQLite's busy timeout is 10 s too)
+    cancel_wait: float = 5.0  # s a cancel waits for the late reports of its job to be stored
+    close_wait: float = 15.0  # s the last reports get at shutdown before they are spilled
 
 
 @dataclass(frozen=True)
@@ -70,12 +108,33 @@ class _Live:
     request_id: str | None
 
 
+@dataclass(eq=False)
+class _Outcome:
+    """A report on its way to the database."""
+
+    report: Report
+    live: _Live | None
+    at: datetime  # when it arrived: the task's `finished_at`
+    delayed_since: datetime | None = None  # the database was unavailable from then on
+    spilled: bool = False
+
+
 @dataclass
 class _Job:
     task_ids: frozenset[str]  # ids only: orders carry opened secrets, kept no longer than sent
     unsent: set[str]
     cancelled: bool = False
     listeners: list[asyncio.Queue[dict[str, Any]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """What a cancel did: tasks stopped, and tasks that had finished but not yet been stored."""
+
+    stopped: int
+    late: int = 0  # finished on the device; the report was still waiting for the database
+    waiting: int = 0  # of those, still waiting when the cancel answered (stored when it can)
+    recovered: int = 0  # tasks of a central that is gone, ended as `lost`
 
 
 class Pacer:
@@ -93,19 +152,40 @@ class Pacer:
 
 
 class JobEngine:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        presence: Presence,
+        *,
+        spill: Path | None = None,
+        patience: Patience | None = None,
+    ) -> None:
         self._sessions = sessions
+        self._presence = presence
+        self._spill = SpillFile(spill) if spill is not None else None
+        self._patience = patience or Patience()
         self._link: AgentLink | None = None
         self._live: dict[str, _Live] = {}
         self._jobs: dict[str, _Job] = {}
         self._waiters: dict[str, list[asyncio.Future[Report]]] = defaultdict(list)
-        self._pending: list[Report] = []
+        self._queue: list[_Outcome] = []
+        self._writing: list[_Outcome] = []
+        self._down_since: datetime | None = None  # the first failed write of a run of them
+        self._spilled = False  # the spill file holds outcomes of this process
+        self._singles = 0  # reports to write one at a time: a batch held one the database refuses
+        self._wake = asyncio.Event()  # cut a back-off short (a cancel, the shutdown)
+        self._progress = asyncio.Event()  # set (and replaced) after every stored batch
         self._flusher: asyncio.Task[None] | None = None
         self._dispatchers: set[asyncio.Task[None]] = set()
         self._pacer = Pacer()
 
     def attach(self, link: AgentLink) -> None:
         self._link = link
+
+    @property
+    def owner(self) -> str:
+        """The id of this central, written on the tasks it runs."""
+        return self._presence.id
 
     # Orders out --------------------------------------------------------------------------
 
@@ -152,11 +232,16 @@ class JobEngine:
             else:
                 self._link.submit(order)
 
-    async def cancel(self, job_id: str) -> int:
-        """Stop what has not finished: unsent tasks end at once, sent ones when the agent stops."""
+    async def cancel(self, job_id: str) -> Cancelled:
+        """Stop what has not finished: unsent tasks end at once, sent ones when the agent stops.
+
+        Tasks that finished on their devices but whose reports still wait for the database
+        are stored now with their true outcome, if the database takes them within
+        `cancel_wait`; tasks of a central that is gone end as `lost`.
+        """
         state = self._jobs.get(job_id)
         if state is None:
-            return 0
+            return Cancelled(0, recovered=await self.recover(job_id))
         state.cancelled = True
         for task_id in list(state.unsent):
             self.report(
@@ -164,95 +249,242 @@ class JobEngine:
             )
         stopped = len(state.unsent)
         state.unsent.clear()
+        late = {o.report.task_id for o in self._unsaved(job_id) if o.report.status in FINISHED}
         if self._link is not None:
-            for task_id in state.task_ids:
+            for task_id in state.task_ids - late:
                 if task_id in self._live and self._link.cancel(task_id):
                     stopped += 1
-        return stopped
+        if late:
+            await self._stored(job_id, self._patience.cancel_wait)
+        waiting = {o.report.task_id for o in self._unsaved(job_id) if o.report.status in FINISHED}
+        return Cancelled(stopped, len(late), len(waiting & late))
 
     # Reports in --------------------------------------------------------------------------
 
     def report(self, report: Report) -> None:
         """The agent's sink: queue the report; it is written with the next batch."""
-        self._pending.append(report)
+        self._queue.append(_Outcome(report, self._live.get(report.task_id), utcnow()))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="job-reports")
 
     async def sink(self, report: Report) -> None:
         self.report(report)
 
-    async def _flush(self) -> None:
-        failures = 0
-        while self._pending:
-            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
-            try:
-                finished_jobs = await self._write(batch)
-            except Exception:
-                failures += 1
-                log.exception("writing %d task reports failed (try %d)", len(batch), failures)
-                if failures < 3:  # the database may be back in a moment: keep the order
-                    self._pending[:0] = batch
-                    await asyncio.sleep(failures)
-                    continue
-                finished_jobs = {}  # still wake the waiters: the result is not lost to them
-            failures = 0
-            self._announce(batch, finished_jobs)
+    def _unsaved(self, job_id: str | None = None) -> list[_Outcome]:
+        waiting = self._writing + self._queue
+        if job_id is None:
+            return waiting
+        return [o for o in waiting if o.live is not None and o.live.job_id == job_id]
 
-    async def _write(self, batch: list[Report]) -> dict[str, JobStatus]:
-        now = utcnow()
-        started = [r.task_id for r in batch if r.status is TaskStatus.RUNNING]
-        final = [r for r in batch if r.status in FINISHED]
+    async def _stored(self, job_id: str, within: float) -> None:
+        """Try the database now, and wait (at most `within` s) until the job's reports are in."""
+        self._wake.set()
+        deadline = time.monotonic() + within
+        while self._unsaved(job_id) and (left := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), left)
+
+    async def _flush(self) -> None:
+        delay = 0.0
+        while self._queue:
+            size = 1 if self._singles else _MAX_BATCH
+            batch, self._queue = self._queue[:size], self._queue[size:]
+            self._writing = batch
+            self._wake.clear()
+            attempt = utcnow()
+            try:
+                finished, kept = await self._watching(
+                    self._write(batch), self._down_since or attempt
+                )
+            except Exception as exc:
+                self._writing = []
+                if _refused(exc):  # the statement, not the database: the others must not wait
+                    if len(batch) > 1:
+                        self._queue[:0] = batch
+                        self._singles = len(batch)
+                    else:
+                        await self._reject(batch[0], exc)
+                    continue
+                self._queue[:0] = batch  # keep the order
+                self._down_since = self._down_since or attempt
+                for outcome in self._unsaved():
+                    outcome.delayed_since = outcome.delayed_since or self._down_since
+                delay = min(self._patience.retry_max, max(self._patience.retry_first, delay * 2))
+                log.warning(
+                    "the database did not take %d task reports (%s: %s); trying again in %g s",
+                    len(batch),
+                    type(exc).__name__,
+                    getattr(exc, "orig", exc),
+                    delay,
+                )
+                await self._watching(self._pause(delay), self._down_since)
+                continue
+            self._writing = []
+            self._singles = max(0, self._singles - len(batch))
+            delay = 0.0
+            self._announce(batch, finished, kept)
+            self._progress.set()
+            self._progress = asyncio.Event()
+            if not self._queue:
+                await self._caught_up()
+
+    async def _reject(self, outcome: _Outcome, exc: Exception) -> None:
+        """A report the database refuses by itself (a bug, never a busy database): kept in
+        the log and the rejected file for a person, so that every other report goes on."""
+        self._singles = max(0, self._singles - 1)
+        record = _record(outcome)
+        log.error(
+            "the database refuses the report of task %s (%s); it is kept here: %s",
+            outcome.report.task_id,
+            type(exc).__name__,
+            record,
+        )
+        if self._spill is not None:
+            rejected = SpillFile(self._spill.path.with_name(REJECTED_FILE))
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(rejected.append, [record])
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    async def _caught_up(self) -> None:
+        """Every report is stored: the spill file holds nothing the database lacks."""
+        if self._down_since is not None:
+            log.warning(
+                "the database takes task reports again (unavailable since %s)",
+                self._down_since.isoformat(timespec="seconds"),
+            )
+            self._down_since = None
+        if self._spilled and self._spill is not None:
+            self._spilled = False
+            await asyncio.to_thread(self._spill.clear)
+
+    async def _pause(self, seconds: float) -> None:
+        """Back-off before the next try, cut short by a cancel or the shutdown."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _watching(self, work: Coroutine[Any, Any, T], since: datetime) -> T:
+        """Run `work`; meanwhile, once the database has been unavailable `spill_after` seconds
+        (counted from `since`), spill the outcomes that wait, and those that join them."""
+        task = asyncio.ensure_future(work)
+        after = self._patience.spill_after
+        try:
+            while True:
+                wait = (since + timedelta(seconds=after) - utcnow()).total_seconds()
+                if wait <= 0:
+                    await self._spill_waiting(since)
+                    wait = min(1.0, after)  # newcomers are spilled within a second
+                done, _ = await asyncio.wait({task}, timeout=wait)
+                if done:
+                    return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _spill_waiting(self, since: datetime) -> None:
+        waiting = self._unsaved()
+        for outcome in waiting:
+            outcome.delayed_since = outcome.delayed_since or since
+        fresh = [o for o in waiting if not o.spilled and o.report.status in FINISHED]
+        if not fresh:
+            return
+        if self._spill is None:
+            log.error(
+                "%d task outcomes wait for the database, with no data folder to keep them in",
+                len(fresh),
+            )
+            return
+        try:
+            await asyncio.to_thread(self._spill.append, [_record(o) for o in fresh])
+        except OSError:
+            log.exception(
+                "the spill file %s could not be written; the outcomes stay in memory",
+                self._spill.path,
+            )
+            return
+        for outcome in fresh:
+            outcome.spilled = True
+        self._spilled = True
+        log.warning(
+            "the database has not taken task reports since %s: %d outcomes kept in %s till it does",
+            since.isoformat(timespec="seconds"),
+            len(fresh),
+            self._spill.path,
+        )
+
+    async def _write(self, batch: list[_Outcome]) -> tuple[dict[str, JobStatus], dict[str, Report]]:
+        """Store the batch: (jobs that ended, reports refused because the task had ended)."""
+        started = [int(o.report.task_id) for o in batch if o.report.status is TaskStatus.RUNNING]
+        final = list(
+            {o.report.task_id: o for o in reversed(batch) if o.report.status in FINISHED}.values()
+        )
         async with unit_of_work(self._sessions) as session:
+            await limit_lock_wait(session, self._patience.lock_wait)
             if started:
                 await session.execute(
                     update(Task)
-                    .where(Task.id.in_([int(t) for t in started]), Task.status == "queued")
-                    .values(status=TaskStatus.RUNNING, started_at=now)
+                    .where(Task.id.in_(started), Task.status == TaskStatus.QUEUED)
+                    .values(status=TaskStatus.RUNNING, started_at=utcnow())
                 )
             if not final:
-                return {}
+                return {}, {}
+            rows = await _lock_tasks(session, [int(o.report.task_id) for o in final])
+            applied = [o for o in final if _row_active(rows.get(int(o.report.task_id)))]
+            kept = {
+                o.report.task_id: _stored_report(row)
+                for o in final
+                if (row := rows.get(int(o.report.task_id))) is not None and not _row_active(row)
+            }
+            for task_id, stored in kept.items():
+                log.warning(
+                    "task %s had already ended as %s; its later report is not stored",
+                    task_id,
+                    stored.status,
+                )
+            # Jobs another central ended: their streams here end with the status it gave.
+            ended = await _ended_jobs(session, {rows[int(t)].job_id for t in kept})
+            if not applied:
+                return ended, kept
             await session.execute(
                 _FINISH_TASK,
                 [
                     {
-                        "task_id": int(r.task_id),
-                        "status": r.status,
-                        "power_state": r.power_state,
-                        "path": r.path,
-                        "message": r.message,
-                        "attempts": r.attempts,
-                        "finished_at": now,
+                        "task_id": int(o.report.task_id),
+                        "status": o.report.status,
+                        "power_state": o.report.power_state,
+                        "path": o.report.path,
+                        "message": _message(o),
+                        "attempts": o.report.attempts,
+                        "finished_at": o.at,
                     }
-                    for r in final
+                    for o in applied
                 ],
             )
-            device_ids = dict(
-                (
-                    await session.execute(
-                        select(Task.id, Task.device_id).where(
-                            Task.id.in_([int(r.task_id) for r in final])
-                        )
-                    )
-                ).all()
+            device_ids = {task_id: row.device_id for task_id, row in rows.items()}
+            await _note_power(session, [o.report for o in applied], device_ids, utcnow())
+            jobs = await _jobs_of(
+                session, {rows[int(o.report.task_id)].job_id for o in applied if o.live is None}
             )
-            await _note_power(session, final, device_ids, now)
-            for report in final:
-                live = self._live.get(report.task_id)
-                if live is not None:
-                    stage(
-                        session, _outcome_event(live, report, device_ids.get(int(report.task_id)))
-                    )
-            return await self._finish_jobs(
-                session,
-                {self._live[r.task_id].job_id for r in final if r.task_id in self._live},
-                now,
+            for o in applied:
+                row = rows[int(o.report.task_id)]
+                live = o.live or _live_of(jobs[row.job_id], row)
+                report = dataclasses.replace(o.report, message=_message(o))
+                stage(session, _outcome_event(live, report, row.device_id))
+            finished = await self._finish_jobs(
+                session, {rows[int(o.report.task_id)].job_id for o in applied}
             )
+            return ended | finished, kept
 
-    async def _finish_jobs(
-        self, session: AsyncSession, job_ids: set[str], now: Any
-    ) -> dict[str, JobStatus]:
+    async def _finish_jobs(self, session: AsyncSession, job_ids: set[str]) -> dict[str, JobStatus]:
+        """Jobs with no active task left get their final status, once (`job.finished` too)."""
         finished: dict[str, JobStatus] = {}
-        for job_id in job_ids:
+        now = utcnow()
+        for job_id in sorted(job_ids):
+            # One finisher per job at a time (PostgreSQL; SQLite has one writer anyway): two
+            # centrals ending its last tasks at once would each see the other's as active.
+            await session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
             counts = Counter(
                 dict(
                     (
@@ -268,18 +500,29 @@ class JobEngine:
                 continue
             state = self._jobs.get(job_id)
             status = _job_status(counts, cancelled=bool(state and state.cancelled))
-            await session.execute(
-                update(Job).where(Job.id == job_id).values(status=status, finished_at=now)
+            result = cast(
+                CursorResult[Any],
+                await session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+                    .values(status=status, finished_at=now)
+                ),
             )
-            finished[job_id] = status
+            if result.rowcount:
+                finished[job_id] = status
         await outbox.jobs_finished(session, finished)  # webhooks, in this transaction
         return finished
 
-    def _announce(self, batch: list[Report], finished_jobs: dict[str, JobStatus]) -> None:
-        for report in batch:
-            live = self._live.get(report.task_id)
+    def _announce(
+        self, batch: list[_Outcome], finished_jobs: dict[str, JobStatus], kept: dict[str, Report]
+    ) -> None:
+        for outcome in batch:
+            live = outcome.live or self._live.get(outcome.report.task_id)
             if live is None:
                 continue
+            report = kept.get(outcome.report.task_id) or dataclasses.replace(
+                outcome.report, message=_message(outcome)
+            )
             state = self._jobs.get(live.job_id)
             if state is not None:
                 event = {"event": "task", "data": _task_event(live, report)}
@@ -328,53 +571,105 @@ class JobEngine:
 
     # Start and stop -----------------------------------------------------------------------
 
-    async def recover(self) -> int:
-        """Tasks left active by an earlier process become `lost`: never silently re-run."""
+    async def replay(self) -> int:
+        """Store the outcomes an earlier process spilled; at start, before `recover`.
+
+        A spilled outcome is the device's true answer and beats `lost`; one whose task has
+        ended meanwhile is not stored again. They go through the same retries as any report,
+        so a start waits for a database that is busy.
+        """
+        if self._spill is None:
+            return 0
+        records = await asyncio.to_thread(self._spill.read)
+        outcomes = [outcome for record in records if (outcome := _from_record(record))]
+        if not outcomes:
+            await asyncio.to_thread(self._spill.clear)
+            return 0
+        log.warning(
+            "storing %d task outcomes kept in %s by an earlier process",
+            len(outcomes),
+            self._spill.path,
+        )
+        self._spilled = True
+        self._queue[:0] = outcomes
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="job-reports")
+        while self._unsaved():
+            await self._progress.wait()
+        return len(outcomes)
+
+    async def recover(self, job_id: str | None = None) -> int:
+        """Active tasks of a central that is gone become `lost`: never silently re-run.
+
+        Run at start (after `replay`), by every heartbeat (a peer that died), and by a cancel
+        of a job this process does not run. Tasks of a live central, this one included, are
+        left to it.
+        """
         now = utcnow()
-        message = "the central stopped while this task was active; it was not re-run"
         async with unit_of_work(self._sessions) as session:
-            stale = list(await session.scalars(select(Task).where(Task.status.in_(ACTIVE))))
-            if not stale:
+            await limit_lock_wait(session, self._patience.lock_wait)
+            owners = await self._presence.owners(session)
+            query = select(Task.id, Task.owner_id).where(
+                text(f"task.{ACTIVE_SQL}"), owners.gone(Task.owner_id)
+            )
+            if job_id is not None:
+                query = query.where(Task.job_id == job_id)
+            by_owner: dict[str | None, list[int]] = defaultdict(list)
+            for task_id, owner in await session.execute(query):
+                by_owner[owner].append(task_id)
+            ended: list[Any] = []
+            for owner, ids in by_owner.items():
+                message = f"{owners.why(owner)} while this task was active; it was not re-run"
+                for start in range(0, len(ids), _CHUNK):
+                    ended += (
+                        await session.execute(
+                            update(Task)
+                            .where(Task.id.in_(ids[start : start + _CHUNK]), text(ACTIVE_SQL))
+                            .values(status=TaskStatus.LOST, message=message, finished_at=now)
+                            .returning(
+                                Task.id,
+                                Task.job_id,
+                                Task.device_id,
+                                Task.device_name,
+                                Task.site,
+                                Task.message,
+                            )
+                        )
+                    ).all()
+            if not ended:
                 return 0
-            jobs = {
-                job.id: job
-                for job in await session.scalars(
-                    select(Job).where(Job.id.in_({task.job_id for task in stale}))
-                )
-            }
-            for task in stale:
-                task.status = TaskStatus.LOST
-                task.message = message
-                task.finished_at = now
-                job = jobs[task.job_id]
-                live = _Live(
-                    job_id=job.id,
-                    kind=job.kind.value,
-                    action=job.action,
-                    device=task.device_name,
-                    site=task.site,
-                    actor=Actor(job.actor_kind, job.actor_id, job.actor_name),
-                    ticket=job.ticket,
-                    reason=job.reason,
-                    source_ip=None,
-                    request_id=None,
-                )
+            jobs = await _jobs_of(session, {row.job_id for row in ended})
+            for row in ended:
+                report = Report(str(row.id), TaskStatus.LOST, message=row.message)
                 stage(
-                    session,
-                    _outcome_event(
-                        live, Report(str(task.id), TaskStatus.LOST, message=message), task.device_id
-                    ),
+                    session, _outcome_event(_live_of(jobs[row.job_id], row), report, row.device_id)
                 )
             await session.flush()
-            await self._finish_jobs(session, set(jobs), now)
-        return len(stale)
+            await self._finish_jobs(session, set(jobs))
+        log.warning("%d tasks of centrals that are gone ended as lost", len(ended))
+        return len(ended)
 
     async def close(self) -> None:
+        """Stop dispatching; give the last reports `close_wait` seconds, then spill them."""
         for task in list(self._dispatchers):
             task.cancel()
         await asyncio.gather(*self._dispatchers, return_exceptions=True)
-        if self._flusher is not None:
-            await asyncio.shield(self._flusher)
+        flusher = self._flusher
+        if flusher is None or flusher.done():
+            return
+        self._wake.set()
+        done, _ = await asyncio.wait({flusher}, timeout=self._patience.close_wait)
+        if done:
+            return
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        await self._spill_waiting(self._down_since or utcnow())
+        log.error(
+            "stopping with %d task outcomes the database did not take; the next start "
+            "stores them from the spill file",
+            sum(1 for o in self._unsaved() if o.report.status in FINISHED),
+        )
 
 
 def _job_status(counts: Counter[TaskStatus], *, cancelled: bool) -> JobStatus:
@@ -386,6 +681,129 @@ def _job_status(counts: Counter[TaskStatus], *, cancelled: bool) -> JobStatus:
     if counts[TaskStatus.SUCCEEDED] == 0:
         return JobStatus.FAILED
     return JobStatus.PARTIAL
+
+
+async def _lock_tasks(session: AsyncSession, ids: list[int]) -> dict[int, Any]:
+    """The tasks' rows, locked until the batch commits (PostgreSQL): a recovery running at the
+    same moment waits, then finds them ended and leaves them be."""
+    rows: dict[int, Any] = {}
+    for start in range(0, len(ids), _CHUNK):
+        found = await session.execute(
+            select(
+                Task.id,
+                Task.job_id,
+                Task.device_id,
+                Task.device_name,
+                Task.site,
+                Task.status,
+                Task.power_state,
+                Task.path,
+                Task.message,
+                Task.attempts,
+            )
+            .where(Task.id.in_(ids[start : start + _CHUNK]))
+            .with_for_update()
+        )
+        rows.update({row.id: row for row in found})
+    return rows
+
+
+def _refused(exc: Exception) -> bool:
+    """The database answered and refused the statement: trying again cannot help."""
+    if isinstance(exc, IntegrityError | ProgrammingError | DataError):
+        return True
+    return not isinstance(exc, DBAPIError | OSError | TimeoutError)
+
+
+async def _ended_jobs(session: AsyncSession, job_ids: set[str]) -> dict[str, JobStatus]:
+    if not job_ids:
+        return {}
+    found = await session.execute(
+        select(Job.id, Job.status).where(Job.id.in_(job_ids), Job.status != JobStatus.RUNNING)
+    )
+    return {row.id: row.status for row in found}
+
+
+def _row_active(row: Any) -> bool:
+    return row is not None and row.status in ACTIVE
+
+
+def _stored_report(row: Any) -> Report:
+    return Report(str(row.id), row.status, row.power_state, row.path, row.message, row.attempts)
+
+
+async def _jobs_of(session: AsyncSession, job_ids: set[str]) -> dict[str, Job]:
+    if not job_ids:
+        return {}
+    return {job.id: job for job in await session.scalars(select(Job).where(Job.id.in_(job_ids)))}
+
+
+def _live_of(job: Job, task: Any) -> _Live:
+    """The outcome event's context from the rows, for a task this process did not launch."""
+    return _Live(
+        job_id=job.id,
+        kind=job.kind.value,
+        action=job.action,
+        device=task.device_name,
+        site=task.site,
+        actor=Actor(job.actor_kind, job.actor_id, job.actor_name),
+        ticket=job.ticket,
+        reason=job.reason,
+        source_ip=None,
+        request_id=None,
+    )
+
+
+def _message(outcome: _Outcome) -> str:
+    """The report's message, and, if the database kept it waiting, when the device finished."""
+    message = outcome.report.message
+    if outcome.delayed_since is None or outcome.report.status not in FINISHED:
+        return message
+    return (
+        f"{message} (finished on the device at {outcome.at:%Y-%m-%d %H:%M:%S} UTC; its report "
+        f"waited for the database, unavailable since {outcome.delayed_since:%H:%M:%S} UTC)"
+    ).lstrip()
+
+
+def _record(outcome: _Outcome) -> dict[str, Any]:
+    """An outcome as a line of the spill file: everything its event needs after a restart."""
+    report, live = outcome.report, outcome.live
+    record: dict[str, Any] = {
+        "task": report.task_id,
+        "status": report.status,
+        "power_state": report.power_state,
+        "path": report.path,
+        "message": report.message,
+        "attempts": report.attempts,
+        "at": outcome.at.isoformat(),
+        "delayed_since": outcome.delayed_since.isoformat() if outcome.delayed_since else None,
+    }
+    if live is not None:
+        record["live"] = dataclasses.asdict(live)
+    return record
+
+
+def _from_record(record: dict[str, Any]) -> _Outcome | None:
+    try:
+        report = Report(
+            str(record["task"]),
+            TaskStatus(record["status"]),
+            PowerState(record["power_state"]) if record.get("power_state") else None,
+            record.get("path"),
+            str(record.get("message") or ""),
+            int(record.get("attempts") or 0),
+        )
+        live = None
+        if isinstance(record.get("live"), dict):
+            fields = dict(record["live"])
+            fields["actor"] = Actor(**fields["actor"])
+            live = _Live(**fields)
+        at = datetime.fromisoformat(record["at"])
+        since = record.get("delayed_since")
+        return _Outcome(report, live, at, datetime.fromisoformat(since) if since else at, True)
+    except (KeyError, TypeError, ValueError):
+        log.warning("a line of the spill file is not an outcome; skipped: %.200r", record)
+        return None
 
 
 def _outcome_event(live: _Live, report: Report, device_id: int | None) -> Event:

@@ -15,8 +15,6 @@ from app.inventory.sites import get_site
 from app.jobs.models import Job, JobStatus, Task
 from app.paging import decode_cursor, encode_cursor
 
-API = "/api/v1"
-
 
 @dataclass
 class JobFilter:
@@ -91,30 +89,26 @@ async def _site_tasks(session: AsyncSession, ctx: RequestContext, ref: str) -> C
     """Tasks at the site (slug or id); a deleted site's jobs are found by the slug they kept.
     A site the caller cannot see reads as unknown, as everywhere."""
     try:
-        site = await get_site(session, ref)
+        site = await get_site(session, ref, ctx.principal.visible_site_ids())
     except NotFound:
-        site = None
-    if site is not None and ctx.principal.role_at(site.id) is not None:
-        return Task.site_id == site.id
-    if site is None and await _kept(session, ctx, Task.site == ref):
-        return Task.site == ref
-    raise NotFound(f"no site {ref!r}; list them with GET {API}/sites")
+        if await _kept(session, ctx, Task.site == ref):
+            return Task.site == ref
+        raise
+    return Task.site_id == site.id
 
 
 async def _device_tasks(
     session: AsyncSession, ctx: RequestContext, ref: str
 ) -> ColumnElement[bool]:
     """Tasks on the device (name or id; renamed since, too); a deleted device's jobs are found
-    by the name they kept."""
+    by the name they kept. A device the caller cannot see reads as unknown."""
     try:
-        device = await get_device(session, ref)
+        device = await get_device(session, ref, ctx.principal.visible_site_ids())
     except NotFound:
-        device = None
-    if device is not None and ctx.principal.role_at(device.site_id) is not None:
-        return Task.device_id == device.id
-    if device is None and await _kept(session, ctx, Task.device_name == ref):
-        return Task.device_name == ref
-    raise NotFound(f"no device {ref!r}; search with GET {API}/devices?q=")
+        if await _kept(session, ctx, Task.device_name == ref):
+            return Task.device_name == ref
+        raise
+    return Task.device_id == device.id
 
 
 async def _kept(session: AsyncSession, ctx: RequestContext, tasks: ColumnElement[bool]) -> bool:

@@ -27,7 +27,9 @@ class JobStatus(StrEnum):
 
 
 ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING)
-_ACTIVE_SQL = text("exclusive AND status IN ('queued', 'running')")
+# As SQL text: a partial index serves only queries that spell out its very condition.
+ACTIVE_SQL = "status IN ('queued', 'running')"
+_ACTIVE_SQL = text(f"exclusive AND {ACTIVE_SQL}")
 
 
 class Job(Base):
@@ -72,6 +74,7 @@ class Task(Base):
     path: Mapped[str | None] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text, default="")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    owner_id: Mapped[str | None] = mapped_column(String(32))  # the central that runs it
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -83,5 +86,12 @@ class Task(Base):
             unique=True,
             sqlite_where=_ACTIVE_SQL,
             postgresql_where=_ACTIVE_SQL,
+        ),
+        # Whose active tasks are these: the recovery sweep reads only active tasks.
+        Index(
+            "ix_task_active_owner",
+            "owner_id",
+            sqlite_where=text(ACTIVE_SQL),
+            postgresql_where=text(ACTIVE_SQL),
         ),
     )

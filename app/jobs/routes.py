@@ -245,9 +245,9 @@ async def cancel_job(request: Request, session: SessionDep, ctx: Ctx, job_id: st
     """Stop the job's unfinished tasks; finished ones keep their results."""
     job = await service.get_job(session, ctx, job_id)
     for site_id in await service.job_site_ids(session, job):
-        ctx.require(Role.OPERATOR, site_id, what="cancelling a job")
-    stopped = await request.app.state.jobs.cancel(job.id)
+        ctx.require(Role.OPERATOR, site_id, what="cancelling a job", missing=service.no_job(job_id))
+    done = await request.app.state.jobs.cancel(job.id)
     await request.app.state.audit.record(
-        ctx.event("job.cancelled", job_id=job.id, details={"stopped": stopped})
+        ctx.event("job.cancelled", job_id=job.id, details=dataclasses.asdict(done))
     )
     return await service.read_job(session, job)

@@ -116,8 +116,9 @@ async def bulk_targets(
     return sorted(targets, key=lambda target: target.name)
 
 
-async def check_free(session: AsyncSession, targets: Sequence[Target]) -> None:
-    """One change per device at a time: name the job that holds a device."""
+async def check_free(session: AsyncSession, ctx: RequestContext, targets: Sequence[Target]) -> None:
+    """One change per device at a time: name the job that holds a device, if the caller may
+    see it (a job that also touches sites the caller cannot see stays unnamed)."""
     ids = [target.device_id for target in targets]
     for start in range(0, len(ids), 5000):
         busy = (
@@ -133,9 +134,15 @@ async def check_free(session: AsyncSession, targets: Sequence[Target]) -> None:
             )
         ).all()
         if busy:
-            held = ", ".join(f"{name} by job {job} ({action})" for name, job, action in busy)
+            held = []
+            for name, job_id, action in busy:
+                job = await session.get(Job, job_id)
+                seen = job is not None and await _visible(session, ctx, job)
+                holder = f"job {job_id}" if seen else "a job you cannot see"
+                held.append(f"{name} by {holder} ({action})")
             raise InUse(
-                f"busy: {held}; wait for it to finish or cancel it (POST /api/v1/jobs/ID/cancel)"
+                f"busy: {', '.join(held)}; wait for it to finish or cancel it "
+                "(POST /api/v1/jobs/ID/cancel)"
             )
 
 
@@ -168,11 +175,12 @@ async def replay(session: AsyncSession, ctx: RequestContext, plan: Plan) -> Job 
 
 
 async def create_job(
-    session: AsyncSession, ctx: RequestContext, plan: Plan
+    session: AsyncSession, ctx: RequestContext, plan: Plan, owner: str
 ) -> tuple[Job, list[int]]:
-    """Job and task rows plus a `requested` event per device, in the caller's transaction."""
+    """Job and task rows plus a `requested` event per device, in the caller's transaction;
+    `owner` is the central that will run the tasks."""
     if plan.exclusive:
-        await check_free(session, plan.targets)
+        await check_free(session, ctx, plan.targets)
     actor = ctx.principal.actor
     job = Job(
         id=uuid.uuid4().hex,
@@ -206,6 +214,7 @@ async def create_job(
             "message": "",
             "attempts": 0,
             "finished_at": None,
+            "owner_id": owner,
         }
         | (_SKIP_ROW | {"finished_at": now} if target.device_id in plan.skipped else {})
         for target in plan.targets
@@ -305,8 +314,13 @@ async def get_job(session: AsyncSession, ctx: RequestContext, job_id: str) -> Jo
     """A job the caller may see: their own, or one touching only sites they can see."""
     job = await session.get(Job, job_id[:32])
     if job is None or not await _visible(session, ctx, job):
-        raise NotFound(f"no job {job_id!r}; list jobs with GET /api/v1/jobs")
+        raise NotFound(no_job(job_id))
     return job
+
+
+def no_job(job_id: str) -> str:
+    """The answer to a job that does not exist, and to one the caller cannot see."""
+    return f"no job {job_id!r}; list jobs with GET /api/v1/jobs"
 
 
 async def _visible(session: AsyncSession, ctx: RequestContext, job: Job) -> bool:

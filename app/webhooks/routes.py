@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query, Request, status
 
 from app.deps import SessionDep, VaultDep
 from app.identity.auth import Ctx
 from app.inventory.refs import MAX_ID
 from app.webhooks import service
+from app.webhooks.destinations import Destinations
 from app.webhooks.models import DeliveryStatus
 from app.webhooks.schemas import (
     DeliveryPage,
@@ -20,6 +21,14 @@ from app.webhooks.schemas import (
 )
 
 router = APIRouter(tags=["webhooks"])
+
+
+def _destinations(request: Request) -> Destinations:
+    destinations: Destinations = request.app.state.webhook_destinations
+    return destinations
+
+
+DestinationsDep = Annotated[Destinations, Depends(_destinations)]
 WebhookId = Annotated[int, Path(ge=1, le=MAX_ID)]
 DeliveryId = Annotated[str, Path(min_length=1, max_length=32)]
 
@@ -32,10 +41,14 @@ async def list_webhooks(session: SessionDep, ctx: Ctx) -> list[WebhookRead]:
 
 @router.post("/webhooks", status_code=status.HTTP_201_CREATED)
 async def create_webhook(
-    session: SessionDep, ctx: Ctx, vault: VaultDep, body: WebhookCreate
+    session: SessionDep,
+    ctx: Ctx,
+    vault: VaultDep,
+    destinations: DestinationsDep,
+    body: WebhookCreate,
 ) -> WebhookRead:
     """Subscribe a receiver to events at some sites (or every site: `sites: null`)."""
-    return await service.create(session, ctx, vault, body)
+    return await service.create(session, ctx, vault, destinations, body)
 
 
 @router.get("/webhooks/{webhook_id}")
@@ -46,11 +59,16 @@ async def get_webhook(session: SessionDep, ctx: Ctx, webhook_id: WebhookId) -> W
 
 @router.patch("/webhooks/{webhook_id}")
 async def update_webhook(
-    session: SessionDep, ctx: Ctx, vault: VaultDep, webhook_id: WebhookId, body: WebhookUpdate
+    session: SessionDep,
+    ctx: Ctx,
+    vault: VaultDep,
+    destinations: DestinationsDep,
+    webhook_id: WebhookId,
+    body: WebhookUpdate,
 ) -> WebhookRead:
     """Change the URL, rotate the secret, the events, the sites, or switch it off."""
     webhook, sites = await service.get(session, ctx, webhook_id, "changing webhooks")
-    return await service.update(session, ctx, vault, webhook, sites, body)
+    return await service.update(session, ctx, vault, destinations, webhook, sites, body)
 
 
 @router.delete("/webhooks/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)

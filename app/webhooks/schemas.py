@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import datetime
+from ipaddress import IPv6Address
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+import httpx
 from pydantic import AfterValidator, BaseModel, Field, SecretStr, StringConstraints
 
 from app.inventory.schemas import Ref, Schema
+from app.urls import redact_urls
+from app.webhooks.destinations import literal
 from app.webhooks.models import DeliveryStatus, WebhookEvent
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
 def is_loopback(host: str) -> bool:
+    """This machine by name or address, in any form (`::ffff:127.0.0.1`, `127.1`)."""
     if host.lower() in LOOPBACK_NAMES or host.lower().endswith(".localhost"):
         return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    address = literal(host)
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address is not None and address.is_loopback
 
 
 def _receiver_url(value: str) -> str:
@@ -29,8 +33,9 @@ def _receiver_url(value: str) -> str:
     try:
         parts = urlsplit(value)
         port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"is not a valid URL ({exc})") from exc
+        httpx.URL(value)  # the parser that delivers it must read the same URL
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise ValueError(redact_urls(f"is not a valid URL ({exc})")) from exc
     if parts.scheme not in ("https", "http"):
         raise ValueError("must be an https:// URL (http:// only to localhost)")
     host = parts.hostname

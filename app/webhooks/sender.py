@@ -6,6 +6,12 @@ the receivers: no transaction is held across network I/O, a slow or dead receive
 slot for at most `timeout` seconds, and jobs never wait for any of it. A central that stops
 mid-attempt leaves the lease to run out; the delivery is then tried again (at least once).
 On PostgreSQL, `SKIP LOCKED` lets several replicas share the outbox.
+
+Each attempt resolves the receiver's name itself, checks every address it gets
+(`destinations.py`), and connects to a checked address only: the URL is sent to with that
+address in place of the name, the `Host` header and TLS (SNI, the certificate's name) keep
+the name, and nothing is pooled, so httpx never looks the name up again (no DNS rebinding).
+What the receiver answers is kept as its status code, never its body.
 """
 
 from __future__ import annotations
@@ -28,12 +34,18 @@ from app.db import utcnow
 from app.uow import unit_of_work
 from app.urls import REDACT_URLS, redact_urls
 from app.vault import Vault
+from app.webhooks.destinations import (
+    Destinations,
+    IPAddress,
+    Resolver,
+    literal,
+    system_resolver,
+)
 from app.webhooks.models import Delivery, DeliveryStatus, Webhook
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "Rackhand-Webhooks/0.1"
-_SNIPPET = 200  # characters of a failed answer's body kept in `last_error`
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -77,6 +89,7 @@ class _Attempt:
 class _Outcome:
     status_code: int | None
     error: str | None
+    final: bool = False  # no retry can help (a refused destination)
 
     @property
     def delivered(self) -> bool:
@@ -90,27 +103,36 @@ class WebhookSender:
         write_sessions: async_sessionmaker[AsyncSession],
         vault: Vault,
         policy: Policy,
+        destinations: Destinations,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self._sessions = sessions
         self._write = write_sessions
         self._vault = vault
         self._policy = policy
+        self._destinations = destinations
+        self._resolve = resolver
         self._loop: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
-        self._client: httpx.AsyncClient | None = None
+        # No keep-alive: a pooled connection is keyed by the address it went to, and must
+        # not carry another name's request (or outlive the check it was made after). An
+        # explicit transport also leaves the environment's proxies out (a proxy would connect
+        # where it likes); its SSL_CERT_FILE / SSL_CERT_DIR are still honoured.
+        limits = httpx.Limits(
+            max_connections=self._policy.max_in_flight, max_keepalive_connections=0
+        )
+        self._client = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(limits=limits),
+            follow_redirects=False,
+            timeout=httpx.Timeout(self._policy.timeout),
+            headers={"User-Agent": USER_AGENT},
+        )
 
     def start(self) -> None:
         # httpx logs each request with its URL, and a traceback may quote one: a receiver's
         # token must not reach the log that way.
         for logger in (logging.getLogger("httpx"), log):
             logger.addFilter(REDACT_URLS)
-        limits = httpx.Limits(max_connections=self._policy.max_in_flight)
-        self._client = httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=httpx.Timeout(self._policy.timeout),
-            limits=limits,
-            headers={"User-Agent": USER_AGENT},
-        )
         self._loop = asyncio.create_task(self._run(), name="webhook-sender")
 
     async def stop(self) -> None:
@@ -124,8 +146,7 @@ class WebhookSender:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        if self._client is not None:
-            await self._client.aclose()
+        await self._client.aclose()
 
     async def _run(self) -> None:
         while True:
@@ -189,8 +210,7 @@ class WebhookSender:
             log.exception("webhook delivery %s: writing the outcome failed", attempt.delivery_id)
 
     async def _post(self, attempt: _Attempt) -> _Outcome:
-        assert self._client is not None
-        url = self._vault.decrypt(attempt.url_ciphertext)
+        url = httpx.URL(self._vault.decrypt(attempt.url_ciphertext))
         body = attempt.payload.encode()
         timestamp = str(int(time.time()))
         headers = {
@@ -203,17 +223,57 @@ class WebhookSender:
             ),
         }
         try:
-            async with (
-                asyncio.timeout(self._policy.timeout),
-                self._client.stream("POST", url, content=body, headers=headers) as answer,
-            ):
-                if 200 <= answer.status_code < 300:
-                    return _Outcome(answer.status_code, None)
-                return _Outcome(answer.status_code, await _describe(answer))
+            async with asyncio.timeout(self._policy.timeout):
+                found = await self._addresses(url)
+                if isinstance(found, _Outcome):
+                    return found
+                return await self._send(url, found, body, headers)
         except (TimeoutError, httpx.TimeoutException):
             return _Outcome(None, f"no answer within {self._policy.timeout:g} s")
-        except httpx.HTTPError as exc:
-            return _Outcome(None, redact_urls(f"{type(exc).__name__}: {exc or 'no detail'}"))
+
+    async def _addresses(self, url: httpx.URL) -> list[IPAddress] | _Outcome:
+        """Where the URL's host is now, every address checked; else why nothing is sent."""
+        name = url.raw_host.decode("ascii")
+        address = literal(name)
+        if address is not None:
+            addresses = [address]
+        else:
+            try:
+                addresses = list(await self._resolve(name, url.port or _PORTS[url.scheme]))
+            except OSError as exc:  # socket.gaierror: no such name, or no answer
+                return _Outcome(None, f"could not resolve {name}: {exc.strerror or exc}")
+            if not addresses:
+                return _Outcome(None, f"could not resolve {name}: no address")
+        for checked in addresses:
+            refusal = self._destinations.refusal(checked)
+            if refusal is not None:
+                where = "" if address is not None else f" to {name}"
+                log.warning("webhook delivery refused%s: %s", where, refusal)
+                return _Outcome(None, f"not sent{where}: {refusal}", final=True)
+        return addresses
+
+    async def _send(
+        self, url: httpx.URL, addresses: list[IPAddress], body: bytes, headers: dict[str, str]
+    ) -> _Outcome:
+        """POST to each checked address in turn until one takes the connection."""
+        name = url.raw_host.decode("ascii")
+        pinned = headers | {"Host": url.netloc.decode("ascii")}
+        extensions = {"sni_hostname": name} if literal(name) is None else {}
+        failure = _Outcome(None, "no address to connect to")
+        for address in addresses:
+            target = url.copy_with(host=str(address))
+            try:
+                async with self._client.stream(
+                    "POST", target, content=body, headers=pinned, extensions=extensions
+                ) as answer:
+                    return _answered(answer)
+            except httpx.ConnectError as exc:  # refused, unreachable, TLS: the next address
+                failure = _Outcome(None, _failed(exc, address))
+            except httpx.TimeoutException:
+                raise
+            except httpx.HTTPError as exc:
+                return _Outcome(None, _failed(exc, address))
+        return failure
 
     async def _record(self, delivery_id: str, outcome: _Outcome) -> None:
         now = utcnow()
@@ -228,7 +288,7 @@ class WebhookSender:
             if outcome.delivered:
                 delivery.status, delivery.delivered_at = DeliveryStatus.DELIVERED, now
                 delivery.next_attempt_at = None
-            elif delivery.attempts > len(self._policy.retry_seconds):
+            elif outcome.final or delivery.attempts > len(self._policy.retry_seconds):
                 delivery.status, delivery.next_attempt_at = DeliveryStatus.FAILED, None
             else:
                 pause = self._policy.retry_seconds[delivery.attempts - 1]
@@ -237,16 +297,22 @@ class WebhookSender:
             log.info("webhook delivery %s failed: %s", delivery_id, outcome.error)
 
 
-async def _describe(answer: httpx.Response) -> str:
-    """Why a non-2xx answer failed, with the start of its body (read no further than that)."""
+_PORTS = {"http": 80, "https": 443}
+
+
+def _answered(answer: httpx.Response) -> _Outcome:
+    """The status code only: a receiver's answer (a body, a Location) is never kept or shown."""
+    code = answer.status_code
+    if 200 <= code < 300:
+        return _Outcome(code, None)
     if answer.is_redirect:
-        where = answer.headers.get("location", "?")
-        where = redact_urls(where)[:_SNIPPET]
-        return f"answered {answer.status_code} to {where}; redirects are not followed"
-    head = b""
-    async for chunk in answer.aiter_bytes():
-        head += chunk
-        if len(head) >= _SNIPPET:
-            break
-    text = head[:_SNIPPET].decode(errors="replace").strip()
-    return f"answered {answer.status_code}" + (f": {redact_urls(text)}" if text else "")
+        return _Outcome(code, f"answered {code}, a redirect; redirects are not followed")
+    return _Outcome(code, f"answered {code}")
+
+
+def _failed(exc: httpx.HTTPError, address: IPAddress) -> str:
+    """Our own words for a failed exchange: a protocol error may quote what the peer sent."""
+    kind = type(exc).__name__
+    if isinstance(exc, httpx.ProtocolError):
+        return f"{kind} ({address}): the answer was not HTTP/1.1"
+    return redact_urls(f"{kind} ({address}): {str(exc) or 'no detail'}")

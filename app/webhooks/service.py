@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,10 +21,12 @@ from app.inventory.models import Site
 from app.inventory.refs import as_id
 from app.urls import HIDDEN, redact_urls
 from app.vault import Vault
+from app.webhooks.destinations import Destinations, literal
 from app.webhooks.models import Delivery, DeliveryStatus, Webhook, WebhookEvent, WebhookSite
 from app.webhooks.schemas import DeliveryRead, WebhookCreate, WebhookRead, WebhookUpdate
 
 API = "/api/v1"
+NAME_LENGTH = 200  # audit_event.target_name: a longer URL is named by its start
 
 
 # Scope -----------------------------------------------------------------------------------------
@@ -66,7 +69,7 @@ def _require(
 ) -> None:
     """Admin of every site the webhook reports on; of all sites for an all-sites one."""
     target_id = webhook.id if webhook else None
-    target_name = name or (webhook.url if webhook else None)
+    target_name = name or (_name(webhook.url) if webhook else None)
     if not sites:  # every site, or a scope whose sites were all deleted
         ctx.require(Role.ADMIN, None, what=what, target_type="webhook", target_id=target_id,
                     target_name=target_name)  # fmt: skip
@@ -74,6 +77,20 @@ def _require(
     for site_id, slug in sites:
         ctx.require(Role.ADMIN, site_id, what=what, target_type="webhook", target_id=target_id,
                     target_name=target_name, site=slug)  # fmt: skip
+
+
+def _name(url: str) -> str:
+    """How the audit names a webhook: its shown URL, cut to fit (the details hold it whole)."""
+    shown = redact_urls(url)
+    return shown if len(shown) <= NAME_LENGTH else shown[: NAME_LENGTH - 1] + "…"
+
+
+def _check_destination(destinations: Destinations, url: str) -> None:
+    """A URL naming a refused address is refused now; a name is checked at each delivery."""
+    address = literal(httpx.URL(url).raw_host.decode("ascii"))
+    refusal = destinations.refusal(address) if address is not None else None
+    if refusal is not None:
+        raise FieldError("url", str(refusal))
 
 
 def _store_url(webhook: Webhook, vault: Vault, url: str) -> None:
@@ -140,11 +157,17 @@ async def listing(session: AsyncSession, ctx: RequestContext) -> list[WebhookRea
 async def get(
     session: AsyncSession, ctx: RequestContext, webhook_id: int, what: str = "managing webhooks"
 ) -> tuple[Webhook, list[tuple[int, str]]]:
-    """A webhook the caller may manage (one at another site looks missing)."""
+    """A webhook the caller may manage; one reporting on any site the caller cannot see (or
+    on every site, to a caller who cannot see them all) looks missing, word for word."""
+    missing = f"no webhook {webhook_id}; list them with GET {API}/webhooks"
     webhook = await session.get(Webhook, webhook_id)
     if webhook is None:
-        raise NotFound(f"no webhook {webhook_id}; list them with GET {API}/webhooks")
+        raise NotFound(missing)
     sites = [] if webhook.all_sites else (await _scopes(session, [webhook.id]))[webhook.id]
+    visible = ctx.principal.visible_site_ids()
+    if visible is not None and (not sites or any(site not in visible for site, _ in sites)):
+        raise ctx.hidden(Role.ADMIN, missing, what=what, target_type="webhook",
+                         target_id=webhook.id, target_name=webhook.url)  # fmt: skip
     _require(ctx, sites, what, webhook)
     return webhook, sites
 
@@ -153,11 +176,16 @@ async def get(
 
 
 async def create(
-    session: AsyncSession, ctx: RequestContext, vault: Vault, data: WebhookCreate
+    session: AsyncSession,
+    ctx: RequestContext,
+    vault: Vault,
+    destinations: Destinations,
+    data: WebhookCreate,
 ) -> WebhookRead:
     rows = await _site_rows(session, ctx, data.sites) if data.sites is not None else None
     sites = [(site.id, site.slug) for site in rows] if rows is not None else None
-    _require(ctx, sites, "creating webhooks", name=redact_urls(data.url))
+    _require(ctx, sites, "creating webhooks", name=_name(data.url))
+    _check_destination(destinations, data.url)
     webhook = Webhook(
         secret_ciphertext=vault.encrypt(data.secret.get_secret_value()),
         events=sorted({event.value for event in data.events}),
@@ -178,7 +206,7 @@ async def create(
             "webhook.created",
             target_type="webhook",
             target_id=webhook.id,
-            target_name=webhook.url,
+            target_name=_name(webhook.url),
             site=_site_of(sites),
             details={"after": _audited(read)},
         ),
@@ -190,6 +218,7 @@ async def update(
     session: AsyncSession,
     ctx: RequestContext,
     vault: Vault,
+    destinations: Destinations,
     webhook: Webhook,
     sites: list[tuple[int, str]],
     data: WebhookUpdate,
@@ -208,6 +237,7 @@ async def update(
         sites = new_sites or []
     url_changed = data.url is not None and vault.decrypt(webhook.url_ciphertext) != data.url
     if data.url is not None:
+        _check_destination(destinations, data.url)
         _store_url(webhook, vault, data.url)
     if data.secret is not None:
         webhook.secret_ciphertext = vault.encrypt(data.secret.get_secret_value())
@@ -229,7 +259,7 @@ async def update(
             "webhook.updated",
             target_type="webhook",
             target_id=webhook.id,
-            target_name=webhook.url,
+            target_name=_name(webhook.url),
             site=_site_of(None if webhook.all_sites else sites),
             details=details,
         ),
@@ -251,7 +281,7 @@ async def remove(
             "webhook.deleted",
             target_type="webhook",
             target_id=before.id,
-            target_name=before.url,
+            target_name=_name(before.url),
             site=_site_of(None if before.sites is None else sites),
             details={"before": _audited(before)},
         ),
@@ -347,7 +377,7 @@ async def redeliver(
             "webhook.redelivered",
             target_type="webhook",
             target_id=webhook.id,
-            target_name=webhook.url,
+            target_name=_name(webhook.url),
             site=_site_of(None if webhook.all_sites else sites),
             details={
                 "event": original.event.value,

@@ -10,6 +10,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.cli.conftest import Run, first_run_env
@@ -129,3 +130,31 @@ def test_login_asks_the_password_without_echoing_it(server: str, tmp_path: Path)
     assert ADMIN_PASSWORD.encode() not in seen
     assert b"Logged in to" in seen
     assert tomllib.loads(_config(tmp_path).read_text())["token"].startswith("rh_")
+
+
+def test_passwd_changes_the_password_and_ends_other_logins(
+    newcomer: Run, server: str, tmp_path: Path
+) -> None:
+    env = {"RACKHAND_PASSWORD": ADMIN_PASSWORD}
+    assert newcomer("login", "-u", "admin", **env).returncode == 0
+    other = httpx.post(
+        f"{server}/api/v1/auth/token", data={"username": "admin", "password": ADMIN_PASSWORD}
+    ).json()["access_token"]
+
+    wrong = newcomer(
+        "passwd", "-u", "admin", RACKHAND_PASSWORD="not-it", RACKHAND_NEW_PASSWORD="n3w-secret-pw"
+    )
+    assert wrong.returncode == 1
+    no_terminal = newcomer("passwd", "-u", "admin", **env)
+    assert no_terminal.returncode == 2
+    assert "RACKHAND_NEW_PASSWORD" in no_terminal.stderr
+
+    changed = newcomer("passwd", "-u", "admin", **env, RACKHAND_NEW_PASSWORD="n3w-secret-pw")
+    assert changed.returncode == 0, changed.stderr
+    assert "Changed the password of admin" in changed.stdout
+    assert "n3w-secret-pw" not in changed.stdout + changed.stderr
+    ended = httpx.get(f"{server}/api/v1/devices", headers={"Authorization": f"Bearer {other}"})
+    assert ended.status_code == 401
+    assert newcomer("devices", "list").returncode == 0  # the login passwd made is kept
+    assert newcomer("login", "-u", "admin", **env).returncode == 1
+    assert newcomer("login", "-u", "admin", RACKHAND_PASSWORD="n3w-secret-pw").returncode == 0

@@ -49,7 +49,10 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
 
 
 def test_serve_over_tls(tmp_path: Path) -> None:
+    """Also: a first start's files are the service user's only, and a TLS key every user of
+    the host can read is named in a warning (it is the operator's file: left as it is)."""
     cert, key = _self_signed(tmp_path)
+    key.chmod(0o644)
     port = free_port()
     process = subprocess.Popen(
         [
@@ -76,11 +79,19 @@ def test_serve_over_tls(tmp_path: Path) -> None:
             except httpx.TransportError:
                 time.sleep(0.1)
         assert response.json() == {"status": "ok"}
-        assert (tmp_path / "var" / "secret.key").stat().st_mode & 0o777 == 0o600
+        data = tmp_path / "var"
+        files = ["secret.key", "rackhand.db", "rackhand.db-wal", "rackhand.db-shm"]
+        modes = {name: (data / name).stat().st_mode & 0o777 for name in [".", *files]}
+        assert modes == {".": 0o700} | dict.fromkeys(files, 0o600)
+        status = Path(f"/proc/{process.pid}/status")
+        if status.exists():
+            assert "Umask:\t0077" in status.read_text()
     finally:
         process.terminate()
         output = process.communicate(timeout=10)[0].decode()
     assert f"https://127.0.0.1:{port}/api/v1/docs" in output
+    assert f"the TLS key {key} is open to every user of this host (mode 0644)" in output
+    assert key.stat().st_mode & 0o777 == 0o644
 
 
 def test_postgres_without_a_key_is_refused(tmp_path: Path) -> None:

@@ -83,3 +83,24 @@ def test_tokens_made_from_an_interactive_login_stand_on_their_own(client: TestCl
     assert _when(made) - utcnow() > timedelta(days=364)
     ok(client.post("auth/logout"), 204)
     ok(client.get("sites", headers=_bearer(made)))
+
+
+def test_a_named_token_ends_itself_and_what_it_made_not_its_owners_others(
+    client: TestClient,
+) -> None:
+    """The attack: a token leaked from one script revoked every other token of its owner."""
+    script = _mint(client, "branch-script")
+    other = _mint(client, "ticketing")
+    made = _mint(client, "made-by-script", _bearer(script))
+    assert "revoking a token not made with this one" in error(
+        client.delete(f"tokens/{other['id']}", headers=_bearer(script)), 403
+    )
+    ok(client.get("sites", headers=_bearer(other)))
+    (denied,) = ok(client.get("audit", params={"type": "access.denied"}))["items"]
+    assert denied["target_id"] == other["id"]
+
+    ok(client.delete(f"tokens/{made['id']}", headers=_bearer(script)), 204)
+    ok(client.delete(f"tokens/{script['id']}", headers=_bearer(script)), 204)
+    admin_token = _mint(client, "admin-everywhere", role="admin")
+    ok(client.delete(f"tokens/{other['id']}", headers=_bearer(admin_token)), 204)
+    ok(client.delete(f"tokens/{admin_token['id']}"), 204)  # an interactive login may

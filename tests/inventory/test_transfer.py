@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import csv
+import io
 import json
+from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
 
+from app.csv_cells import TRIGGERS
 from tests.factories import device, error, ok, path, rack, site
 
 CSV = """name,kind,site,rack,position_u,height_u,vendor,model,serial,tags,attributes
@@ -180,6 +184,38 @@ def test_export_csv_round_trip(client: TestClient) -> None:
     assert len(lines) == 3
     assert ok(_import(client, exported.text, "csv"))["unchanged"] == 2
     assert "no site" in error(client.get("devices/export", params={"site": "nowhere"}), 404)
+
+
+def test_csv_export_neutralises_formulas_and_imports_back_unchanged(client: TestClient) -> None:
+    """The attack: a field `=HYPERLINK(...)` ran as a formula when the export was opened in a
+    spreadsheet. Cells are prefixed with `'`, and the import takes the prefix off again."""
+    _setup(client)
+    tricky: dict[str, Any] = {
+        "description": '=HYPERLINK("http://evil","x")',
+        "vendor": "@SUM(1+1)",
+        "model": "+1",
+        "serial": "-1",
+        "asset_tag": "'=quoted already",
+        "os_version": "x\r=1+1",  # a CR inside a cell must not start a row (and a formula)
+        "arch": "'plain",
+        "attributes": {"@owner": "=ops"},
+    }
+    device(client, "web09", **tricky)
+    exported = client.get("devices/export", params={"format": "csv"})
+    rows = list(csv.reader(io.StringIO(exported.text, newline="")))
+    assert len(rows) == 2
+    record = dict(zip(rows[0], rows[1], strict=True))
+    assert [cell for cell in rows[1] if cell[:1] in TRIGGERS] == []
+    assert record["description"] == """'=HYPERLINK("http://evil","x")"""
+    assert (record["vendor"], record["asset_tag"], record["arch"]) == (
+        "'@SUM(1+1)",
+        "''=quoted already",
+        "'plain",
+    )
+    again = ok(_import(client, exported.text, "csv"))
+    assert (again["created"], again["updated"], again["unchanged"]) == (0, 0, 1)
+    after = ok(client.get("devices/web09"))
+    assert {key: after[key] for key in tricky} == tricky
 
 
 def test_ipmi_path_in_json_export(client: TestClient) -> None:

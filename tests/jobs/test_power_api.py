@@ -305,7 +305,10 @@ def test_tasks_of_a_crashed_central_are_lost_not_rerun(
         await engine.dispose()
 
     asyncio.run(crash_mid_job())
-    quiet = settings.model_copy(update={"poll_power": False})
+    # A second central beside the first (which holds its data folder): the task has no owner
+    # that is alive, as after a crash.
+    second = settings.data_dir / "second"
+    quiet = settings.model_copy(update={"poll_power": False, "data_dir": second})
     with TestClient(create_app(quiet, drivers={"ipmi": fake})) as restarted:
         restarted.base_url = fleet.base_url
         restarted.headers["Authorization"] = fleet.headers["Authorization"]

@@ -1,4 +1,8 @@
-"""A real HTTP receiver on 127.0.0.1 and an app (fake power and console driver) that feeds it."""
+"""A real HTTP receiver on 127.0.0.1 and an app (fake power and console driver) that feeds it.
+
+Loopback is not a place webhooks may go unless the operator allows it: `fast` settings allow
+127.0.0.0/8 and ::1 (as RACKHAND_WEBHOOK_ALLOW_NETWORKS would), `guarded` ones allow nothing.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import ip_network
 from typing import Any
 
 import pytest
@@ -16,10 +21,12 @@ from fastapi.testclient import TestClient
 from agents.drivers.fake import FakeDriver
 from app.config import Settings
 from app.main import create_app
+from app.webhooks.destinations import Resolver, system_resolver
 from tests.conftest import ADMIN_PASSWORD, login
 from tests.factories import device, ok, path, site
 
 SECRET = "whsec-0123456789abcdef-for-tests"
+LOOPBACK = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 
 
 @dataclass
@@ -35,6 +42,7 @@ class Receiver:
 
     url: str = ""
     statuses: list[int] = field(default_factory=list)
+    failure: bytes = b"receiver is down for maintenance"  # the body of a non-2xx answer
     hold: threading.Event | None = None
     holding: threading.Event = field(default_factory=threading.Event)
     requests: list[Received] = field(default_factory=list)
@@ -58,7 +66,7 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 receiver.requests.append(Received(self.path, dict(self.headers.items()), body))
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 receiver.changed.notify_all()
-            answer = b'{"ok": true}' if status < 300 else b"receiver is down for maintenance"
+            answer = b'{"ok": true}' if status < 300 else receiver.failure
             self.send_response(status)
             self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
@@ -70,19 +78,29 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+def listen(host: str = "127.0.0.1", port: int = 0) -> tuple[Receiver, ThreadingHTTPServer]:
+    """A receiver serving on (host, port) until its server is shut down."""
     found = Receiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(found))
+    server = ThreadingHTTPServer((host, port), _handler(found))
     server.daemon_threads = True
-    found.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/rackhand"
+    found.url = f"http://{host}:{server.server_address[1]}/hooks/rackhand"
     thread = threading.Thread(target=server.serve_forever, name="webhook-receiver", daemon=True)
     thread.start()
-    yield found
+    return found, server
+
+
+def close(found: Receiver, server: ThreadingHTTPServer) -> None:
     if found.hold is not None:
         found.hold.set()
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    found, server = listen()
+    yield found
+    close(found, server)
 
 
 @pytest.fixture
@@ -95,13 +113,15 @@ def dead_url() -> str:
 
 
 def fast(settings: Settings, **more: Any) -> Settings:
-    """Back-off of 0.1 s (two retries: three attempts), a sender that looks every 50 ms."""
+    """Back-off of 0.1 s (two retries: three attempts), a sender that looks every 50 ms,
+    loopback allowed (the receivers here live there)."""
     return settings.model_copy(
         update={
             "poll_power": False,
             "webhook_retry_seconds": (0.1, 0.1),
             "webhook_poll_seconds": 0.05,
             "webhook_timeout_seconds": 2.0,
+            "webhook_allow_networks": LOOPBACK,
         }
         | more
     )
@@ -112,8 +132,10 @@ def fake() -> FakeDriver:
     return FakeDriver()
 
 
-def started(settings: Settings, fake: FakeDriver) -> TestClient:
-    app = create_app(settings, drivers={"ipmi": fake, "console_port": fake})
+def started(
+    settings: Settings, fake: FakeDriver, resolver: Resolver = system_resolver
+) -> TestClient:
+    app = create_app(settings, drivers={"ipmi": fake, "console_port": fake}, resolver=resolver)
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -137,6 +159,15 @@ def seed(client: TestClient) -> None:
 def hooked(settings: Settings, fake: FakeDriver) -> Iterator[TestClient]:
     """Admin client of an app with fast webhook retries and two seeded sites."""
     with started(fast(settings), fake) as client:
+        admin(client)
+        seed(client)
+        yield client
+
+
+@pytest.fixture
+def guarded(settings: Settings, fake: FakeDriver) -> Iterator[TestClient]:
+    """As `hooked`, with no network allowed: the defaults of a real installation."""
+    with started(fast(settings, webhook_allow_networks=()), fake) as client:
         admin(client)
         seed(client)
         yield client

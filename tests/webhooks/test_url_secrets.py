@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.webhooks.sender import _describe
 from tests.factories import error, ok
 from tests.webhooks.conftest import Receiver, deliveries_until, settled, webhook
 
@@ -50,7 +47,7 @@ def test_a_failing_receivers_token_reaches_no_log_error_audit_or_answer(
     failed = deliveries_until(hooked, answering["id"], settled)
     refused = deliveries_until(hooked, dead["id"], settled)
     assert [d["status"] for d in failed + refused] == ["failed", "failed"]
-    assert failed[0]["last_error"] == "answered 500: receiver is down for maintenance"
+    assert failed[0]["last_error"] == "answered 500"
     assert "Connect" in refused[0]["last_error"]
     assert [r.path for r in receiver.requests] == [f"/hooks/rackhand?token={TOKEN}&site=bj"] * 3
 
@@ -76,9 +73,3 @@ def test_a_url_as_shown_back_is_refused_not_stored(hooked: TestClient, receiver:
     _power(hooked)
     [request] = receiver.wait_for(1)
     assert request.path == f"/hooks/rackhand?token={TOKEN}"
-
-
-def test_a_redirect_is_reported_without_the_query_of_its_location() -> None:
-    where = "https://elsewhere.example/in"
-    told = asyncio.run(_describe(httpx.Response(302, headers={"location": f"{where}?t={TOKEN}"})))
-    assert told == f"answered 302 to {where}?t=***; redirects are not followed"

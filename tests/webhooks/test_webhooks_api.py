@@ -84,8 +84,11 @@ def test_bad_urls_are_refused_with_a_reason(hooked: TestClient, url: str, words:
     assert words in detail
 
 
-def test_loopback_http_is_allowed(hooked: TestClient) -> None:
-    for url in ("http://localhost:8080/h", "http://127.0.0.1/h", "http://[::1]:9000/h"):
+def test_loopback_http_is_allowed_where_the_allow_list_lets_loopback_in(
+    hooked: TestClient,
+) -> None:
+    for url in ("http://localhost:8080/h", "http://127.0.0.1/h", "http://[::1]:9000/h",
+                "http://[::ffff:127.0.0.1]/h"):  # fmt: skip
         assert webhook(hooked, url)["url"] == url
 
 
