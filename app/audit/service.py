@@ -16,7 +16,18 @@ from enum import Enum
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Select, Text, bindparam, cast, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    Text,
+    bindparam,
+    cast,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.chain import HASHED_FIELDS, format_at, link
@@ -25,10 +36,10 @@ from app.db import fit, utcnow
 from app.errors import InvalidInput
 
 _STAGED = "rackhand.audit.staged"
-_VARCHARS = {
-    column.name: column
+_LENGTHS: dict[str, int] = {
+    column.name: column.type.length
     for column in AuditEvent.__table__.columns
-    if getattr(column.type, "length", None) is not None and column.name in HASHED_FIELDS
+    if isinstance(column.type, String) and column.type.length and column.name in HASHED_FIELDS
 }
 SECRET_KEYS = frozenset({"secret", "password", "token", "secret_ciphertext"})
 
@@ -142,9 +153,10 @@ async def append(session: AsyncSession, events: list[Event]) -> None:
             "session_id": event.session_id,
             "details": orjson.dumps(redact(event.details), option=orjson.OPT_SORT_KEYS),
         }
-        for name in _VARCHARS:  # a caller's over-long name must not cost the event
-            if isinstance(fields[name], str):
-                fields[name] = fit(fields[name], _VARCHARS[name])
+        for name, length in _LENGTHS.items():  # a caller's over-long name must not cost the event
+            value = fields[name]
+            if isinstance(value, str) and len(value) > length:
+                fields[name] = fit(value, AuditEvent.__table__.c[name])
         details: bytes = fields["details"]
         hashed = fields | {"at": stamp, "details": orjson.Fragment(details)}
         digest = link(prev_hash, [hashed[name] for name in HASHED_FIELDS])
