@@ -14,7 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import Scope
@@ -102,6 +103,21 @@ def _describe(errors_: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(parts) + more
 
 
+BUSY_RETRY_AFTER = 5  # s
+# PostgreSQL's lock_not_available and query_canceled (a lock_timeout or statement_timeout)
+BUSY_SQLSTATES = {"55P03", "57014"}
+
+
+def _busy(exc: Exception) -> bool:
+    """A database that waited too long for a lock or a connection: a state that passes, not a
+    bug, so the caller is told to try again (503) rather than shown an internal error."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return code in BUSY_SQLSTATES or "database is locked" in str(orig)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.RackhandError)
     async def domain_error(request: Request, exc: errors.RackhandError) -> JSONResponse:
@@ -131,6 +147,21 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(
             409, "Conflict", "the change collides with another one made at the same time; retry"
         )
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def database_busy(request: Request, exc: Exception) -> JSONResponse:
+        if not _busy(exc):
+            return await unexpected(request, exc)
+        log.warning("database busy on %s %s: %s", request.method, request.url.path, exc)
+        response = error_response(
+            503,
+            "DatabaseBusy",
+            "the database is busy (locked by another writer, or out of connections); nothing "
+            "was changed, try again in a few seconds",
+        )
+        response.headers["Retry-After"] = str(BUSY_RETRY_AFTER)
+        return response
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
