@@ -158,7 +158,10 @@ class Runner:
         never stands in for an action it would make harsher (docs/power.md, "Fallback").
         """
         if not order.paths:
-            outcome.message = "the device has no power path (ipmi or redfish); add one"
+            outcome.message = (
+                "the device has no usable power path (ipmi, redfish, or an outlet of a PDU that "
+                "has an ssh path); add one"
+            )
             return
         for number, path in enumerate(order.paths, 1):
             driver = self._drivers.get(path.kind)

@@ -253,7 +253,7 @@ def test_one_request_per_bmc_and_a_bound_per_site() -> None:
 def test_no_path_is_a_clear_failure() -> None:
     finals = asyncio.run(_run(FakeDriver(), _order("1", PowerAction.ON)))
     assert finals["1"].status is TaskStatus.FAILED
-    assert "no power path" in finals["1"].message
+    assert "no usable power path" in finals["1"].message
 
 
 def test_a_path_without_a_password_is_never_tried() -> None:

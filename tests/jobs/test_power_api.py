@@ -368,3 +368,12 @@ def test_pdu_outlets_claim_ac_only_and_never_stand_in_for_a_bmcs_cycle_or_status
         off = ok(client.post("devices/sw01/power", json={"action": "off"}))
         assert off["power_state"] == "off"  # without AC it is off: an outlet knows that much
         assert pdu.actions == ["status", "status", "cycle", "off"]
+
+
+def test_an_outlet_of_a_pdu_without_ssh_fails_saying_what_is_missing(fleet: TestClient) -> None:
+    device(fleet, "pdu-a1", kind="pdu")  # no ssh path: its outlets cannot be switched
+    device(fleet, "sw01", kind="network")
+    path(fleet, "sw01", kind="pdu_outlet", via="pdu-a1", outlets=[3])
+    answer = ok(fleet.post("devices/sw01/power", json={"action": "on"}))
+    assert answer["status"] == "failed"
+    assert "an outlet of a PDU that has an ssh path" in answer["message"]
