@@ -4,13 +4,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# Front-end npm packages (web/package-lock.json pins them) copied where Rackhand serves them.
+VENDOR := app/web/static/vendor
+ASSETS := $(VENDOR)/.installed
 LINT_DB := /tmp/rackhand-lint-$(shell id -u).db
 
 .DEFAULT_GOAL := help
 .PHONY: help install peers run test lint format bench fuzz clean
 # Real protocol peers the tests and the benchmarks drive (Debian packages).
 PEERS := ipmitool:ipmitool ipmipower:freeipmi-tools ipmi_sim:openipmi ssh:openssh-client \
-	openssl:openssl
+	openssl:openssl chromium:chromium
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -21,19 +24,30 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP)  ## create .venv and install Rackhand with its dev tools
+# npm ci installs exactly the lockfile's versions (no install scripts run); then each
+# package's dist files the pages load are copied to $(VENDOR)/<package>/ (a line per package).
+$(ASSETS): web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js and npm" \
+		"(Debian: apt-get install nodejs npm), then run make install again" >&2; exit 1; }
+	cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/swagger-ui
+	cp web/node_modules/swagger-ui-dist/{swagger-ui-bundle.js,swagger-ui.css,favicon-32x32.png,package.json,LICENSE,NOTICE} \
+		$(VENDOR)/swagger-ui/
+	@touch $@
 
-peers:  ## install the real peers (ipmitool, FreeIPMI, ipmi_sim, OpenSSH, openssl) if missing
+install: $(STAMP) $(ASSETS)  ## create .venv, install Rackhand with its dev tools and its front-end files
+
+peers:  ## install the real peers (ipmitool, FreeIPMI, ipmi_sim, OpenSSH, openssl, Chromium) if missing
 	@missing=$$(for pair in $(PEERS); do command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing $$missing"; \
 		apt-get install -y -q $$missing >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; }; \
 	fi
 
-run: $(STAMP) peers  ## start Rackhand on 127.0.0.1:8000 with the demo fleet (data in ./var)
+run: $(STAMP) $(ASSETS) peers  ## start Rackhand on 127.0.0.1:8000 with the demo fleet (data in ./var)
 	$(BIN)/rackhand serve --demo
 
-test: $(STAMP) peers  ## run every test, on SQLite and on PostgreSQL
+test: $(STAMP) $(ASSETS) peers  ## run every test, on SQLite and on PostgreSQL
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)  ## ruff, mypy (strict), import contracts, alembic check

@@ -57,6 +57,7 @@ from app.limits import BodyLimit, Refusal
 from app.query_params import QueryGuard
 from app.uow import unit_of_work
 from app.vault import load_vault
+from app.web.docs import install_docs
 from app.webhooks.destinations import Destinations, Resolver, system_resolver
 from app.webhooks.routes import router as webhooks_router
 from app.webhooks.sender import Policy, WebhookSender
@@ -325,7 +326,7 @@ def create_app(
         summary="Remote hands for data-center fleets",
         version="0.1.0",
         openapi_url=f"{API}/openapi.json",
-        docs_url=f"{API}/docs",
+        docs_url=None,  # install_docs serves it, with Swagger UI from Rackhand, not a CDN
         redoc_url=None,
         lifespan=_holding(
             folder_lock or DataFolderLock(settings.data_dir), folder_lock is not None, lifespan
@@ -359,6 +360,7 @@ def create_app(
     app.include_router(jobs_router, prefix=API)
     app.include_router(consoles_router, prefix=API)
     app.include_router(webhooks_router, prefix=API)
+    install_docs(app, docs_url=f"{API}/docs", openapi_url=f"{API}/openapi.json")
 
     @app.get(f"{API}/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
