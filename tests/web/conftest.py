@@ -35,9 +35,11 @@ def web(tmp_path: Path) -> TestClient:
     return TestClient(create_app(settings), raise_server_exceptions=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Headless Chromium, started once per worker (the browser tests share an xdist group)."""
+    """Headless Chromium, per test module. Not per session: Playwright's sync API keeps an
+    event loop running in this thread while it is open, and `asyncio.run` (the database
+    fixtures, migrations) fails meanwhile, so a test asks for it after any such fixture."""
     if shutil.which(CHROMIUM) is None:
         pytest.skip("Chromium is not installed (`make peers` installs it)")
     from playwright.sync_api import sync_playwright
