@@ -1,6 +1,7 @@
 # Rackhand: `make run` starts a demo, `make test` runs every test. `make help` lists the rest.
 SHELL := /bin/bash
 PYTHON ?= python3
+NPM ?= npm
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
@@ -27,9 +28,9 @@ $(STAMP): pyproject.toml
 # npm ci installs exactly the lockfile's versions (no install scripts run); then each
 # package's dist files the pages load are copied to $(VENDOR)/<package>/ (a line per package).
 $(ASSETS): web/package.json web/package-lock.json
-	@command -v npm >/dev/null || { echo "npm is missing: install Node.js and npm" \
+	@command -v $(NPM) >/dev/null || { echo "npm is missing: install Node.js and npm" \
 		"(Debian: apt-get install nodejs npm), then run make install again" >&2; exit 1; }
-	cd web && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	cd web && $(NPM) ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/swagger-ui
 	cp web/node_modules/swagger-ui-dist/{swagger-ui-bundle.js,swagger-ui.css,favicon-32x32.png,package.json,LICENSE,NOTICE} \
 		$(VENDOR)/swagger-ui/
@@ -70,5 +71,5 @@ bench: $(STAMP) peers  ## benchmarks (catalogue, audit, power, consoles): figure
 fuzz: $(STAMP)  ## schemathesis against a live server, SQLite then PostgreSQL (docs/security.md)
 	$(BIN)/python -m bench.fuzz
 
-clean:  ## remove the virtualenv and caches (not ./var)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+clean:  ## remove the virtualenv, caches and installed front-end files (not ./var)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis web/node_modules $(VENDOR)
