@@ -14,7 +14,7 @@ LINT_DB := /tmp/rackhand-lint-$(shell id -u).db
 .PHONY: help install peers run test lint format bench fuzz clean
 # Real protocol peers the tests and the benchmarks drive (Debian packages).
 PEERS := ipmitool:ipmitool ipmipower:freeipmi-tools ipmi_sim:openipmi ssh:openssh-client \
-	openssl:openssl chromium:chromium
+	openssl:openssl chromium:chromium npm:npm
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -38,17 +38,17 @@ $(ASSETS): web/package.json web/package-lock.json
 
 install: $(STAMP) $(ASSETS)  ## create .venv, install Rackhand with its dev tools and its front-end files
 
-peers:  ## install the real peers (ipmitool, FreeIPMI, ipmi_sim, OpenSSH, openssl, Chromium) if missing
+peers:  ## install the real peers (ipmitool, FreeIPMI, ipmi_sim, OpenSSH, openssl, Chromium) and npm if missing
 	@missing=$$(for pair in $(PEERS); do command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing $$missing"; \
 		apt-get install -y -q $$missing >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; }; \
 	fi
 
-run: $(STAMP) $(ASSETS) peers  ## start Rackhand on 127.0.0.1:8000 with the demo fleet (data in ./var)
+run: $(STAMP) peers $(ASSETS)  ## start Rackhand on 127.0.0.1:8000 with the demo fleet (data in ./var)
 	$(BIN)/rackhand serve --demo
 
-test: $(STAMP) $(ASSETS) peers  ## run every test, on SQLite and on PostgreSQL
+test: $(STAMP) peers $(ASSETS)  ## run every test, on SQLite and on PostgreSQL
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)  ## ruff, mypy (strict), import contracts, alembic check
