@@ -68,7 +68,7 @@ format: $(STAMP)  ## fix formatting and the fixable lint
 bench: $(STAMP) peers  ## benchmarks (catalogue, audit, power, consoles): figures in docs/benchmarks.md
 	$(BIN)/python -m bench
 
-fuzz: $(STAMP)  ## schemathesis against a live server, SQLite then PostgreSQL (docs/security.md)
+fuzz: $(STAMP)  ## schemathesis against a live server (SQLite, PostgreSQL), in its own network namespace
 	$(BIN)/python -m bench.fuzz
 
 clean:  ## remove the virtualenv, caches and installed front-end files (not ./var)

@@ -4,6 +4,7 @@ Every operation of the published OpenAPI document gets valid and invalid inputs 
 admin of all sites (the caller who reaches the most code), on a seeded catalogue. The figures
 (requests, answers by status class, 5xx by operation) go into docs/security.md. A 5xx is a
 finding, apart from 502 (a device that cannot be reached is the device's failure, not ours).
+The run is in a network namespace with only loopback: invented control paths reach nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,6 +28,8 @@ EXAMPLES = int(os.environ.get("RACKHAND_FUZZ_EXAMPLES", "50"))
 SEED = int(os.environ.get("RACKHAND_FUZZ_SEED", "1"))
 # Logging out would end the fuzzer's own login half-way.
 EXCLUDED = ["/api/v1/auth/logout"]
+ISOLATED = "RACKHAND_FUZZ_ISOLATED"  # set inside the network namespace
+POSTGRES_SOCKET = os.environ.get("RACKHAND_FUZZ_POSTGRES_SOCKET", "/var/run/postgresql")
 CATALOGUE = [
     {"name": "web01", "kind": "server", "site": "bj-dc1", "rack": "A01", "position_u": 1},
     {"name": "web02", "kind": "server", "site": "sh-br12"},
@@ -115,8 +119,29 @@ def fuzz(backend: str) -> dict[str, Any]:
 
 
 def run() -> None:
+    if os.environ.get(ISOLATED) != "1":
+        sys.exit(_isolated())
     for backend in sys.argv[1:] or ["sqlite", "postgresql"]:
         print(json.dumps(fuzz(backend), indent=2), flush=True)
+
+
+def _isolated() -> int:
+    """Run again in a network namespace of our own with only loopback up: the fuzzer writes
+    control paths to addresses it invents and the server really tries them, so nothing it
+    sends may leave this machine. PostgreSQL is reached through its Unix socket there."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        print(
+            "make fuzz needs root and unshare(1): it runs in a network namespace", file=sys.stderr
+        )
+        return 2
+    env = os.environ | {
+        ISOLATED: "1",
+        "RACKHAND_BENCH_POSTGRES": "postgres@",
+        "RACKHAND_BENCH_POSTGRES_QUERY": f"?host={POSTGRES_SOCKET}",
+    }
+    script = 'ip link set lo up && exec "$0" -m bench.fuzz "$@"'
+    command = ["unshare", "--net", "sh", "-c", script, sys.executable, *sys.argv[1:]]
+    return subprocess.run(command, env=env, check=False).returncode
 
 
 if __name__ == "__main__":

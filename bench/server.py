@@ -22,6 +22,8 @@ from app.vault import generate_key
 
 ADMIN_PASSWORD = "bench-admin-password"
 POSTGRES = os.environ.get("RACKHAND_BENCH_POSTGRES", "postgres@127.0.0.1:5432")
+# After the database name: `?host=/var/run/postgresql` reaches the server by its Unix socket.
+POSTGRES_QUERY = os.environ.get("RACKHAND_BENCH_POSTGRES_QUERY", "")
 
 
 @dataclass
@@ -40,7 +42,7 @@ class Server:
 
 
 async def _admin(statement: str) -> None:
-    connection = await asyncpg.connect(f"postgresql://{POSTGRES}/postgres")
+    connection = await asyncpg.connect(f"postgresql://{POSTGRES}/postgres{POSTGRES_QUERY}")
     try:
         await connection.execute(statement)
     finally:
@@ -63,7 +65,7 @@ def temporary_database(backend: str) -> Iterator[str]:
         database = f"rackhand_bench_{uuid.uuid4().hex[:10]}"
         asyncio.run(_admin(f'CREATE DATABASE "{database}"'))
         try:
-            yield f"postgresql+asyncpg://{POSTGRES}/{database}"
+            yield f"postgresql+asyncpg://{POSTGRES}/{database}{POSTGRES_QUERY}"
         finally:
             asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
