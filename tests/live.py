@@ -103,8 +103,9 @@ def admin_token(url: str) -> str:
     return str(response.json()["access_token"])
 
 
-def private_ca(folder: Path) -> tuple[Path, Path, Path]:
-    """A CA of our own and a certificate it signed for 127.0.0.1: (CA, certificate, key)."""
+def private_ca(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path, Path]:
+    """A CA of our own and a certificate it signed for `host` (an address or a DNS name):
+    (CA, certificate, key)."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Rackhand test CA")])
@@ -114,11 +115,14 @@ def private_ca(folder: Path) -> tuple[Path, Path, Path]:
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    loopback = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    try:
+        alt: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        alt = x509.DNSName(host)
     cert = (
         _certificate(name, ca_name, key.public_key(), now)
-        .add_extension(loopback, critical=False)
+        .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"

@@ -7,7 +7,6 @@ on loopback addresses, which only an allow-list lets webhooks reach.
 
 from __future__ import annotations
 
-import datetime
 import socket
 import socketserver
 import ssl
@@ -18,10 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 
 from agents.drivers.fake import FakeDriver
@@ -29,6 +24,7 @@ from app.config import Settings
 from app.webhooks.destinations import IPAddress
 from tests.conftest import login
 from tests.factories import error, ok
+from tests.live import private_ca
 from tests.webhooks.conftest import (
     SECRET,
     Receiver,
@@ -316,52 +312,11 @@ def test_a_long_url_is_stored_and_audited_and_a_too_long_one_is_a_422(hooked: Te
     error(hooked.post("webhooks", json=_hook(long)), 403)
 
 
-def _certificate(folder: Path, name: str) -> tuple[Path, Path, Path]:
-    """A CA (the file to trust) and a server certificate for `name` it signed."""
-    now = datetime.datetime.now(datetime.UTC)
-
-    def issue(
-        subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | None,
-        signer: ec.EllipticCurvePrivateKey, ca: bool,
-    ) -> x509.Certificate:  # fmt: skip
-        named = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(named)
-            .issuer_name(issuer or named)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if not ca:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False
-            )
-        return builder.sign(signer, hashes.SHA256())
-
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = issue("Rackhand test CA", ca_key, None, ca_key, ca=True)
-    leaf = issue(name, key, ca.subject, ca_key, ca=False)
-    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
 def test_https_to_a_pinned_address_keeps_the_name_for_sni_and_the_certificate(
     settings: Settings, fake: FakeDriver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     name = "hooks.example.test"
-    ca, cert, key = _certificate(tmp_path, name)
+    ca, cert, key = private_ca(tmp_path, name)
     monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # as an operator trusts a private CA
     server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_side.load_cert_chain(cert, key)
