@@ -31,6 +31,8 @@ router = APIRouter(tags=["consoles"])
 FRAME = 64 * 1024  # output bytes coalesced into one WebSocket frame at most
 CLOSE_CODES = {Unauthenticated: 4401, Forbidden: 4403, Hidden: 4404, NotFound: 4404}
 ENDED = CLOSE_CODES[Unauthenticated]  # the viewer's credential stopped working mid-stream
+# Re-checks in a row that may fail (a database blip) before a stream ends: fail closed, not at once.
+RECHECK_FAILURES = 3
 
 
 def _broker(request: Request | WebSocket) -> ConsoleBroker:
@@ -175,10 +177,26 @@ async def _guard(websocket: WebSocket, broker: ConsoleBroker, live: Live, viewer
     with close code 4401 (or 4403/4404) and the reason.
     """
     every = websocket.app.state.settings.stream_recheck_seconds
+    failures = 0
     while not viewer.gone:
         await asyncio.sleep(every)
-        async with unit_of_work(websocket.app.state.sessions) as session:
-            found = await identity.refresh(session, viewer.ctx.principal)
+        try:
+            async with unit_of_work(websocket.app.state.sessions) as session:
+                found = await identity.refresh(session, viewer.ctx.principal)
+        except Exception:  # the database is busy or gone: a check that cannot run is no pass
+            failures += 1
+            log.warning("console stream %s: re-check %d failed", live.row.id, failures)
+            if failures < RECHECK_FAILURES:
+                continue
+            # Closed first (that needs no database), then audited as far as the database lets.
+            detail = "the caller's access could not be re-checked; the console stream ends"
+            reason = Ended.ACCESS_WITHDRAWN
+            broker.expel(live, viewer, error="Unavailable", detail=detail, code=1011, reason=reason)
+            left = service.event(viewer.ctx, "console.left", live.row, why=reason)
+            with contextlib.suppress(Exception):
+                await websocket.app.state.audit.record(left)
+            return
+        failures = 0
         if isinstance(found, Ended):
             detail = f"{found}: the console stream ends; log in again or use a valid token"
             await broker.end(

@@ -31,7 +31,15 @@ from typing import Any, Protocol, TypeVar, cast
 from sqlalchemy import CursorResult, Table, bindparam, case, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    PendingRollbackError,
+    ProgrammingError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.protocol import (
@@ -322,6 +330,12 @@ class JobEngine:
             self._writing = []
             self._singles = max(0, self._singles - len(batch))
             delay = 0.0
+            if self._down_since is not None:  # over now, though more reports may be waiting
+                log.warning(
+                    "the database takes task reports again (unavailable since %s)",
+                    self._down_since.isoformat(timespec="seconds"),
+                )
+                self._down_since = None
             self._announce(batch, finished, kept)
             self._progress.set()
             self._progress = asyncio.Event()
@@ -343,17 +357,12 @@ class JobEngine:
             rejected = SpillFile(self._spill.path.with_name(REJECTED_FILE))
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(rejected.append, [record])
+        self._announce([outcome], {}, {})  # its waiters and listeners learn what the device did
         self._progress.set()
         self._progress = asyncio.Event()
 
     async def _caught_up(self) -> None:
         """Every report is stored: the spill file holds nothing the database lacks."""
-        if self._down_since is not None:
-            log.warning(
-                "the database takes task reports again (unavailable since %s)",
-                self._down_since.isoformat(timespec="seconds"),
-            )
-            self._down_since = None
         if self._spilled and self._spill is not None:
             self._spilled = False
             await asyncio.to_thread(self._spill.clear)
@@ -712,7 +721,8 @@ def _refused(exc: Exception) -> bool:
     """The database answered and refused the statement: trying again cannot help."""
     if isinstance(exc, IntegrityError | ProgrammingError | DataError):
         return True
-    return not isinstance(exc, DBAPIError | OSError | TimeoutError)
+    transient = DBAPIError | OSError | TimeoutError | PoolTimeout | DisconnectionError
+    return not isinstance(exc, transient | PendingRollbackError)
 
 
 async def _ended_jobs(session: AsyncSession, job_ids: set[str]) -> dict[str, JobStatus]:

@@ -250,4 +250,6 @@ async def cancel_job(request: Request, session: SessionDep, ctx: Ctx, job_id: st
     await request.app.state.audit.record(
         ctx.event("job.cancelled", job_id=job.id, details=dataclasses.asdict(done))
     )
+    await session.commit()  # a new snapshot: SQLite's read began before the cancel wrote
+    await session.refresh(job)
     return await service.read_job(session, job)

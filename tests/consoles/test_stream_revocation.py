@@ -16,6 +16,7 @@ from starlette.testclient import WebSocketTestSession
 from agents.drivers.fake import FakeDriver
 from agents.protocol import IpmiPath
 from app.config import Settings
+from app.identity import service as identity_service
 from tests.conftest import ADMIN_PASSWORD, login
 from tests.factories import ok
 
@@ -137,3 +138,21 @@ def test_a_job_event_stream_ends_when_its_token_is_revoked(
     )
     assert took < BOUND
     ok(consoles.post(f"jobs/{job['id']}/cancel"))
+
+
+def test_a_console_stream_whose_caller_cannot_be_rechecked_ends(
+    consoles: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attack: revoke nothing, just keep the database too busy to answer the re-check; the
+    stream used to keep its writer for good once one check had failed."""
+    console = ok(consoles.post("devices/web01/consoles", json={}), 201)
+    with consoles.websocket_connect(console["stream"]) as ws:
+        _hello(ws)
+
+        async def unavailable(*_: object) -> None:
+            raise TimeoutError("QueuePool limit reached")
+
+        monkeypatch.setattr(identity_service, "refresh", unavailable)
+        events, closed = _closed_within(ws, BOUND)
+    assert closed["code"] == 1011
+    assert "could not be re-checked" in events[-1]["detail"]

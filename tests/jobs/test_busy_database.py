@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.drivers.fake import FakeDriver
@@ -29,7 +31,7 @@ from app.db import make_sessionmaker
 from app.fleetlink.builtin import BuiltinAgent
 from app.jobs import service
 from app.jobs.actions import Runtime
-from app.jobs.engine import Cancelled, JobEngine, Patience
+from app.jobs.engine import Cancelled, JobEngine, Patience, _refused
 from app.jobs.models import ACTIVE, Job, JobKind, JobStatus, Task
 from app.jobs.schemas import Targets
 from app.jobs.spill import FILE_NAME
@@ -206,3 +208,19 @@ def test_a_cancel_stores_late_reports_with_their_true_outcome_and_frees_the_devi
             await _prepare(c, "web01", PowerAction.ON)  # the device is free for the next change
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("exc", "refused"),
+    [
+        (PoolTimeout("QueuePool limit of size 10 overflow 20 reached"), False),
+        (DisconnectionError("the connection was invalidated"), False),
+        (OperationalError("UPDATE task", {}, Exception("database is locked")), False),
+        (IntegrityError("UPDATE task", {}, Exception("NOT NULL constraint failed")), True),
+        (TypeError("a bug of ours"), True),
+    ],
+)
+def test_only_a_statement_the_database_refuses_is_set_aside(exc: Exception, refused: bool) -> None:
+    """A pool that ran out of connections is a busy database, whose reports wait: it used
+    to count as a refusal, and the reports went to the rejected file, never stored."""
+    assert _refused(exc) is refused
