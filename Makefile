@@ -31,9 +31,15 @@ $(ASSETS): web/package.json web/package-lock.json
 	@command -v $(NPM) >/dev/null || { echo "npm is missing: install Node.js and npm" \
 		"(Debian: apt-get install nodejs npm), then run make install again" >&2; exit 1; }
 	cd web && $(NPM) ci --ignore-scripts --no-audit --no-fund --loglevel=error
-	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/swagger-ui
+	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/{swagger-ui,htmx,xterm,xterm-fit,asciinema-player,pico}
 	cp web/node_modules/swagger-ui-dist/{swagger-ui-bundle.js,swagger-ui.css,favicon-32x32.png,package.json,LICENSE,NOTICE} \
 		$(VENDOR)/swagger-ui/
+	cp web/node_modules/htmx.org/{dist/htmx.min.js,package.json,LICENSE} $(VENDOR)/htmx/
+	cp web/node_modules/@xterm/xterm/{lib/xterm.js,css/xterm.css,package.json,LICENSE} $(VENDOR)/xterm/
+	cp web/node_modules/@xterm/addon-fit/{lib/addon-fit.js,package.json,LICENSE} $(VENDOR)/xterm-fit/
+	cp web/node_modules/asciinema-player/{dist/bundle/asciinema-player.min.js,dist/bundle/asciinema-player.css,package.json,LICENSE} \
+		$(VENDOR)/asciinema-player/
+	cp web/node_modules/@picocss/pico/{css/pico.min.css,package.json,LICENSE.md} $(VENDOR)/pico/
 	@touch $@
 
 install: $(STAMP) $(ASSETS)  ## create .venv, install Rackhand with its dev tools and its front-end files

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -57,7 +57,9 @@ from app.limits import BodyLimit, Refusal
 from app.query_params import QueryGuard
 from app.uow import unit_of_work
 from app.vault import load_vault
+from app.web.dashboard import install_dashboard
 from app.web.docs import install_docs
+from app.web.pages import error_page, is_page
 from app.webhooks.destinations import Destinations, Resolver, system_resolver
 from app.webhooks.routes import router as webhooks_router
 from app.webhooks.sender import Policy, WebhookSender
@@ -119,14 +121,21 @@ def _busy(exc: Exception) -> bool:
     return code in BUSY_SQLSTATES or "database is locked" in str(orig)
 
 
+def _answer(request: Request, status: int, kind: str, detail: str, **extra: Any) -> Response:
+    """The error body for the API; for a dashboard page, a page saying the same."""
+    if is_page(request.scope):
+        return error_page(request, status, detail)
+    return error_response(status, kind, detail, **extra)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.RackhandError)
-    async def domain_error(request: Request, exc: errors.RackhandError) -> JSONResponse:
+    async def domain_error(request: Request, exc: errors.RackhandError) -> Response:
         if isinstance(exc, errors.Refused) and isinstance(exc.event, Event | Rejection):
             await request.app.state.refusals.record(exc.event)
         extra = {"errors": exc.errors} if isinstance(exc, errors.ImportRejected) else {}
         kind = getattr(exc, "kind", type(exc).__name__)
-        response = error_response(_status(exc), kind, str(exc), **extra)
+        response = _answer(request, _status(exc), kind, str(exc), **extra)
         if isinstance(exc, errors.Unauthenticated | LoginFailed):
             response.headers["WWW-Authenticate"] = "Bearer"
         if isinstance(exc, errors.TooManyAttempts | errors.TooManyExports):
@@ -134,13 +143,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         return response
 
     @app.exception_handler(RequestValidationError)
-    async def request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "ValidationError", _describe(exc.errors()))
+    async def request_invalid(request: Request, exc: RequestValidationError) -> Response:
+        return _answer(request, 422, "ValidationError", _describe(exc.errors()))
 
     @app.exception_handler(ValidationError)
-    async def data_invalid(_: Request, exc: ValidationError) -> JSONResponse:
+    async def data_invalid(request: Request, exc: ValidationError) -> Response:
         found = exc.errors(include_input=False, include_url=False)
-        return error_response(422, "ValidationError", _describe(found))
+        return _answer(request, 422, "ValidationError", _describe(found))
 
     @app.exception_handler(IntegrityError)
     async def integrity(_: Request, exc: IntegrityError) -> JSONResponse:
@@ -151,11 +160,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)
-    async def database_busy(request: Request, exc: Exception) -> JSONResponse:
+    async def database_busy(request: Request, exc: Exception) -> Response:
         if not _busy(exc):
             return await unexpected(request, exc)
         log.warning("database busy on %s %s: %s", request.method, request.url.path, exc)
-        response = error_response(
+        response = _answer(
+            request,
             503,
             "DatabaseBusy",
             "the database is busy (locked by another writer, or out of connections); nothing "
@@ -165,15 +175,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         return response
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> Response:
         kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
-        return error_response(exc.status_code, kind, str(exc.detail))
+        return _answer(request, exc.status_code, kind, str(exc.detail))
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(
-            500, "InternalError", "an unexpected error; it is logged on the server"
+        return _answer(
+            request, 500, "InternalError", "an unexpected error; it is logged on the server"
         )
 
 
@@ -361,6 +371,7 @@ def create_app(
     app.include_router(consoles_router, prefix=API)
     app.include_router(webhooks_router, prefix=API)
     install_docs(app, docs_url=f"{API}/docs", openapi_url=f"{API}/openapi.json")
+    install_dashboard(app)
 
     @app.get(f"{API}/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi.testclient import TestClient
+import httpx
 
 
 def ok(response: Any, status: int = 200) -> Any:
@@ -12,25 +12,25 @@ def ok(response: Any, status: int = 200) -> Any:
     return response.json() if response.content else None
 
 
-def site(client: TestClient, slug: str = "bj-dc1", **fields: Any) -> dict[str, Any]:
+def site(client: httpx.Client, slug: str = "bj-dc1", **fields: Any) -> dict[str, Any]:
     body = {"slug": slug, "name": slug.upper(), "kind": "datacenter"} | fields
     return ok(client.post("sites", json=body), 201)  # type: ignore[no-any-return]
 
 
 def rack(
-    client: TestClient, name: str = "A01", site: str = "bj-dc1", **fields: Any
+    client: httpx.Client, name: str = "A01", site: str = "bj-dc1", **fields: Any
 ) -> dict[str, Any]:
     return ok(client.post("racks", json={"site": site, "name": name} | fields), 201)  # type: ignore[no-any-return]
 
 
 def device(
-    client: TestClient, name: str, kind: str = "server", site: str = "bj-dc1", **fields: Any
+    client: httpx.Client, name: str, kind: str = "server", site: str = "bj-dc1", **fields: Any
 ) -> dict[str, Any]:
     body = {"name": name, "kind": kind, "site": site} | fields
     return ok(client.post("devices", json=body), 201)  # type: ignore[no-any-return]
 
 
-def path(client: TestClient, device: str, **fields: Any) -> dict[str, Any]:
+def path(client: httpx.Client, device: str, **fields: Any) -> dict[str, Any]:
     return ok(client.post(f"devices/{device}/paths", json=fields), 201)  # type: ignore[no-any-return]
 
 

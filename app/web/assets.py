@@ -8,6 +8,8 @@ serves that folder at `/static/`.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -54,6 +56,29 @@ class Vendored:
 SWAGGER_UI = Vendored(
     "swagger-ui", ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png", "package.json")
 )
+# The dashboard's libraries (web/package.json); the folder names are the Makefile's.
+PICO = Vendored("pico", ("pico.min.css", "package.json"))
+HTMX = Vendored("htmx", ("htmx.min.js", "package.json"))
+XTERM = Vendored("xterm", ("xterm.js", "xterm.css", "package.json"))
+XTERM_FIT = Vendored("xterm-fit", ("addon-fit.js", "package.json"))
+ASCIINEMA_PLAYER = Vendored(
+    "asciinema-player", ("asciinema-player.min.js", "asciinema-player.css", "package.json")
+)
+DASHBOARD = (PICO, HTMX, XTERM, XTERM_FIT, ASCIINEMA_PLAYER)
+
+
+def own_url(root_path: str, name: str) -> str:
+    """One of Rackhand's own files in `static/` (not vendor/), versioned by its content."""
+    return f"{root_path}{URL}/{name}?v={_digest(name)}"
+
+
+@functools.cache
+def _digest(name: str) -> str:
+    """A short hash of the file, read once per process: a new release is fetched at once."""
+    try:
+        return hashlib.sha256((STATIC / name).read_bytes()).hexdigest()[:12]
+    except OSError:
+        return "missing"
 
 
 class CachedStaticFiles(StaticFiles):

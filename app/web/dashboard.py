@@ -1,0 +1,12 @@
+"""The dashboard's composition: every page router, under `/`, beside the API."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from app.web import login, overview
+
+
+def install_dashboard(app: FastAPI) -> None:
+    for module in (login, overview):
+        app.include_router(module.router)

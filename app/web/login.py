@@ -1,0 +1,28 @@
+"""`/login`: the form posts to the API's own login (`POST /api/v1/auth/login`), whose session
+cookie and CSRF cookie the pages then use; logging out is the API's `POST /auth/logout`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Query, Request
+from starlette.responses import Response
+
+from app.web.pages import page_router, render
+
+router = page_router()
+
+
+def safe_next(given: str | None) -> str:
+    """Where to go after login: a path of this site only (an open redirect would let a link
+    in a phishing mail send the freshly logged-in operator elsewhere)."""
+    if given and given.startswith("/") and not given.startswith(("//", "/\\")):
+        return given
+    return "/"
+
+
+@router.get("/login")
+async def login_page(
+    request: Request, next: Annotated[str | None, Query(max_length=2000)] = None
+) -> Response:
+    return render(request, "login.html", back=safe_next(next))
