@@ -2,13 +2,14 @@
 
 import sys
 
-from bench import audit, catalogue, consoles, power
+from bench import audit, catalogue, consoles, dashboard, power
 
 SUITES = {
     "catalogue": catalogue.run,
     "audit": audit.run,
     "power": power.run,
     "consoles": consoles.run,
+    "dashboard": dashboard.run,
 }
 
 if __name__ == "__main__":

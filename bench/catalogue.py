@@ -24,7 +24,7 @@ BATCH = 10_000
 PAGES = 300
 
 
-def _fleet() -> list[dict[str, Any]]:
+def fleet_rows() -> list[dict[str, Any]]:
     per_site = DEVICES // SITES
     rows = []
     for s in range(SITES):
@@ -47,7 +47,7 @@ def _fleet() -> list[dict[str, Any]]:
     return rows
 
 
-def _setup(client: httpx.Client) -> None:
+def make_sites(client: httpx.Client) -> None:
     for s in range(SITES):
         client.post(
             "/sites", json={"slug": f"site-{s:02d}", "name": f"Site {s}"}
@@ -57,7 +57,7 @@ def _setup(client: httpx.Client) -> None:
             client.post("/racks", json=body).raise_for_status()
 
 
-def _import(client: httpx.Client, rows: list[dict[str, Any]]) -> float:
+def import_rows(client: httpx.Client, rows: list[dict[str, Any]]) -> float:
     started = time.perf_counter()
     for start in range(0, len(rows), BATCH):
         body = json.dumps(rows[start : start + BATCH])
@@ -137,9 +137,9 @@ def _pct(values: list[float], q: float) -> float:
 def _measure(server: Server, rows: list[dict[str, Any]]) -> dict[str, float]:
     auth = {"Authorization": f"Bearer {server.token}"}
     with httpx.Client(base_url=f"{server.url}/api/v1", headers=auth, timeout=600) as client:
-        _setup(client)
-        rate = _import(client, rows)
-        reimport = _import(client, rows[:BATCH])  # idempotent: every row unchanged
+        make_sites(client)
+        rate = import_rows(client, rows)
+        reimport = import_rows(client, rows[:BATCH])  # idempotent: every row unchanged
         latencies = _list_latencies(client)
     return {
         "import_per_s": rate,
@@ -151,7 +151,7 @@ def _measure(server: Server, rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def run() -> None:
-    rows = _fleet()
+    rows = fleet_rows()
     ref_rate, ref_latencies = _reference_sqlite(rows)
     ref_p50, ref_p99 = _pct(ref_latencies, 50), _pct(ref_latencies, 99)
     print(f"\n== catalogue: {DEVICES:,} devices, {SITES} sites, {SITES * RACKS_PER_SITE} racks ==")
