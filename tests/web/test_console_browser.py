@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.conftest import ADMIN_PASSWORD
 from tests.web.live import Dashboard, live_dashboard
@@ -23,7 +23,8 @@ BIOS = "BIOS SETUP UTILITY"
 
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    with live_dashboard(Path(tmp_path_factory.mktemp("console"))) as running:
+    folder = Path(tmp_path_factory.mktemp("console"))
+    with live_dashboard(folder, stream_recheck_seconds=1.0) as running:
         yield running
 
 
@@ -104,6 +105,15 @@ def test_power_cycle_into_bios_share_hand_over_close_and_replay(
         expect(admin.locator("#lock")).to_have_text("You have the keyboard")
         expect(olga.locator("#lock")).to_contain_text("In use by admin since")
 
+        admin.get_by_role("button", name="Send break").click()
+        _confirm(admin, "Send break")
+        expect(olga.locator("#notice")).to_contain_text("Break sent by admin")
+
+        early = olga_context.new_page()  # the recording is served once the session is closed
+        early.goto(f"{dashboard.url}/recordings/{console_id}")
+        expect(early.get_by_role("alert")).to_contain_text("still open")
+        early.close()
+
         admin.get_by_role("button", name="Close session").click()
         _confirm(admin, "Close session")
         for page in (admin, olga):
@@ -121,3 +131,35 @@ def test_power_cycle_into_bios_share_hand_over_close_and_replay(
     finally:
         for context in (olga_context, admin_context, vera_context, sam_context):
             context.close()
+
+
+def test_a_stream_that_ends_says_why_and_offers_to_reconnect(
+    dashboard: Dashboard, browser: Browser
+) -> None:
+    context = browser.new_context()
+    try:
+        dashboard.log_in(context, "olga")
+        opened = context.request.post(
+            f"{dashboard.url}/api/v1/devices/node3/consoles",
+            data={"via": "ipmi"},
+            headers={"X-CSRF-Token": _csrf(context)},
+        )
+        assert opened.status == 201, opened.text()
+        console = context.new_page()
+        console.goto(f"{dashboard.url}/consoles/{opened.json()['id']}")
+        expect(console.locator("#lock")).to_have_text("You have the keyboard")
+        other = context.new_page()  # logging out in another tab ends the login everywhere
+        other.goto(f"{dashboard.url}/consoles")
+        other.get_by_role("button", name="Log out").click()
+        problem = console.locator("#stream-problem")
+        expect(problem).to_contain_text("You are not logged in")
+        expect(problem.get_by_role("link", name="Log in again")).to_be_visible()
+        problem.get_by_role("button", name="Reconnect").click()
+        expect(problem).to_contain_text("You are not logged in")
+        expect(console.locator("#connection")).to_have_text("Disconnected")
+    finally:
+        context.close()
+
+
+def _csrf(context: BrowserContext) -> str:
+    return next(c["value"] for c in context.cookies() if c["name"] == "rackhand_csrf")
