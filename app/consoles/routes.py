@@ -64,9 +64,10 @@ async def list_consoles(
     ctx: Ctx,
     status_: Annotated[ConsoleStatus | None, Query(alias="status")] = None,
     device: str | None = None,
+    site: str | None = None,
 ) -> ConsolePage:
     """Console sessions at the caller's sites, newest first (at most 500)."""
-    rows = await service.listing(session, ctx, status_, device)
+    rows = await service.listing(session, ctx, status_, device, site)
     broker = _broker(request)
     return ConsolePage(items=[_read(broker, row) for row in rows])
 

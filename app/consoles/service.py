@@ -111,9 +111,16 @@ def admit(ctx: RequestContext, row: ConsoleSession) -> None:
 
 
 async def listing(
-    session: AsyncSession, ctx: RequestContext, status: ConsoleStatus | None, device: str | None
+    session: AsyncSession,
+    ctx: RequestContext,
+    status: ConsoleStatus | None,
+    device: str | None,
+    site: str | None = None,
+    limit: int = 500,
 ) -> list[ConsoleSession]:
-    query = select(ConsoleSession).order_by(ConsoleSession.created_at.desc()).limit(500)
+    """Sessions at the caller's sites, newest first; `site` is a slug (one the caller cannot
+    see simply matches nothing, as a missing one)."""
+    query = select(ConsoleSession).order_by(ConsoleSession.created_at.desc()).limit(limit)
     sites = ctx.principal.visible_site_ids()
     if sites is not None:
         query = query.where(ConsoleSession.site_id.in_(sorted(sites)))
@@ -121,6 +128,8 @@ async def listing(
         query = query.where(ConsoleSession.status == status)
     if device is not None:
         query = query.where(ConsoleSession.device_name == device)
+    if site is not None:
+        query = query.where(ConsoleSession.site == site)
     return list(await session.scalars(query))
 
 
