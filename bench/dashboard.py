@@ -111,6 +111,11 @@ def _browser(server: Server) -> list[float]:
 
 
 def run() -> None:
+    keystrokes()
+    pages()
+
+
+def pages() -> None:
     rows = fleet_rows()
     print(f"\n== dashboard: {DEVICES:,} devices, {SITES} sites; time to first byte, ms ==")
     for backend in ("sqlite", "postgresql"):
@@ -175,3 +180,85 @@ def _cli_echo(server: Server, device: str) -> list[float]:
             os.kill(pid, signal.SIGTERM)
         os.waitpid(pid, 0)
         os.close(fd)
+
+
+# In the page: each key through xterm.js as if typed (onData → the WebSocket), until its echo is
+# parsed into the terminal's buffer; milliseconds per key.
+_TYPE_IN_PAGE = """
+async ([keys, pause]) => {
+  const term = window.rackhandTerminal;
+  const line = () => {
+    const b = term.buffer.active;
+    return b.getLine(b.baseY + b.cursorY).translateToString(true);
+  };
+  const latencies = [];
+  for (const key of keys) {
+    const before = line().length;
+    let disposable;
+    const echoed = new Promise((resolve) => {
+      disposable = term.onWriteParsed(() => { if (line().length > before) resolve(); });
+    });
+    const started = performance.now();
+    term.input(key, true);
+    const late = new Promise((_, reject) => setTimeout(() => reject(new Error("no echo")), 10000));
+    await Promise.race([echoed, late]);
+    latencies.push(performance.now() - started);
+    disposable.dispose();
+    await new Promise((resolve) => setTimeout(resolve, pause));
+  }
+  return latencies;
+}
+"""
+
+
+def _browser_echo(server: Server, console_id: str) -> list[float]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        login = {"username": "admin", "password": ADMIN_PASSWORD}
+        context.request.post(f"{server.url}/api/v1/auth/login", data=login)
+        page = context.new_page()
+        page.goto(f"{server.url}/consoles/{console_id}")
+        page.wait_for_function(
+            "() => window.rackhandConsole?.screenText().includes(' login: ')",
+            timeout=90_000,
+        )
+        keys = list((string.ascii_lowercase * 2)[:KEYS])
+        latencies: list[float] = page.evaluate(_TYPE_IN_PAGE, [keys, KEY_INTERVAL * 1000])
+        browser.close()
+    return latencies
+
+
+def _keystrokes() -> tuple[list[float], list[float]]:
+    """Two simulated machines booting to their login prompt: one in `rackhand console`, one in
+    the dashboard's console page; the same keys typed into each."""
+    from bench.consoles import catalogue, fleet
+
+    with fleet(2) as wiring, running("sqlite") as server:
+        auth = {"Authorization": f"Bearer {server.token}"}
+        with httpx.Client(base_url=f"{server.url}/api/v1", headers=auth, timeout=60) as api:
+            catalogue(api, wiring, wiring.machines)
+            body = {"via": "console_port", "mode": "rw"}
+            opened = api.post(f"/devices/{wiring.machines[1]['name']}/consoles", json=body)
+            opened.raise_for_status()
+        for machine in wiring.machines:
+            wiring.control.set_power(machine["bmc_port"], "on")
+        cli = _cli_echo(server, wiring.machines[0]["name"])
+        page = _browser_echo(server, opened.json()["id"])
+    return cli, page
+
+
+def keystrokes() -> None:
+    if not shutil.which(CHROMIUM):
+        print("\n== dashboard console: no Chromium here (make peers) ==")
+        return
+    cli, page = _keystrokes()
+    pace = f"{KEYS} keys one each {KEY_INTERVAL * 1000:.0f} ms"
+    print(f"\n== dashboard console: keystroke to echo, {pace} ==")
+    for name, values in (("rackhand console (CLI, a pty)", cli), ("browser (xterm.js page)", page)):
+        p50, p99 = _pct(values, 50), _pct(values, 99)
+        print(f"  {name:<32} p50 {p50:5.1f} ms  p99 {p99:5.1f} ms  max {max(values):5.1f} ms")
+    ratio50, ratio99 = _pct(page, 50) / _pct(cli, 50), _pct(page, 99) / _pct(cli, 99)
+    print(f"  browser/CLI p50 x{ratio50:.2f}, p99 x{ratio99:.2f}")
