@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import Row, Select, delete, func, or_, select
@@ -53,6 +54,7 @@ class DeviceFilter:
     status: DeviceStatus | None = None
     parent: str | None = None
     power_state: str | None = None  # on | off | unknown (never polled counts as unknown)
+    reachable: bool | None = None  # False: the last power read got no answer (never read: neither)
     q: str | None = None
     site_ids: set[int] | None = None  # the caller's visible sites; None: all
     names: list[str] | None = None  # `select` expanded once (`prepare`), reused page by page
@@ -135,6 +137,8 @@ async def filtered_query(session: AsyncSession, flt: DeviceFilter) -> ReadQuery:
         query = query.where(or_(PowerStatus.state.is_(None), PowerStatus.state == "unknown"))
     elif flt.power_state is not None:
         query = query.where(PowerStatus.state == flt.power_state)
+    if flt.reachable is not None:
+        query = query.where(PowerStatus.reachable.is_(flt.reachable))
     for tag in flt.tags:
         # EXISTS, probed per device on the (device_id, tag) key: an IN over every device with a
         # common tag made SQLite multiply it with the name list (seconds at 100,000 devices).
@@ -190,6 +194,30 @@ async def list_devices(
     rows = rows[:limit]
     next_cursor = encode_cursor([rows[-1][0].name]) if more else None
     return Page[DeviceRead](items=await _with_tags(session, rows), next_cursor=next_cursor)
+
+
+async def count_devices(session: AsyncSession, flt: DeviceFilter, *, upto: int) -> int:
+    """How many devices match, counted no further than `upto` (a list shows "1,000+"): a
+    filter over 100,000 devices must not count them all on every keystroke."""
+    query = (await filtered_query(session, flt)).with_only_columns(Device.id).limit(upto)
+    return await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+
+
+@dataclass(frozen=True)
+class PowerReading:
+    """When a device's power state was last read, and whether it answered then."""
+
+    checked_at: datetime
+    reachable: bool
+    message: str
+
+
+async def power_readings(session: AsyncSession, device_ids: list[int]) -> dict[int, PowerReading]:
+    """The last power reads of a page of devices (those never read are absent)."""
+    if not device_ids:
+        return {}
+    rows = await session.scalars(select(PowerStatus).where(PowerStatus.device_id.in_(device_ids)))
+    return {row.device_id: PowerReading(row.checked_at, row.reachable, row.message) for row in rows}
 
 
 def no_device(ref: str) -> str:

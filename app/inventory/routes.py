@@ -125,6 +125,10 @@ def device_filter(
     status: DeviceStatus | None = None,
     parent: Annotated[str | None, Query(description="hypervisor of the vms listed")] = None,
     power_state: Literal["on", "off", "unknown"] | None = None,
+    reachable: Annotated[
+        bool | None,
+        Query(description="false: the last power read got no answer (never read: neither)"),
+    ] = None,
     q: Annotated[
         str | None, Query(description="text in name, serial, asset tag, vendor, model")
     ] = None,
@@ -139,6 +143,7 @@ def device_filter(
         status=status,
         parent=parent,
         power_state=power_state,
+        reachable=reachable,
         q=q,
         site_ids=ctx.principal.visible_site_ids(),
     )

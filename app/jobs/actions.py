@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections import Counter
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -131,6 +132,7 @@ async def power_many(
             return DryRun(
                 action=body.action,
                 total=len(targets),
+                sites=dict(sorted(Counter(target.site for target in targets).items())),
                 devices=[target.name for target in targets],
                 without_power_path=[target.name for target in pathless],
                 skipped=[target.name for target in skipped],

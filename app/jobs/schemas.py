@@ -96,6 +96,7 @@ class DryRun(BaseModel):
     dry_run: Literal[True] = True
     action: PowerAction
     total: int
+    sites: dict[str, int] = Field(default_factory=dict)  # site slug: devices matched there
     devices: list[str]
     without_power_path: list[str]
     skipped: list[str]  # without a power path and picked by a filter: the job would skip them

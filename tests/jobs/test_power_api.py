@@ -159,6 +159,7 @@ def test_dry_run_and_guards(fleet: TestClient) -> None:
         "dry_run": True,
         "action": "off",
         "total": 4,
+        "sites": {"bj-dc1": 4},
         "devices": ["db01", "web01", "web02", "web03"],
         "without_power_path": ["db01"],
         "skipped": [],  # named by the node range: it would fail, not be skipped
