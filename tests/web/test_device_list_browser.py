@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect
 
+from tests.factories import ok
 from tests.web.live import Dashboard, live_dashboard
 
 pytestmark = pytest.mark.xdist_group("browser")
@@ -35,7 +36,7 @@ def test_search_preview_and_cycle_three_nodes_live(dashboard: Dashboard, browser
         expect(page.get_by_role("link", name="node4")).to_have_count(0)
 
         # The preview is the API's dry run: it shows what would happen and creates no job.
-        page.get_by_label("all devices matching the search").check()
+        page.get_by_label("all 3 devices matching the search").check()
         page.get_by_label("Action").select_option("power:cycle")
         page.get_by_role("button", name="Preview…").focus()
         page.keyboard.press("Enter")
@@ -125,3 +126,36 @@ def _others_see_no_actions(dashboard: Dashboard, browser: Browser, job_id: str) 
         expect(page.get_by_role("alert")).to_contain_text("no site 'bj-dc1'")
     finally:
         context.close()
+
+
+def test_a_site_s_ticket_rule_is_said_and_a_running_job_is_cancelled(
+    dashboard: Dashboard, browser: Browser
+) -> None:
+    ok(dashboard.api.patch("sites/bj-dc1", json={"require_ticket": True}))
+    context = browser.new_context()
+    try:
+        dashboard.log_in(context, "olga")
+        page = context.new_page()
+        page.goto(f"{dashboard.url}/devices?tag=web")
+        expect(page.locator("table.devices tbody tr")).to_have_count(4)
+        page.get_by_label("all 4 devices matching the search").check()
+        page.get_by_label("Action").select_option("power:cycle")
+        page.get_by_role("button", name="Preview…").click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog).to_contain_text("4 devices")
+        dialog.get_by_role("button", name="Confirm").click()
+        expect(dialog.get_by_role("alert")).to_contain_text("requires a ticket")
+        expect(page.get_by_label("Ticket")).to_be_focused()
+        page.get_by_label("Ticket").fill("INC-99")
+        page.get_by_label("Stagger").fill("1")  # one power-on a second: ~3 s to run
+        dialog.get_by_role("button", name="Confirm").click()
+        expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f]+$"), timeout=15_000)
+        page.get_by_role("button", name="Cancel job").click()
+        expect(page.locator("[data-job-status]")).to_have_text(
+            re.compile("cancelled|partial"), timeout=15_000
+        )
+        expect(page.locator("[data-field=status]", has_text="cancelled").first).to_be_visible()
+        expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
+    finally:
+        context.close()
+        ok(dashboard.api.patch("sites/bj-dc1", json={"require_ticket": False}))

@@ -42,6 +42,8 @@
         all.checked = rows.length > 0 && count === rows.length;
         all.indeterminate = count > 0 && count < rows.length;
       }
+      const summary = document.getElementById("results-summary");
+      bulk.querySelector("[data-matching-count]").textContent = summary ? summary.dataset.matched : "";
       const targets = bulkTargets();
       matching.disabled = targets === null;
       matching.closest("label").title = targets === null
