@@ -156,6 +156,19 @@ def test_a_site_s_ticket_rule_is_said_and_a_running_job_is_cancelled(
         )
         expect(page.locator("[data-field=status]", has_text="cancelled").first).to_be_visible()
         expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
+
+        # Boot changes go to the ticked devices, one API call (and job) each.
+        page.goto(f"{dashboard.url}/devices?select=node4")
+        page.get_by_label("Select node4").check()
+        page.get_by_label("Action").select_option("boot:bios")
+        page.get_by_role("button", name="Preview…").click()
+        expect(dialog).to_contain_text("Boot from bios: 1 device.")
+        expect(dialog).to_contain_text("bj-dc1 (1)")
+        page.get_by_label("Ticket").fill("INC-100")
+        dialog.get_by_role("button", name="Confirm").click()
+        expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f]+$"), timeout=15_000)
+        expect(page.get_by_role("heading", name="Boot bios")).to_be_visible()
+        expect(page.locator("[data-job-status]")).to_have_text("succeeded", timeout=15_000)
     finally:
         context.close()
         ok(dashboard.api.patch("sites/bj-dc1", json={"require_ticket": False}))
