@@ -45,7 +45,7 @@ def _mark(client: TestClient, names: dict[str, bool]) -> None:
             found = await session.execute(
                 select(Device.name, Device.id).where(Device.name.in_(names))
             )
-            ids = dict(found)
+            ids = {row.name: row.id for row in found}
             rows = [
                 {"device_id": ids[name], "state": "on" if answered else "unknown",
                  "reachable": answered, "path": "ipmi",
