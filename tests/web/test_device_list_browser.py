@@ -34,6 +34,7 @@ def test_search_preview_and_cycle_three_nodes_live(dashboard: Dashboard, browser
         expect(rows).to_have_count(3)
         expect(page).to_have_url(re.compile(r"/devices\?select=node%5B1-3%5D"))  # linkable
         expect(page.get_by_role("link", name="node4")).to_have_count(0)
+        expect(page.locator("#results-status")).to_have_text("3 devices match.")  # said aloud
 
         # The preview is the API's dry run: it shows what would happen and creates no job.
         page.get_by_label("all 3 devices matching the search").check()

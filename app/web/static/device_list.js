@@ -178,6 +178,13 @@
     wireResults();
   }
 
+  // A new search's results are announced: the table itself is too long for a live region.
+  document.addEventListener("htmx:afterSwap", (event) => {
+    if (event.detail.target.id !== "results") return;
+    const said = event.detail.target.querySelector("#results-summary, [role=alert]");
+    document.getElementById("results-status").textContent = said ? said.textContent.trim() : "";
+  });
+
   document.addEventListener("DOMContentLoaded", () => {
     const bulk = document.getElementById("bulk");
     if (bulk) wire(bulk);
