@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 # Front-end npm packages (web/package-lock.json pins them) copied where Rackhand serves them.
 VENDOR := app/web/static/vendor
 ASSETS := $(VENDOR)/.installed
-LINT_DB := /tmp/rackhand-lint-$(shell id -u).db
+LINT_DB := $(shell mktemp -u /tmp/rackhand-lint-XXXXXXXX.db)  # one per run: runs side by side
 
 .DEFAULT_GOAL := help
 .PHONY: help install peers run test lint format bench fuzz clean
