@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from app.web import consoles, login, overview
+from app.web import admin, audit, consoles, login, overview
 
 
 def install_dashboard(app: FastAPI) -> None:
-    for module in (login, overview, consoles):
+    for module in (login, overview, consoles, audit, admin):
         app.include_router(module.router)
