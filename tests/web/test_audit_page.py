@@ -100,6 +100,7 @@ def test_sam_sees_nothing_of_bj_dc1_even_when_he_asks_for_it(fleet: TestClient) 
     assert shown.status_code == 200
     assert "node1" not in shown.text
     assert "No events match" in shown.text
+    assert '<option value="bj-dc1" selected>' in shown.text  # the filter he asked for, kept
     assert "br-web01" in page(fleet, "sam", "/audit").text
 
 
