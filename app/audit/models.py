@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -12,6 +13,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.db import Base, UTCDateTime
 
 GENESIS = "0" * 64
+
+
+class Outcome(StrEnum):
+    """How an event ended, as its `outcome` column says (a filter of the audit list)."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"  # a failed login, a device that did not do it
+    DENIED = "denied"  # refused: a role too weak, a hidden object, a rejected credential
+    SKIPPED = "skipped"  # a job's task never sent (a device without a power path)
 
 
 class AuditEvent(Base):

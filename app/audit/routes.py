@@ -7,18 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
-from sqlalchemy import select
 
 from app.audit import export as audit_export
 from app.audit import service
 from app.audit.export import AuditFormat
+from app.audit.models import Outcome
 from app.audit.schemas import AuditEventRead, BadEvent, VerifyResult
-from app.context import RequestContext
 from app.deps import SessionDep
 from app.exports import ExportSlot
 from app.identity.auth import Ctx
 from app.identity.models import Role
-from app.inventory.models import Site
 from app.inventory.schemas import Page
 from app.paging import decode_cursor, encode_cursor
 
@@ -36,28 +34,22 @@ async def _filter(
     type: Annotated[
         str | None, Query(max_length=64, description="e.g. `device.updated` or `auth.*`")
     ] = None,
+    outcome: Outcome | None = None,
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
 ) -> service.AuditFilter:
-    service.check_range(since, until)
-    return service.AuditFilter(
+    return await service.audit_filter(
+        session,
+        ctx,
         actor=actor,
         device=device,
         site=site,
         ticket=ticket,
         type=type,
+        outcome=outcome,
         since=since,
         until=until,
-        visible_sites=await _visible(session, ctx),
     )
-
-
-async def _visible(session: SessionDep, ctx: RequestContext) -> set[str] | None:
-    """Site-scoped callers read only the events of their sites (never site-less ones)."""
-    ids = ctx.principal.visible_site_ids()
-    if ids is None:
-        return None
-    return set(await session.scalars(select(Site.slug).where(Site.id.in_(ids))))
 
 
 FilterDep = Annotated[service.AuditFilter, Depends(_filter)]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import (
@@ -31,9 +31,13 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.chain import HASHED_FIELDS, format_at, link
-from app.audit.models import GENESIS, AuditEvent, AuditHead
+from app.audit.models import GENESIS, AuditEvent, AuditHead, Outcome
 from app.db import fit, utcnow
 from app.errors import InvalidInput
+from app.inventory.models import Site
+
+if TYPE_CHECKING:
+    from app.context import RequestContext
 
 _STAGED = "rackhand.audit.staged"
 _LENGTHS: dict[str, int] = {
@@ -174,9 +178,44 @@ class AuditFilter:
     site: str | None = None
     ticket: str | None = None
     type: str | None = None
+    outcome: Outcome | None = None
     since: datetime | None = None
     until: datetime | None = None
     visible_sites: set[str] | None = None  # None: every site and site-less events
+
+
+async def audit_filter(
+    session: AsyncSession,
+    ctx: RequestContext,
+    *,
+    actor: str | None = None,
+    device: str | None = None,
+    site: str | None = None,
+    ticket: str | None = None,
+    type: str | None = None,
+    outcome: Outcome | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> AuditFilter:
+    """The caller's filter, narrowed to what they may read (the API and the audit page both
+    build it here): a site-scoped caller reads only the events of their sites, never
+    site-less ones."""
+    check_range(since, until)
+    visible: set[str] | None = None
+    ids = ctx.principal.visible_site_ids()
+    if ids is not None:
+        visible = set(await session.scalars(select(Site.slug).where(Site.id.in_(ids))))
+    return AuditFilter(
+        actor=actor,
+        device=device,
+        site=site,
+        ticket=ticket,
+        type=type,
+        outcome=outcome,
+        since=since,
+        until=until,
+        visible_sites=visible,
+    )
 
 
 def filtered(flt: AuditFilter) -> Select[AuditEvent]:
@@ -196,6 +235,8 @@ def filtered(flt: AuditFilter) -> Select[AuditEvent]:
             query = query.where(AuditEvent.type.startswith(flt.type[:-1], autoescape=True))
         else:
             query = query.where(AuditEvent.type == flt.type)
+    if flt.outcome is not None:
+        query = query.where(AuditEvent.outcome == flt.outcome.value)
     if flt.since is not None:
         query = query.where(AuditEvent.at >= flt.since)
     if flt.until is not None:
