@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.protocol import ConsolePath, HostKeySeen
@@ -131,6 +132,23 @@ async def listing(
     if site is not None:
         query = query.where(ConsoleSession.site == site)
     return list(await session.scalars(query))
+
+
+async def live_per_site(session: AsyncSession, ctx: RequestContext) -> Counter[int]:
+    """Open (or opening) console sessions per site id, among the caller's sites, as
+    `GET /consoles?status=open` lists them; one GROUP BY, for the overview."""
+    query = (
+        select(ConsoleSession.site_id, func.count())
+        .where(ConsoleSession.status.in_(LIVE))
+        .group_by(ConsoleSession.site_id)
+    )
+    sites = ctx.principal.visible_site_ids()
+    if sites is not None:
+        query = query.where(ConsoleSession.site_id.in_(sorted(sites)))
+    counts: Counter[int] = Counter()
+    for site_id, count in await session.execute(query):
+        counts[site_id] = count
+    return counts
 
 
 def to_read(row: ConsoleSession) -> ConsoleRead:

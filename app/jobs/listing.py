@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, distinct, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from app.context import RequestContext
 from app.errors import ForgedCursor, NotFound
@@ -56,6 +58,29 @@ async def list_jobs(
         return jobs, None
     last = jobs[limit - 1]
     return jobs[:limit], encode_cursor([last.created_at.isoformat(), last.id])
+
+
+async def running_per_site(session: AsyncSession, ctx: RequestContext) -> Counter[int]:
+    """Running jobs per site id, counted as `GET /jobs?site=…&status=running` lists them: a job
+    counts at every site it has a task at, and a site-scoped caller counts only the jobs that
+    stayed inside their sites. One GROUP BY, for the overview."""
+    query = (
+        select(Task.site_id, func.count(distinct(Job.id)))
+        .join(Job, Job.id == Task.job_id)
+        .where(Job.status == JobStatus.RUNNING)
+        .group_by(Task.site_id)
+    )
+    sites = ctx.principal.visible_site_ids()
+    if sites is not None:
+        other = aliased(Task)
+        outside = select(other.id).where(
+            other.job_id == Job.id, other.site_id.not_in(sorted(sites))
+        )
+        query = query.where(Task.site_id.in_(sorted(sites)), ~outside.exists())
+    counts: Counter[int] = Counter()
+    for site_id, count in await session.execute(query):
+        counts[site_id] = count
+    return counts
 
 
 async def _conditions(

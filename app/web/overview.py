@@ -1,16 +1,76 @@
-"""`/`: the fleet at a glance, per site the viewer can see."""
+"""`/`: the fleet at a glance, per site the viewer can see; every number links to the list it
+counts (the device list's, the jobs' and the consoles' filters)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
 from starlette.responses import Response
 
-from app.inventory import sites
+from agents.protocol import PowerState
+from app.consoles import service as consoles
+from app.inventory.models import DeviceKind
+from app.inventory.summary import SiteCounts, site_counts
+from app.jobs.listing import running_per_site
+from app.jobs.models import JobStatus
 from app.web.pages import ViewerDep, page_router
 
 router = page_router()
 
 
+def link(path: str, **query: str) -> str:
+    return f"{path}?{urlencode(query)}"
+
+
+@dataclass(frozen=True)
+class Count:
+    label: str
+    number: int
+    href: str
+
+
+@dataclass(frozen=True)
+class SiteCard:
+    counts: SiteCounts
+    kinds: list[Count]
+    power: list[Count]
+    unreachable: Count
+    jobs: Count
+    consoles: Count
+
+
+def card(counts: SiteCounts, jobs: int, consoles_open: int) -> SiteCard:
+    slug = counts.site.slug
+    kinds = [
+        Count(
+            kind.value.replace("_", " "), counts.kinds[kind], link("/devices", site=slug, kind=kind)
+        )
+        for kind in DeviceKind
+        if counts.kinds[kind]
+    ]
+    power = [
+        Count(state.value, counts.power[state], link("/devices", site=slug, power_state=state))
+        for state in PowerState
+    ]
+    return SiteCard(
+        counts,
+        kinds,
+        power,
+        Count(
+            "unreachable BMCs",
+            counts.unreachable,
+            link("/devices", site=slug, reachability="unreachable"),
+        ),
+        Count("running jobs", jobs, link("/jobs", site=slug, status=JobStatus.RUNNING)),
+        Count("open consoles", consoles_open, link("/consoles", site=slug)),
+    )
+
+
 @router.get("/")
 async def overview(viewer: ViewerDep) -> Response:
-    found = await sites.list_sites(viewer.session, viewer.ctx)
-    return viewer.render("overview.html", sites=found)
+    found = await site_counts(viewer.session, viewer.ctx)
+    jobs = await running_per_site(viewer.session, viewer.ctx)
+    live = await consoles.live_per_site(viewer.session, viewer.ctx)
+    cards = [card(counts, jobs[counts.site.id], live[counts.site.id]) for counts in found]
+    return viewer.render("overview.html", cards=cards)

@@ -1,0 +1,89 @@
+"""What Rackhand last learnt of a device's power and of each of its control paths.
+
+The poller and every job store a device's last power read (`power_status`): the state, whether
+the device answered, the path kind that answered and, when none did, the message of the
+attempt, in which each path tried has its own part ("ipmi 10.0.0.5:623: …"). A path nobody has
+tried yet is "not checked yet": the page says so rather than guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agents.protocol import PowerState
+from app.inventory.models import Device, PathKind, PowerStatus
+from app.inventory.schemas import PathRead
+
+
+@dataclass(frozen=True)
+class PowerReading:
+    state: PowerState
+    reachable: bool
+    path: str | None  # the path kind that answered
+    message: str
+    checked_at: datetime
+    last_seen_at: datetime | None
+    changed_at: datetime | None
+
+
+class Health(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    UNCHECKED = "unchecked"
+
+
+@dataclass(frozen=True)
+class PathHealth:
+    health: Health
+    detail: str
+    at: datetime | None = None
+
+
+UNCHECKED = PathHealth(Health.UNCHECKED, "not checked yet")
+# The kinds a power read goes through; console and ssh paths are not read by it.
+POWER_KINDS = frozenset({PathKind.IPMI, PathKind.REDFISH, PathKind.PDU_OUTLET})
+
+
+async def power_reading(session: AsyncSession, device: Device) -> PowerReading | None:
+    """The device's last power read (by the poller or a job), or None if never read. The
+    caller has already found `device` through the ctx's checks (`device_for`)."""
+    row = await session.scalar(select(PowerStatus).where(PowerStatus.device_id == device.id))
+    if row is None:
+        return None
+    state = row.state if row.state in {s.value for s in PowerState} else PowerState.UNKNOWN
+    return PowerReading(
+        state=PowerState(state),
+        reachable=row.reachable,
+        path=row.path,
+        message=row.message,
+        checked_at=row.checked_at,
+        last_seen_at=row.last_seen_at,
+        changed_at=row.changed_at,
+    )
+
+
+def path_health(path: PathRead, reading: PowerReading | None) -> PathHealth:
+    """One path's last outcome as far as the last power read tells it."""
+    if reading is None or path.kind not in POWER_KINDS:
+        return UNCHECKED
+    if reading.reachable and reading.path == path.kind:
+        return PathHealth(Health.OK, "answered the last power read", reading.last_seen_at)
+    for part in reading.message.split("; "):
+        if _names(part, path):
+            return PathHealth(Health.FAILED, part, reading.checked_at)
+    return UNCHECKED
+
+
+def _names(part: str, path: PathRead) -> bool:
+    """Whether a part of an attempt's message is about this path (its kind, then its
+    endpoint when the message gives one)."""
+    if not part.startswith(f"{path.kind} "):
+        return False
+    if path.address is None:
+        return True
+    return path.address in part

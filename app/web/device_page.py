@@ -1,0 +1,85 @@
+"""`/devices/{name}`: one device as the API reads it (facts, control paths, power), what was
+done to it (consoles, audit), and its actions, which the browser sends to the API
+(`static/device.js`). A device of a site the viewer cannot see is the same 404 as a missing one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.responses import Response
+
+from agents.protocol import BootDevice, PowerAction
+from app.audit import service as audit
+from app.consoles import service as consoles
+from app.consoles.models import ConsoleStatus
+from app.identity.models import Role
+from app.inventory import devices
+from app.inventory.health import PathHealth, path_health, power_reading
+from app.inventory.models import Site
+from app.inventory.schemas import PATH_MODELS, PathRead
+from app.web.pages import ViewerDep, page_router
+
+router = page_router()
+RECENT_EVENTS = 20
+RECORDINGS = 20
+# Power actions offered on the page, in this order; those that cut or restart a running machine
+# ask for confirmation (with ticket and reason) first. NMI is left to the API and the CLI.
+POWER_BUTTONS = (
+    PowerAction.STATUS,
+    PowerAction.ON,
+    PowerAction.OFF,
+    PowerAction.SOFT,
+    PowerAction.CYCLE,
+    PowerAction.RESET,
+)
+DESTRUCTIVE = frozenset({PowerAction.OFF, PowerAction.SOFT, PowerAction.CYCLE, PowerAction.RESET})
+BOOT_BUTTONS = (BootDevice.BIOS, BootDevice.PXE, BootDevice.DISK)
+POWER_LABELS = {
+    PowerAction.STATUS: "Read state",
+    PowerAction.ON: "Power on",
+    PowerAction.OFF: "Power off",
+    PowerAction.SOFT: "Soft off",
+    PowerAction.CYCLE: "Power cycle",
+    PowerAction.RESET: "Reset",
+}
+BOOT_LABELS = {BootDevice.BIOS: "BIOS setup", BootDevice.PXE: "PXE", BootDevice.DISK: "Disk"}
+
+
+@dataclass(frozen=True)
+class PathRow:
+    path: PathRead
+    health: PathHealth
+
+    @property
+    def carries_secret(self) -> bool:
+        """Whether this kind holds a secret of its own (a port or an outlet uses its box's)."""
+        return "secret" in PATH_MODELS[self.path.kind].model_fields
+
+
+@router.get("/devices/{name}")
+async def device_page(viewer: ViewerDep, name: str) -> Response:
+    session, ctx = viewer.session, viewer.ctx
+    found = await devices.device_for(session, ctx, name, Role.VIEWER, "reading a device")
+    detail = await devices.read_device(session, found)
+    site = await session.get(Site, found.site_id)
+    assert site is not None  # a device always has its site (RESTRICT)
+    reading = await power_reading(session, found)
+    closed = await consoles.listing(session, ctx, ConsoleStatus.CLOSED, found.name)
+    recordings = [row for row in closed if row.recording is not None][:RECORDINGS]
+    flt = await audit.audit_filter(session, ctx, device=found.name)
+    events, _ = await audit.list_events(session, flt, limit=RECENT_EVENTS, before=None)
+    return viewer.render(
+        "device.html",
+        device=detail,
+        site=site,
+        reading=reading,
+        paths=[PathRow(path, path_health(path, reading)) for path in detail.paths],
+        recordings=recordings,
+        events=events,
+        operator=viewer.can(Role.OPERATOR, found.site_id),
+        power_buttons=[
+            (action, POWER_LABELS[action], action in DESTRUCTIVE) for action in POWER_BUTTONS
+        ],
+        boot_buttons=[(boot, BOOT_LABELS[boot]) for boot in BOOT_BUTTONS],
+    )

@@ -1,0 +1,134 @@
+// The device page's actions. Every change goes through the REST API (Rackhand.api), under
+// its rules and audit: power and boot are jobs, a console is a session to go and watch.
+"use strict";
+
+(() => {
+  const panel = document.getElementById("power");
+  if (!panel) return;
+  const name = panel.dataset.device;
+  const base = `/api/v1/devices/${encodeURIComponent(name)}`;
+  const result = document.getElementById("action-result");
+  const stateNode = panel.querySelector("[data-power-state]");
+  const whenNode = panel.querySelector("[data-power-when]");
+  const dialog = document.getElementById("confirm");
+  const form = document.getElementById("confirm-form");
+  const buttons = () => panel.querySelectorAll("button[data-power], button[data-boot], button[data-console]");
+  let pending = null; // what the open dialog will do when confirmed
+  let opener = null; // the button that opened it, focused again when it closes
+
+  function busy(on) {
+    buttons().forEach((button) => { button.disabled = on; });
+    panel.setAttribute("aria-busy", on ? "true" : "false");
+  }
+
+  function say(kind, parts) {
+    const line = document.createElement("p");
+    line.className = `alert ${kind}`;
+    line.append(...parts);
+    result.replaceChildren(line);
+  }
+
+  function jobLink(id) {
+    const link = document.createElement("a");
+    link.href = `/jobs/${encodeURIComponent(id)}`;
+    link.textContent = `job ${id.slice(0, 8)}`;
+    return link;
+  }
+
+  function showState(state) {
+    if (!state || !stateNode) return;
+    stateNode.textContent = state;
+    stateNode.className = `state state-${state}`;
+    if (whenNode) {
+      const time = document.createElement("time");
+      const now = new Date();
+      time.dateTime = now.toISOString();
+      time.textContent = now.toLocaleString();
+      whenNode.replaceChildren("read ", time, " (just now)");
+    }
+  }
+
+  async function send(label, path, body) {
+    busy(true);
+    say("info", [`${label}: sent, waiting for ${name}…`]);
+    try {
+      const answer = await Rackhand.api("POST", `${base}/${path}`, body);
+      const ok = answer.status === "succeeded";
+      const running = answer.status === "running" || answer.status === "queued";
+      const words = running ? "still running; follow the job" : answer.message || answer.status;
+      say(ok ? "ok" : running ? "info" : "error",
+        [`${label}: ${answer.status}. ${words} `, "(", jobLink(answer.job), ")"]);
+      if (ok) showState(answer.power_state);
+    } catch (failure) {
+      say("error", [`${label} refused: ${failure.message}`]);
+    } finally {
+      busy(false);
+    }
+  }
+
+  function ask(button, text, action) {
+    pending = action;
+    opener = button;
+    document.getElementById("confirm-title").textContent = `${button.dataset.label}: ${name}?`;
+    document.getElementById("confirm-text").textContent = text;
+    document.getElementById("confirm-go").textContent = button.dataset.label;
+    dialog.showModal();
+  }
+
+  function reasons() {
+    const fields = Rackhand.formJson(form);
+    return { ticket: fields.ticket, reason: fields.reason };
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const action = pending;
+    const extra = reasons();
+    pending = null;
+    dialog.close("confirm");
+    if (action) action(extra);
+  });
+  dialog.querySelector("[data-cancel]").addEventListener("click", () => dialog.close("cancel"));
+  dialog.addEventListener("close", () => {
+    pending = null;
+    if (opener) opener.focus();
+  });
+
+  panel.querySelectorAll("button[data-power]").forEach((button) => {
+    button.addEventListener("click", () => {
+      const action = button.dataset.power;
+      const label = button.dataset.label;
+      if (button.hasAttribute("data-confirm")) {
+        ask(button, `This sends "${action}" to ${name}: a running operating system loses power or restarts.`,
+          (extra) => send(label, "power", { action, ...extra }));
+      } else {
+        send(label, "power", { action });
+      }
+    });
+  });
+
+  panel.querySelectorAll("button[data-boot]").forEach((button) => {
+    button.addEventListener("click", () => {
+      const device = button.dataset.boot;
+      const persistent = document.getElementById("boot-persistent").checked;
+      const when = persistent ? "every boot from now on" : "the next boot only";
+      ask(button, `${name} will boot from ${button.dataset.label} on ${when}. Power is not touched.`,
+        (extra) => send(`Boot from ${button.dataset.label}`, "boot", { device, persistent, ...extra }));
+    });
+  });
+
+  const consoleButton = panel.querySelector("button[data-console]");
+  if (consoleButton) {
+    consoleButton.addEventListener("click", async () => {
+      busy(true);
+      say("info", [`Opening the console of ${name}…`]);
+      try {
+        const session = await Rackhand.api("POST", `${base}/consoles`, { via: "auto" });
+        location.assign(`/consoles/${encodeURIComponent(session.id)}`);
+      } catch (failure) {
+        say("error", [`Console refused: ${failure.message}`]);
+        busy(false);
+      }
+    });
+  }
+})();
