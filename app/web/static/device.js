@@ -83,15 +83,18 @@
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const action = pending;
+    const back = opener;
     const extra = reasons();
     pending = null;
+    opener = null; // the buttons are busy until the answer: focus goes back after it
     dialog.close("confirm");
-    if (action) action(extra);
+    if (action) action(extra).finally(() => back && back.focus());
   });
   dialog.querySelector("[data-cancel]").addEventListener("click", () => dialog.close("cancel"));
   dialog.addEventListener("close", () => {
     pending = null;
-    if (opener) opener.focus();
+    if (opener) opener.focus(); // cancelled (button or Escape)
+    opener = null;
   });
 
   panel.querySelectorAll("button[data-power]").forEach((button) => {
