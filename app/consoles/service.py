@@ -151,6 +151,21 @@ async def live_per_site(session: AsyncSession, ctx: RequestContext) -> Counter[i
     return counts
 
 
+async def last_attempts(
+    session: AsyncSession, device: Device, limit: int = 20
+) -> list[ConsoleSession]:
+    """The device's latest console sessions, newest first: what its console paths last did
+    (the session's `path` is the kind that attached; a failed one says why). The caller has
+    found `device` through the ctx's checks."""
+    query = (
+        select(ConsoleSession)
+        .where(ConsoleSession.device_id == device.id)
+        .order_by(ConsoleSession.created_at.desc())
+        .limit(limit)
+    )
+    return list(await session.scalars(query))
+
+
 def to_read(row: ConsoleSession) -> ConsoleRead:
     live = row.status in LIVE
     return ConsoleRead(

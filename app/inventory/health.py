@@ -79,6 +79,41 @@ def path_health(path: PathRead, reading: PowerReading | None) -> PathHealth:
     return UNCHECKED
 
 
+@dataclass(frozen=True)
+class ConsoleAttempt:
+    """A console session's outcome, as the consoles service stores it."""
+
+    asked: str  # auto, ipmi, console_port
+    attached: str | None  # the path kind that attached
+    failed: bool
+    message: str
+    at: datetime
+
+
+CONSOLE_KINDS = frozenset({PathKind.IPMI, PathKind.CONSOLE_PORT})
+
+
+def console_health(path: PathRead, attempts: list[ConsoleAttempt]) -> PathHealth:
+    """A console path's last outcome: the newest session that attached through its kind, or
+    that failed when asked for that kind alone (an `auto` failure names no single path)."""
+    if path.kind not in CONSOLE_KINDS:
+        return UNCHECKED
+    for attempt in attempts:  # newest first
+        if attempt.attached == path.kind:
+            return PathHealth(Health.OK, "a console attached", attempt.at)
+        if attempt.failed and attempt.asked == path.kind:
+            return PathHealth(Health.FAILED, attempt.message or "the console failed", attempt.at)
+    return UNCHECKED
+
+
+def health(
+    path: PathRead, reading: PowerReading | None, attempts: list[ConsoleAttempt]
+) -> PathHealth:
+    """What the power read says of the path, else what its last console session says."""
+    found = path_health(path, reading)
+    return found if found.health is not Health.UNCHECKED else console_health(path, attempts)
+
+
 def _names(part: str, path: PathRead) -> bool:
     """Whether a part of an attempt's message is about this path (its kind, then its
     endpoint when the message gives one)."""

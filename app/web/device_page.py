@@ -15,7 +15,7 @@ from app.consoles import service as consoles
 from app.consoles.models import ConsoleStatus
 from app.identity.models import Role
 from app.inventory import devices
-from app.inventory.health import PathHealth, path_health, power_reading
+from app.inventory.health import ConsoleAttempt, PathHealth, health, power_reading
 from app.inventory.models import Site
 from app.inventory.schemas import PATH_MODELS, PathRead
 from app.web.pages import ViewerDep, page_router
@@ -65,6 +65,11 @@ async def device_page(viewer: ViewerDep, name: str) -> Response:
     site = await session.get(Site, found.site_id)
     assert site is not None  # a device always has its site (RESTRICT)
     reading = await power_reading(session, found)
+    attempts = [
+        ConsoleAttempt(row.via, row.path, row.status is ConsoleStatus.FAILED, row.message,
+                       row.created_at)
+        for row in await consoles.last_attempts(session, found)
+    ]  # fmt: skip
     closed = await consoles.listing(session, ctx, ConsoleStatus.CLOSED, found.name)
     recordings = [row for row in closed if row.recording is not None][:RECORDINGS]
     flt = await audit.audit_filter(session, ctx, device=found.name)
@@ -74,7 +79,7 @@ async def device_page(viewer: ViewerDep, name: str) -> Response:
         device=detail,
         site=site,
         reading=reading,
-        paths=[PathRow(path, path_health(path, reading)) for path in detail.paths],
+        paths=[PathRow(path, health(path, reading, attempts)) for path in detail.paths],
         recordings=recordings,
         events=events,
         operator=viewer.can(Role.OPERATOR, found.site_id),

@@ -127,3 +127,19 @@ def test_last_power_read_and_each_paths_outcome(fleet: TestClient, fake: FakeDri
     row = web02.split('data-path="ipmi"')[1].split("</tr>")[0]
     assert "failed" in row
     assert "did not answer" in row
+
+
+def test_a_console_path_shows_its_last_session(fleet: TestClient, fake: FakeDriver) -> None:
+    console = ok(fleet.post("devices/web01/consoles", json={"via": "ipmi"}), 201)
+    ok(fleet.delete(f"consoles/{console['id']}"), 204)
+    _, html = _as(fleet, "olga", "/devices/web01")
+    row = html.split('data-path="ipmi"')[1].split("</tr>")[0]
+    assert "a console attached" in row
+    assert f'href="/recordings/{console["id"]}"' in html  # its recording, for operators
+    _, seen = _as(fleet, "vera", "/devices/web01")
+    assert "/recordings/" not in seen and "operators only" in seen
+    fake.machine(IpmiPath("10.0.0.2", "u", "x")).fail = Unreachable("no answer to SOL")
+    assert fleet.post("devices/web02/consoles", json={"via": "ipmi"}).status_code == 502
+    _, html = _as(fleet, "olga", "/devices/web02")
+    row = html.split('data-path="ipmi"')[1].split("</tr>")[0]
+    assert "failed" in row and "no answer to SOL" in row
