@@ -210,6 +210,9 @@ class PowerReading:
     checked_at: datetime
     reachable: bool
     message: str
+    state: str = "unknown"  # on | off | unknown, as GET /devices shows `power_state`
+    path: str | None = None  # the path kind that answered
+    last_seen_at: datetime | None = None  # its last answer
 
 
 async def power_readings(session: AsyncSession, device_ids: list[int]) -> dict[int, PowerReading]:
@@ -217,7 +220,12 @@ async def power_readings(session: AsyncSession, device_ids: list[int]) -> dict[i
     if not device_ids:
         return {}
     rows = await session.scalars(select(PowerStatus).where(PowerStatus.device_id.in_(device_ids)))
-    return {row.device_id: PowerReading(row.checked_at, row.reachable, row.message) for row in rows}
+    return {
+        row.device_id: PowerReading(
+            row.checked_at, row.reachable, row.message, row.state, row.path, row.last_seen_at
+        )
+        for row in rows
+    }
 
 
 def no_device(ref: str) -> str:

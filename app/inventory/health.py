@@ -12,23 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agents.protocol import PowerState
-from app.inventory.models import Device, PathKind, PowerStatus
+from app.inventory.devices import PowerReading, power_readings
+from app.inventory.models import Device, PathKind
 from app.inventory.schemas import PathRead
-
-
-@dataclass(frozen=True)
-class PowerReading:
-    state: PowerState
-    reachable: bool
-    path: str | None  # the path kind that answered
-    message: str
-    checked_at: datetime
-    last_seen_at: datetime | None
-    changed_at: datetime | None
 
 
 class Health(StrEnum):
@@ -52,19 +40,7 @@ POWER_KINDS = frozenset({PathKind.IPMI, PathKind.REDFISH, PathKind.PDU_OUTLET})
 async def power_reading(session: AsyncSession, device: Device) -> PowerReading | None:
     """The device's last power read (by the poller or a job), or None if never read. The
     caller has already found `device` through the ctx's checks (`device_for`)."""
-    row = await session.scalar(select(PowerStatus).where(PowerStatus.device_id == device.id))
-    if row is None:
-        return None
-    state = row.state if row.state in {s.value for s in PowerState} else PowerState.UNKNOWN
-    return PowerReading(
-        state=PowerState(state),
-        reachable=row.reachable,
-        path=row.path,
-        message=row.message,
-        checked_at=row.checked_at,
-        last_seen_at=row.last_seen_at,
-        changed_at=row.changed_at,
-    )
+    return (await power_readings(session, [device.id])).get(device.id)
 
 
 def path_health(path: PathRead, reading: PowerReading | None) -> PathHealth:

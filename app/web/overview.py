@@ -1,5 +1,6 @@
 """`/`: the fleet at a glance, per site the viewer can see; every number links to the list it
-counts (the device list's, the jobs' and the consoles' filters)."""
+counts, in that list's own filter names (`/devices?site=&kind=`, `…&power=off|unreachable`,
+`/jobs?site=&status=running`, `/consoles?site=`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from app.inventory.models import DeviceKind
 from app.inventory.summary import SiteCounts, site_counts
 from app.jobs.listing import running_per_site
 from app.jobs.models import JobStatus
+from app.web.device_list import UNREACHABLE
 from app.web.pages import ViewerDep, page_router
 
 router = page_router()
@@ -50,7 +52,7 @@ def card(counts: SiteCounts, jobs: int, consoles_open: int) -> SiteCard:
         if counts.kinds[kind]
     ]
     power = [
-        Count(state.value, counts.power[state], link("/devices", site=slug, power_state=state))
+        Count(state.value, counts.power[state], link("/devices", site=slug, power=state))
         for state in PowerState
     ]
     return SiteCard(
@@ -60,7 +62,7 @@ def card(counts: SiteCounts, jobs: int, consoles_open: int) -> SiteCard:
         Count(
             "unreachable BMCs",
             counts.unreachable,
-            link("/devices", site=slug, reachability="unreachable"),
+            link("/devices", site=slug, power=UNREACHABLE),
         ),
         Count("running jobs", jobs, link("/jobs", site=slug, status=JobStatus.RUNNING)),
         Count("open consoles", consoles_open, link("/consoles", site=slug)),

@@ -98,8 +98,8 @@ def test_counts_per_site_each_linked_to_its_list(fleet: TestClient, fake: FakeDr
         assert _count(html, label) == number
     for href in (
         "/devices?site=bj-dc1&amp;kind=server",
-        "/devices?site=bj-dc1&amp;power_state=off",
-        "/devices?site=bj-dc1&amp;reachability=unreachable",
+        "/devices?site=bj-dc1&amp;power=off",
+        "/devices?site=bj-dc1&amp;power=unreachable",
         "/jobs?site=bj-dc1&amp;status=running",
         "/consoles?site=bj-dc1",
         "/sites/sh-br12",
