@@ -11,7 +11,7 @@ ASSETS := $(VENDOR)/.installed
 LINT_DB := $(shell mktemp -u /tmp/rackhand-lint-XXXXXXXX.db)  # one per run: runs side by side
 
 .DEFAULT_GOAL := help
-.PHONY: help install peers run test lint format bench fuzz clean
+.PHONY: help install peers run test lint format bench fuzz screenshots clean
 # Real protocol peers the tests and the benchmarks drive (Debian packages).
 PEERS := ipmitool:ipmitool ipmipower:freeipmi-tools ipmi_sim:openipmi ssh:openssh-client \
 	openssl:openssl chromium:chromium npm:npm
@@ -76,6 +76,9 @@ bench: $(STAMP) peers  ## benchmarks (catalogue, audit, power, consoles): figure
 
 fuzz: $(STAMP)  ## schemathesis against a live server (SQLite, PostgreSQL), in its own network namespace
 	$(BIN)/python -m bench.fuzz
+
+screenshots: $(STAMP) peers $(ASSETS)  ## the dashboard's main pages as PNGs in docs/screenshots/ (simulated rack)
+	$(BIN)/python -m tests.web.screenshots
 
 clean:  ## remove the virtualenv, caches and installed front-end files (not ./var)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis web/node_modules $(VENDOR)
