@@ -6,7 +6,6 @@ Run by hand when the pages change (the PNGs are committed, so a reader of the do
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
@@ -87,4 +86,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
