@@ -107,7 +107,7 @@ def serve(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     scheme = "https" if settings.tls_cert else "http"
-    url = f"{scheme}://{settings.host}:{settings.port}/api/v1/docs"
+    url = f"{scheme}://{settings.host}:{settings.port}"
     config = uvicorn.Config(
         create_app(settings, folder_lock=folder_lock),
         host=settings.host,

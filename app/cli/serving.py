@@ -67,7 +67,8 @@ async def prepare(settings: Settings, demo: bool) -> str | None:
 
 
 def last_word(url: str, password: str | None, demo: str | None) -> list[str]:
-    """Where the API is and how to log in (with the generated password, the only time it shows)."""
+    """Where the dashboard and the API docs are, and how to log in (with the generated
+    password, the only time it shows)."""
     if password:
         login = f"admin, password: {password}  (shown once; RACKHAND_ADMIN_PASSWORD chooses it)"
     else:
@@ -75,7 +76,7 @@ def last_word(url: str, password: str | None, demo: str | None) -> list[str]:
     return [
         "",
         *([demo] if demo else []),
-        f"Rackhand is ready: {url}",
+        f"Rackhand is ready: {url}/  (the dashboard; API docs: {url}/api/v1/docs)",
         f"  log in as {login}",
         "",
     ]

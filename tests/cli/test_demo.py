@@ -82,7 +82,7 @@ def test_the_demo_starts_quietly_and_web01_greets_by_its_name(tmp_path: Path) ->
     assert lines[-3:-1] == [
         b"demo: 48 simulated BMCs on 127.0.0.1:16230-16277, 6 SSH devices on "
         b"127.0.0.1:16300-16305; credentials: rackhand serve --demo --verbose",
-        f"Rackhand is ready: {url}/api/v1/docs".encode(),
+        f"Rackhand is ready: {url}/  (the dashboard; API docs: {url}/api/v1/docs)".encode(),
     ]
     assert "Traceback" not in start + rest
 
