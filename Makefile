@@ -8,7 +8,6 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 # Front-end npm packages (web/package-lock.json pins them) copied where Rackhand serves them.
 VENDOR := app/web/static/vendor
 ASSETS := $(VENDOR)/.installed
-LINT_DB := $(shell mktemp -u /tmp/rackhand-lint-XXXXXXXX.db)  # one per run: runs side by side
 
 .DEFAULT_GOAL := help
 .PHONY: help install peers run test lint format bench fuzz screenshots clean
@@ -62,10 +61,10 @@ lint: $(STAMP)  ## ruff, mypy (strict), import contracts, alembic check
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	@rm -f $(LINT_DB)
-	@RACKHAND_DATABASE_URL=sqlite+aiosqlite:///$(LINT_DB) $(BIN)/alembic -c alembic.ini upgrade head >/dev/null 2>&1
-	RACKHAND_DATABASE_URL=sqlite+aiosqlite:///$(LINT_DB) $(BIN)/alembic -c alembic.ini check
-	@rm -f $(LINT_DB)
+	@db=$$(mktemp -u /tmp/rackhand-lint-XXXXXXXX.db) && \
+		RACKHAND_DATABASE_URL=sqlite+aiosqlite:///$$db $(BIN)/alembic -c alembic.ini upgrade head >/dev/null 2>&1 && \
+		RACKHAND_DATABASE_URL=sqlite+aiosqlite:///$$db $(BIN)/alembic -c alembic.ini check; \
+		status=$$?; rm -f $$db; exit $$status
 
 format: $(STAMP)  ## fix formatting and the fixable lint
 	$(BIN)/ruff format .

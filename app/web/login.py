@@ -4,6 +4,7 @@ cookie and CSRF cookie the pages then use; logging out is the API's `POST /auth/
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Query, Request
 from starlette.responses import Response
@@ -15,10 +16,15 @@ router = page_router()
 
 def safe_next(given: str | None) -> str:
     """Where to go after login: a path of this site only (an open redirect would let a link
-    in a phishing mail send the freshly logged-in operator elsewhere)."""
-    if given and given.startswith("/") and not given.startswith(("//", "/\\")):
-        return given
-    return "/"
+    in a phishing mail send the freshly logged-in operator elsewhere). Browsers drop tabs and
+    line breaks from URLs and read a backslash as `/`: "/", a tab, "/evil.example" would be
+    "//evil.example", another host."""
+    if not given or any(ord(char) < 0x20 or ord(char) == 0x7F for char in given):
+        return "/"
+    parts = urlsplit(given.replace("\\", "/"))
+    if parts.scheme or parts.netloc or not given.startswith("/") or given[1:2] in ("/", "\\"):
+        return "/"
+    return given
 
 
 @router.get("/login")

@@ -86,7 +86,7 @@ class Viewer:
         return any(held.rank >= role.rank for held, _ in self.ctx.principal.grants)
 
     def render(self, template: str, status_code: int = 200, **values: Any) -> Response:
-        return render(self.request, template, status_code, viewer=self, Role=Role, **values)
+        return render(self.request, template, status_code, viewer=self, **values)
 
 
 def render(request: Request, template: str, status_code: int = 200, **values: Any) -> Response:
@@ -137,5 +137,8 @@ def error_page(request: Request, status_code: int, detail: str) -> Response:
     in, and comes back here afterwards."""
     if status_code == 401:
         back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"{LOGIN}?next={quote(back, safe='/')}", status_code=303)
+        login = f"{LOGIN}?next={quote(back, safe='/')}"
+        if request.headers.get("HX-Request") == "true":  # htmx would swap the login page in
+            return Response(status_code=204, headers={"HX-Redirect": login})
+        return RedirectResponse(login, status_code=303)
     return render(request, "error.html", status_code, status=status_code, detail=detail)

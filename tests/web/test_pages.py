@@ -22,6 +22,15 @@ def test_a_page_without_a_session_sends_to_the_login_and_back(anonymous: TestCli
     assert answer.headers["location"] == "/login?next=/consoles%3Fsite%3Dbj-dc1"
 
 
+def test_an_htmx_swap_after_the_session_ended_sends_the_page_to_the_login(
+    anonymous: TestClient,
+) -> None:
+    pages = _pages(anonymous)
+    answer = pages.get("/devices?q=web", headers={"HX-Request": "true"})
+    assert answer.status_code == 204  # nothing to swap into the results: the page goes
+    assert answer.headers["hx-redirect"] == "/login?next=/devices%3Fq%3Dweb"
+
+
 def test_a_forged_session_cookie_is_refused_and_audited(client: TestClient) -> None:
     token = client.headers["Authorization"]
     pages = _pages(client)
@@ -72,7 +81,9 @@ def test_refusals_are_pages_and_the_api_keeps_json(client: TestClient) -> None:
 
 def test_the_login_page_only_returns_to_this_site(anonymous: TestClient) -> None:
     pages = _pages(anonymous)
-    for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+    evil = ("//evil.example/x", "https://evil.example/", "/\\evil.example", "/\t/evil.example",
+            "/\n/evil.example", "/\r/evil.example", "/\x7f/x", "javascript:alert(1)")  # fmt: skip
+    for target in evil:
         page = pages.get("/login", params={"next": target}).text
         assert 'data-next="/"' in page, target
     assert 'data-next="/devices/web01"' in pages.get("/login?next=/devices/web01").text

@@ -103,7 +103,9 @@ const Rackhand = (() => {
           username: form.elements.username.value,
           password: form.elements.password.value,
         });
-        location.assign(form.dataset.next || "/");
+        // The server only ever writes a path of this site here; checked again all the same.
+        const next = new URL(form.dataset.next || "/", location.origin);
+        location.assign(next.origin === location.origin ? next.href : "/");
       } catch (failure) {
         error.textContent = failure.message;
         error.hidden = false;
