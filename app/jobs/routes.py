@@ -20,7 +20,6 @@ from app.deps import SessionDep, own_transactions
 from app.errors import NotFound
 from app.identity import service as identity
 from app.identity.auth import Ctx
-from app.identity.models import Role
 from app.identity.principal import Ended
 from app.inventory.schemas import Page
 from app.jobs import actions, listing, service
@@ -164,7 +163,7 @@ async def list_jobs(
 ) -> Page[JobRead]:
     """Newest first, without tasks (`GET /jobs/{id}` has them)."""
     jobs, next_cursor = await listing.list_jobs(session, ctx, flt, limit=limit, cursor=cursor)
-    items = [await service.read_job(session, job, with_tasks=False) for job in jobs]
+    items = await service.read_jobs(session, jobs)
     return Page[JobRead](items=items, next_cursor=next_cursor)
 
 
@@ -244,8 +243,7 @@ def _sse(event: str, data: Any) -> bytes:
 async def cancel_job(request: Request, session: SessionDep, ctx: Ctx, job_id: str) -> JobRead:
     """Stop the job's unfinished tasks; finished ones keep their results."""
     job = await service.get_job(session, ctx, job_id)
-    for site_id in await service.job_site_ids(session, job):
-        ctx.require(Role.OPERATOR, site_id, what="cancelling a job", missing=service.no_job(job_id))
+    await service.require_cancel(session, ctx, job)
     done = await request.app.state.jobs.cancel(job.id)
     await request.app.state.audit.record(
         ctx.event("job.cancelled", job_id=job.id, details=dataclasses.asdict(done))

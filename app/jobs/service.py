@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import func, insert, select
+from sqlalchemy import case, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.protocol import (
@@ -337,15 +336,48 @@ async def job_site_ids(session: AsyncSession, job: Job) -> list[int]:
     return list(await session.scalars(select(Task.site_id).where(Task.job_id == job.id).distinct()))
 
 
+# Cancelling stops devices at every site the job touches: it takes an operator at each.
+CANCEL_ROLE = Role.OPERATOR
+
+
+async def require_cancel(session: AsyncSession, ctx: RequestContext, job: Job) -> None:
+    """Refuse (audited) unless the caller may cancel the job; the route's check."""
+    for site_id in await job_site_ids(session, job):
+        ctx.require(CANCEL_ROLE, site_id, what="cancelling a job", missing=no_job(job.id))
+
+
+async def may_cancel(session: AsyncSession, ctx: RequestContext, job: Job) -> bool:
+    """Whether `require_cancel` would let the caller through (a page shows the button then)."""
+    principal = ctx.principal
+    for site_id in await job_site_ids(session, job):
+        held = principal.role_at(site_id)
+        if held is None or held.rank < CANCEL_ROLE.rank:
+            return False
+    return True
+
+
+async def task_counts(session: AsyncSession, job_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Tasks per status of each job, in one grouped query for a page of jobs."""
+    counts: dict[str, dict[str, int]] = {job_id: {} for job_id in job_ids}
+    for start in range(0, len(job_ids), 5000):
+        rows = await session.execute(
+            select(Task.job_id, Task.status, func.count())
+            .where(Task.job_id.in_(job_ids[start : start + 5000]))
+            .group_by(Task.job_id, Task.status)
+        )
+        for job_id, status, count in rows:
+            counts[job_id][TaskStatus(status).value] = count
+    return counts
+
+
+async def read_jobs(session: AsyncSession, jobs: Sequence[Job]) -> list[JobRead]:
+    """A page of jobs without their tasks, their counts in one query (a list, not n + 1)."""
+    counts = await task_counts(session, [job.id for job in jobs])
+    return [_job_read(job, counts[job.id], None) for job in jobs]
+
+
 async def read_job(session: AsyncSession, job: Job, *, with_tasks: bool = True) -> JobRead:
-    counts = Counter(
-        {
-            status.value: count
-            for status, count in await session.execute(
-                select(Task.status, func.count()).where(Task.job_id == job.id).group_by(Task.status)
-            )
-        }
-    )
+    counts = (await task_counts(session, [job.id]))[job.id]
     tasks = None
     if with_tasks:
         tasks = [
@@ -354,6 +386,31 @@ async def read_job(session: AsyncSession, job: Job, *, with_tasks: bool = True) 
                 select(Task).where(Task.job_id == job.id).order_by(Task.device_name)
             )
         ]
+    return _job_read(job, counts, tasks)
+
+
+# The tasks a person looks at first: those still going (ACTIVE), then those that went wrong.
+_WRONG = (TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.LOST)
+
+
+async def first_tasks(session: AsyncSession, job: Job, *, limit: int) -> list[TaskRead]:
+    """At most `limit` of the job's tasks, unfinished first, then failed, then the rest (each
+    by device name), picked by the database: a page of a 100,000-device job reads `limit`."""
+    rank = case(
+        (Task.status.in_(ACTIVE), 0),
+        (Task.status.in_(_WRONG), 1),
+        else_=2,
+    )
+    query = (
+        select(Task)
+        .where(Task.job_id == job.id)
+        .order_by(rank, Task.device_name, Task.id)
+        .limit(limit)
+    )
+    return [task_read(task) for task in await session.scalars(query)]
+
+
+def _job_read(job: Job, counts: dict[str, int], tasks: list[TaskRead] | None) -> JobRead:
     return JobRead(
         id=job.id,
         kind=job.kind,

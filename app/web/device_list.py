@@ -4,10 +4,11 @@ actions for those who may act (the browser sends them to POST /api/v1/power)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
-from fastapi import Query, Request
+from fastapi import Query
 from starlette.responses import Response
 
 from agents.protocol import BootDevice, PowerAction, PowerState
@@ -21,8 +22,16 @@ from app.web.pages import Viewer, ViewerDep, page_router
 router = page_router()
 PAGE = 100  # rows per request, at any catalogue size
 COUNTED = 1000  # the match count stops here ("1,000+")
-UNREACHABLE = "unreachable"  # the `power` choice of devices whose last read got no answer
 Text = Annotated[str, Query(max_length=4096)]
+
+
+class PowerFilter(StrEnum):
+    """The page's `power` choices: a last power state read (PowerState), or no answer to it."""
+
+    ON = PowerState.ON.value
+    OFF = PowerState.OFF.value
+    UNKNOWN = PowerState.UNKNOWN.value
+    UNREACHABLE = "unreachable"  # the last read got no answer (GET /devices?reachable=false)
 
 
 @dataclass
@@ -60,7 +69,7 @@ class Search:
     def bulk_targets(self) -> dict[str, object] | None:
         """The search as POST /power's targets, or None when it filters on what a bulk request
         cannot name (text search, reachability): then only ticked rows can be acted on."""
-        if self.q or self.power == UNREACHABLE:
+        if self.q or self.power == PowerFilter.UNREACHABLE:
             return None
         targets: dict[str, object] = {
             name: value
@@ -83,15 +92,15 @@ class Search:
             kind = DeviceKind(self.kind) if self.kind else None
         except ValueError:
             raise InvalidInput(f"kind: use one of {', '.join(DeviceKind)}") from None
+        try:
+            power = PowerFilter(self.power) if self.power else None
+        except ValueError:
+            raise InvalidInput(f"power: use one of {', '.join(PowerFilter)}") from None
         power_state, reachable = None, None
-        if self.power == UNREACHABLE:
+        if power is PowerFilter.UNREACHABLE:
             reachable = False
-        elif self.power:
-            try:
-                power_state = PowerState(self.power).value
-            except ValueError:
-                choices = ", ".join([*PowerState, UNREACHABLE])
-                raise InvalidInput(f"power: use one of {choices}") from None
+        elif power is not None:
+            power_state = PowerState(power).value
         return devices.DeviceFilter(
             select=self.select or None,
             site=self.site or None,
@@ -112,7 +121,6 @@ def _status(exc: Exception) -> int:
 
 @router.get("/devices")
 async def device_list(
-    request: Request,
     viewer: ViewerDep,
     q: Text = "",
     select: Text = "",
@@ -142,9 +150,8 @@ async def device_list(
     except (NotFound, InvalidInput, AmbiguousReference) as exc:
         search.errors.append(str(exc))
         status = _status(exc)
-    partial = request.headers.get("HX-Request") == "true" and not request.headers.get(
-        "HX-History-Restore-Request"
-    )
+    headers = viewer.request.headers
+    partial = headers.get("HX-Request") == "true" and not headers.get("HX-History-Restore-Request")
     visible = await sites.list_sites(viewer.session, viewer.ctx)
     operable = {site.slug for site in visible if viewer.can(Role.OPERATOR, site.id)}
     response = viewer.render(
@@ -161,7 +168,8 @@ async def device_list(
         sites=visible,
         operable=operable,
         kinds=list(DeviceKind),
-        power_choices=[*PowerState, UNREACHABLE],
+        power_choices=list(PowerFilter),
+        power_labels={PowerFilter.UNREACHABLE: "BMC unreachable (last read failed)"},
         power_actions=[a for a in PowerAction if a is not PowerAction.NMI],
         boot_devices=[BootDevice.BIOS, BootDevice.PXE, BootDevice.DISK, BootDevice.CDROM],
         bulk_targets=search.bulk_targets(),

@@ -1,5 +1,6 @@
 """`/jobs` and `/jobs/{id}`: power and boot jobs as GET /jobs answers them to the viewer; a
-running job follows the API's event stream in the browser, and is cancelled through the API."""
+running job follows the API's event stream in the browser, and is cancelled through the API.
+A job's page shows its counts and a bounded list of tasks (the API lists them all)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from urllib.parse import urlencode
 from fastapi import Query
 from starlette.responses import Response
 
-from agents.protocol import FINISHED, BootDevice, PowerAction
+from agents.protocol import FINISHED, BootDevice, PowerAction, TaskStatus
 from app.errors import AmbiguousReference, InvalidInput, NotFound
-from app.identity.models import Role
 from app.jobs import listing, service
 from app.jobs.models import JobStatus
 from app.jobs.schemas import JobRead
@@ -20,6 +20,7 @@ from app.web.pages import ViewerDep, page_router
 
 router = page_router()
 PAGE = 50
+SHOWN = 500  # tasks listed on a job's page, at any job size
 Text = Annotated[str, Query(max_length=200)]
 
 
@@ -78,7 +79,7 @@ async def job_list(
         found, next_cursor = await listing.list_jobs(
             viewer.session, viewer.ctx, search.job_filter(), limit=PAGE, cursor=cursor
         )
-        jobs = [await service.read_job(viewer.session, job, with_tasks=False) for job in found]
+        jobs = await service.read_jobs(viewer.session, found)
     except (NotFound, InvalidInput, AmbiguousReference) as exc:
         error = str(exc)
         code = 404 if isinstance(exc, NotFound) else 422 if type(exc) is InvalidInput else 400
@@ -92,19 +93,27 @@ async def job_list(
         later_page=cursor is not None,
         actions=[*PowerAction, *BootDevice],
         statuses=list(JobStatus),
+        notable=[status for status in TaskStatus if status is not TaskStatus.SUCCEEDED],
     )
 
 
 @router.get("/jobs/{job_id}")
 async def job_page(viewer: ViewerDep, job_id: str) -> Response:
-    """One job and its tasks; a job the viewer may not see is a 404, as in the API."""
+    """One job: its counts per status and at most SHOWN tasks, those still going and those that
+    went wrong first; a job the viewer may not see is a 404, as in the API."""
     job = await service.get_job(viewer.session, viewer.ctx, job_id)
-    read = await service.read_job(viewer.session, job)
-    site_ids = await service.job_site_ids(viewer.session, job)
+    read = await service.read_job(viewer.session, job, with_tasks=False)
+    tasks = await service.first_tasks(viewer.session, job, limit=SHOWN)
     running = read.status is JobStatus.RUNNING
-    may_cancel = running and all(viewer.can(Role.OPERATOR, site_id) for site_id in site_ids)
-    tasks = read.tasks or []
-    done = sum(1 for task in tasks if task.status in FINISHED)
+    may_cancel = running and await service.may_cancel(viewer.session, viewer.ctx, job)
     return viewer.render(
-        "job.html", job=read, tasks=tasks, done=done, running=running, may_cancel=may_cancel
+        "job.html",
+        job=read,
+        tasks=tasks,
+        done=sum(read.counts.get(status, 0) for status in FINISHED),
+        statuses=list(TaskStatus),
+        finished=sorted(FINISHED),
+        job_ended=[status for status in JobStatus if status is not JobStatus.RUNNING],
+        running=running,
+        may_cancel=may_cancel,
     )

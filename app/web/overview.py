@@ -15,7 +15,7 @@ from app.inventory.models import DeviceKind
 from app.inventory.summary import SiteCounts, site_counts
 from app.jobs.listing import running_per_site
 from app.jobs.models import JobStatus
-from app.web.device_list import UNREACHABLE
+from app.web.device_list import PowerFilter
 from app.web.pages import ViewerDep, page_router
 
 router = page_router()
@@ -62,7 +62,7 @@ def card(counts: SiteCounts, jobs: int, consoles_open: int) -> SiteCard:
         Count(
             "unreachable BMCs",
             counts.unreachable,
-            link("/devices", site=slug, power=UNREACHABLE),
+            link("/devices", site=slug, power=PowerFilter.UNREACHABLE),
         ),
         Count("running jobs", jobs, link("/jobs", site=slug, status=JobStatus.RUNNING)),
         Count("open consoles", consoles_open, link("/consoles", site=slug)),

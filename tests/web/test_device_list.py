@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from agents.protocol import PowerState
 from app.inventory.models import Device
 from app.jobs.engine import upsert_power
+from app.web.device_list import PowerFilter
 from tests.conftest import ADMIN_PASSWORD
 from tests.factories import device, ok, site
 
@@ -121,6 +123,14 @@ def test_unreachable_bmcs_are_a_filter_of_the_api_and_the_page(client: TestClien
     assert "no answer from 10.0.0.9" in page.text
     # Reachability cannot be sent to POST /power: "all matching" has no targets then.
     assert '<script type="application/json" id="bulk-targets">null</script>' in page.text
+    # The choices are every power state the API filters on, and no answer.
+    assert {*PowerFilter} == {*PowerState, PowerFilter.UNREACHABLE}
+    assert '<option value="unreachable" selected>BMC unreachable (last read failed)</option>' in (
+        page.text
+    )
+    wrong = pages.get("/devices", params={"power": "sleeping"})
+    assert wrong.status_code == 422
+    assert "power: use one of on, off, unknown, unreachable" in wrong.text
 
 
 def test_only_those_who_may_act_get_checkboxes(client: TestClient) -> None:
@@ -138,6 +148,7 @@ def test_only_those_who_may_act_get_checkboxes(client: TestClient) -> None:
     olga = as_browser(client, "olga").get("/devices")
     assert 'aria-label="Select node1"' in olga.text
     assert "bulk-dialog" in olga.text
+    assert "data-operable" not in olga.text  # which rows may be ticked is said by the rows
     sam = as_browser(client, "sam")
     listed = sam.get("/devices")
     assert ">br-web01<" in listed.text

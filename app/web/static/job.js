@@ -1,9 +1,14 @@
-// /jobs/{id} of a running job: the API's event stream updates each task's row in place and the
-// progress count; "Cancel job" goes through the API. A finished job's page is static.
+// /jobs/{id} of a running job: the API's event stream keeps a running tally of the tasks per
+// status (the page shows at most a few hundred rows of a job of any size) and updates the row of
+// the task an event names, if it is shown; "Cancel job" goes through the API. A finished job's
+// page is static. Which statuses are final comes from the server (data-finished-tasks and
+// data-ended-jobs), not a copy here.
 "use strict";
 
 (() => {
-  const FINISHED = new Set(["succeeded", "failed", "timeout", "cancelled", "lost", "skipped"]);
+  function words(text) {
+    return new Set((text || "").split(" ").filter(Boolean));
+  }
 
   function setState(node, status) {
     node.textContent = status;
@@ -12,16 +17,25 @@
 
   function start(root) {
     const id = root.dataset.job;
+    const FINISHED = words(root.dataset.finishedTasks);
+    const ENDED = words(root.dataset.endedJobs);
     const rows = new Map([...root.querySelectorAll("tr[data-device]")].map((row) => [row.dataset.device, row]));
     const cancel = document.getElementById("job-cancel");
+    const counts = new Map(); // status: tasks
+    const known = new Map(); // device: its last status seen, so no event is counted twice
+    let done = 0;
     let source = null;
 
-    function progress() {
-      const done = [...rows.values()].filter((row) => FINISHED.has(row.querySelector("[data-field=status]").textContent)).length;
-      root.querySelector("[data-done]").textContent = done;
+    function show() {
+      root.querySelector("[data-done]").textContent = done.toLocaleString();
+      root.querySelectorAll("[data-count]").forEach((item) => {
+        const count = counts.get(item.dataset.count) || 0;
+        item.querySelector("[data-number]").textContent = count.toLocaleString();
+        item.hidden = count === 0;
+      });
     }
 
-    function applyTask(task) {
+    function showRow(task) {
       const row = rows.get(task.device);
       if (!row) return;
       setState(row.querySelector("[data-field=status]"), task.status);
@@ -30,9 +44,37 @@
       row.querySelector("[data-field=message]").textContent = task.message || "";
     }
 
+    // The tally starts again from a read of the job: its counts, and its tasks if it has them
+    // (the stream's snapshot does; the final read asks for counts only).
+    function restart(job) {
+      counts.clear();
+      Object.entries(job.counts).forEach(([status, count]) => counts.set(status, count));
+      done = [...counts].reduce((sum, [status, count]) => sum + (FINISHED.has(status) ? count : 0), 0);
+      if (job.tasks) {
+        known.clear();
+        job.tasks.forEach((task) => {
+          known.set(task.device, task.status);
+          showRow(task);
+        });
+      }
+      show();
+    }
+
+    // One event: only its task's row and the tally change (no rescan of the table).
+    function applyTask(task) {
+      const before = known.get(task.device);
+      if (FINISHED.has(before)) return; // a final status stays; a late event is older news
+      if (before !== undefined) counts.set(before, (counts.get(before) || 1) - 1);
+      counts.set(task.status, (counts.get(task.status) || 0) + 1);
+      if (FINISHED.has(task.status)) done += 1;
+      known.set(task.device, task.status);
+      showRow(task);
+      show();
+    }
+
     function applyJob(job) {
       setState(root.querySelector("[data-job-status]"), job.status);
-      (job.tasks || []).forEach(applyTask);
+      if (job.counts) restart(job);
       if (job.finished_at) {
         const when = document.createElement("time");
         when.dateTime = job.finished_at;
@@ -40,8 +82,7 @@
         when.title = job.finished_at;
         root.querySelector("[data-finished]").replaceChildren(when);
       }
-      progress();
-      if (job.status !== "running") finish();
+      if (ENDED.has(job.status)) finish();
     }
 
     function finish() {
@@ -52,7 +93,7 @@
 
     async function reread() {
       try {
-        applyJob(await Rackhand.api("GET", `/api/v1/jobs/${encodeURIComponent(id)}`));
+        applyJob(await Rackhand.api("GET", `/api/v1/jobs/${encodeURIComponent(id)}?tasks=false`));
       } catch (failure) {
         Rackhand.notify(failure.message, "error");
       }
@@ -69,10 +110,7 @@
         reread();
       }
     });
-    source.addEventListener("task", (event) => {
-      applyTask(JSON.parse(event.data));
-      progress();
-    });
+    source.addEventListener("task", (event) => applyTask(JSON.parse(event.data)));
     source.addEventListener("closed", (event) => {
       finish();
       Rackhand.notify(JSON.parse(event.data).detail, "error");
