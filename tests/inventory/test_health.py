@@ -48,8 +48,10 @@ def test_a_success_marks_a_lone_path_of_its_kind_only() -> None:
 def test_a_redfish_path_and_a_lone_outlet() -> None:
     redfish = _path(3, PathKind.REDFISH, "10.0.0.3")
     outlet = _path(4, PathKind.PDU_OUTLET, None)
-    message = ("redfish https://10.0.0.3:443: certificate changed; "
-               "pdu_outlet 10.0.9.9:22 not used: an outlet can only switch AC on or off")  # fmt: skip
+    message = (
+        "redfish https://10.0.0.3:443: certificate changed; "
+        "pdu_outlet 10.0.9.9:22 not used: an outlet can only switch AC on or off"
+    )
     reading = _read(False, message=message)
     assert path_health(redfish, reading, [redfish, outlet]).detail.startswith("redfish https")
     assert path_health(outlet, reading, [redfish, outlet]).detail.startswith("pdu_outlet 10.0.9.9")

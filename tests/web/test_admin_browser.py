@@ -184,7 +184,7 @@ def _delivered(dashboard: Dashboard, count: int, within: float = 10.0) -> None:
     """The sender marks a delivery delivered just after the receiver answered."""
 
     def done() -> bool:
-        items = dashboard.api.get("webhooks/1/deliveries").json()["items"]
+        items: list[dict[str, str]] = dashboard.api.get("webhooks/1/deliveries").json()["items"]
         return sum(item["status"] == "delivered" for item in items) >= count
 
     until(done, f"{count} deliveries delivered", within)
