@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
+from fastapi.testclient import TestClient
 
 
 def ok(response: Any, status: int = 200) -> Any:
@@ -42,3 +44,16 @@ def error(response: Any, status: int) -> str:
     assert isinstance(body["detail"], str)
     assert body["detail"]
     return str(body["detail"])
+
+
+def poll_power(client: TestClient) -> int:
+    """One power poll of every site now, whatever its interval, its reports stored; returns the
+    orders sent (the app's own poller, `PowerPoller.poll_once`)."""
+    poller = client.app.state.poller  # type: ignore[attr-defined]
+
+    async def once() -> int:
+        async with asyncio.timeout(10):
+            sent: int = await poller.poll_once()
+            return sent
+
+    return client.portal.call(once)  # type: ignore[union-attr]

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.requests import HTTPConnection
 
 from agents.protocol import (
     ConsoleClosed,
@@ -146,6 +147,12 @@ class Live:
 PowerHook = Callable[[RequestContext, str, str], Awaitable[dict[str, Any]]]
 
 
+def broker_of(connection: HTTPConnection) -> ConsoleBroker:
+    """The app's console broker, for a request or a WebSocket."""
+    broker: ConsoleBroker = connection.app.state.consoles
+    return broker
+
+
 class ConsoleBroker:
     def __init__(
         self,
@@ -225,6 +232,12 @@ class ConsoleBroker:
             for v in live.viewers.values()
         ]
         return read
+
+    def read_row(self, row: ConsoleSession) -> ConsoleRead:
+        """A session as the API's GETs answer it: with its writer and viewers while it is live
+        here (the console routes and pages alike)."""
+        live = self.get(row.id)
+        return self.read(live) if live is not None else service.to_read(row)
 
     def get(self, console_id: str) -> Live | None:
         return self._live.get(console_id)

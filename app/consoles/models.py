@@ -18,6 +18,21 @@ class ConsoleStatus(StrEnum):
     FAILED = "failed"  # never opened: the message says why
 
 
+class ConsoleVia(StrEnum):
+    """The console path a session asks for: `auto` tries the device's console paths in order."""
+
+    AUTO = "auto"
+    IPMI = "ipmi"
+    CONSOLE_PORT = "console_port"
+
+
+class ConsoleMode(StrEnum):
+    """How a viewer joins: `rw` may take the keyboard, `ro` only watches."""
+
+    RW = "rw"
+    RO = "ro"
+
+
 LIVE = (ConsoleStatus.OPENING, ConsoleStatus.OPEN)
 LIVE_SQL = "status IN ('opening', 'open')"  # as text, for the partial index below
 

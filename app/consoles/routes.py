@@ -15,8 +15,8 @@ from fastapi.responses import FileResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from app.consoles import service
-from app.consoles.broker import ConsoleBroker, Item, Live, Viewer
-from app.consoles.models import ConsoleSession, ConsoleStatus
+from app.consoles.broker import ConsoleBroker, Item, Live, Viewer, broker_of
+from app.consoles.models import ConsoleMode, ConsoleStatus
 from app.consoles.schemas import ConsolePage, ConsoleRead, ConsoleRequest
 from app.deps import SessionDep, own_transactions
 from app.errors import Forbidden, Hidden, InUse, NotFound, RackhandError, Refused, Unauthenticated
@@ -35,11 +35,6 @@ ENDED = CLOSE_CODES[Unauthenticated]  # the viewer's credential stopped working 
 RECHECK_FAILURES = 3
 
 
-def _broker(request: Request | WebSocket) -> ConsoleBroker:
-    broker: ConsoleBroker = request.app.state.consoles
-    return broker
-
-
 @router.post("/devices/{device}/consoles", status_code=status.HTTP_201_CREATED)
 @own_transactions
 async def open_console(
@@ -49,8 +44,8 @@ async def open_console(
     ctx = dataclasses.replace(
         ctx, ticket=body.ticket or ctx.ticket, reason=body.reason or ctx.reason
     )
-    read, created = await _broker(request).open(ctx, device, body)
-    if read.stream is not None and body.mode == "ro":
+    read, created = await broker_of(request).open(ctx, device, body)
+    if read.stream is not None and body.mode is ConsoleMode.RO:
         read.stream += "?mode=ro"  # the stream to join, as asked (the session itself is shared)
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -68,8 +63,8 @@ async def list_consoles(
 ) -> ConsolePage:
     """Console sessions at the caller's sites, newest first (at most 500)."""
     rows = await service.listing(session, ctx, status_, device, site)
-    broker = _broker(request)
-    return ConsolePage(items=[_read(broker, row) for row in rows])
+    broker = broker_of(request)
+    return ConsolePage(items=[broker.read_row(row) for row in rows])
 
 
 @router.get("/consoles/{console_id}")
@@ -77,12 +72,7 @@ async def get_console(
     request: Request, session: SessionDep, ctx: Ctx, console_id: str
 ) -> ConsoleRead:
     row = await service.get(session, ctx, console_id)
-    return _read(_broker(request), row)
-
-
-def _read(broker: ConsoleBroker, row: ConsoleSession) -> ConsoleRead:
-    live = broker.get(row.id)
-    return broker.read(live) if live is not None else service.to_read(row)
+    return broker_of(request).read_row(row)
 
 
 @router.delete("/consoles/{console_id}", status_code=status.HTTP_204_NO_CONTENT)
@@ -90,15 +80,11 @@ def _read(broker: ConsoleBroker, row: ConsoleSession) -> ConsoleRead:
 async def close_console(request: Request, session: SessionDep, ctx: Ctx, console_id: str) -> None:
     """Close a live session (its opener, or an admin at the site); viewers are told why."""
     row = await service.get(session, ctx, console_id)
-    if row.actor_name != ctx.principal.actor.name:
-        ctx.require(Role.ADMIN, row.site_id, what="closing another user's console",
-                    target_type="device", target_id=row.device_id, target_name=row.device_name,
-                    site=row.site)  # fmt: skip
-    ctx.require(Role.OPERATOR, row.site_id, what="console", site=row.site)
-    live = _broker(request).get(row.id)
+    service.require_close(ctx, row)
+    live = broker_of(request).get(row.id)
     if live is None:
         raise InUse(f"console session {row.id} is already {row.status}")
-    await _broker(request).close(live, "closed", f"closed by {ctx.principal.actor.name}", ctx)
+    await broker_of(request).close(live, "closed", f"closed by {ctx.principal.actor.name}", ctx)
 
 
 @router.get(
@@ -138,7 +124,7 @@ async def recording(
 @router.websocket("/consoles/{console_id}/stream")
 async def stream(websocket: WebSocket, console_id: str, mode: Literal["rw", "ro"] = "rw") -> None:
     """Raw bytes both ways in binary frames; JSON control and events in text frames."""
-    broker = _broker(websocket)
+    broker = broker_of(websocket)
     await websocket.accept()
     try:
         ctx = await connection_context(websocket)

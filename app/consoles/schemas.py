@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from app.consoles.models import ConsoleStatus
+from app.consoles.models import ConsoleMode, ConsoleStatus, ConsoleVia
 
 Ticket = Annotated[str, StringConstraints(max_length=128, pattern=r"^[^\x00-\x1f]*$")]
 
@@ -15,8 +15,8 @@ Ticket = Annotated[str, StringConstraints(max_length=128, pattern=r"^[^\x00-\x1f
 class ConsoleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    via: Literal["auto", "ipmi", "console_port"] = "auto"
-    mode: Literal["rw", "ro"] = "rw"
+    via: ConsoleVia = ConsoleVia.AUTO
+    mode: ConsoleMode = ConsoleMode.RW
     cols: Annotated[int, Field(ge=20, le=500)] = 80
     rows: Annotated[int, Field(ge=5, le=200)] = 25
     ticket: Ticket | None = None
@@ -35,7 +35,7 @@ class ViewerRead(BaseModel):
     viewer: str
     name: str
     since: datetime
-    mode: Literal["rw", "ro"]
+    mode: ConsoleMode
 
 
 class ConsoleRead(BaseModel):

@@ -20,6 +20,7 @@ from app.db import fit, utcnow
 from app.errors import NotFound
 from app.fleetlink.paths import console_paths
 from app.identity.models import Role
+from app.identity.principal import Principal
 from app.inventory.devices import device_for
 from app.inventory.models import ControlPath, Device, PathKind, Site
 from app.vault import Vault
@@ -132,6 +133,48 @@ async def listing(
     if site is not None:
         query = query.where(ConsoleSession.site == site)
     return list(await session.scalars(query))
+
+
+async def recordings(
+    session: AsyncSession, ctx: RequestContext, device: Device, limit: int
+) -> list[ConsoleSession]:
+    """The device's closed sessions that have a recording, newest first, among the caller's
+    sites (as `GET /consoles?device=&status=closed` lists them). The caller has found `device`
+    through the ctx's checks."""
+    query = (
+        select(ConsoleSession)
+        .where(
+            ConsoleSession.device_id == device.id,
+            ConsoleSession.status == ConsoleStatus.CLOSED,
+            ConsoleSession.recording.is_not(None),
+        )
+        .order_by(ConsoleSession.created_at.desc())
+        .limit(limit)
+    )
+    sites = ctx.principal.visible_site_ids()
+    if sites is not None:
+        query = query.where(ConsoleSession.site_id.in_(sorted(sites)))
+    return list(await session.scalars(query))
+
+
+def closer_role(row: ConsoleSession, actor: str) -> Role:
+    """The role that closes a session: its opener needs an operator's, anyone else an admin's
+    at its site. One rule for `DELETE /consoles/{id}` and the page's Close button."""
+    return Role.OPERATOR if row.actor_name == actor else Role.ADMIN
+
+
+def may_close(principal: Principal, row: ConsoleSession) -> bool:
+    """Whether `require_close` would let this caller close the session."""
+    return principal.allows(closer_role(row, principal.actor.name), row.site_id)
+
+
+def require_close(ctx: RequestContext, row: ConsoleSession) -> None:
+    """Refuse (audited) a caller who may not close the session."""
+    if closer_role(row, ctx.principal.actor.name) is Role.ADMIN:
+        ctx.require(Role.ADMIN, row.site_id, what="closing another user's console",
+                    target_type="device", target_id=row.device_id, target_name=row.device_name,
+                    site=row.site)  # fmt: skip
+    ctx.require(Role.OPERATOR, row.site_id, what="console", site=row.site)
 
 
 async def live_per_site(session: AsyncSession, ctx: RequestContext) -> Counter[int]:

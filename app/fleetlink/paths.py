@@ -176,6 +176,21 @@ def _secret(row: ControlPath, vault: Vault) -> str:
     return vault.decrypt(row.secret_ciphertext) if row.secret_ciphertext else ""
 
 
+def redfish_url(address: str | None, port: int | None) -> str:
+    address = address or ""
+    return address if address.startswith("https://") else f"https://{address}:{port or 443}"
+
+
+def bmc_endpoint(kind: PathKind, address: str | None, port: int | None) -> str | None:
+    """The endpoint the agent names a BMC path by in its messages ("ipmi 10.0.0.5:623: …"),
+    as `_bmc_path` builds it; None for the kinds reached through another device."""
+    if kind is PathKind.IPMI:
+        return IpmiPath(address or "", "", "", port=port or 623).endpoint
+    if kind is PathKind.REDFISH:
+        return RedfishPath(redfish_url(address, port), "", "").endpoint
+    return None
+
+
 def _bmc_path(row: ControlPath, vault: Vault) -> Path:
     if row.kind is PathKind.IPMI:
         return IpmiPath(
@@ -185,10 +200,8 @@ def _bmc_path(row: ControlPath, vault: Vault) -> Path:
             port=row.port or 623,
             cipher_suite=int(row.options.get("cipher_suite") or 0),
         )
-    address = row.address or ""
-    url = address if address.startswith("https://") else f"https://{address}:{row.port or 443}"
     return RedfishPath(
-        url=url,
+        url=redfish_url(row.address, row.port),
         username=row.username or "",
         password=_secret(row, vault),
         fingerprint=row.options.get("tls_fingerprint"),

@@ -19,7 +19,7 @@ from app.db import utcnow
 from app.errors import Forbidden, NotFound
 from app.identity import secrets
 from app.identity.models import ApiToken, Role, TokenKind, User
-from app.identity.principal import Credential
+from app.identity.principal import Credential, Principal
 from app.identity.schemas import GrantSpec, TokenCreate, TokenCreated, TokenRead
 from app.identity.service import describe, replace_grants, resolve_specs, token_grants
 
@@ -59,6 +59,14 @@ async def issue_access_token(session: AsyncSession, user: User) -> str:
     return raw
 
 
+def token_roles(principal: Principal) -> list[Role]:
+    """The roles a token of this caller may hold (on some of its sites): none above its own
+    strongest. `POST /tokens` refuses any other; the tokens page offers only these."""
+    return [
+        role for role in Role if any(principal.allows(role, site) for _, site in principal.grants)
+    ]
+
+
 async def create_token(
     session: AsyncSession, ctx: RequestContext, data: TokenCreate
 ) -> TokenCreated:
@@ -72,7 +80,11 @@ async def create_token(
     else:
         specs = [GrantSpec(role=data.role, sites=data.sites)]
         pairs = await resolve_specs(session, specs, principal.visible_site_ids())
-    if not pairs or not all(principal.allows(role, site) for role, site in pairs):
+    if (
+        data.role not in token_roles(principal)
+        or not pairs
+        or not all(principal.allows(role, site) for role, site in pairs)
+    ):
         raise Forbidden(
             f"a token cannot hold more than you: you lack {data.role} on some of those sites",
             ctx.event(

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import Row, Select, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from agents.protocol import PowerState
 from app.audit.service import Event, diff, stage
 from app.context import RequestContext
 from app.errors import AlreadyExists, AmbiguousReference, FieldError, InUse, NotFound
@@ -30,15 +30,22 @@ from app.inventory.models import (
 from app.inventory.placement import ParentRef, RackOccupancy, check_parent, check_rack
 from app.inventory.racks import get_rack
 from app.inventory.refs import as_id, unavailable
-from app.inventory.schemas import DeviceCreate, DeviceDetail, DeviceRead, DeviceUpdate, Page
+from app.inventory.schemas import (
+    DeviceCreate,
+    DeviceDetail,
+    DeviceRead,
+    DeviceUpdate,
+    Page,
+    PowerRead,
+)
 from app.inventory.selectors import name_in, resolve
 from app.inventory.sites import get_site
 from app.paging import decode_cursor, encode_cursor
 
 Sort = Literal["name", "-name"]
-# device, site slug, rack, parent, power state
-ReadQuery = Select[Device, str, str | None, str | None, str | None]
-ReadRow = Row[Device, str, str | None, str | None, str | None]
+# device, site slug, rack, parent, last power read
+ReadQuery = Select[Device, str, str | None, str | None, PowerStatus | None]
+ReadRow = Row[Device, str, str | None, str | None, PowerStatus | None]
 Parent = aliased(Device)
 
 
@@ -62,7 +69,7 @@ class DeviceFilter:
 
 def _read_query() -> ReadQuery:
     return (
-        select(Device, Site.slug, Rack.name, Parent.name, PowerStatus.state)
+        select(Device, Site.slug, Rack.name, Parent.name, PowerStatus)
         .join(Site, Device.site_id == Site.id)
         .outerjoin(Rack, Device.rack_id == Rack.id)
         .outerjoin(Parent, Device.parent_id == Parent.id)
@@ -102,7 +109,8 @@ async def _with_tags(session: AsyncSession, rows: Sequence[ReadRow]) -> list[Dev
             description=device.description,
             tags=tags[device.id],
             attributes=device.attributes,
-            power_state=power or "unknown",
+            power_state=power.state if power else "unknown",
+            power=to_power_read(power) if power else None,
             created_at=device.created_at,
             updated_at=device.updated_at,
         )
@@ -203,29 +211,30 @@ async def count_devices(session: AsyncSession, flt: DeviceFilter, *, upto: int) 
     return await session.scalar(select(func.count()).select_from(query.subquery())) or 0
 
 
-@dataclass(frozen=True)
-class PowerReading:
-    """When a device's power state was last read, and whether it answered then."""
-
-    checked_at: datetime
-    reachable: bool
-    message: str
-    state: str = "unknown"  # on | off | unknown, as GET /devices shows `power_state`
-    path: str | None = None  # the path kind that answered
-    last_seen_at: datetime | None = None  # its last answer
+PowerReading = PowerRead  # the name the pages used before the API answered it too
 
 
-async def power_readings(session: AsyncSession, device_ids: list[int]) -> dict[int, PowerReading]:
-    """The last power reads of a page of devices (those never read are absent)."""
+def to_power_read(row: PowerStatus) -> PowerRead:
+    return PowerRead(
+        state=PowerState(row.state) if row.state in _STATES else PowerState.UNKNOWN,
+        reachable=row.reachable,
+        checked_at=row.checked_at,
+        path=row.path,
+        message=row.message,
+        last_seen_at=row.last_seen_at,
+    )
+
+
+_STATES = frozenset(PowerState)
+
+
+async def power_readings(session: AsyncSession, device_ids: list[int]) -> dict[int, PowerRead]:
+    """The last power reads of a page of devices, as `GET /devices` answers them in `power`
+    (those never read are absent)."""
     if not device_ids:
         return {}
     rows = await session.scalars(select(PowerStatus).where(PowerStatus.device_id.in_(device_ids)))
-    return {
-        row.device_id: PowerReading(
-            row.checked_at, row.reachable, row.message, row.state, row.path, row.last_seen_at
-        )
-        for row in rows
-    }
+    return {row.device_id: to_power_read(row) for row in rows}
 
 
 def no_device(ref: str) -> str:
@@ -249,8 +258,25 @@ async def device_for(
     session: AsyncSession, ctx: RequestContext, ref: str, role: Role, what: str
 ) -> Device:
     """A device at a site where the caller holds `role` (elsewhere it looks missing)."""
-    device = await get_device(session, ref)
-    site = await session.get(Site, device.site_id)
+    device, _ = await device_and_site(session, ctx, ref, role, what)
+    return device
+
+
+async def device_and_site(
+    session: AsyncSession, ctx: RequestContext, ref: str, role: Role, what: str
+) -> tuple[Device, Site]:
+    """`device_for`, with the device's site read in the same query (a page shows both)."""
+    device_id = as_id(ref)
+    row = (
+        await session.execute(
+            select(Device, Site)
+            .join(Site, Device.site_id == Site.id)
+            .where(Device.id == device_id if device_id else Device.name == ref)
+        )
+    ).first()
+    if row is None:
+        raise NotFound(no_device(ref))
+    device, site = row
     ctx.require(
         role,
         device.site_id,
@@ -258,10 +284,10 @@ async def device_for(
         target_type="device",
         target_id=device.id,
         target_name=device.name,
-        site=site.slug if site else None,
+        site=site.slug,
         missing=no_device(ref),
     )
-    return device
+    return device, site
 
 
 def _event(ctx: RequestContext, type_: str, read: DeviceRead, details: dict[str, Any]) -> Event:

@@ -1,9 +1,11 @@
 """What Rackhand last learnt of a device's power and of each of its control paths.
 
-The poller and every job store a device's last power read (`power_status`): the state, whether
-the device answered, the path kind that answered and, when none did, the message of the
-attempt, in which each path tried has its own part ("ipmi 10.0.0.5:623: …"). A path nobody has
-tried yet is "not checked yet": the page says so rather than guess.
+The poller and every job store a device's last power read (`power_status`, answered by the API
+as the device's `power`): the state, whether the device answered, the path kind that answered
+and, when none did, the message of the attempt, in which each path tried has its own part
+("ipmi 10.0.0.5:623: …"). A part names its path by kind and endpoint, exactly; a kind held by
+one path only needs no endpoint. Where the read cannot tell which path it was about (two paths
+of a kind answering as one), the path is "not checked yet": the page says less rather than guess.
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from app.inventory.devices import PowerReading, power_readings
-from app.inventory.models import Device, PathKind
-from app.inventory.schemas import PathRead
+from app.consoles.models import ConsoleVia
+from app.fleetlink.paths import bmc_endpoint
+from app.inventory.models import PathKind
+from app.inventory.schemas import PathRead, PowerRead
 
 
 class Health(StrEnum):
@@ -37,20 +38,17 @@ UNCHECKED = PathHealth(Health.UNCHECKED, "not checked yet")
 POWER_KINDS = frozenset({PathKind.IPMI, PathKind.REDFISH, PathKind.PDU_OUTLET})
 
 
-async def power_reading(session: AsyncSession, device: Device) -> PowerReading | None:
-    """The device's last power read (by the poller or a job), or None if never read. The
-    caller has already found `device` through the ctx's checks (`device_for`)."""
-    return (await power_readings(session, [device.id])).get(device.id)
-
-
-def path_health(path: PathRead, reading: PowerReading | None) -> PathHealth:
-    """One path's last outcome as far as the last power read tells it."""
+def path_health(path: PathRead, reading: PowerRead | None, paths: list[PathRead]) -> PathHealth:
+    """One path's last outcome as far as the last power read tells it; `paths` are all the
+    device's paths (a kind held by two is told apart by endpoint only)."""
     if reading is None or path.kind not in POWER_KINDS:
         return UNCHECKED
-    if reading.reachable and reading.path == path.kind:
+    alone = sum(1 for other in paths if other.kind == path.kind) == 1
+    # The read names the kind that answered, not which of its paths: only a lone one is known.
+    if reading.reachable and reading.path == path.kind and alone:
         return PathHealth(Health.OK, "answered the last power read", reading.last_seen_at)
     for part in reading.message.split("; "):
-        if _names(part, path):
+        if _names(part, path, alone):
             return PathHealth(Health.FAILED, part, reading.checked_at)
     return UNCHECKED
 
@@ -59,7 +57,7 @@ def path_health(path: PathRead, reading: PowerReading | None) -> PathHealth:
 class ConsoleAttempt:
     """A console session's outcome, as the consoles service stores it."""
 
-    asked: str  # auto, ipmi, console_port
+    asked: ConsoleVia
     attached: str | None  # the path kind that attached
     failed: bool
     message: str
@@ -77,24 +75,27 @@ def console_health(path: PathRead, attempts: list[ConsoleAttempt]) -> PathHealth
     for attempt in attempts:  # newest first
         if attempt.attached == path.kind:
             return PathHealth(Health.OK, "a console attached", attempt.at)
-        if attempt.failed and attempt.asked == path.kind:
+        if attempt.failed and attempt.asked.value == path.kind.value:
             return PathHealth(Health.FAILED, attempt.message or "the console failed", attempt.at)
     return UNCHECKED
 
 
 def health(
-    path: PathRead, reading: PowerReading | None, attempts: list[ConsoleAttempt]
+    path: PathRead, paths: list[PathRead], reading: PowerRead | None, attempts: list[ConsoleAttempt]
 ) -> PathHealth:
     """What the power read says of the path, else what its last console session says."""
-    found = path_health(path, reading)
+    found = path_health(path, reading, paths)
     return found if found.health is not Health.UNCHECKED else console_health(path, attempts)
 
 
-def _names(part: str, path: PathRead) -> bool:
-    """Whether a part of an attempt's message is about this path (its kind, then its
-    endpoint when the message gives one)."""
-    if not part.startswith(f"{path.kind} "):
-        return False
-    if path.address is None:
-        return True
-    return path.address in part
+def _names(part: str, path: PathRead, alone: bool) -> bool:
+    """Whether a part of an attempt's message is about this path: "<kind> <endpoint>: …" or
+    "<kind> <endpoint> not used: …" with its own endpoint exactly (10.0.0.1:623 is not
+    10.0.0.10:623), or any part of its kind when the device has no other path of that kind
+    (an outlet's endpoint is its PDU's, which the path does not carry)."""
+    endpoint = bmc_endpoint(path.kind, path.address, path.port)
+    if endpoint is not None:
+        for after in (": ", " not used: "):
+            if part.startswith(f"{path.kind} {endpoint}{after}"):
+                return True
+    return alone and (part.startswith(f"{path.kind} ") or part.startswith(f"{path.kind}: "))

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from agents.protocol import PowerState
 from app.inventory.models import DeviceKind, DeviceStatus, PathKind, SiteKind
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -287,6 +288,18 @@ class DeviceUpdate(Schema):
     attributes: Attributes | None = None
 
 
+class PowerRead(BaseModel):
+    """A device's last power read: what the poller or a job last learnt, and from which path.
+    Its message is the agent's (endpoints and errors, never a secret)."""
+
+    state: PowerState = Field(description="as `power_state`")
+    reachable: bool = Field(description="false: no path answered the last read")
+    checked_at: datetime
+    path: str | None = Field(description="the path kind that answered")
+    message: str = Field(description="why no path answered, one part per path tried")
+    last_seen_at: datetime | None = Field(description="the device's last answer")
+
+
 class DeviceRead(BaseModel):
     id: int
     name: str
@@ -308,6 +321,9 @@ class DeviceRead(BaseModel):
     tags: list[str]
     attributes: dict[str, Any]
     power_state: Literal["on", "off", "unknown"] = "unknown"
+    power: PowerRead | None = Field(
+        None, description="the last power read (by the poller or a job); null: never read"
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -57,6 +57,7 @@ class PowerPoller:
         self._tick = tick
         self._next_round: dict[int, float] = {}
         self._out: Counter[str] = Counter()  # reports still expected, per site
+        self._settled = asyncio.Event()  # set when no report is expected any more
         self._asked: dict[str, _Asked] = {}
         self._ids = itertools.count(1)
         self._pending: list[Report] = []
@@ -96,6 +97,17 @@ class PowerPoller:
                     continue
                 self._next_round[site_id] = now + every
                 sent += await self._round(session, site_id, slug)
+        return sent
+
+    async def poll_once(self) -> int:
+        """Poll every site now, whatever its interval, and return once the reports are stored;
+        returns the orders sent. For tests (and tools) that want fresh power states without
+        waiting for the next round; bound it with `asyncio.timeout`."""
+        self._next_round.clear()
+        sent = await self.poll_due()
+        while any(self._out.values()):
+            self._settled.clear()
+            await self._settled.wait()
         return sent
 
     async def _round(self, session: AsyncSession, site_id: int, slug: str) -> int:
@@ -153,6 +165,8 @@ class PowerPoller:
                 log.exception("storing %d power polls failed; they are dropped", len(batch))
             for one in asked:
                 self._out[one.site] -= 1
+            if not any(self._out.values()):
+                self._settled.set()
 
     async def _write(self, batch: list[Report], asked: list[_Asked]) -> None:
         now = utcnow()

@@ -81,13 +81,11 @@ async def admin_users(viewer: ViewerDep) -> Response:
 @router.get("/admin/tokens")
 async def admin_tokens(viewer: ViewerDep) -> Response:
     found = await tokens.list_tokens(viewer.session, viewer.ctx)
-    held = [role for role, _ in viewer.ctx.principal.grants]
-    strongest = max((role.rank for role in held), default=0)
     return viewer.render(
         "admin_tokens.html",
         tokens=found,
         everyone=viewer.can(Role.ADMIN),
-        roles=[role for role in Role if role.rank <= strongest],
+        roles=tokens.token_roles(viewer.ctx.principal),  # those POST /tokens accepts
         sites=await sites.list_sites(viewer.session, viewer.ctx),
         max_days=MAX_TOKEN_DAYS,
         default_days=TOKEN_DAYS_DEFAULT,

@@ -10,19 +10,18 @@ recording through REST. The page only decides which buttons to show.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import Query
 from starlette.responses import Response
 
 from agents.protocol import PowerAction
 from app.consoles import service
-from app.consoles.broker import ConsoleBroker
-from app.consoles.models import LIVE, ConsoleSession, ConsoleStatus
-from app.consoles.schemas import ConsoleRead
+from app.consoles.broker import broker_of
+from app.consoles.models import LIVE, ConsoleMode, ConsoleStatus
 from app.identity.models import Role
 from app.inventory import sites
-from app.web.pages import CSP, Viewer, ViewerDep, page_router
+from app.web.pages import CSP, ViewerDep, page_router
 
 router = page_router()
 
@@ -32,18 +31,6 @@ POWER_BUTTONS = (PowerAction.ON, PowerAction.OFF, PowerAction.CYCLE, PowerAction
 # asciinema-player runs its terminal emulator as WebAssembly, which a CSP without
 # 'wasm-unsafe-eval' refuses to compile; it allows WebAssembly only, never JavaScript eval.
 REPLAY_CSP = CSP.replace("script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'")
-
-
-def _broker(viewer: Viewer) -> ConsoleBroker:
-    broker: ConsoleBroker = viewer.request.app.state.consoles
-    return broker
-
-
-def _read(viewer: Viewer, row: ConsoleSession) -> ConsoleRead:
-    """The session as the API's GET answers it: with its writer and viewers while it is live."""
-    broker = _broker(viewer)
-    live = broker.get(row.id)
-    return broker.read(live) if live is not None else service.to_read(row)
 
 
 @router.get("/consoles")
@@ -68,18 +55,19 @@ async def console_list(
     may_open = [s for s in visible if viewer.can(Role.OPERATOR, s.id)]
     return viewer.render(
         "consoles.html",
-        live=[_read(viewer, row) for row in live],
+        live=[broker_of(viewer.request).read_row(row) for row in live],
         recent=[service.to_read(row) for row in recent],
         sites=visible,
         may_open=bool(may_open),
         site=site or "",
         device=device or "",
+        ConsoleStatus=ConsoleStatus,
     )
 
 
 @router.get("/consoles/{console_id}")
 async def console_page(
-    viewer: ViewerDep, console_id: str, mode: Literal["rw", "ro"] = "rw"
+    viewer: ViewerDep, console_id: str, mode: ConsoleMode = ConsoleMode.RW
 ) -> Response:
     """The live console; `?mode=ro` joins read-only (the switch on the page does the same)."""
     row = await service.get(viewer.session, viewer.ctx, console_id)
@@ -87,14 +75,15 @@ async def console_page(
     admin = viewer.can(Role.ADMIN, row.site_id)
     return viewer.render(
         "console.html",
-        console=_read(viewer, row),
+        console=broker_of(viewer.request).read_row(row),
         live=row.status in LIVE,
         operator=operator,
         admin=admin,
-        # DELETE /consoles/{id}: its opener or an admin at the site (the API checks again)
-        mode=mode if operator else "ro",
-        may_close=operator and (admin or row.actor_name == viewer.username),
+        mode=mode if operator else ConsoleMode.RO,
+        may_close=service.may_close(viewer.ctx.principal, row),  # DELETE /consoles/{id}'s rule
         power_buttons=POWER_BUTTONS,
+        ConsoleStatus=ConsoleStatus,
+        ConsoleMode=ConsoleMode,
     )
 
 
@@ -106,6 +95,7 @@ async def recording_page(viewer: ViewerDep, console_id: str) -> Response:
         console=service.to_read(row),
         closed=row.status is ConsoleStatus.CLOSED,
         reason=row.reason,
+        live_states=LIVE,
     )
     response.headers["Content-Security-Policy"] = REPLAY_CSP
     return response

@@ -11,12 +11,12 @@ from starlette.responses import Response
 
 from agents.protocol import BootDevice, PowerAction
 from app.audit import service as audit
+from app.audit.models import Outcome
 from app.consoles import service as consoles
-from app.consoles.models import ConsoleStatus
+from app.consoles.models import ConsoleStatus, ConsoleVia
 from app.identity.models import Role
 from app.inventory import devices
-from app.inventory.health import ConsoleAttempt, PathHealth, health, power_reading
-from app.inventory.models import Site
+from app.inventory.health import ConsoleAttempt, Health, PathHealth, health
 from app.inventory.schemas import PATH_MODELS, PathRead
 from app.web.pages import ViewerDep, page_router
 
@@ -60,26 +60,25 @@ class PathRow:
 @router.get("/devices/{name}")
 async def device_page(viewer: ViewerDep, name: str) -> Response:
     session, ctx = viewer.session, viewer.ctx
-    found = await devices.device_for(session, ctx, name, Role.VIEWER, "reading a device")
-    detail = await devices.read_device(session, found)
-    site = await session.get(Site, found.site_id)
-    assert site is not None  # a device always has its site (RESTRICT)
-    reading = await power_reading(session, found)
+    found, site = await devices.device_and_site(session, ctx, name, Role.VIEWER, "reading a device")
+    detail = await devices.read_device(session, found)  # GET /devices/{name}'s answer
     attempts = [
-        ConsoleAttempt(row.via, row.path, row.status is ConsoleStatus.FAILED, row.message,
-                       row.created_at)
+        ConsoleAttempt(ConsoleVia(row.via), row.path, row.status is ConsoleStatus.FAILED,
+                       row.message, row.created_at)
         for row in await consoles.last_attempts(session, found)
     ]  # fmt: skip
-    closed = await consoles.listing(session, ctx, ConsoleStatus.CLOSED, found.name)
-    recordings = [row for row in closed if row.recording is not None][:RECORDINGS]
+    recordings = await consoles.recordings(session, ctx, found, RECORDINGS)
     flt = await audit.audit_filter(session, ctx, device=found.name)
     events, _ = await audit.list_events(session, flt, limit=RECENT_EVENTS, before=None)
     return viewer.render(
         "device.html",
         device=detail,
         site=site,
-        reading=reading,
-        paths=[PathRow(path, health(path, reading, attempts)) for path in detail.paths],
+        reading=detail.power,
+        paths=[
+            PathRow(path, health(path, detail.paths, detail.power, attempts))
+            for path in detail.paths
+        ],
         recordings=recordings,
         events=events,
         operator=viewer.can(Role.OPERATOR, found.site_id),
@@ -87,4 +86,6 @@ async def device_page(viewer: ViewerDep, name: str) -> Response:
             (action, POWER_LABELS[action], action in DESTRUCTIVE) for action in POWER_BUTTONS
         ],
         boot_buttons=[(boot, BOOT_LABELS[boot]) for boot in BOOT_BUTTONS],
+        Health=Health,
+        Outcome=Outcome,
     )

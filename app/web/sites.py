@@ -27,7 +27,7 @@ async def site_page(
 ) -> Response:
     session, ctx = viewer.session, viewer.ctx
     site = await sites.site_for(session, ctx, slug, Role.VIEWER, "reading a site")
-    found = await racks.list_racks(session, ctx, site.slug)
+    found = await racks.site_racks(session, site)
     if rack is not None:
         chosen = [one for one in found if one.name == rack]
         if not chosen:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -12,18 +11,7 @@ from agents.drivers.base import Unreachable
 from agents.drivers.fake import FakeDriver
 from agents.protocol import IpmiPath, PowerState
 from app.inventory.models import Device, PowerStatus
-from tests.factories import device, ok, path
-
-
-def _round(client: TestClient) -> int:
-    """One poll of every due site, then wait until its reports are stored."""
-    poller = client.app.state.poller  # type: ignore[attr-defined]
-    poller._next_round.clear()  # every site is due now
-    sent: int = client.portal.call(poller.poll_due)  # type: ignore[union-attr]
-    deadline = time.monotonic() + 10
-    while any(poller._out.values()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return sent
+from tests.factories import device, ok, path, poll_power
 
 
 def _devices(client: TestClient) -> dict[str, Any]:
@@ -34,7 +22,7 @@ def test_poll_stores_state_and_reports_drift(fleet: TestClient, fake: FakeDriver
     web01 = fake.machine(IpmiPath("10.0.0.1", "u", "x"))
     web01.power = PowerState.ON
     fake.machine(IpmiPath("10.0.0.2", "u", "x")).fail = Unreachable("did not answer")
-    assert _round(fleet) == 5
+    assert poll_power(fleet) == 5
     devices = _devices(fleet)
     assert devices["web01"]["power_state"] == "on"
     assert devices["web03"]["power_state"] == "off"
@@ -42,7 +30,7 @@ def test_poll_stores_state_and_reports_drift(fleet: TestClient, fake: FakeDriver
     assert ok(fleet.get("audit", params={"type": "power.drift"}))["items"] == []
 
     web01.power = PowerState.OFF  # someone pressed the button
-    _round(fleet)
+    poll_power(fleet)
     assert _devices(fleet)["web01"]["power_state"] == "off"
     drift = ok(fleet.get("audit", params={"type": "power.drift"}))["items"]
     assert [(e["target_name"], e["details"]) for e in drift] == [
@@ -52,16 +40,16 @@ def test_poll_stores_state_and_reports_drift(fleet: TestClient, fake: FakeDriver
 
 
 def test_a_change_made_through_rackhand_is_not_drift(fleet: TestClient, fake: FakeDriver) -> None:
-    _round(fleet)
+    poll_power(fleet)
     ok(fleet.post("devices/web03/power", json={"action": "on"}))
-    _round(fleet)
+    poll_power(fleet)
     assert _devices(fleet)["web03"]["power_state"] == "on"
     assert ok(fleet.get("audit", params={"type": "power.drift"}))["items"] == []
 
 
 def test_sites_with_polling_off_are_left_alone(fleet: TestClient) -> None:
     ok(fleet.patch("sites/bj-dc1", json={"poll_seconds": 0}))
-    assert _round(fleet) == 0
+    assert poll_power(fleet) == 0
 
 
 async def _status_rows(client: TestClient) -> dict[str, tuple[str, bool, str]]:
@@ -84,7 +72,7 @@ def test_an_outlet_of_a_pdu_without_ssh_is_reported_and_the_round_goes_on(
     device(fleet, "pdu-a1", kind="pdu")  # no ssh path: its outlets cannot be switched or read
     device(fleet, "aaa01")  # sorts first: polled before the web servers
     path(fleet, "aaa01", kind="pdu_outlet", via="pdu-a1", outlets=[3])
-    assert _round(fleet) == 5  # orders sent: the web servers'
+    assert poll_power(fleet) == 5  # orders sent: the web servers'
     rows = fleet.portal.call(_status_rows, fleet)  # type: ignore[union-attr]
     assert rows["web05"] == ("on", True, "")
     assert len(rows) == 6
@@ -92,4 +80,4 @@ def test_an_outlet_of_a_pdu_without_ssh_is_reported_and_the_round_goes_on(
     assert (state, reachable) == ("unknown", False)
     assert "PDU pdu-a1 has no ssh control path" in message
     assert _devices(fleet)["aaa01"]["power_state"] == "unknown"
-    assert _round(fleet) == 5  # and again on the next round
+    assert poll_power(fleet) == 5  # and again on the next round

@@ -5,7 +5,6 @@ deliveries and sends one again."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.conftest import ADMIN_PASSWORD
+from tests.live import until
 from tests.web.live import PEOPLE_PASSWORD, Dashboard, live_dashboard
 from tests.webhooks.conftest import LOOPBACK, Receiver, close, listen
 
@@ -117,8 +117,8 @@ def test_olga_makes_a_token_sees_it_once_and_revokes_it(
         expect(row).to_contain_text("operator at bj-dc1")
         expect(row).to_contain_text("active")
         assert token not in page.content()  # shown once: not on the page any more
-        page.once("dialog", lambda confirm: confirm.accept())
         row.get_by_role("button", name="Revoke the token olga-script").click()
+        _confirm(page, "Revoke")
         expect(row).to_contain_text("revoked")
         refused = httpx.get(f"{dashboard.url}/api/v1/devices/node1", headers=headers)
         assert refused.status_code == 401
@@ -164,19 +164,27 @@ def test_admin_makes_a_webhook_and_sees_its_deliveries(
         expect(page.get_by_text("inactive", exact=True)).to_be_visible()
         page.goto(f"{dashboard.url}/admin/webhooks")
         expect(page.locator('tr[data-webhook-row="1"]')).to_contain_text("inactive")
-        page.once("dialog", lambda confirm: confirm.accept())
         page.get_by_role("button", name="Delete webhook 1").click()
+        _confirm(page, "Delete")
         expect(page.get_by_text("No webhooks yet.")).to_be_visible()
     finally:
         page.context.close()
 
 
+def _confirm(page: Page, button: str) -> None:
+    """Answer the dashboard's shared confirmation dialog (Rackhand.confirm)."""
+    dialog = page.locator("dialog#confirm")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()  # the safe answer
+    dialog.get_by_role("button", name=button, exact=True).click()
+    expect(dialog).to_be_hidden()
+
+
 def _delivered(dashboard: Dashboard, count: int, within: float = 10.0) -> None:
     """The sender marks a delivery delivered just after the receiver answered."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        items = dashboard.api.get("webhooks/1/deliveries").json()["items"]
-        if sum(item["status"] == "delivered" for item in items) >= count:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not delivered: {items}")
+
+    def done() -> bool:
+        items: list[dict[str, str]] = dashboard.api.get("webhooks/1/deliveries").json()["items"]
+        return sum(item["status"] == "delivered" for item in items) >= count
+
+    until(done, f"{count} deliveries delivered", within)

@@ -3,8 +3,8 @@ their last outcome, buttons only for operators, another site's device a 404 page
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,7 +15,7 @@ from agents.protocol import IpmiPath, PowerState
 from app.config import Settings
 from app.main import create_app
 from tests.conftest import ADMIN_PASSWORD, login
-from tests.factories import device, ok, path, rack, site
+from tests.factories import device, ok, path, poll_power, rack, site
 
 PEOPLE_PASSWORD = "correct horse battery staple"
 PAGE = "http://testserver"
@@ -63,15 +63,6 @@ def _as(client: TestClient, username: str, url: str) -> tuple[int, str]:
     return response.status_code, response.text
 
 
-def _poll(client: TestClient) -> None:
-    poller = client.app.state.poller  # type: ignore[attr-defined]
-    poller._next_round.clear()
-    client.portal.call(poller.poll_due)  # type: ignore[union-attr]
-    deadline = time.monotonic() + 10
-    while any(poller._out.values()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
 def test_facts_and_paths_with_secrets_only_as_set(fleet: TestClient) -> None:
     status, html = _as(fleet, "vera", "/devices/web01")
     assert status == 200
@@ -116,7 +107,7 @@ def test_another_sites_device_is_a_404_page_like_a_missing_one(fleet: TestClient
 def test_last_power_read_and_each_paths_outcome(fleet: TestClient, fake: FakeDriver) -> None:
     fake.machine(IpmiPath("10.0.0.1", "u", "x")).power = PowerState.ON
     fake.machine(IpmiPath("10.0.0.2", "u", "x")).fail = Unreachable("did not answer")
-    _poll(fleet)
+    poll_power(fleet)
     _, web01 = _as(fleet, "vera", "/devices/web01")
     assert "data-power-state>on</span>" in web01
     assert " via ipmi" in web01
@@ -145,3 +136,33 @@ def test_a_console_path_shows_its_last_session(fleet: TestClient, fake: FakeDriv
     row = html.split('data-path="ipmi"')[1].split("</tr>")[0]
     assert "failed" in row
     assert "no answer to SOL" in row
+
+
+def test_the_page_shows_the_power_read_the_api_answers(fleet: TestClient, fake: FakeDriver) -> None:
+    assert ok(fleet.get("devices/web02"))["power"] is None  # never read
+    fake.machine(IpmiPath("10.0.0.2", "u", "x")).fail = Unreachable("did not answer")
+    poll_power(fleet)
+    power = ok(fleet.get("devices/web02"))["power"]
+    assert (power["state"], power["reachable"], power["path"]) == ("unknown", False, None)
+    assert "did not answer" in power["message"]
+    assert BMC_SECRET not in str(power)
+    listed = {d["name"]: d for d in ok(fleet.get("devices"))["items"]}
+    assert listed["web02"]["power"] == power  # the list answers the same read
+    _, html = _as(fleet, "vera", "/devices/web02")
+    checked = datetime.fromisoformat(power["checked_at"]).isoformat()
+    assert f'read <time datetime="{checked}"' in html
+    assert power["message"] in html
+
+
+def test_recordings_are_the_newest_closed_sessions_with_one(
+    fleet: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("app.web.device_page.RECORDINGS", 2)
+    ids = []
+    for _ in range(3):
+        console = ok(fleet.post("devices/web01/consoles", json={"via": "ipmi"}), 201)
+        ok(fleet.delete(f"consoles/{console['id']}"), 204)
+        ids.append(console["id"])
+    _, html = _as(fleet, "olga", "/devices/web01")
+    assert [f'href="/recordings/{i}"' in html for i in ids] == [False, True, True]
+    assert html.index(f"/recordings/{ids[2]}") < html.index(f"/recordings/{ids[1]}")

@@ -3,7 +3,6 @@ open consoles, per site the viewer can see, each a link to the list it counts.""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +14,8 @@ from agents.protocol import IpmiPath, PowerState
 from app.config import Settings
 from app.main import create_app
 from tests.conftest import ADMIN_PASSWORD, login
-from tests.factories import device, ok, path, site
+from tests.factories import device, ok, path, poll_power, site
+from tests.live import until
 
 PEOPLE_PASSWORD = "correct horse battery staple"
 PAGE = "http://testserver"
@@ -48,16 +48,6 @@ def fleet(settings: Settings, fake: FakeDriver) -> Iterator[TestClient]:
         yield c
 
 
-def _poll(client: TestClient) -> None:
-    """One poll round of every site, its reports stored."""
-    poller = client.app.state.poller  # type: ignore[attr-defined]
-    poller._next_round.clear()
-    client.portal.call(poller.poll_due)  # type: ignore[union-attr]
-    deadline = time.monotonic() + 10
-    while any(poller._out.values()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
 def _page(client: TestClient, username: str, password: str = PEOPLE_PASSWORD) -> str:
     ok(client.post("auth/login", json={"username": username, "password": password}))
     response = client.get(f"{PAGE}/")
@@ -75,7 +65,7 @@ def _count(html: str, label: str) -> str:
 def test_counts_per_site_each_linked_to_its_list(fleet: TestClient, fake: FakeDriver) -> None:
     fake.machine(IpmiPath("10.0.0.1", "u", "x")).power = PowerState.ON
     fake.machine(IpmiPath("10.0.0.2", "u", "x")).fail = Unreachable("did not answer")
-    _poll(fleet)
+    poll_power(fleet)
     console = ok(fleet.post("devices/web01/consoles", json={"via": "ipmi"}), 201)
     fake.machine(IpmiPath("10.0.0.3", "u", "x")).delay = 3.0
     job = ok(fleet.post("devices/web03/power", json={"action": "on", "wait": 0}), 202)["job"]
@@ -106,9 +96,7 @@ def test_counts_per_site_each_linked_to_its_list(fleet: TestClient, fake: FakeDr
     ):
         assert f'href="{href}"' in html, href
 
-    deadline = time.monotonic() + 10
-    while ok(fleet.get(f"jobs/{job}"))["status"] == "running" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until(lambda: ok(fleet.get(f"jobs/{job}"))["status"] != "running", f"job {job} to end")
     html = _page(fleet, "admin", ADMIN_PASSWORD)
     assert _count(html, "0 running jobs at bj-dc1") == "0"
     assert _count(html, "2 on at bj-dc1") == "2"

@@ -217,9 +217,10 @@
     }
 
     document.querySelectorAll("[data-revoke-token]").forEach((button) => {
-      button.addEventListener("click", () => {
+      button.addEventListener("click", async () => {
         const name = button.dataset.name;
-        if (!confirm(`Revoke the token ${name}? Scripts using it (and tokens made with it) stop working.`)) return;
+        const text = "Scripts using it (and tokens made with it) stop working.";
+        if (!(await Rackhand.confirm(`Revoke the token ${name}?`, text, "Revoke"))) return;
         acting(button, async () => {
           await Rackhand.api("DELETE", `/api/v1/tokens/${button.dataset.revokeToken}`);
           reloadSaying(`Token ${name} revoked.`);
@@ -264,9 +265,10 @@
     });
 
     document.querySelectorAll("[data-delete-webhook]").forEach((button) => {
-      button.addEventListener("click", () => {
+      button.addEventListener("click", async () => {
         const id = button.dataset.deleteWebhook;
-        if (!confirm(`Delete webhook ${id} and its deliveries? Pending ones are not sent.`)) return;
+        const text = "Its deliveries go with it; pending ones are not sent.";
+        if (!(await Rackhand.confirm(`Delete webhook ${id}?`, text, "Delete"))) return;
         acting(button, async () => {
           await Rackhand.api("DELETE", `/api/v1/webhooks/${id}`);
           if (button.dataset.then) goSaying(button.dataset.then, `Webhook ${id} deleted.`);

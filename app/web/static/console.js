@@ -46,34 +46,6 @@
     });
   }
 
-  /** A yes/no question in the page's <dialog>; resolves true on Confirm. */
-  function confirmDialog(title, text, okLabel) {
-    const dialog = document.getElementById("confirm");
-    const opener = document.activeElement;
-    document.getElementById("confirm-title").textContent = title;
-    document.getElementById("confirm-text").textContent = text;
-    const ok = document.getElementById("confirm-ok");
-    const cancel = document.getElementById("confirm-cancel");
-    ok.textContent = okLabel;
-    return new Promise((resolve) => {
-      const done = (answer) => {
-        ok.removeEventListener("click", yes);
-        cancel.removeEventListener("click", no);
-        dialog.removeEventListener("close", no);
-        if (dialog.open) dialog.close();
-        if (opener && opener.focus) opener.focus();
-        resolve(answer);
-      };
-      const yes = () => done(true);
-      const no = () => done(false);
-      ok.addEventListener("click", yes);
-      cancel.addEventListener("click", no);
-      dialog.addEventListener("close", no);
-      dialog.showModal();
-      cancel.focus(); // the safe answer first
-    });
-  }
-
   class Console {
     constructor(root) {
       this.root = root;
@@ -381,7 +353,7 @@
       if (over) {
         over.addEventListener("click", async () => {
           const holder = this.writer ? this.writer.name : "its holder";
-          if (await confirmDialog("Take over the keyboard?", `${holder} is typing; taking the keyboard over is audited.`, "Take over")) {
+          if (await Rackhand.confirm("Take over the keyboard?", `${holder} is typing; taking the keyboard over is audited.`, "Take over")) {
             this.control({ type: "take_write", force: true });
           }
         });
@@ -401,12 +373,12 @@
       this.$("paste").addEventListener("click", () => this.pasteClipboard());
       this.$("break").addEventListener("click", async () => {
         const text = "A break stops Solaris/SPARC machines in OBP and Cisco gear in ROMMON. Send it to " + this.device + "?";
-        if (await confirmDialog("Send a break?", text, "Send break")) this.control({ type: "break", confirm: true });
+        if (await Rackhand.confirm("Send a break?", text, "Send break")) this.control({ type: "break", confirm: true });
       });
       for (const button of this.root.querySelectorAll("[data-power]")) {
         button.addEventListener("click", async () => {
           const action = button.dataset.power;
-          if (await confirmDialog(`Power ${action}?`, `Power ${action} ${this.device} now? This is the same power action as the API's, audited.`, `Power ${action}`)) {
+          if (await Rackhand.confirm(`Power ${action}?`, `Power ${action} ${this.device} now? This is the same power action as the API's, audited.`, `Power ${action}`)) {
             this.control({ type: "power", action });
           }
         });
@@ -414,7 +386,7 @@
       const closer = this.$("close-session");
       if (closer) {
         closer.addEventListener("click", async () => {
-          if (!(await confirmDialog("Close the session?", `Close the console of ${this.device} for everyone watching it?`, "Close session"))) return;
+          if (!(await Rackhand.confirm("Close the session?", `Close the console of ${this.device} for everyone watching it?`, "Close session"))) return;
           try {
             await Rackhand.api("DELETE", `/api/v1/consoles/${encodeURIComponent(this.id)}`);
           } catch (failure) {

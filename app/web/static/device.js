@@ -10,11 +10,7 @@
   const result = document.getElementById("action-result");
   const stateNode = panel.querySelector("[data-power-state]");
   const whenNode = panel.querySelector("[data-power-when]");
-  const dialog = document.getElementById("confirm");
-  const form = document.getElementById("confirm-form");
   const buttons = () => panel.querySelectorAll("button[data-power], button[data-boot], button[data-console]");
-  let pending = null; // what the open dialog will do when confirmed
-  let opener = null; // the button that opened it, focused again when it closes
 
   function busy(on) {
     buttons().forEach((button) => { button.disabled = on; });
@@ -66,36 +62,14 @@
     }
   }
 
-  function ask(button, text, action) {
-    pending = action;
-    opener = button;
-    document.getElementById("confirm-title").textContent = `${button.dataset.label}: ${name}?`;
-    document.getElementById("confirm-text").textContent = text;
-    document.getElementById("confirm-go").textContent = button.dataset.label;
-    dialog.showModal();
+  /** The shared confirmation (Rackhand.confirm), then the action with its ticket and reason. */
+  async function ask(button, text, action) {
+    const label = button.dataset.label;
+    if (!(await Rackhand.confirm(`${label}: ${name}?`, text, label))) return;
+    const fields = Rackhand.formJson(document.getElementById("confirm-form"));
+    await action({ ticket: fields.ticket, reason: fields.reason });
+    button.focus(); // the buttons were busy until the answer
   }
-
-  function reasons() {
-    const fields = Rackhand.formJson(form);
-    return { ticket: fields.ticket, reason: fields.reason };
-  }
-
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    const action = pending;
-    const back = opener;
-    const extra = reasons();
-    pending = null;
-    opener = null; // the buttons are busy until the answer: focus goes back after it
-    dialog.close("confirm");
-    if (action) action(extra).finally(() => back && back.focus());
-  });
-  dialog.querySelector("[data-cancel]").addEventListener("click", () => dialog.close("cancel"));
-  dialog.addEventListener("close", () => {
-    pending = null;
-    if (opener) opener.focus(); // cancelled (button or Escape)
-    opener = null;
-  });
 
   panel.querySelectorAll("button[data-power]").forEach((button) => {
     button.addEventListener("click", () => {

@@ -146,6 +146,42 @@ const Rackhand = (() => {
     else notify(detail, "error");
   });
 
-  return { api, ApiError, csrf, formJson, notify };
+  /** Ask a yes/no question in the page's shared <dialog id="confirm"> (templates/macros.html);
+   *  resolves true on OK, false on Cancel or Escape. Focus goes to its first field (a ticket)
+   *  or to Cancel, the safe answer, and back to the opener when it closes. Fields the page
+   *  gave it (ticket, reason) stay filled in for the caller to read from #confirm-form. */
+  function confirm(title, text, okLabel = "Confirm") {
+    const dialog = document.getElementById("confirm");
+    if (!dialog) return Promise.resolve(false);
+    const form = document.getElementById("confirm-form");
+    const ok = document.getElementById("confirm-ok");
+    const cancel = document.getElementById("confirm-cancel");
+    const opener = document.activeElement;
+    document.getElementById("confirm-title").textContent = title;
+    document.getElementById("confirm-text").textContent = text;
+    ok.textContent = okLabel;
+    return new Promise((resolve) => {
+      let answer = false;
+      const yes = (event) => {
+        event.preventDefault(); // a required field left empty never gets here
+        answer = true;
+        dialog.close("confirm");
+      };
+      const no = () => dialog.close("cancel");
+      const done = () => {
+        form.removeEventListener("submit", yes);
+        cancel.removeEventListener("click", no);
+        if (opener && opener.focus) opener.focus();
+        resolve(answer);
+      };
+      form.addEventListener("submit", yes);
+      cancel.addEventListener("click", no);
+      dialog.addEventListener("close", done, { once: true });
+      dialog.showModal();
+      (form.querySelector("input, textarea") || cancel).focus();
+    });
+  }
+
+  return { api, ApiError, confirm, csrf, formJson, notify };
 })();
 window.Rackhand = Rackhand;
