@@ -211,9 +211,6 @@ async def count_devices(session: AsyncSession, flt: DeviceFilter, *, upto: int) 
     return await session.scalar(select(func.count()).select_from(query.subquery())) or 0
 
 
-PowerReading = PowerRead  # the name the pages used before the API answered it too
-
-
 def to_power_read(row: PowerStatus) -> PowerRead:
     return PowerRead(
         state=PowerState(row.state) if row.state in _STATES else PowerState.UNKNOWN,
@@ -226,15 +223,6 @@ def to_power_read(row: PowerStatus) -> PowerRead:
 
 
 _STATES = frozenset(PowerState)
-
-
-async def power_readings(session: AsyncSession, device_ids: list[int]) -> dict[int, PowerRead]:
-    """The last power reads of a page of devices, as `GET /devices` answers them in `power`
-    (those never read are absent)."""
-    if not device_ids:
-        return {}
-    rows = await session.scalars(select(PowerStatus).where(PowerStatus.device_id.in_(device_ids)))
-    return {row.device_id: to_power_read(row) for row in rows}
 
 
 def no_device(ref: str) -> str:

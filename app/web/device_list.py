@@ -136,13 +136,11 @@ async def device_list(
     search = Search(q.strip(), select.strip(), site.strip(), rack.strip(), tag.strip(),
                     kind, power, sort)  # fmt: skip
     rows: list[DeviceRead] = []
-    readings: dict[int, devices.PowerReading] = {}
     next_cursor, matched, status = None, 0, 200
     try:
         flt = await devices.prepare(viewer.session, search.device_filter(viewer))
         page = await devices.list_devices(viewer.session, flt, limit=PAGE, cursor=cursor, sort=sort)
         rows, next_cursor = page.items, page.next_cursor
-        readings = await devices.power_readings(viewer.session, [row.id for row in rows])
         if cursor is None and next_cursor is None:
             matched = len(rows)
         else:
@@ -160,7 +158,6 @@ async def device_list(
         200 if partial else status,
         search=search,
         rows=rows,
-        readings=readings,
         next_cursor=next_cursor,
         first_page=cursor is not None,
         matched=matched,
