@@ -123,7 +123,7 @@ def _busy(exc: Exception) -> bool:
 
 def _answer(request: Request, status: int, kind: str, detail: str, **extra: Any) -> Response:
     """The error body for the API; for a dashboard page, a page saying the same."""
-    if is_page(request.scope):
+    if is_page(request):
         return error_page(request, status, detail)
     return error_response(status, kind, detail, **extra)
 

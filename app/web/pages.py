@@ -14,10 +14,10 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import RedirectResponse, Response
-from starlette.types import Scope
 
 from app.context import RequestContext, request_id
 from app.deps import SessionDep
@@ -30,7 +30,7 @@ from app.web.assets import DASHBOARD, INSTALL_HINT, own_url
 
 TEMPLATES = Path(__file__).parent / "templates"
 LOGIN = "/login"
-# Not pages: the API, the files, and the docs (Swagger UI runs an inline script of its own).
+# Never pages: the API, the files, and the docs (Swagger UI runs an inline script of its own).
 _NOT_PAGES = ("/api/", "/static/")
 # Scripts from Rackhand only, and no inline script at all: what a page shows of stored data
 # (device names, audit details) can never run. xterm.js and htmx set inline styles.
@@ -48,9 +48,21 @@ HEADERS = {
 }
 
 
-def is_page(scope: Scope) -> bool:
-    path: str = scope.get("path", "")
-    return not path.startswith(_NOT_PAGES)
+class PageRoute(APIRoute):
+    """A dashboard page: its errors are answered as pages (`error_page`), not JSON."""
+
+
+def is_page(request: Request) -> bool:
+    """A page's request; for a path no route serves, a browser's (one that asks for HTML)
+    outside the API, so a script with a wrong URL still gets the API's JSON error."""
+    route = request.scope.get("route")
+    if route is not None:
+        return isinstance(route, PageRoute)
+    path: str = request.scope.get("path", "")
+    wants_html = "text/html" in request.headers.get("accept", "")
+    return not path.startswith(_NOT_PAGES) and (
+        wants_html or request.headers.get("HX-Request") == "true"
+    )
 
 
 def _asset(package: str, name: str, root: str = "") -> str:
@@ -129,7 +141,7 @@ ViewerDep = Annotated[Viewer, Depends(viewer)]
 
 def page_router() -> APIRouter:
     """A router of pages: left out of the OpenAPI document (they are not the API)."""
-    return APIRouter(include_in_schema=False)
+    return APIRouter(include_in_schema=False, route_class=PageRoute)
 
 
 def error_page(request: Request, status_code: int, detail: str) -> Response:

@@ -193,7 +193,11 @@ def test_the_cli_says_a_cut_off_export_is_incomplete(settings: Settings) -> None
             [RACKHAND, "audit", "export"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         try:
-            until(lambda: _export(url, token).status_code == 429, "the CLI's export to start")
+            until(
+                lambda: _export(url, token).status_code == 429,
+                "the CLI's export to start",
+                timeout=90,  # a CLI process starting on a loaded 2-core machine
+            )
             until(lambda: _export(url, token).status_code == 200, "the waiting export's end")
             out, err = cli.communicate(timeout=60)  # the pager reads on
         finally:

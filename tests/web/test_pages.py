@@ -70,13 +70,16 @@ def test_stored_names_are_escaped_on_pages(client: TestClient) -> None:
 def test_refusals_are_pages_and_the_api_keeps_json(client: TestClient) -> None:
     pages = _pages(client)
     pages.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
-    missing = pages.get("/no-such-page")
+    missing = pages.get("/no-such-page", headers={"Accept": "text/html"})  # as browsers ask
     assert missing.status_code == 404
     assert missing.headers["content-type"].startswith("text/html")
     assert "Not found" in missing.text
-    api = pages.get("/api/v1/no-such-thing")
+    api = pages.get("/api/v1/no-such-thing", headers={"Accept": "text/html"})
     assert api.status_code == 404
     assert api.json()["error"] == "NotFound"
+    script = pages.get("/elsewhere/api/v1/devices")  # a script with a wrong base URL
+    assert script.status_code == 404
+    assert script.json()["error"] == "NotFound"
 
 
 def test_the_login_page_only_returns_to_this_site(anonymous: TestClient) -> None:
