@@ -185,7 +185,9 @@ def test_the_cli_says_a_cut_off_export_is_incomplete(settings: Settings) -> None
     """`rackhand audit export | less`, left waiting: the server cuts the export off, and the
     CLI says the output is incomplete (exit 1) instead of ending as if it were whole."""
     asyncio.run(_fill(settings.database_url, events=3 * EVENTS))  # more than a pipe and buffers
-    app = _app(settings, exports_per_caller=1, export_stall_seconds=1.0)
+    # 5 s: the CLI's stalled export must hold its slot long enough for the poll below to see
+    # it on a loaded machine (at 1 s the whole window could pass between two polls)
+    app = _app(settings, exports_per_caller=1, export_stall_seconds=5.0)
     with uvicorn_thread(app) as url:
         token = admin_token(url)
         env = os.environ | {"RACKHAND_URL": url, "RACKHAND_TOKEN": token}
@@ -193,11 +195,7 @@ def test_the_cli_says_a_cut_off_export_is_incomplete(settings: Settings) -> None
             [RACKHAND, "audit", "export"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         try:
-            until(
-                lambda: _export(url, token).status_code == 429,
-                "the CLI's export to start",
-                timeout=90,  # a CLI process starting on a loaded 2-core machine
-            )
+            until(lambda: _export(url, token).status_code == 429, "the CLI's export to start")
             until(lambda: _export(url, token).status_code == 200, "the waiting export's end")
             out, err = cli.communicate(timeout=60)  # the pager reads on
         finally:
