@@ -38,6 +38,11 @@ class Exports:
         self.stall_seconds = stall_seconds
         self._running: Counter[int] = Counter()
 
+    @property
+    def running(self) -> int:
+        """Exports streaming now, every caller's (for operators' checks and tests)."""
+        return self._running.total()
+
     @asynccontextmanager
     async def slot(self, caller: int) -> AsyncIterator[None]:
         """Hold one of the caller's slots for the export's whole life, or refuse at once."""

@@ -195,7 +195,16 @@ def test_the_cli_says_a_cut_off_export_is_incomplete(settings: Settings) -> None
             [RACKHAND, "audit", "export"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         try:
-            until(lambda: _export(url, token).status_code == 429, "the CLI's export to start")
+
+            def started() -> bool:
+                if cli.poll() is not None:  # it ended before it held its slot: say why
+                    pytest.fail(f"the CLI ended first ({cli.returncode}): {cli.communicate()}")
+                # asked of the server, not by exporting: a probe's own export would take the
+                # user's one slot, and a CLI arriving meanwhile would be refused (429)
+                return bool(app.state.exports.running)
+
+            until(started, "the CLI's export to start")
+            assert _export(url, token).status_code == 429  # it holds the user's one slot
             until(lambda: _export(url, token).status_code == 200, "the waiting export's end")
             out, err = cli.communicate(timeout=60)  # the pager reads on
         finally:
