@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import Query
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
@@ -26,7 +25,7 @@ from app.errors import InvalidInput
 from app.identity.models import Role
 from app.inventory import sites
 from app.paging import MAX_CURSOR, decode_cursor, encode_cursor
-from app.web.pages import ViewerDep, page_router
+from app.web.pages import ViewerDep, link, page_router
 
 router = page_router()
 PAGE_SIZE = 50
@@ -117,13 +116,13 @@ async def audit_page(
             event = AuditEventRead.model_validate(row)
             shown.append(Shown(event, _pretty(event.details)))
         if last is not None:
-            older = "/audit?" + urlencode(given | {"cursor": encode_cursor([last])})
+            older = link("/audit", given | {"cursor": encode_cursor([last])})
     return viewer.render(
         "audit.html",
         asked={name: value or "" for name, value in asked.items()},
         events=shown,
         older=older,
-        newest="/audit?" + urlencode(given) if cursor else None,
+        newest=link("/audit", given) if cursor else None,
         problem=problem,
         exports=None if problem else _exports(given),
         sites=await sites.list_sites(viewer.session, viewer.ctx),
@@ -140,7 +139,4 @@ def _pretty(details: dict[str, Any]) -> str:
 def _exports(given: dict[str, str]) -> list[tuple[str, str]]:
     """The API's export of the same filters, in each format it offers (the session cookie
     goes with a plain link)."""
-    return [
-        (label, f"{EXPORT}?" + urlencode(given | {"format": fmt.value}))
-        for fmt, label in FORMATS.items()
-    ]
+    return [(label, link(EXPORT, given | {"format": fmt.value})) for fmt, label in FORMATS.items()]

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Literal
-from urllib.parse import urlencode
 
 from fastapi import Query
 from starlette.responses import Response
@@ -17,7 +16,7 @@ from app.identity.models import Role
 from app.inventory import devices, sites
 from app.inventory.models import DeviceKind
 from app.inventory.schemas import DeviceRead
-from app.web.pages import Viewer, ViewerDep, page_router
+from app.web.pages import Viewer, ViewerDep, link, page_router
 
 router = page_router()
 PAGE = 100  # rows per request, at any catalogue size
@@ -64,7 +63,7 @@ class Search:
         return {name: value for name, value in named.items() if value}
 
     def link(self, **more: str) -> str:
-        return "/devices?" + urlencode(self.filters() | more)
+        return link("/devices", self.filters() | more)
 
     def bulk_targets(self) -> dict[str, object] | None:
         """The search as POST /power's targets, or None when it filters on what a bulk request

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated
-from urllib.parse import urlencode
 
 from fastapi import Query
 from starlette.responses import Response
@@ -16,7 +15,7 @@ from app.errors import AmbiguousReference, InvalidInput, NotFound
 from app.jobs import listing, service
 from app.jobs.models import JobStatus
 from app.jobs.schemas import JobRead
-from app.web.pages import ViewerDep, page_router
+from app.web.pages import ViewerDep, link, page_router
 
 router = page_router()
 PAGE = 50
@@ -39,7 +38,7 @@ class JobSearch:
         return {name: value for name, value in vars(self).items() if value}
 
     def link(self, **more: str) -> str:
-        return "/jobs?" + urlencode(self.filters() | more)
+        return link("/jobs", self.filters() | more)
 
     def job_filter(self) -> listing.JobFilter:
         """The service's filter; a wrong action or status is said as the API would."""

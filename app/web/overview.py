@@ -5,7 +5,6 @@ counts, in that list's own filter names (`/devices?site=&kind=`, `…&power=off|
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlencode
 
 from starlette.responses import Response
 
@@ -16,13 +15,9 @@ from app.inventory.summary import SiteCounts, site_counts
 from app.jobs.listing import running_per_site
 from app.jobs.models import JobStatus
 from app.web.device_list import PowerFilter
-from app.web.pages import ViewerDep, page_router
+from app.web.pages import ViewerDep, link, page_router
 
 router = page_router()
-
-
-def link(path: str, **query: str) -> str:
-    return f"{path}?{urlencode(query)}"
 
 
 @dataclass(frozen=True)
@@ -46,13 +41,15 @@ def card(counts: SiteCounts, jobs: int, consoles_open: int) -> SiteCard:
     slug = counts.site.slug
     kinds = [
         Count(
-            kind.value.replace("_", " "), counts.kinds[kind], link("/devices", site=slug, kind=kind)
+            kind.value.replace("_", " "),
+            counts.kinds[kind],
+            link("/devices", {"site": slug, "kind": kind}),
         )
         for kind in DeviceKind
         if counts.kinds[kind]
     ]
     power = [
-        Count(state.value, counts.power[state], link("/devices", site=slug, power=state))
+        Count(state.value, counts.power[state], link("/devices", {"site": slug, "power": state}))
         for state in PowerState
     ]
     return SiteCard(
@@ -62,10 +59,10 @@ def card(counts: SiteCounts, jobs: int, consoles_open: int) -> SiteCard:
         Count(
             "unreachable BMCs",
             counts.unreachable,
-            link("/devices", site=slug, power=PowerFilter.UNREACHABLE),
+            link("/devices", {"site": slug, "power": PowerFilter.UNREACHABLE}),
         ),
-        Count("running jobs", jobs, link("/jobs", site=slug, status=JobStatus.RUNNING)),
-        Count("open consoles", consoles_open, link("/consoles", site=slug)),
+        Count("running jobs", jobs, link("/jobs", {"site": slug, "status": JobStatus.RUNNING})),
+        Count("open consoles", consoles_open, link("/consoles", {"site": slug})),
     )
 
 

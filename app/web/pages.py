@@ -8,10 +8,11 @@ by the browser through the REST API (`static/rackhand.js`), under the API's rule
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
@@ -137,6 +138,13 @@ async def viewer(request: Request, session: SessionDep) -> Viewer:
 
 
 ViewerDep = Annotated[Viewer, Depends(viewer)]
+
+
+def link(path: str, query: Mapping[str, str]) -> str:
+    """A page's URL with its query, empty values left out (every list's links keep their
+    filters this way: short, linkable, the same in every page)."""
+    kept = {name: value for name, value in query.items() if value}
+    return f"{path}?{urlencode(kept)}" if kept else path
 
 
 def page_router() -> APIRouter:
