@@ -253,10 +253,11 @@ def _udp_port_owners() -> dict[int, set[int]]:
     """UDP port on 127.0.0.1 -> pids of the ipmi_sims bound to it (from /proc).
 
     ipmi_sim binds with SO_REUSEADDR, so a second one on a taken port binds too, and the two
-    then share its datagrams.
+    then share its datagrams. The sockets are those of this thread's network namespace, which
+    a test's thread may have entered (`/proc/net` shows the main thread's).
     """
     inodes: dict[str, int] = {}
-    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+    for line in Path("/proc/thread-self/net/udp").read_text().splitlines()[1:]:
         fields = line.split()
         address, port = fields[1].split(":")
         if address == "0100007F":
