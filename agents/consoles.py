@@ -60,6 +60,11 @@ class ConsoleHub:
         self._live: dict[str, _Live] = {}
         self._opening: dict[str, asyncio.Task[None]] = {}
 
+    @property
+    def count(self) -> int:
+        """Console sessions open or opening."""
+        return len(self._live) + len(self._opening)
+
     def handle(self, message: ConsoleOpen | ConsoleInput | ConsoleControl) -> None:
         if isinstance(message, ConsoleOpen):
             task = asyncio.create_task(self._open(message), name=f"console-{message.session_id}")

@@ -254,15 +254,97 @@ class HostKeySeen:
     fingerprint: str
 
 
-ToAgent = Order | ConsoleOpen | ConsoleInput | ConsoleControl
+# The link ------------------------------------------------------------------------------------
+
+PROTOCOL = 1
+"""The protocol's version, named in `Hello` and `Welcome`. A change that an older peer would
+misread is a new version; `Hello` and `Refusal` keep their shape in every version, so a
+mismatch is always a clear refusal (docs/agents.md, "Versions")."""
+
+
+class RefusedBecause(StrEnum):
+    VERSION = "version"  # the central does not speak the agent's protocol version
+    CREDENTIAL = "credential"  # unknown credential
+    REVOKED = "revoked"  # the agent's enrolment was revoked
+    SITE = "site"  # the hello names another site than the agent was enrolled for
+    HELLO = "hello"  # the first message was not a well-formed Hello
+    REPLACED = "replaced"  # the same agent connected again; this older link is closed
+    SILENT = "silent"  # no message within the heartbeat's bound
+    STOPPING = "stopping"  # the central is shutting down
+
+
+# Refusals that another try cannot mend: the agent stops and says why.
+FINAL_REFUSALS = frozenset(
+    {RefusedBecause.VERSION, RefusedBecause.CREDENTIAL, RefusedBecause.REVOKED,
+     RefusedBecause.SITE, RefusedBecause.HELLO}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Hello:
+    """An agent's first message on a link: who it is and which path kinds its drivers handle."""
+
+    protocol: int
+    version: str  # the agent's software version
+    site: str
+    name: str
+    capabilities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """The central took the hello: heartbeat every `heartbeat` s; each console may send
+    `window` bytes of output before the central's first `Credit`."""
+
+    protocol: int
+    agent_id: int
+    heartbeat: float
+    window: int
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The central will not (or no longer) talk on this link; it closes after this."""
+
+    reason: RefusedBecause
+    message: str
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Sent both ways every `Welcome.heartbeat` s; a link silent for three is dead."""
+
+    tasks: int = 0  # tasks the agent holds
+    consoles: int = 0  # console sessions the agent holds
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Stop a task: it ends with a `cancelled` report if it had not finished."""
+
+    task_id: str
+
+
+@dataclass(frozen=True)
+class Credit:
+    """The central consumed `size` bytes of a console's output: the agent may send that much
+    more. A fast console waits for credit instead of filling the link ahead of a report."""
+
+    session_id: str
+    size: int
+
+
+ToAgent = Order | Cancel | ConsoleOpen | ConsoleInput | ConsoleControl | Credit
 FromAgent = Report | ConsoleOpened | ConsoleOutput | ConsoleClosed | HostKeySeen
-Message = ToAgent | FromAgent
+LinkMessage = Hello | Welcome | Refusal | Heartbeat
+Message = ToAgent | FromAgent | LinkMessage
 
 _MESSAGES: dict[str, type[Message]] = {
     cls.__name__: cls
     for cls in (
         PowerOrder, BootOrder, Report, ConsoleOpen, ConsoleInput, ConsoleControl,
         ConsoleOpened, ConsoleOutput, ConsoleClosed, HostKeySeen,
+        Hello, Welcome, Refusal, Heartbeat, Cancel, Credit,
     )
 }  # fmt: skip
 _PATHS: dict[str, type[Path | ConsolePath]] = {
@@ -304,6 +386,8 @@ def decode(data: bytes) -> Message:
             body["paths"] = tuple(_path(path) for path in body["paths"])
         if "data" in body:
             body["data"] = base64.b64decode(body["data"], validate=True)
+        if "capabilities" in body:
+            body["capabilities"] = tuple(body["capabilities"])
         for name, enum in _ENUMS.get(cls, {}).items():
             if body.get(name) is not None:
                 body[name] = enum(body[name])
@@ -317,4 +401,16 @@ _ENUMS: dict[type[Any], dict[str, type[StrEnum]]] = {
     BootOrder: {"boot": BootDevice},
     Report: {"status": TaskStatus, "power_state": PowerState},
     ConsoleControl: {"op": ConsoleOp},
+    Refusal: {"reason": RefusedBecause},
 }
+
+
+def hello_protocol(data: bytes) -> int | None:
+    """The protocol version a first frame claims, read without decoding the rest: a hello of
+    another version may carry fields this one does not know, and still deserves a clear answer."""
+    try:
+        envelope = orjson.loads(data)
+        version = envelope["body"]["protocol"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return version if isinstance(version, int) and envelope.get("type") == "Hello" else None

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # Each central writes a heartbeat this often; one silent for three of its intervals is gone,
     # and another central (or its own next start) ends its tasks and consoles as `lost`.
     heartbeat_seconds: float = 10.0
+    # Site agents (docs/agents.md) and this central beat this often on their link; a link silent
+    # for three is closed and the agent shown offline.
+    agent_heartbeat_seconds: float = 5.0
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -21,8 +22,8 @@ from starlette.requests import HTTPConnection
 from starlette.types import Scope
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from agents.protocol import FromAgent, HostKeySeen, Report
-from agents.runner import Driver
+from agents.agent import Driver
+from agents.protocol import HostKeySeen
 from app import errors
 from app.audit.recorder import AuditRecorder
 from app.audit.routes import router as audit_router
@@ -38,7 +39,9 @@ from app.datafiles import secure_data_dir
 from app.db import make_engine, make_sessionmaker
 from app.error_body import ERROR_RESPONSES, error_response
 from app.exports import Exports
-from app.fleetlink.builtin import BuiltinAgent
+from app.fleetlink.hub import AgentHub
+from app.fleetlink.link import LinkServer
+from app.fleetlink.routes import router as agents_router
 from app.identity.auth import CsrfFailed, check_credential
 from app.identity.logins import LoginFailed, Logins
 from app.identity.rejections import RefusalLog, Rejection
@@ -49,7 +52,6 @@ from app.identity.usage import TokenUse
 from app.inventory.routes import router as inventory_router
 from app.jobs.actions import Runtime, power_one
 from app.jobs.engine import JobEngine
-from app.jobs.poller import PREFIX as POLL
 from app.jobs.poller import PowerPoller
 from app.jobs.routes import router as jobs_router
 from app.jobs.spill import FILE_NAME as SPILL_FILE
@@ -259,11 +261,37 @@ def create_app(
         )
         await presence.beat()  # peers see this central before it owns anything
         app.state.token_use = TokenUse(app.state.write_sessions)
+
+        async def pin_host_key(seen: HostKeySeen) -> None:
+            async with unit_of_work(app.state.write_sessions) as session:
+                await consoles_service.pin_host_key(session, seen)
+
+        silence = timedelta(seconds=3 * settings.agent_heartbeat_seconds)
+        agents = app.state.agents = AgentHub(
+            app.state.write_sessions, app.state.audit, pin_host_key, silence=silence,
+            drivers=drivers,
+        )  # fmt: skip
+        await agents.start(
+            workers=settings.start_workers, refresh_every=settings.agent_heartbeat_seconds
+        )
+        app.state.agent_links = LinkServer(
+            app.state.write_sessions,
+            agents,
+            app.state.audit,
+            refusals,
+            presence.id,
+            heartbeat=settings.agent_heartbeat_seconds,
+        )
         jobs = app.state.jobs = JobEngine(
-            app.state.write_sessions, presence, spill=settings.data_dir / SPILL_FILE
+            app.state.write_sessions, presence, agents, spill=settings.data_dir / SPILL_FILE
         )
         await jobs.replay()  # outcomes an earlier life spilled beat `lost`
         await jobs.recover()  # tasks of centrals that are gone; live ones keep theirs
+        runtime = Runtime(app.state.write_sessions, app.state.vault, jobs)
+
+        async def console_power(ctx: RequestContext, device: str, action: str) -> dict[str, Any]:
+            result = await power_one(runtime, ctx, device, action)
+            return result.model_dump(mode="json")
 
         consoles = app.state.consoles = ConsoleBroker(
             app.state.write_sessions,
@@ -271,6 +299,8 @@ def create_app(
             app.state.vault,
             settings.data_dir,
             presence,
+            agents,
+            console_power,
             Timeouts(
                 idle=settings.console_idle_seconds,
                 max_length=settings.console_max_seconds,
@@ -278,29 +308,9 @@ def create_app(
             ),
         )
         await consoles.recover()
-
-        async def receive(message: FromAgent) -> None:
-            if isinstance(message, Report):
-                (poller if message.task_id.startswith(POLL) else jobs).report(message)
-            elif isinstance(message, HostKeySeen):
-                async with unit_of_work(app.state.write_sessions) as session:
-                    await consoles_service.pin_host_key(session, message)
-            else:
-                await consoles.receive(message)
-
-        agent = BuiltinAgent(receive, drivers)
-        if settings.start_workers:
-            await agent.start()
-        jobs.attach(agent)
-        runtime = Runtime(app.state.write_sessions, app.state.vault, jobs)
-
-        async def console_power(ctx: RequestContext, device: str, action: str) -> dict[str, Any]:
-            result = await power_one(runtime, ctx, device, action)
-            return result.model_dump(mode="json")
-
-        consoles.attach(agent.send, console_power)
+        consoles.start()
         poller = app.state.poller = PowerPoller(
-            app.state.sessions, app.state.write_sessions, app.state.vault, agent
+            app.state.sessions, app.state.write_sessions, app.state.vault, agents
         )
         if settings.poll_power:
             poller.start()
@@ -321,7 +331,7 @@ def create_app(
         finally:
             await poller.stop()
             await consoles.close_all()
-            await agent.close()
+            await agents.close()
             await poller.close()
             await jobs.close()
             await webhooks.stop()
@@ -370,6 +380,7 @@ def create_app(
     app.include_router(jobs_router, prefix=API)
     app.include_router(consoles_router, prefix=API)
     app.include_router(webhooks_router, prefix=API)
+    app.include_router(agents_router, prefix=API)
     install_docs(app, docs_url=f"{API}/docs", openapi_url=f"{API}/openapi.json")
     install_dashboard(app)
 

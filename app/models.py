@@ -7,6 +7,7 @@ def load_all() -> None:
     import app.audit.models
     import app.centrals.models
     import app.consoles.models
+    import app.fleetlink.models
     import app.identity.models
     import app.inventory.models
     import app.jobs.models

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from app.cli import audit, console, devices, login, power, tokens
+from app.cli import agents, audit, console, devices, login, power, tokens
 
 app = typer.Typer(
     help="Rackhand: remote hands for data-center fleets.",
@@ -21,6 +21,8 @@ app = typer.Typer(
 app.add_typer(devices.app, name="devices")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(audit.app, name="audit")
+app.add_typer(agents.app, name="agents")
+app.command("agent")(agents.agent)
 app.command("login")(login.login)
 app.command("passwd")(login.passwd)
 app.command("power")(power.power)

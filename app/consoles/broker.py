@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -31,7 +31,6 @@ from agents.protocol import (
     ConsoleOpen,
     ConsoleOpened,
     ConsoleOutput,
-    ToAgent,
 )
 from app.audit.recorder import AuditRecorder
 from app.centrals.presence import Presence
@@ -145,6 +144,15 @@ class Live:
 
 
 PowerHook = Callable[[RequestContext, str, str], Awaitable[dict[str, Any]]]
+ConsoleSink = Callable[[ConsoleOpened | ConsoleOutput | ConsoleClosed], Awaitable[None]]
+
+
+class ConsoleLink(Protocol):
+    """How the broker reaches the agent holding a device session (`AgentHub`)."""
+
+    def open_console(self, message: ConsoleOpen, sink: ConsoleSink) -> None: ...
+
+    def console(self, message: ConsoleInput | ConsoleControl) -> None: ...
 
 
 def broker_of(connection: HTTPConnection) -> ConsoleBroker:
@@ -161,6 +169,8 @@ class ConsoleBroker:
         vault: Vault,
         recordings: Path,
         presence: Presence,
+        link: ConsoleLink,
+        power: PowerHook,
         timeouts: Timeouts | None = None,
     ) -> None:
         self._sessions = sessions
@@ -169,8 +179,8 @@ class ConsoleBroker:
         self._vault = vault
         self._recordings = recordings
         self.timeouts = timeouts or Timeouts()
-        self._send: Callable[[ToAgent], None] | None = None
-        self._power: PowerHook | None = None
+        self._link = link
+        self._power = power
         self._live: dict[str, Live] = {}
         self._by_device: dict[int, Live] = {}
         self._device_locks: dict[int, asyncio.Lock] = {}
@@ -183,10 +193,8 @@ class ConsoleBroker:
             await limit_lock_wait(session, LOCK_WAIT)
             return await service.abandon_open(session, await self._presence.owners(session))
 
-    def attach(self, send: Callable[[ToAgent], None], power: PowerHook) -> None:
-        """Wire the agent link and the power action (consoles may power their device)."""
-        self._send = send
-        self._power = power
+    def start(self) -> None:
+        """Watch for idle, over-long and unwatched sessions."""
         self._watchdog = asyncio.create_task(self._watch(), name="console-watchdog")
 
     # Opening --------------------------------------------------------------------------------
@@ -210,9 +218,9 @@ class ConsoleBroker:
                 loop = asyncio.get_running_loop()
                 live = Live(row, body.cols, body.rows, loop.create_future())
                 self._live[row.id] = self._by_device[device.id] = live
-                assert self._send is not None
-                self._send(
-                    ConsoleOpen(row.id, device.name, site.slug, tuple(paths), body.cols, body.rows)
+                self._link.open_console(
+                    ConsoleOpen(row.id, device.name, site.slug, tuple(paths), body.cols, body.rows),
+                    self.receive,
                 )
         try:
             result = await asyncio.wait_for(asyncio.shield(live.opened), self.timeouts.open)
@@ -248,8 +256,7 @@ class ConsoleBroker:
         live = self._live.get(message.session_id)
         if live is None:
             if not isinstance(message, ConsoleClosed):  # an orphan: tell the agent to let go
-                assert self._send is not None
-                self._send(ConsoleControl(message.session_id, ConsoleOp.CLOSE))
+                self._link.console(ConsoleControl(message.session_id, ConsoleOp.CLOSE))
             return
         if isinstance(message, ConsoleOutput):
             self._output(live, message.data)
@@ -334,8 +341,7 @@ class ConsoleBroker:
         if not live.closing:
             live.closing = True
             live.close_reason = (reason, message, by)
-            assert self._send is not None
-            self._send(ConsoleControl(live.id, ConsoleOp.CLOSE))
+            self._link.console(ConsoleControl(live.id, ConsoleOp.CLOSE))
         try:
             await asyncio.wait_for(live.closed.wait(), CLOSE_WAIT)
         except TimeoutError:
@@ -465,8 +471,7 @@ class ConsoleBroker:
             return
         live.bytes_in += len(data)
         live.active = time.monotonic()
-        assert self._send is not None
-        self._send(ConsoleInput(live.id, data))
+        self._link.console(ConsoleInput(live.id, data))
 
     async def control(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
         """A JSON control frame from a viewer."""
@@ -535,8 +540,7 @@ class ConsoleBroker:
             return  # a viewer's window is its own business; only the writer's goes to the device
         if live.recording is not None:
             live.recording.resize(cols, rows)
-        assert self._send is not None
-        self._send(ConsoleControl(live.id, ConsoleOp.RESIZE, cols, rows))
+        self._link.console(ConsoleControl(live.id, ConsoleOp.RESIZE, cols, rows))
 
     async def _break(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
         if live.writer is not viewer:
@@ -553,8 +557,7 @@ class ConsoleBroker:
         await self._audit.record(service.event(viewer.ctx, "console.break", live.row))
         if live.recording is not None:
             live.recording.marker(f"break by {viewer.name}")
-        assert self._send is not None
-        self._send(ConsoleControl(live.id, ConsoleOp.BREAK))
+        self._link.console(ConsoleControl(live.id, ConsoleOp.BREAK))
         live.broadcast(type="break", by=viewer.name)
 
     async def _power_action(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
@@ -562,7 +565,6 @@ class ConsoleBroker:
             viewer.event(type="error", error="ReadOnly", detail=self._in_use(live))
             return
         action = str(message.get("action"))
-        assert self._power is not None
         power = self._power
 
         async def act() -> None:

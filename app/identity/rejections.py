@@ -41,6 +41,8 @@ class Presented(StrEnum):
 
     TOKEN = "token"  # Authorization: Bearer …
     SESSION = "session"  # the dashboard's cookie
+    JOIN = "join_token"  # an agent's one-time join token (POST /agents/join)
+    AGENT = "agent_credential"  # an agent's credential on its link (WS /agents/link)
 
 
 @dataclass(frozen=True)

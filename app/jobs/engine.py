@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -81,9 +81,10 @@ _FINISH_TASK = (
 
 
 class AgentLink(Protocol):
-    """How the central hands orders to an agent (built-in or remote)."""
+    """How the central hands orders to agents (`app.fleetlink.hub.AgentHub`): each order's
+    reports come back to the sink given with it."""
 
-    def submit(self, order: Order) -> None: ...
+    def submit(self, order: Order, sink: Callable[[Report], None]) -> None: ...
 
     def cancel(self, task_id: str) -> bool: ...
 
@@ -164,6 +165,7 @@ class JobEngine:
         self,
         sessions: async_sessionmaker[AsyncSession],
         presence: Presence,
+        link: AgentLink,
         *,
         spill: Path | None = None,
         patience: Patience | None = None,
@@ -172,7 +174,7 @@ class JobEngine:
         self._presence = presence
         self._spill = SpillFile(spill) if spill is not None else None
         self._patience = patience or Patience()
-        self._link: AgentLink | None = None
+        self._link = link
         self._live: dict[str, _Live] = {}
         self._jobs: dict[str, _Job] = {}
         self._waiters: dict[str, list[asyncio.Future[Report]]] = defaultdict(list)
@@ -186,9 +188,6 @@ class JobEngine:
         self._flusher: asyncio.Task[None] | None = None
         self._dispatchers: set[asyncio.Task[None]] = set()
         self._pacer = Pacer()
-
-    def attach(self, link: AgentLink) -> None:
-        self._link = link
 
     @property
     def owner(self) -> str:
@@ -233,12 +232,7 @@ class JobEngine:
                 if state.cancelled:
                     return
             state.unsent.discard(order.task_id)
-            if self._link is None:
-                self.report(
-                    Report(order.task_id, TaskStatus.FAILED, message="no agent serves site")
-                )
-            else:
-                self._link.submit(order)
+            self._link.submit(order, self.report)
 
     async def cancel(self, job_id: str) -> Cancelled:
         """Stop what has not finished: unsent tasks end at once, sent ones when the agent stops.
@@ -258,10 +252,9 @@ class JobEngine:
         stopped = len(state.unsent)
         state.unsent.clear()
         late = {o.report.task_id for o in self._unsaved(job_id) if o.report.status in FINISHED}
-        if self._link is not None:
-            for task_id in state.task_ids - late:
-                if task_id in self._live and self._link.cancel(task_id):
-                    stopped += 1
+        for task_id in state.task_ids - late:
+            if task_id in self._live and self._link.cancel(task_id):
+                stopped += 1
         if late:
             await self._stored(job_id, self._patience.cancel_wait)
         waiting = {o.report.task_id for o in self._unsaved(job_id) if o.report.status in FINISHED}
@@ -274,9 +267,6 @@ class JobEngine:
         self._queue.append(_Outcome(report, self._live.get(report.task_id), utcnow()))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="job-reports")
-
-    async def sink(self, report: Report) -> None:
-        self.report(report)
 
     def _unsaved(self, job_id: str | None = None) -> list[_Outcome]:
         waiting = self._writing + self._queue

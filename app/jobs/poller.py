@@ -29,7 +29,7 @@ from app.vault import Vault
 
 log = logging.getLogger(__name__)
 
-PREFIX = "poll:"
+PREFIX = "poll:"  # poll task ids, told apart from jobs' in logs
 POLL_TIMEOUT = 15.0
 
 
@@ -144,7 +144,7 @@ class PowerPoller:
                 POLL_TIMEOUT,
                 background=True,
             )
-            self._link.submit(order)
+            self._link.submit(order, self.report)
             sent += 1
         return sent
 

@@ -35,7 +35,7 @@ def _received(viewer: Viewer) -> bytes:
 
 def test_a_viewer_joining_mid_stream_gets_every_byte_once(tmp_path: Path) -> None:
     async def scenario() -> bytes:
-        broker = ConsoleBroker(None, _YieldingAudit(), None, tmp_path, Presence(None))  # type: ignore[arg-type]
+        broker = ConsoleBroker(None, _YieldingAudit(), None, tmp_path, Presence(None), None, None)  # type: ignore[arg-type]
         row = ConsoleSession(id="s1", device_id=1, device_name="web01", site_id=1, site="bj-dc1")
         live = Live(row, 80, 25, asyncio.get_running_loop().create_future())
         broker._output(live, b"POST ")
@@ -52,7 +52,7 @@ def test_a_viewer_joining_mid_stream_gets_every_byte_once(tmp_path: Path) -> Non
 
 def test_a_viewer_too_far_behind_is_dropped_and_loses_the_write_lock(tmp_path: Path) -> None:
     async def scenario() -> None:
-        broker = ConsoleBroker(None, _YieldingAudit(), None, tmp_path, Presence(None))  # type: ignore[arg-type]
+        broker = ConsoleBroker(None, _YieldingAudit(), None, tmp_path, Presence(None), None, None)  # type: ignore[arg-type]
         row = ConsoleSession(id="s1", device_id=1, device_name="web01", site_id=1, site="bj-dc1")
         live = Live(row, 80, 25, asyncio.get_running_loop().create_future())
         principal = Principal(Actor("user", 1, "alice"), user_id=1, grants=((Role.OPERATOR, None),))

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -22,13 +23,14 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.drivers.fake import FakeDriver
-from agents.protocol import FromAgent, Order, PowerAction, Report, TaskStatus
+from agents.protocol import HostKeySeen, Order, PowerAction, TaskStatus
 from app.audit.models import AuditEvent
+from app.audit.recorder import AuditRecorder
 from app.centrals.presence import Presence
 from app.config import Settings
 from app.context import system_context
 from app.db import make_sessionmaker
-from app.fleetlink.builtin import BuiltinAgent
+from app.fleetlink.hub import AgentHub
 from app.jobs import service
 from app.jobs.actions import Runtime
 from app.jobs.engine import Cancelled, JobEngine, Patience, _refused
@@ -74,6 +76,10 @@ class Central:
     spill: Path
 
 
+async def _no_host_keys(_: HostKeySeen) -> None:
+    raise AssertionError("no SSH device here")
+
+
 @asynccontextmanager
 async def central(
     settings: Settings, fake: FakeDriver, patience: Patience
@@ -83,20 +89,18 @@ async def central(
     presence = Presence(writes, interval=0.05)  # never beats again: gone 0.15 s after this
     await presence.beat()
     spill = settings.data_dir / FILE_NAME
-    engine = JobEngine(writes, presence, spill=spill, patience=patience)
-
-    async def receive(message: FromAgent) -> None:
-        if isinstance(message, Report):
-            engine.report(message)
-
-    agent = BuiltinAgent(receive, {"ipmi": fake})
-    engine.attach(agent)
+    agents = AgentHub(
+        writes, AuditRecorder(writes), _no_host_keys, silence=timedelta(seconds=15),
+        drivers={"ipmi": fake},
+    )  # fmt: skip
+    await agents.start(workers=False, refresh_every=3600)
+    engine = JobEngine(writes, presence, agents, spill=spill, patience=patience)
     try:
         yield Central(
             engine, Runtime(writes, load_vault(settings), engine), make_sessionmaker(db), spill
         )
     finally:
-        await agent.close()
+        await agents.close()
         await engine.close()
         await db.dispose()
 

@@ -1,0 +1,286 @@
+"""The central's end of a site agent's link: a WebSocket the agent dialled out to.
+
+The agent's credential is the only thing that opens it (a user's token or cookie does not);
+the first frame must be a `Hello` of this protocol version for the agent's own site. Orders
+and controls go out ahead of console input (two lanes), console output comes in within the
+credit the hub grants, and a link silent for three heartbeats is closed as dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from agents.link import Lanes
+from agents.protocol import (
+    PROTOCOL,
+    Heartbeat,
+    Hello,
+    Message,
+    Refusal,
+    RefusedBecause,
+    ToAgent,
+    Welcome,
+    decode,
+    encode,
+    hello_protocol,
+)
+from app.audit.recorder import AuditRecorder
+from app.audit.service import Actor, Event
+from app.fleetlink import service
+from app.fleetlink.hub import STOPPING, AgentHub, Connection
+from app.identity.auth import source_ip
+from app.identity.rejections import Presented, RefusalLog, Rejection
+from app.uow import unit_of_work
+
+log = logging.getLogger(__name__)
+
+HELLO_WAIT = 10.0  # s for the first frame
+CLOSE_CODES = {
+    RefusedBecause.CREDENTIAL: 4401,
+    RefusedBecause.REVOKED: 4403,
+    RefusedBecause.SITE: 4403,
+    RefusedBecause.VERSION: 4400,
+    RefusedBecause.HELLO: 4400,
+    RefusedBecause.REPLACED: 4409,
+    RefusedBecause.SILENT: 4408,
+    RefusedBecause.STOPPING: 1001,
+}
+
+
+class RemoteLink(Connection):
+    def __init__(self, websocket: WebSocket, found: service.Credentialed) -> None:
+        super().__init__(found.name, found.site, found.agent_id)
+        self.websocket = websocket
+        self._lanes = Lanes()
+        self.ending: Refusal | None = None  # why the central ends the link, once it does
+        self.done = asyncio.Event()
+
+    def deliver(self, message: ToAgent) -> None:
+        self._lanes.put(message)
+
+    def say(self, message: Message) -> None:
+        self._lanes.put(message)
+
+    def close(self, why: str) -> None:
+        stopping = why == STOPPING
+        self.end(RefusedBecause.STOPPING if stopping else RefusedBecause.REPLACED, why)
+
+    def end(self, reason: RefusedBecause, message: str) -> None:
+        """Say why, then close: after what is already queued ahead of it."""
+        if self.ending is None:
+            self.ending = Refusal(reason, message)
+            self._lanes.put(self.ending)
+
+    async def send_loop(self) -> None:
+        while True:
+            message = await self._lanes.get()
+            await self.websocket.send_bytes(encode(message))
+            if message is self.ending:
+                await self.websocket.close(CLOSE_CODES[message.reason], message.message[:120])
+                self.done.set()
+                return
+
+
+async def _refuse(websocket: WebSocket, reason: RefusedBecause, message: str) -> None:
+    with contextlib.suppress(Exception):
+        await websocket.send_bytes(encode(Refusal(reason, message)))
+        await websocket.close(CLOSE_CODES[reason], message[:120])
+
+
+class LinkServer:
+    """Serves `WS /api/v1/agents/link`: one call of `serve` per connected agent."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        hub: AgentHub,
+        audit: AuditRecorder,
+        refusals: RefusalLog,
+        central: str,
+        *,
+        heartbeat: float,
+    ) -> None:
+        self._sessions = sessions
+        self._hub = hub
+        self._audit = audit
+        self._refusals = refusals
+        self._central = central
+        self.heartbeat = heartbeat
+
+    @property
+    def silence(self) -> timedelta:
+        return timedelta(seconds=3 * self.heartbeat)
+
+    async def serve(self, websocket: WebSocket) -> None:
+        scheme, _, credential = websocket.headers.get("authorization", "").partition(" ")
+        await websocket.accept()
+        async with unit_of_work(self._sessions) as session:
+            found = (
+                await service.by_credential(session, credential)
+                if scheme.lower() == "bearer"
+                else None
+            )
+        if found is None or found.revoked:
+            await self._refusals.record(
+                Rejection.of(
+                    Presented.AGENT,
+                    source_ip(websocket),
+                    None,
+                    websocket.url.path,
+                    websocket.headers.get("user-agent"),
+                )
+            )
+            if found is None:
+                await _refuse(
+                    websocket,
+                    RefusedBecause.CREDENTIAL,
+                    "the agent credential is unknown; enrol the agent (POST /api/v1/agents) "
+                    "and start it with the new join token",
+                )
+            else:
+                await _refuse(
+                    websocket,
+                    RefusedBecause.REVOKED,
+                    "this agent's enrolment was revoked; enrol it again for a new join token",
+                )
+            return
+        hello = await self._hello(websocket, found)
+        if hello is None:
+            return
+        link = RemoteLink(websocket, found)
+        older = self._hub.attach(link)
+        if older is not None:
+            older.close("the same agent connected again")
+        address = source_ip(websocket)
+        async with unit_of_work(self._sessions) as session:
+            await service.connected(session, found.agent_id, self._central, address, hello.version)
+        await self._hub.refresh()
+        await self._event("agent.connected", link, address=address, version=hello.version)
+        link.say(Welcome(PROTOCOL, found.agent_id, self.heartbeat, link.window))
+        why = await self._run(link)
+        self._hub.detach(link, why)
+        async with unit_of_work(self._sessions) as session:
+            await service.disconnected(session, found.agent_id, self._central)
+        await self._hub.refresh()
+        await self._event("agent.disconnected", link, why=why)
+
+    async def _hello(self, websocket: WebSocket, found: service.Credentialed) -> Hello | None:
+        try:
+            first = await asyncio.wait_for(websocket.receive_bytes(), HELLO_WAIT)
+        except (TimeoutError, WebSocketDisconnect, KeyError, RuntimeError):
+            await _refuse(websocket, RefusedBecause.HELLO, "no hello within 10 s")
+            return None
+        version = hello_protocol(first)
+        if version is not None and version != PROTOCOL:
+            await _refuse(
+                websocket,
+                RefusedBecause.VERSION,
+                f"this central speaks agent protocol {PROTOCOL} and the agent speaks {version}: "
+                "run the same Rackhand release on both",
+            )
+            return None
+        try:
+            hello = decode(first)
+        except ValueError:
+            hello = None
+        if not isinstance(hello, Hello):
+            await _refuse(websocket, RefusedBecause.HELLO, "the first message must be a Hello")
+            return None
+        if hello.site != found.site:
+            await self._audit.record(
+                Event(
+                    "agent.site_refused",
+                    Actor("agent", found.agent_id, found.name),
+                    outcome="denied",
+                    target_type="agent",
+                    target_id=found.agent_id,
+                    target_name=f"{found.site}/{found.name}",
+                    site=found.site,
+                    source_ip=source_ip(websocket),
+                    details={"asked_site": hello.site[:64]},
+                )
+            )
+            await _refuse(
+                websocket,
+                RefusedBecause.SITE,
+                f"this agent is enrolled for site {found.site}, not {hello.site[:64]}",
+            )
+            return None
+        return hello
+
+    async def _run(self, link: RemoteLink) -> str:
+        """Receive until the link ends; the reason it ended."""
+        sender = asyncio.create_task(link.send_loop())
+        beats = asyncio.create_task(self._beat(link))
+        try:
+            while True:
+                receive = asyncio.ensure_future(link.websocket.receive_bytes())
+                done, _ = await asyncio.wait(
+                    {receive, sender}, timeout=3 * self.heartbeat, return_when="FIRST_COMPLETED"
+                )
+                if receive not in done:
+                    receive.cancel()
+                    with contextlib.suppress(BaseException):
+                        await receive
+                    if sender in done:
+                        return link.ending.message if link.ending else "the link closed"
+                    link.end(RefusedBecause.SILENT, "no heartbeat for three intervals")
+                    await asyncio.wait_for(link.done.wait(), 5)
+                    return "silent for three heartbeats"
+                try:
+                    message = decode(receive.result())
+                except ValueError as exc:
+                    log.warning("agent %s sent a frame that is not a message: %s", link.name, exc)
+                    continue
+                if isinstance(message, Heartbeat):
+                    await self._heard(link, message)
+                elif isinstance(message, Hello | Refusal | Welcome):
+                    continue
+                else:
+                    await self._hub.receive(link, message)  # type: ignore[arg-type]
+        except (WebSocketDisconnect, RuntimeError, TimeoutError):
+            return link.ending.message if link.ending else "the agent closed the link"
+        finally:
+            beats.cancel()
+            sender.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(beats, sender)
+
+    async def _heard(self, link: RemoteLink, beat: Heartbeat) -> None:
+        async with unit_of_work(self._sessions) as session:
+            live = await service.seen(
+                session, link.agent_id or 0, self._central, beat.tasks, beat.consoles
+            )
+        if not live:
+            link.end(RefusedBecause.REVOKED, "this agent's enrolment was revoked")
+
+    async def _beat(self, link: RemoteLink) -> None:
+        """The central's heartbeat, so the agent knows the link is alive both ways."""
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            link.say(Heartbeat(len(link.tasks), len(link.consoles)))
+
+    def revoked(self, agent_id: int) -> None:
+        link = self._hub.link_of(agent_id)
+        if isinstance(link, RemoteLink):
+            link.end(RefusedBecause.REVOKED, "this agent's enrolment was revoked")
+
+    async def _event(self, type_: str, link: RemoteLink, **details: object) -> None:
+        await self._audit.record(
+            Event(
+                type_,
+                self._hub.actor(link),
+                target_type="agent",
+                target_id=link.agent_id,
+                target_name=f"{link.site}/{link.name}",
+                site=link.site,
+                source_ip=source_ip(link.websocket),
+                details=dict(details),
+            )
+        )
