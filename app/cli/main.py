@@ -119,6 +119,7 @@ def serve(
         log_level="info",
         proxy_headers=False,
         loop="uvloop",  # the agent's IPMI workers run on it too
+        timeout_graceful_shutdown=10,  # a stream that does not end never holds the stop up
     )
     collector.tune()
     with demo_fleet(settings.data_dir, verbose) if demo else contextlib.nullcontext() as summary:

@@ -200,7 +200,9 @@ class AgentHub:
         """Why no agent of the site takes work, naming each and since when."""
         said = []
         for agent in self._served.get(site, []):
-            if agent.status is AgentStatus.PENDING:
+            if agent.status is AgentStatus.REVOKED:
+                said.append(f"{agent.name} revoked at {agent.since:%Y-%m-%d %H:%M:%S} UTC")
+            elif agent.status is AgentStatus.PENDING:
                 said.append(f"{agent.name} enrolled, never connected")
             elif agent.status is AgentStatus.ONLINE:
                 said.append(f"{agent.name} connected to another central, not this one")

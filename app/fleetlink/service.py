@@ -289,17 +289,17 @@ class Enrolled:
 
 
 async def served_sites(session: AsyncSession, silence: timedelta) -> dict[str, list[Enrolled]]:
-    """Sites that have agents (revoked ones do not count), with each agent's state."""
+    """Sites that have agents, with each agent's state. Revoked agents still bind their site:
+    revoking a branch's last agent must not hand its devices to the central unasked."""
     rows = await session.execute(
         select(SiteAgent, Site.slug)
         .join(Site, Site.id == SiteAgent.site_id)
-        .where(SiteAgent.revoked_at.is_(None))
         .order_by(SiteAgent.name)
     )
     now = utcnow()
     sites: dict[str, list[Enrolled]] = {}
     for agent, slug in rows:
         status = status_of(agent, now, silence)
-        since = agent.disconnected_at or agent.last_seen
+        since = agent.revoked_at or agent.disconnected_at or agent.last_seen
         sites.setdefault(slug, []).append(Enrolled(agent.id, agent.name, status, since))
     return sites
