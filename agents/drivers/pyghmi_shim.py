@@ -715,7 +715,8 @@ class Link:
 
 
 def _privlevel(privilege: int) -> int | None:
-    """pyghmi's `privlevel`: None asks for administrator, then operator if it is refused."""
+    """pyghmi's `privlevel`: None asks for administrator, then operator if it is refused (in
+    RAKP and in patch 5); a level given is asked as is, with no fallback."""
     return None if privilege == ADMINISTRATOR else privilege
 
 
