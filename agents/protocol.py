@@ -64,13 +64,18 @@ class PowerState(StrEnum):
 
 @dataclass(frozen=True)
 class IpmiPath:
-    """An IPMI-over-LAN BMC; `cipher_suite` 17 (SHA-256) or 3 (SHA-1), 0 = let the client pick."""
+    """An IPMI-over-LAN BMC; `cipher_suite` 17 (SHA-256) or 3 (SHA-1), 0 = let the client pick.
+
+    `privilege` is the session's level: `administrator` (operator where the BMC grants no
+    more), `operator` or `user` (status reads only).
+    """
 
     address: str
     username: str
     password: str = field(repr=False)
     port: int = 623
     cipher_suite: int = 0
+    privilege: str = "administrator"
     kind: str = "ipmi"
 
     @property

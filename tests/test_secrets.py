@@ -41,7 +41,13 @@ def test_secrets_never_reach_logs_or_responses(
         ),
         client.post(
             "devices/cs-01/paths",
-            json={"kind": "ssh", "address": "10.0.0.3", "username": "a", "secret": SECRET},
+            json={
+                "kind": "ssh",
+                "address": "10.0.0.3",
+                "username": "a",
+                "secret": SECRET,
+                "options": {"dialect": "opengear"},
+            },
         ),
         client.post(
             "devices/import",

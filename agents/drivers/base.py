@@ -78,6 +78,16 @@ def require_secret(path: Path | ConsolePath) -> None:
         )
 
 
+class OptionError(ValueError):
+    """A path written with an option no driver honours: `field` names it, the message says
+    what to use instead. Raised by the drivers' `validate`, before anything is stored."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
 class Unsupported(DriverError):
     """The device or the path cannot do this action (e.g. `nmi` on a PDU outlet)."""
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import asyncssh
 
@@ -23,6 +23,7 @@ from agents.drivers.base import (
     ConsoleChannel,
     DriverError,
     HostKeyListener,
+    OptionError,
     Refused,
     Unreachable,
     Unsupported,
@@ -185,6 +186,18 @@ class ConsoleServerDriver:
         self._settings = settings or ssh.SshSettings()
         self._settle = settle
         self._break_ms = break_ms
+
+    @staticmethod
+    def validate(options: Mapping[str, Any]) -> None:
+        """The options of the ssh path of a box whose ports this driver opens: a dialect it
+        speaks (docs/dialects.md)."""
+        dialect = ssh.dialect(options)
+        if dialect not in DIALECTS:
+            raise OptionError(
+                "options.dialect",
+                f"dialect {dialect!r} cannot open console ports; use one of "
+                f"{', '.join(DIALECTS)} (docs/dialects.md)",
+            )
 
     async def open_console(
         self, path: ConsolePath, *, cols: int = 80, rows: int = 25

@@ -15,10 +15,17 @@ import contextlib
 import dataclasses
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from agents.drivers import pyghmi_shim as shim
-from agents.drivers.base import DriverError, PoweredOff, Unreachable, Unsupported
+from agents.drivers.base import (
+    DriverError,
+    OptionError,
+    PoweredOff,
+    Unreachable,
+    Unsupported,
+)
 from agents.drivers.ipmi_reactor import Job, Key, Plan, Pool, Request, reactor
 from agents.drivers.sol import SolChannel, open_sol
 from agents.protocol import (
@@ -56,6 +63,10 @@ _BOOT = {
     BootDevice.DEFAULT: 0x00,
 }
 
+# Session privilege levels (IPMI 2.0 table 6-1) a path may ask for; administrator falls back to
+# operator where the BMC grants no more (as pyghmi and ipmitool's default do).
+PRIVILEGES = {"user": 2, "operator": 3, "administrator": shim.ADMINISTRATOR}
+
 _STATUS = Request(_CHASSIS, _GET_CHASSIS_STATUS, b"", retry=True, name="Get Chassis Status")
 _PROOF = dataclasses.replace(_STATUS, proof=True)  # skipped on a session just logged in
 
@@ -72,6 +83,26 @@ class IpmiDriver:
     answered a login packet, keeps the whole `login_timeout`. Drivers share the thread, not
     sessions. A console has a session of its own, outside the pool and its login limit.
     """
+
+    OPTIONS = ("cipher_suite", "privilege")  # a path's options this driver honours
+
+    @staticmethod
+    def validate(options: Mapping[str, Any]) -> None:
+        """A cipher suite the shim can force and a privilege level IPMI defines."""
+        suite = options.get("cipher_suite")
+        if (suite or 0) not in shim.SUITES:
+            raise OptionError(
+                "options.cipher_suite",
+                f"cipher suite {suite} is not supported; use 3 (SHA-1), 17 (SHA-256) or null to "
+                "let the client negotiate",
+            )
+        privilege = options.get("privilege")
+        if privilege is not None and privilege not in PRIVILEGES:
+            raise OptionError(
+                "options.privilege",
+                f"privilege {privilege!r} is not an IPMI session level; use one of "
+                f"{', '.join(PRIVILEGES)}",
+            )
 
     def __init__(
         self,
@@ -155,10 +186,16 @@ class IpmiDriver:
                 f"cipher suite {path.cipher_suite} of {path.endpoint} is not supported; "
                 "use 3 (SHA-1), 17 (SHA-256) or 0 to let the client negotiate"
             )
+        level = PRIVILEGES.get(path.privilege)
+        if level is None:
+            raise Unsupported(
+                f"privilege {path.privilege!r} of {path.endpoint} is not an IPMI session level; "
+                f"use one of {', '.join(PRIVILEGES)}"
+            )
         if self._closed:
             raise DriverError("the IPMI driver is closed")
         address = await _resolve(path)
-        return (address, path.port, path.username, path.password, path.cipher_suite)
+        return (address, path.port, path.username, path.password, path.cipher_suite, level)
 
 
 async def _resolve(path: IpmiPath) -> str:

@@ -46,8 +46,8 @@ def login_error(endpoint: str, suite: int, error: str) -> DriverError:
         return NoSession(f"BMC {endpoint} sent a login reply pyghmi cannot handle ({detail})")
     if "privelege" in error:  # sic, pyghmi's spelling
         return AuthFailed(
-            f"BMC {endpoint} accepted the user but not at operator or admin privilege, which "
-            f"power control needs ({error})"
+            f"BMC {endpoint} accepted the user but not at the privilege the path asks for "
+            f"({error}); lower the path's privilege option or raise the user's level on the BMC"
         )
     if any(sign in error for sign in ("password", "Unauthorized", "RAKP", "role")):
         return AuthFailed(f"BMC {endpoint} rejected the user or password ({error})")
@@ -96,7 +96,8 @@ def completion_error(endpoint: str, request: Request, code: int) -> DriverError:
         )
     if code == 0xD4:
         return AuthFailed(
-            f"BMC {endpoint} refused {request.name}: {meaning}; the user needs operator or admin"
+            f"BMC {endpoint} refused {request.name}: {meaning}; it needs a session at operator "
+            "or administrator privilege (the path's privilege option and the user's level)"
         )
     return Refused(f"BMC {endpoint} refused {request.name}: {meaning}")
 

@@ -36,7 +36,8 @@ from agents.protocol import PowerState
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, int, str, str, int]  # address, port, username, password, cipher suite
+# address, port, username, password, cipher suite, privilege level (IPMI's number)
+Key = tuple[str, int, str, str, int, int]
 
 _SWEEP_EVERY = 1.0  # s between looks for idle or broken sessions
 _BLOCKED_POLL = 0.05  # s between looks at a session busy with pyghmi's keep-alive
@@ -395,7 +396,7 @@ class Reactor(threading.Thread):
                     self._log_in(bmc)
 
     def _log_in(self, bmc: _Bmc) -> None:
-        address, port, username, password, suite = bmc.key
+        address, port, username, password, suite, privilege = bmc.key
         bmc.generation += 1
         generation = bmc.generation
         bmc.logging_in = True
@@ -414,6 +415,7 @@ class Reactor(threading.Thread):
                 on_logon=lambda error: self._events.append(
                     partial(self._on_logon, bmc, generation, error)
                 ),
+                privilege=privilege,
             )
         except Exception as exc:  # e.g. pyghmi refusing a user name longer than 16 bytes
             self._login_ended(bmc)

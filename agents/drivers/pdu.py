@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncssh
 
@@ -23,6 +24,7 @@ from agents.drivers.base import (
     DeviceTimeout,
     DriverError,
     HostKeyListener,
+    OptionError,
     OutletReading,
     Refused,
     Unreachable,
@@ -167,6 +169,17 @@ class PduDriver:
         self._cycle_wait = cycle_wait
         self._poll = poll
         self._pdus: dict[str, _Pdu] = {}
+
+    @staticmethod
+    def validate(options: Mapping[str, Any]) -> None:
+        """The options of a PDU's ssh path: a dialect this driver speaks (docs/dialects.md)."""
+        dialect = ssh.dialect(options)
+        if dialect not in DIALECTS:
+            raise OptionError(
+                "options.dialect",
+                f"dialect {dialect!r} cannot switch PDU outlets; use one of "
+                f"{', '.join(DIALECTS)} (docs/dialects.md)",
+            )
 
     async def switch(self, path: PduOutletPath, action: PowerAction) -> OutletReading:
         """Do `action` on all the path's outlets together; what they read before and after.

@@ -47,6 +47,7 @@ PYGHMI_VERSION = "1.6.19"
 SUITE_REFUSED = "cipher suite refused"  # starts a login error caused by a forced suite
 UNPARSABLE = "pyghmi could not handle its reply"  # starts the error of a session it choked on
 SUITES = (0, 3, 17)  # 0 = pyghmi's own choice: 17 (SHA-256), then 3 (SHA-1) if refused
+ADMINISTRATOR = 4  # asked as pyghmi does by default: operator (3) if the BMC refuses it
 
 # The shape of every pyghmi function patched or relied on below, as in 1.6.19: a changed
 # signature means the body may have changed too, and the shim must be re-read before it is trusted.
@@ -637,6 +638,8 @@ class Link:
         password: str,
         suite: int,
         on_logon: Callable[[str | None], None],
+        *,
+        privilege: int = ADMINISTRATOR,
     ) -> None:
         if suite not in SUITES:
             raise ValueError(f"cipher suite {suite} is not one of {SUITES}")
@@ -644,7 +647,12 @@ class Link:
         self._session: Any = None
         with _suite(suite):
             session = _session.Session(
-                bmc=address, userid=username, password=password, port=port, onlogon=self._logged
+                bmc=address,
+                userid=username,
+                password=password,
+                port=port,
+                onlogon=self._logged,
+                privlevel=_privlevel(privilege),
             )
         self._session = session
         if session.logged and not session.logging:
@@ -706,6 +714,12 @@ class Link:
             session._mark_broken("closed")
 
 
+def _privlevel(privilege: int) -> int | None:
+    """pyghmi's `privlevel`: None asks for administrator, then operator if it is refused (in
+    RAKP and in patch 5); a level given is asked as is, with no fallback."""
+    return None if privilege == ADMINISTRATOR else privilege
+
+
 def _reply(response: dict[str, Any], netfn: int, command: int) -> Reply:
     if "error" in response:
         return Reply(code=response.get("code", 0), error=str(response["error"]))
@@ -752,7 +766,7 @@ class _Console(_console.Console):  # type: ignore[misc]
     """
 
     def __init__(
-        self, link: SolLink, address: str, port: int, username: str, password: str
+        self, link: SolLink, address: str, port: int, username: str, password: str, privilege: int
     ) -> None:
         # Console.__init__'s fields, without the nested pump it ends with.
         self.outputlock = threading.RLock()
@@ -778,7 +792,12 @@ class _Console(_console.Console):  # type: ignore[misc]
         self.ipmi_session = None
         self.callgotsession: dict[str, Any] | None = None
         self.ipmi_session = _session.Session(
-            bmc=address, userid=username, password=password, port=port, onlogon=self._got_session
+            bmc=address,
+            userid=username,
+            password=password,
+            port=port,
+            onlogon=self._got_session,
+            privlevel=_privlevel(privilege),
         )
         self.session = self.ipmi_session  # Console forgets its session on any error; we do not
         if self.callgotsession is not None:
@@ -908,6 +927,7 @@ class SolLink:
         password: str,
         suite: int,
         *,
+        privilege: int = ADMINISTRATOR,
         on_opened: Callable[[SolFailure | None], None],
         on_output: Callable[[bytes], None],
         on_ended: Callable[[str], None],
@@ -920,7 +940,7 @@ class SolLink:
         self._open = False
         self._done = False  # nothing more is reported
         with _suite(suite):
-            self._console = _Console(self, address, port, username, password)
+            self._console = _Console(self, address, port, username, password, privilege)
         self._session = self._console.session
 
     @property

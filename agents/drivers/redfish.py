@@ -16,7 +16,7 @@ import http.client
 import re
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,6 +29,7 @@ from agents.drivers.base import (
     AuthFailed,
     DeviceTimeout,
     DriverError,
+    OptionError,
     PoweredOff,
     Refused,
     Unreachable,
@@ -105,6 +106,8 @@ class RedfishDriver:
     logs in). A call that runs out returns at once; its thread ends at its next socket timeout.
     """
 
+    OPTIONS = ("tls_fingerprint",)  # a path's options this driver honours
+
     def __init__(
         self, *, workers: int = 32, request_timeout: float = 5.0, call_timeout: float = 30.0
     ) -> None:
@@ -113,6 +116,16 @@ class RedfishDriver:
         self._request_timeout = request_timeout
         self._call_timeout = call_timeout
         self._closed = False
+
+    @staticmethod
+    def validate(options: Mapping[str, Any]) -> None:
+        """A pinned fingerprint must be a SHA-256 the certificate check can compare."""
+        pin = options.get("tls_fingerprint")
+        if pin is not None and _pin_digits(str(pin)) is None:
+            raise OptionError(
+                "options.tls_fingerprint",
+                "must be the certificate's SHA-256: 64 hex digits, colons allowed",
+            )
 
     async def power(self, path: Path, action: PowerAction) -> PowerState:
         """Do `action`; the state read after it (before it for nmi; `on` after cycle or reset)."""
@@ -181,13 +194,19 @@ class RedfishDriver:
 _MAYBE_RAN = "; the action may or may not have run: check the power state before repeating it"
 
 
+def _pin_digits(fingerprint: str) -> str | None:
+    """A pinned SHA-256 as 64 lower-case hex digits; None if it is not one."""
+    digits = re.sub(r"[\s:]", "", fingerprint).lower()
+    return digits if re.fullmatch(r"[0-9a-f]{64}", digits) else None
+
+
 def _pinning(path: RedfishPath) -> Callable[[bytes], bool]:
     """pyghmi's verifycallback: the certificate's SHA-256 must be the pinned one.
 
     It raises AuthFailed itself, through pyghmi, so the message can show both fingerprints.
     """
-    expected = re.sub(r"[\s:]", "", path.fingerprint or "").lower()
-    if path.fingerprint is not None and not re.fullmatch(r"[0-9a-f]{64}", expected):
+    expected = _pin_digits(path.fingerprint or "") or ""
+    if path.fingerprint is not None and not expected:
         raise AuthFailed(
             f"Redfish BMC {path.url}: the pinned fingerprint {path.fingerprint!r} is not a "
             "SHA-256 (64 hex digits); fix options.tls_fingerprint on the path"

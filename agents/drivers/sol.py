@@ -159,7 +159,7 @@ class _Sol:
     # Every method below runs on the reactor thread.
 
     def start(self) -> None:
-        address, port, username, password, suite = self.key
+        address, port, username, password, suite, privilege = self.key
         self.deadline = time.monotonic() + self.open_timeout
         call = reactor().call
         try:
@@ -169,6 +169,7 @@ class _Sol:
                 username,
                 password,
                 suite,
+                privilege=privilege,
                 on_opened=lambda failure: call(partial(self._opened, failure)),
                 on_output=self._output,
                 on_ended=lambda detail: call(partial(self._ended, detail)),

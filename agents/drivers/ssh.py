@@ -12,7 +12,9 @@ import asyncio
 import hmac
 import re
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import asyncssh
 
@@ -23,12 +25,32 @@ from agents.drivers.base import (
     DriverError,
     HostKeyListener,
     HostKeyMismatch,
+    OptionError,
     Refused,
     Unreachable,
 )
 from agents.protocol import SshTarget
 
 _FINGERPRINT = re.compile(r"(?:SHA256:)?([A-Za-z0-9+/]{43})=?")
+
+OPTIONS = ("dialect", "host_key")  # of an ssh path: how to drive the box's CLI, its pinned key
+SHELL = "shell"  # a plain shell, the catalogue's default: no driver drives it
+
+
+def dialect(options: Mapping[str, Any]) -> str:
+    """The dialect an ssh path's options name; a plain shell when they name none."""
+    return str(options.get("dialect") or SHELL)
+
+
+def validate(options: Mapping[str, Any]) -> None:
+    """An ssh path's pin must be a fingerprint `connect` can compare (whatever the box)."""
+    key = options.get("host_key")
+    if key is not None and _FINGERPRINT.fullmatch(str(key).strip()) is None:
+        raise OptionError(
+            "options.host_key",
+            "must be an OpenSSH SHA-256 fingerprint (SHA256: and 43 base64 characters), as "
+            "`ssh-keygen -lf` prints it",
+        )
 
 
 @dataclass(frozen=True)

@@ -199,6 +199,7 @@ def _bmc_path(row: ControlPath, vault: Vault) -> Path:
             password=_secret(row, vault),
             port=row.port or 623,
             cipher_suite=int(row.options.get("cipher_suite") or 0),
+            privilege=str(row.options.get("privilege") or "administrator"),
         )
     return RedfishPath(
         url=redfish_url(row.address, row.port),

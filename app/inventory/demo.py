@@ -14,7 +14,6 @@ from app.inventory.schemas import (
     ConsolePortPath,
     DeviceCreate,
     IpmiPath,
-    LibvirtPath,
     PduOutletPath,
     RackCreate,
     SiteCreate,
@@ -272,8 +271,8 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
             tags=["virt"],
         )
         await ssh(hypervisor, "127.0.0.1", "shell")
-        for m in range(1, 4):
-            vm = await add(
+        for m in range(1, 4):  # no paths: no driver acts on libvirt guests yet
+            await add(
                 f"vm{n}{m:02d}",
                 DeviceKind.VM,
                 "bj-dc1",
@@ -281,12 +280,5 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
                 arch="x86_64",
                 os="linux",
                 tags=["virt"],
-            )
-            await paths.create_path(
-                session,
-                ctx,
-                vault,
-                vm,
-                LibvirtPath(kind=PathKind.LIBVIRT, via=hypervisor.name, domain=vm.name),
             )
     return True

@@ -433,7 +433,7 @@ async def update_device(
         await _check_no_vms(session, device, "it must stay a hypervisor at its site")
     _apply(device, merged, site, rack, parent)
     await session.flush()
-    await path_service.check_links(session, device)
+    await path_service.check_links(session, device, kind_changed=merged.kind is not current.kind)
     if merged.tags != current.tags:
         await _set_tags(session, device.id, merged.tags)
         await session.flush()

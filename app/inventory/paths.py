@@ -10,6 +10,8 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agents.drivers.base import OptionError
+from agents.drivers.options import validate_path
 from app.audit.service import diff, stage
 from app.context import RequestContext
 from app.errors import AlreadyExists, FieldError, NotFound
@@ -123,6 +125,23 @@ def check_fit(device: Device, kind: PathKind, via: Device | None) -> None:
         raise FieldError("via", "a vm's libvirt path goes through its parent hypervisor")
 
 
+def check_options(device: Device, kind: PathKind, options: Mapping[str, Any]) -> None:
+    """Refuse a path no driver could use, saying what to fix (docs/catalogue.md).
+
+    An ssh path is checked against the driver of what goes through its device: a console
+    server's or KVM switch's must speak a console dialect, a PDU's a PDU dialect. The device's
+    kind decides it, since `check_fit` only lets those kinds be a `via`.
+    """
+    through = [path_kind for path_kind, kinds in VIA_KINDS.items() if device.kind in kinds]
+    try:
+        validate_path(kind, options, through=through)
+    except OptionError as exc:
+        context = (
+            f"{device.name!r} is a {device.kind}: " if kind is PathKind.SSH and through else ""
+        )
+        raise FieldError(exc.field, context + exc.message) from exc
+
+
 async def _via(session: AsyncSession, ref: str | None, visible: set[int] | None) -> Device | None:
     """The device a path goes through, among the `visible` sites (None: every site)."""
     if ref is None:
@@ -193,6 +212,7 @@ async def create_path(
     """`data` is one member of the PathCreate union."""
     via = await _via(session, getattr(data, "via", None), ctx.principal.visible_site_ids())
     check_fit(device, data.kind, via)
+    check_options(device, data.kind, data.options.model_dump(mode="json"))
     if via is not None and data.kind is PathKind.CONSOLE_PORT:
         await _check_port_free(session, via, data.port, None)
     path = ControlPath(device_id=device.id, kind=data.kind, secret_ciphertext=None)
@@ -242,6 +262,7 @@ async def update_path(
     merged: Any = model.model_validate({k: v for k, v in merged_input.items() if v is not None})
     via = await _via(session, getattr(merged, "via", None), ctx.principal.visible_site_ids())
     check_fit(device, merged.kind, via)
+    check_options(device, merged.kind, merged.options.model_dump(mode="json"))
     if via is not None and merged.kind is PathKind.CONSOLE_PORT:
         await _check_port_free(session, via, merged.port, path.id)
     store(path, merged, via, vault)
@@ -295,8 +316,12 @@ async def delete_path(
     await _audit(session, ctx, "path.deleted", device, {"before": before})
 
 
-async def check_links(session: AsyncSession, device: Device) -> None:
-    """After a device changed kind or site: its paths and the paths through it must still fit."""
+async def check_links(session: AsyncSession, device: Device, *, kind_changed: bool) -> None:
+    """After a device changed kind or site: its paths and the paths through it must still fit.
+
+    A new kind also re-checks its ssh paths' options (a console server's dialect is no PDU's);
+    a move alone does not, so a path stored before these checks never blocks one.
+    """
     own = await session.execute(
         select(ControlPath, Device)
         .outerjoin(Device, ControlPath.via_device_id == Device.id)
@@ -304,6 +329,13 @@ async def check_links(session: AsyncSession, device: Device) -> None:
     )
     for path, via in own:
         check_fit(device, path.kind, via)
+        if kind_changed and path.kind is PathKind.SSH:
+            try:
+                check_options(device, path.kind, path.options)
+            except FieldError as exc:
+                raise FieldError(
+                    "kind", f"its ssh path would not work: {exc.message}; fix its {exc.field} first"
+                ) from exc
     through = await session.execute(
         select(ControlPath, Device)
         .join(Device, ControlPath.device_id == Device.id)

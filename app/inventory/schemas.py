@@ -357,25 +357,39 @@ class SecretChange(StrEnum):
     UNSET = "unset"  # there was none and none came
 
 
-class IpmiOptions(Schema):
+class PathOptions(Schema):
+    """A path's options. An unknown one is refused naming those this kind takes; whether a
+    driver can use the values is `agents.drivers.options.validate_path`'s to say."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, data: Any) -> Any:
+        unknown = sorted(set(data) - set(cls.model_fields)) if isinstance(data, dict) else []
+        if unknown:
+            takes = ", ".join(cls.model_fields) or "none"
+            raise ValueError(f"unknown option {unknown[0]!r}; this kind of path takes {takes}")
+        return data
+
+
+class IpmiOptions(PathOptions):
     cipher_suite: Literal[3, 17] | None = None
     privilege: Literal["administrator", "operator", "user"] = "administrator"
 
 
-class RedfishOptions(Schema):
+class RedfishOptions(PathOptions):
     tls_fingerprint: Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F:]{64,95}$")] | None = (
         None
     )
 
 
-class SshOptions(Schema):
+class SshOptions(PathOptions):
     dialect: SshDialect = SshDialect.SHELL
     # The device's pinned host key, as `ssh-keygen -lf` prints it; set on first contact
     # (trust on first use) and changed only by an admin (audited as a path update).
     host_key: Annotated[str, StringConstraints(pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")] | None = None
 
 
-class NoOptions(Schema):
+class NoOptions(PathOptions):
     pass
 
 

@@ -660,6 +660,9 @@ async def _write_paths(
                 if via_name and via is None:
                     raise FieldError("via", f"no device {via_name!r}")
                 path_service.check_fit(device, model.kind, via)
+                path_service.check_options(
+                    device, model.kind, model.options.model_dump(mode="json")
+                )
             except FieldError as exc:
                 errors.add(plan.row, f"paths.{index}.{exc.field}", exc.message)
                 continue

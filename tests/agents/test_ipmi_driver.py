@@ -4,6 +4,7 @@ own files, never through the driver under test."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -114,6 +115,41 @@ def test_status_on_and_off_as_ipmitool_sees_them(bmc: Bmc) -> None:
         (PowerState.OFF, "Chassis Power is off"),
     ]
     assert bmc.changes() == ["power 1", "power 0"]
+
+
+def test_the_paths_privilege_is_the_sessions_level(bmc: Bmc) -> None:
+    """A `user` session reads the state but may not switch; `operator` may. The same BMC and
+    credentials at another level get a session of their own, never the warm one."""
+
+    def at(privilege: str) -> IpmiPath:
+        return dataclasses.replace(ipmi(bmc), privilege=privilege)
+
+    async def scenario(driver: IpmiDriver) -> list[PowerState | str]:
+        seen: list[PowerState | str] = [await driver.power(at("user"), PowerAction.STATUS)]
+        for privilege, action in (("user", PowerAction.ON), ("operator", PowerAction.ON),
+                                  ("user", PowerAction.OFF)):  # fmt: skip
+            try:
+                seen.append(await driver.power(at(privilege), action))
+            except AuthFailed as exc:
+                seen.append(str(exc))
+            seen.append(ipmitool(bmc, "power", "status").strip())
+        return seen
+
+    user_refused = (
+        f"BMC {bmc.endpoint} refused Chassis Control (power up): insufficient privilege level "
+        "(0xD4); it needs a session at operator or administrator privilege (the path's "
+        "privilege option and the user's level)"
+    )
+    assert drive(scenario) == [
+        PowerState.OFF,
+        user_refused,
+        "Chassis Power is off",
+        PowerState.ON,
+        "Chassis Power is on",
+        user_refused.replace("power up", "power down"),
+        "Chassis Power is on",
+    ]
+    assert bmc.changes() == ["power 1"]
 
 
 def test_cycle_runs_once_and_answers_on(bmc: Bmc) -> None:

@@ -247,7 +247,8 @@ def _seed(client: TestClient) -> dict[str, str]:
     device(client, "b-hv", kind="hypervisor", site="b-dc")
     device(client, "b-pdu", kind="pdu", site="b-dc")
     device(client, "b-cs", kind="console_server", site="b-dc")
-    path(client, "b-cs", kind="ssh", address="127.0.0.1", username="u", secret="p")
+    path(client, "b-cs", kind="ssh", address="127.0.0.1", username="u", secret="p",
+         options={"dialect": "opengear"})  # fmt: skip
     path(client, "b-srv", kind="ipmi", address="127.0.0.1", username="u", secret="p")
     path(client, "b-srv", kind="console_port", via="b-cs", port=1)
     job = ok(client.post("devices/b-srv/power", json={"action": "status"}))["job"]

@@ -104,7 +104,8 @@ def _seed(client: TestClient, bmc_port: int) -> dict[str, str]:
     webhook = ok(client.post("webhooks", json=hook), 201)["id"]
     # a console that failed at once: its console server (port 1) refuses connections
     device(client, "cs-01", kind="console_server")
-    path(client, "cs-01", kind="ssh", address="127.0.0.1", port=1, username="u", secret="p")
+    path(client, "cs-01", kind="ssh", address="127.0.0.1", port=1, username="u", secret="p",
+         options={"dialect": "opengear"})  # fmt: skip
     device(client, "web02")
     path(client, "web02", kind="console_port", via="cs-01", port=1)
     client.post("devices/web02/consoles", json={"via": "console_port"})

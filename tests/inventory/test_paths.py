@@ -67,7 +67,6 @@ def test_every_kind_of_path(client: TestClient) -> None:
         secret="pw",
         options={"dialect": "opengear"},
     )
-    path(client, "vm1", kind="libvirt", via="hv01", domain="vm1")
     shown = ok(client.get("devices/web01"))["paths"]
     assert [p["kind"] for p in shown] == ["ipmi", "redfish", "console_port", "pdu_outlet"]
     assert ok(client.get("devices/web01/paths")) == shown

@@ -126,7 +126,6 @@ def test_json_import_with_paths_and_vms(client: TestClient) -> None:
             "kind": "vm",
             "site": "bj-dc1",
             "parent": "hv01",
-            "paths": [{"kind": "libvirt", "via": "hv01", "domain": "vm1"}],
         },
         {"name": "hv01", "kind": "hypervisor", "site": "bj-dc1"},
         {"name": "cs-01", "kind": "console_server", "site": "bj-dc1"},

@@ -137,6 +137,27 @@ def test_power_through_a_bmc_we_did_not_write(api: TestClient, tmp_path: Path) -
         assert bmc.power() == "off"
 
 
+def test_the_paths_privilege_reaches_the_bmc(api: TestClient, tmp_path: Path) -> None:
+    """The catalogue's `privilege` is the session's level: `user` may read but not switch."""
+    with openipmi_fleet(1, user="admin", password="openipmi-pw", workdir=tmp_path) as found:
+        bmc = found[0]
+        device(api, "ro01")
+        created = path(api, "ro01", kind="ipmi", address="127.0.0.1", port=bmc.port,
+                       username="admin", secret="openipmi-pw",
+                       options={"cipher_suite": 3, "privilege": "user"})  # fmt: skip
+        read = ok(api.post("devices/ro01/power", json={"action": "status"}))
+        assert (read["status"], read["power_state"]) == ("succeeded", "off")
+        refused = ok(api.post("devices/ro01/power", json={"action": "on"}))
+        assert refused["status"] == "failed"
+        assert "insufficient privilege level (0xD4)" in refused["message"]
+        assert bmc.power() == "off"
+        options = {"cipher_suite": 3, "privilege": "operator"}
+        ok(api.patch(f"devices/ro01/paths/{created['id']}", json={"options": options}))
+        answer = ok(api.post("devices/ro01/power", json={"action": "on"}))
+        assert (answer["status"], answer["power_state"]) == ("succeeded", "on")
+        assert bmc.power() == "on"
+
+
 @pytest.fixture
 def redfish_bmc() -> Iterator[tuple[str, str]]:
     """One simulated Redfish BMC (HTTPS) in its own process: its URL and certificate pin."""
