@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from agents.consoles import ConsoleHub
+from agents.drivers.base import OptionError
+from agents.drivers.options import validate_path
 from agents.drivers.registry import default_drivers
 from agents.protocol import (
     BootOrder,
@@ -35,7 +37,9 @@ from agents.protocol import (
 )
 from agents.runner import Driver, Runner
 
-__all__ = ["WINDOW", "Agent", "Driver", "Send", "version"]
+# What the central may use of an agent besides its messages: the class itself, and the check
+# of a path's options against what the drivers honour (made when a path is written).
+__all__ = ["WINDOW", "Agent", "Driver", "OptionError", "Send", "validate_path", "version"]
 
 Send = Callable[[FromAgent], Awaitable[None]]
 

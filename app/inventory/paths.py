@@ -10,8 +10,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agents.drivers.base import OptionError
-from agents.drivers.options import validate_path
+from agents.agent import OptionError, validate_path
 from app.audit.service import diff, stage
 from app.context import RequestContext
 from app.errors import AlreadyExists, FieldError, NotFound

@@ -282,7 +282,7 @@ def test_no_user_credential_opens_the_link_and_the_agent_credential_opens_nothin
     user = linked.api.headers["Authorization"]
     with connect(link, additional_headers={"Authorization": user}, ssl=tls) as ws:
         ws.send(encode(Hello(PROTOCOL, "test", SITE, "br12-a")))
-        refusal = decode(ws.recv(timeout=10))
+        refusal = _received(ws)
     assert isinstance(refusal, Refusal)
     assert refusal.reason is RefusedBecause.CREDENTIAL
     for where in ("devices", "agents", "audit"):
@@ -310,12 +310,12 @@ def test_an_agent_is_refused_another_sites_hello_and_reports_it_was_not_given(
     headers = {"Authorization": f"Bearer {joined['credential']}"}
     with connect(link, additional_headers=headers, ssl=tls) as ws:
         ws.send(encode(Hello(PROTOCOL, "test", "bj-dc9", "br12-spy")))
-        refusal = decode(ws.recv(timeout=10))
+        refusal = _received(ws)
     assert isinstance(refusal, Refusal)
     assert refusal.reason is RefusedBecause.SITE
     with connect(link, additional_headers=headers, ssl=tls) as ws:
         ws.send(encode(Hello(PROTOCOL, "test", SITE, "br12-spy")))
-        decode(ws.recv(timeout=10))  # welcome
+        _received(ws)  # welcome
         ws.send(encode(Report("someone-elses-task", TaskStatus.SUCCEEDED, message="done")))
         until(
             lambda: ok(linked.api.get("audit", params={"type": "agent.message_refused"}))["items"],
@@ -323,7 +323,7 @@ def test_an_agent_is_refused_another_sites_hello_and_reports_it_was_not_given(
         )
     with connect(link, additional_headers=headers, ssl=tls) as ws:
         ws.send(encode(Hello(PROTOCOL + 1, "test", SITE, "br12-spy")))
-        refusal = decode(ws.recv(timeout=10))
+        refusal = _received(ws)
     assert isinstance(refusal, Refusal)
     assert refusal.reason is RefusedBecause.VERSION
     ok(linked.api.delete(f"agents/{joined['id']}"), 204)
@@ -381,3 +381,8 @@ def _credential(rig: Rig, name: str) -> str:
     import json
 
     return str(json.loads((rig.folder / f"agent-{name}" / "agent.json").read_text())["credential"])
+
+
+def _received(ws: Any) -> Any:
+    frame = ws.recv(timeout=10)
+    return decode(frame if isinstance(frame, bytes) else frame.encode())
