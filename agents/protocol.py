@@ -1,7 +1,8 @@
 """Messages between the central and an agent: the same types in-process and over the link.
 
 Plain frozen dataclasses, so an agent needs nothing of the central's stack; `encode` and
-`decode` give the JSON form a remote link carries.
+`decode` give the JSON form a remote link carries, and the pipes to the agent's worker
+processes too (the last section).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 
@@ -256,7 +257,7 @@ class HostKeySeen:
 
 ToAgent = Order | ConsoleOpen | ConsoleInput | ConsoleControl
 FromAgent = Report | ConsoleOpened | ConsoleOutput | ConsoleClosed | HostKeySeen
-Message = ToAgent | FromAgent
+Message: TypeAlias = "ToAgent | FromAgent | ToWorker | FromWorker"  # ToWorker & co: at the end
 
 _MESSAGES: dict[str, type[Message]] = {
     cls.__name__: cls
@@ -280,7 +281,8 @@ def _default(value: Any) -> Any:
 
 
 def encode(message: Message) -> bytes:
-    """JSON with the type named, for the remote link (secrets travel inside TLS only)."""
+    """Compact JSON with the type named, on one line; for the remote link (secrets travel inside
+    TLS only) and the worker pipes."""
     return orjson.dumps({"type": type(message).__name__, "body": message}, default=_default)
 
 
@@ -302,6 +304,8 @@ def decode(data: bytes) -> Message:
         cls = _MESSAGES[envelope["type"]]
         if "paths" in body:
             body["paths"] = tuple(_path(path) for path in body["paths"])
+        if isinstance(body.get("path"), dict):  # a device path; a path kind is a string
+            body["path"] = _path(body["path"])
         if "data" in body:
             body["data"] = base64.b64decode(body["data"], validate=True)
         for name, enum in _ENUMS.get(cls, {}).items():
@@ -318,3 +322,54 @@ _ENUMS: dict[type[Any], dict[str, type[StrEnum]]] = {
     Report: {"status": TaskStatus, "power_state": PowerState},
     ConsoleControl: {"op": ConsoleOp},
 }
+
+
+# Worker processes ----------------------------------------------------------------------------
+# What an agent and its `python -m agents.worker` children (agents/workers.py) say over their
+# pipes, in the same encoding as the link. A child's console is the `session_id` of the console
+# messages above: the call id of its `console_open`, as a string.
+
+
+class WorkerOp(StrEnum):
+    PING = "ping"  # is the driver loaded? answered with no state
+    POWER = "power"
+    BOOT = "boot"
+    CONSOLE_OPEN = "console_open"
+    CANCEL = "cancel"  # of the call `call_id`; it gets no answer
+
+
+@dataclass(frozen=True)
+class DeviceCall:
+    """One driver call for a child, answered by exactly one `DeviceAnswer` unless cancelled."""
+
+    call_id: int
+    op: WorkerOp
+    path: Path | ConsolePath | None = None
+    action: PowerAction | None = None
+    boot: BootDevice | None = None
+    persistent: bool = False
+    cols: int = 80
+    rows: int = 25
+
+
+@dataclass(frozen=True)
+class DeviceAnswer:
+    """A call's result: the power state (None if the call returns none), or a `DriverError`
+    named by its class, which the agent raises again (an unknown name as `Refused`)."""
+
+    call_id: int
+    state: PowerState | None = None
+    error: str | None = None
+    message: str = ""
+
+
+ToWorker = DeviceCall | ConsoleInput | ConsoleControl
+FromWorker = DeviceAnswer | ConsoleOutput | ConsoleClosed
+
+_MESSAGES.update({cls.__name__: cls for cls in (DeviceCall, DeviceAnswer)})
+_ENUMS.update(
+    {
+        DeviceCall: {"op": WorkerOp, "action": PowerAction, "boot": BootDevice},
+        DeviceAnswer: {"state": PowerState},
+    }
+)
