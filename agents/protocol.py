@@ -1,8 +1,8 @@
 """Messages between the central and an agent: the same types in-process and over the link.
 
 Plain frozen dataclasses, so an agent needs nothing of the central's stack; `encode` and
-`decode` give the JSON form a remote link carries, and the pipes to the agent's worker
-processes too (the last section).
+`decode` give the JSON form a remote link carries. An agent's worker processes speak the same
+encoding over their pipes, with messages of their own (`decode_worker`, the last section).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, TypeAlias
+from typing import Any, TypeVar
 
 import orjson
 
@@ -257,7 +257,7 @@ class HostKeySeen:
 
 ToAgent = Order | ConsoleOpen | ConsoleInput | ConsoleControl
 FromAgent = Report | ConsoleOpened | ConsoleOutput | ConsoleClosed | HostKeySeen
-Message: TypeAlias = "ToAgent | FromAgent | ToWorker | FromWorker"  # ToWorker & co: at the end
+Message = ToAgent | FromAgent
 
 _MESSAGES: dict[str, type[Message]] = {
     cls.__name__: cls
@@ -280,7 +280,7 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def encode(message: Message) -> bytes:
+def encode(message: Message | WorkerMessage) -> bytes:
     """Compact JSON with the type named, on one line; for the remote link (secrets travel inside
     TLS only) and the worker pipes."""
     return orjson.dumps({"type": type(message).__name__, "body": message}, default=_default)
@@ -297,11 +297,19 @@ def _path(fields: dict[str, Any]) -> Path | ConsolePath:
 
 
 def decode(data: bytes) -> Message:
-    """The message `encode` made; a ValueError for anything else."""
+    """The link message `encode` made; a ValueError for anything else."""
+    return _decode(data, _MESSAGES)
+
+
+_M = TypeVar("_M")
+
+
+def _decode(data: bytes, messages: dict[str, type[_M]]) -> _M:
+    """The message of one of `messages` that `encode` made; a ValueError for anything else."""
     try:
         envelope = orjson.loads(data)
         body = envelope["body"]
-        cls = _MESSAGES[envelope["type"]]
+        cls = messages[envelope["type"]]
         if "paths" in body:
             body["paths"] = tuple(_path(path) for path in body["paths"])
         if isinstance(body.get("path"), dict):  # a device path; a path kind is a string
@@ -365,8 +373,21 @@ class DeviceAnswer:
 
 ToWorker = DeviceCall | ConsoleInput | ConsoleControl
 FromWorker = DeviceAnswer | ConsoleOutput | ConsoleClosed
+WorkerMessage = ToWorker | FromWorker
 
-_MESSAGES.update({cls.__name__: cls for cls in (DeviceCall, DeviceAnswer)})
+
+def decode_worker(data: bytes) -> WorkerMessage:
+    """The worker-pipe message `encode` made; a ValueError for anything else (a link's order)."""
+    return _decode(data, _WORKER_MESSAGES)
+
+
+# Apart from the link's `_MESSAGES`: `decode` on the link never yields a worker's call.
+_WORKER_MESSAGES: dict[str, type[WorkerMessage]] = {
+    cls.__name__: cls
+    for cls in (
+        DeviceCall, ConsoleInput, ConsoleControl, DeviceAnswer, ConsoleOutput, ConsoleClosed,
+    )
+}  # fmt: skip
 _ENUMS.update(
     {
         DeviceCall: {"op": WorkerOp, "action": PowerAction, "boot": BootDevice},

@@ -41,7 +41,7 @@ from agents.protocol import (
     Path,
     PowerState,
     WorkerOp,
-    decode,
+    decode_worker,
     encode,
 )
 from agents.runner import Driver
@@ -97,7 +97,7 @@ class Worker:
 
     def handle(self, line: bytes) -> None:
         """Start the call a line brings, cancel the one it names, or pass console input on."""
-        message = decode(line)
+        message = decode_worker(line)
         if isinstance(message, ConsoleInput | ConsoleControl):
             console = self._consoles.get(message.session_id)
             if console is not None:  # else it has ended: its ConsoleClosed is on its way

@@ -58,7 +58,7 @@ from agents.protocol import (
     PowerState,
     ToWorker,
     WorkerOp,
-    decode,
+    decode_worker,
     encode,
 )
 
@@ -311,7 +311,7 @@ class WorkerPool:
         lines = 0
         try:
             while line := await stdout.readline():
-                message = decode(line)
+                message = decode_worker(line)
                 lines += 1
                 if lines % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # a chatty console must not hold up the loop
