@@ -1,7 +1,8 @@
 """Messages between the central and an agent: the same types in-process and over the link.
 
 Plain frozen dataclasses, so an agent needs nothing of the central's stack; `encode` and
-`decode` give the JSON form a remote link carries.
+`decode` give the JSON form a remote link carries. An agent's worker processes speak the same
+encoding over their pipes, with messages of their own (`decode_worker`, the last section).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -366,8 +367,9 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def encode(message: Message) -> bytes:
-    """JSON with the type named, for the remote link (secrets travel inside TLS only)."""
+def encode(message: Message | WorkerMessage) -> bytes:
+    """Compact JSON with the type named, on one line; for the remote link (secrets travel inside
+    TLS only) and the worker pipes."""
     return orjson.dumps({"type": type(message).__name__, "body": message}, default=_default)
 
 
@@ -382,13 +384,23 @@ def _path(fields: dict[str, Any]) -> Path | ConsolePath:
 
 
 def decode(data: bytes) -> Message:
-    """The message `encode` made; a ValueError for anything else."""
+    """The link message `encode` made; a ValueError for anything else."""
+    return _decode(data, _MESSAGES)
+
+
+_M = TypeVar("_M")
+
+
+def _decode(data: bytes, messages: dict[str, type[_M]]) -> _M:
+    """The message of one of `messages` that `encode` made; a ValueError for anything else."""
     try:
         envelope = orjson.loads(data)
         body = envelope["body"]
-        cls = _MESSAGES[envelope["type"]]
+        cls = messages[envelope["type"]]
         if "paths" in body:
             body["paths"] = tuple(_path(path) for path in body["paths"])
+        if isinstance(body.get("path"), dict):  # a device path; a path kind is a string
+            body["path"] = _path(body["path"])
         if "data" in body:
             body["data"] = base64.b64decode(body["data"], validate=True)
         if "capabilities" in body:
@@ -419,3 +431,67 @@ def hello_protocol(data: bytes) -> int | None:
     except (KeyError, TypeError, ValueError):
         return None
     return version if isinstance(version, int) and envelope.get("type") == "Hello" else None
+
+
+# Worker processes ----------------------------------------------------------------------------
+# What an agent and its `python -m agents.worker` children (agents/workers.py) say over their
+# pipes, in the same encoding as the link. A child's console is the `session_id` of the console
+# messages above: the call id of its `console_open`, as a string.
+
+
+class WorkerOp(StrEnum):
+    PING = "ping"  # is the driver loaded? answered with no state
+    POWER = "power"
+    BOOT = "boot"
+    CONSOLE_OPEN = "console_open"
+    CANCEL = "cancel"  # of the call `call_id`; it gets no answer
+
+
+@dataclass(frozen=True)
+class DeviceCall:
+    """One driver call for a child, answered by exactly one `DeviceAnswer` unless cancelled."""
+
+    call_id: int
+    op: WorkerOp
+    path: Path | ConsolePath | None = None
+    action: PowerAction | None = None
+    boot: BootDevice | None = None
+    persistent: bool = False
+    cols: int = 80
+    rows: int = 25
+
+
+@dataclass(frozen=True)
+class DeviceAnswer:
+    """A call's result: the power state (None if the call returns none), or a `DriverError`
+    named by its class, which the agent raises again (an unknown name as `Refused`)."""
+
+    call_id: int
+    state: PowerState | None = None
+    error: str | None = None
+    message: str = ""
+
+
+ToWorker = DeviceCall | ConsoleInput | ConsoleControl
+FromWorker = DeviceAnswer | ConsoleOutput | ConsoleClosed
+WorkerMessage = ToWorker | FromWorker
+
+
+def decode_worker(data: bytes) -> WorkerMessage:
+    """The worker-pipe message `encode` made; a ValueError for anything else (a link's order)."""
+    return _decode(data, _WORKER_MESSAGES)
+
+
+# Apart from the link's `_MESSAGES`: `decode` on the link never yields a worker's call.
+_WORKER_MESSAGES: dict[str, type[WorkerMessage]] = {
+    cls.__name__: cls
+    for cls in (
+        DeviceCall, ConsoleInput, ConsoleControl, DeviceAnswer, ConsoleOutput, ConsoleClosed,
+    )
+}  # fmt: skip
+_ENUMS.update(
+    {
+        DeviceCall: {"op": WorkerOp, "action": PowerAction, "boot": BootDevice},
+        DeviceAnswer: {"state": PowerState},
+    }
+)

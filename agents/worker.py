@@ -1,19 +1,19 @@
 """A `WorkerPool` child: `python -m agents.worker KIND OPTIONS_JSON` (see agents/workers.py).
 
-One driver, built as `KIND(**OPTIONS)`; stdin brings JSON lines ({"id", "op": "ping" | "power"
-| "boot" | "console_open" | "cancel", ...}), each call runs as its own task, and stdout takes one
-line per answer: {"id", "state"} or {"id", "error": class name, "message"}. A cancelled call gets no
-answer. An open console (its id is its open call's) takes {"op": "console_write", "console",
-"data": base64}, "console_break", "console_resize" and "console_close", in order, and sends
-{"console", "data": base64} lines (what came since the last, one per loop turn) and finally
-{"console", "closed": reason}. The child ends when stdin ends (its parent closed it or died),
-after closing its consoles and the driver. stdin and stdout must be pipes, as the pool makes.
+One driver, built as `KIND(**OPTIONS)`. Both pipes carry agents.protocol messages, `encode`d,
+one per line. stdin brings `DeviceCall`s (ping, power, boot, console_open, cancel); each call
+runs as its own task, and stdout takes one `DeviceAnswer` per call: its state, or the class name
+and message of the `DriverError` it raised. A cancelled call gets no answer. An open console
+(its session id is its open call's id) takes `ConsoleInput` and `ConsoleControl` (break, resize,
+close), in order, and sends `ConsoleOutput` (what came since the last, one per loop turn) and
+finally `ConsoleClosed`: reason "closed" if it was closed as asked, else "device" and why. The
+child ends when stdin ends (its parent closed it or died), after closing its consoles and the
+driver. stdin and stdout must be pipes, as the pool makes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import importlib
 import logging
 import os
@@ -28,7 +28,22 @@ import uvloop
 from agents import collector
 from agents.drivers.base import ConsoleChannel, DriverError
 from agents.drivers.buffer import CLOSED
-from agents.protocol import BootDevice, IpmiPath, PowerAction, PowerState, RedfishPath
+from agents.protocol import (
+    ConsoleClosed,
+    ConsoleControl,
+    ConsoleInput,
+    ConsoleOp,
+    ConsoleOutput,
+    ConsolePortPath,
+    DeviceAnswer,
+    DeviceCall,
+    FromWorker,
+    Path,
+    PowerState,
+    WorkerOp,
+    decode_worker,
+    encode,
+)
 from agents.runner import Driver
 from agents.workers import LINE_LIMIT
 
@@ -39,7 +54,6 @@ KINDS = {
     "redfish": "agents.drivers.redfish:RedfishDriver",
     "fake": "agents.drivers.fake:FakeDriver",
 }
-_PATHS: dict[str, type[IpmiPath | RedfishPath]] = {"ipmi": IpmiPath, "redfish": RedfishPath}
 
 
 class ClosableDriver(Driver, Protocol):
@@ -69,7 +83,7 @@ class _Console:
 
     def __init__(self, channel: ConsoleChannel) -> None:
         self.channel = channel
-        self.input: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.input: asyncio.Queue[ConsoleInput | ConsoleControl] = asyncio.Queue()
         self.tasks: list[asyncio.Task[None]] = []
 
 
@@ -79,23 +93,25 @@ class Worker:
         self._out = out
         self._outbox: list[bytes] = []
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._consoles: dict[int, _Console] = {}
+        self._consoles: dict[str, _Console] = {}  # by session id
 
     def handle(self, line: bytes) -> None:
         """Start the call a line brings, cancel the one it names, or pass console input on."""
-        message = orjson.loads(line)
-        if message["op"].startswith("console_") and message["op"] != "console_open":
-            console = self._consoles.get(message["console"])
-            if console is not None:  # else it has ended: its "closed" line is on its way
+        message = decode_worker(line)
+        if isinstance(message, ConsoleInput | ConsoleControl):
+            console = self._consoles.get(message.session_id)
+            if console is not None:  # else it has ended: its ConsoleClosed is on its way
                 console.input.put_nowait(message)
             return
-        call_id: int = message["id"]
-        if message["op"] == "cancel":
+        if not isinstance(message, DeviceCall):
+            raise ValueError(f"a {type(message).__name__} is no call for a worker")
+        call_id = message.call_id
+        if message.op is WorkerOp.CANCEL:
             task = self._tasks.get(call_id)
             if task is not None:
                 task.cancel()
             return
-        task = asyncio.create_task(self._run(call_id, message))
+        task = asyncio.create_task(self._run(message))
         self._tasks[call_id] = task
         task.add_done_callback(lambda _: self._tasks.pop(call_id, None))
 
@@ -105,98 +121,109 @@ class Worker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for console in self._consoles.values():
-            console.input.put_nowait({"op": "console_close"})
+        for session_id, console in self._consoles.items():
+            console.input.put_nowait(ConsoleControl(session_id, ConsoleOp.CLOSE))
         pumps = [task for console in self._consoles.values() for task in console.tasks]
         await asyncio.gather(*pumps, return_exceptions=True)
         await self._driver.close()
         self._flush()
 
-    async def _run(self, call_id: int, message: dict[str, Any]) -> None:
-        answer: dict[str, Any]
+    async def _run(self, call: DeviceCall) -> None:
+        answer: DeviceAnswer
         try:
-            state = await self._call(message)
+            state = await self._call(call)
         except DriverError as exc:
-            answer = {"id": call_id, "error": type(exc).__name__, "message": str(exc)}
+            answer = DeviceAnswer(call.call_id, error=type(exc).__name__, message=str(exc))
         except Exception as exc:  # a bug must still answer, or the caller waits forever
-            log.exception("call %s failed unexpectedly", call_id)
+            log.exception("call %s failed unexpectedly", call.call_id)
             text = f"internal error in the worker process: {type(exc).__name__}: {exc}"
-            answer = {"id": call_id, "error": type(exc).__name__, "message": text}
+            answer = DeviceAnswer(call.call_id, error=type(exc).__name__, message=text)
         else:
-            answer = {"id": call_id, "state": state}
+            answer = DeviceAnswer(call.call_id, state)
         self._send(answer)
 
-    def _send(self, line: dict[str, Any]) -> None:
-        """Queue a line; a loop turn's lines go out in one write."""
+    def _send(self, message: FromWorker) -> None:
+        """Queue a message; a loop turn's messages go out in one write, a line each."""
         if not self._outbox:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._outbox.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+        self._outbox.append(encode(message))
 
-    async def _call(self, message: dict[str, Any]) -> PowerState | None:
-        if message["op"] == "ping":  # the pool asks whether the driver is loaded
+    async def _call(self, call: DeviceCall) -> PowerState | None:
+        if call.op is WorkerOp.PING:  # the pool asks whether the driver is loaded
             return None
-        fields = message["path"]
-        path = _PATHS[fields["kind"]](**fields)
-        if message["op"] == "console_open":
+        if call.op is WorkerOp.CONSOLE_OPEN:
             opener = getattr(self._driver, "open_console", None)
             if opener is None:
                 raise DriverError(f"the {type(self._driver).__name__} driver has no consoles")
-            channel = await opener(path, cols=message["cols"], rows=message["rows"])
-            self._start_console(message["id"], channel)
+            channel = await opener(call.path, cols=call.cols, rows=call.rows)
+            self._start_console(str(call.call_id), channel)
             return None
-        if message["op"] == "power":
-            return await self._driver.power(path, PowerAction(message["action"]))
-        device = BootDevice(message["device"])
-        await self._driver.set_boot(path, device, bool(message["persistent"]))
-        return None
+        path = _device_path(call)
+        if call.op is WorkerOp.POWER and call.action is not None:
+            return await self._driver.power(path, call.action)
+        if call.op is WorkerOp.BOOT and call.boot is not None:
+            await self._driver.set_boot(path, call.boot, call.persistent)
+            return None
+        raise DriverError(f"a {call.op} call the worker process cannot make: {call!r}")
 
-    def _start_console(self, console_id: int, channel: ConsoleChannel) -> None:
+    def _start_console(self, session_id: str, channel: ConsoleChannel) -> None:
         """Its pump and its input start after the open answer is queued (same loop turn)."""
-        console = self._consoles[console_id] = _Console(channel)
+        console = self._consoles[session_id] = _Console(channel)
         console.tasks = [
-            asyncio.create_task(self._pump(console_id, console)),
+            asyncio.create_task(self._pump(session_id, console)),
             asyncio.create_task(self._feed(console)),
         ]
 
-    async def _pump(self, console_id: int, console: _Console) -> None:
-        """Output to lines, one per turn at most (what arrived since is joined); then closed."""
+    async def _pump(self, session_id: str, console: _Console) -> None:
+        """Output in messages, one per turn at most (what arrived since is joined); then closed."""
+        closed = ConsoleClosed(session_id, "closed")
         try:
             async for data in console.channel:
-                self._send({"console": console_id, "data": base64.b64encode(data).decode()})
+                self._send(ConsoleOutput(session_id, data))
                 await asyncio.sleep(0)  # the other consoles and the answers get their turn
         except Exception as exc:  # a bug here must still end the console in the parent
-            log.exception("console %s failed", console_id)
-            reason = f"internal error in the worker process: {type(exc).__name__}: {exc}"
+            log.exception("console %s failed", session_id)
+            text = f"internal error in the worker process: {type(exc).__name__}: {exc}"
+            closed = ConsoleClosed(session_id, "device", text)
         else:
             reason = getattr(console.channel, "reason", None) or CLOSED
+            if reason != CLOSED:
+                closed = ConsoleClosed(session_id, "device", reason)
         finally:
-            self._consoles.pop(console_id, None)
+            self._consoles.pop(session_id, None)
             console.tasks[1].cancel()
-        self._send({"console": console_id, "closed": reason})
+        self._send(closed)
 
     async def _feed(self, console: _Console) -> None:
         """Input in the order it came; `close` last, and it ends the output (so the pump)."""
         channel = console.channel
         while True:
             message = await console.input.get()
-            op = message["op"]
             try:
-                if op == "console_write":
-                    await channel.write(base64.b64decode(message["data"]))
-                elif op == "console_break":
+                if isinstance(message, ConsoleInput):
+                    await channel.write(message.data)
+                elif message.op is ConsoleOp.BREAK:
                     await channel.send_break()
-                elif op == "console_resize":
-                    await channel.resize(message["cols"], message["rows"])
-                elif op == "console_close":
+                elif message.op is ConsoleOp.RESIZE:
+                    await channel.resize(message.cols, message.rows)
+                else:
                     await channel.close()
                     return
             except DriverError as exc:  # it ended meanwhile; the pump says why
                 log.info("console input dropped: %s", exc)
 
     def _flush(self) -> None:
-        """One write per loop turn for all the answers that turn produced."""
-        self._out.write(b"".join(self._outbox))
+        """One write per loop turn for all the messages that turn produced."""
+        self._outbox.append(b"")  # the last line's newline
+        self._out.write(b"\n".join(self._outbox))
         self._outbox.clear()
+
+
+def _device_path(call: DeviceCall) -> Path:
+    """The path a power or boot call acts on (a console port has no power)."""
+    if call.path is None or isinstance(call.path, ConsolePortPath):
+        raise DriverError(f"a {call.op} call needs a power path, not {call.path!r}")
+    return call.path
 
 
 async def serve(kind: str, options: dict[str, Any]) -> None:

@@ -4,19 +4,20 @@ pyghmi is pure Python and CPU-bound at login, and the IPMI driver runs one react
 process; in the central's process it also competes with the web server and the database. A
 `WorkerPool` looks like a driver but forwards each call to one of N `python -m agents.worker`
 children, chosen by a stable hash of the endpoint, so a BMC's warm session stays in one child
-and the runner's one-request-per-BMC ordering holds there. Calls and answers travel as JSON
-lines over the children's stdin and stdout; a child's stderr is the caller's.
+and the runner's one-request-per-BMC ordering holds there. Calls (`DeviceCall`) and answers
+(`DeviceAnswer`) are agents.protocol messages in the link's encoding, one per line over the
+children's stdin and stdout (`encode` never writes a newline: readline finds the end in C and
+a child's output stays readable); a child's stderr is the caller's.
 
 Consoles too: `open_console` opens the device's console in the child that serves its endpoint
-and returns a proxy here. The child sends the console's output as lines of its own
-(`{"console": id, "data": base64}`, then `{"console": id, "closed": reason}`), at most one per
-console per loop turn, between the answers; input goes the other way as `console_*` ops.
+and returns a proxy here; the console's session id is its open call's id. The child sends its
+output as `ConsoleOutput`, at most one per console per loop turn, between the answers, and
+then one `ConsoleClosed`; input goes the other way as `ConsoleInput` and `ConsoleControl`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import itertools
 import logging
@@ -42,11 +43,28 @@ from agents.drivers.base import (
     Unsupported,
 )
 from agents.drivers.buffer import CLOSED, OutputBuffer
-from agents.protocol import BootDevice, ConsolePath, Path, PowerAction, PowerState
+from agents.protocol import (
+    BootDevice,
+    ConsoleClosed,
+    ConsoleControl,
+    ConsoleInput,
+    ConsoleOp,
+    ConsoleOutput,
+    ConsolePath,
+    DeviceAnswer,
+    DeviceCall,
+    Path,
+    PowerAction,
+    PowerState,
+    ToWorker,
+    WorkerOp,
+    decode_worker,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
-LINE_LIMIT = 16 * 1024 * 1024  # bytes of one JSON line, either way; far above any real message
+LINE_LIMIT = 16 * 1024 * 1024  # bytes of one message's line, either way; far above any real one
 CLOSE_TIMEOUT = 10.0  # s a child gets to close its driver after its stdin closes
 
 # Errors that cross the pipe by class name; any other name arrives as Refused.
@@ -80,19 +98,20 @@ class _Call:
 class _Child:
     process: asyncio.subprocess.Process
     pending: dict[int, _Call] = field(default_factory=dict)
-    consoles: dict[int, _ConsoleProxy] = field(default_factory=dict)
+    consoles: dict[str, _ConsoleProxy] = field(default_factory=dict)  # by session id
     outbox: list[bytes] = field(default_factory=list)
     alive: bool = True
     reader: asyncio.Task[None] | None = None
 
-    def send(self, message: dict[str, Any]) -> None:
-        """Queue one line; a loop turn's lines go out in one write."""
+    def send(self, message: ToWorker) -> None:
+        """Queue one message; a loop turn's messages go out in one write, a line each."""
         if not self.outbox:
             asyncio.get_running_loop().call_soon(self._flush)
-        self.outbox.append(orjson.dumps(message, option=orjson.OPT_APPEND_NEWLINE))
+        self.outbox.append(encode(message))
 
     def _flush(self) -> None:
-        data = b"".join(self.outbox)
+        self.outbox.append(b"")  # the last line's newline
+        data = b"\n".join(self.outbox)
         self.outbox.clear()
         stdin = self.process.stdin
         if self.alive and stdin is not None and not stdin.is_closing():
@@ -102,9 +121,9 @@ class _Child:
 class _ConsoleProxy:
     """A console open in a child process (a `ConsoleChannel`); `reason` says why it ended."""
 
-    def __init__(self, child: _Child, console_id: int, endpoint: str, label: str) -> None:
+    def __init__(self, child: _Child, session_id: str, endpoint: str, label: str) -> None:
         self._child = child
-        self._id = console_id
+        self._session_id = session_id
         self._endpoint = endpoint
         self._label = label
         self.output = OutputBuffer()
@@ -124,18 +143,18 @@ class _ConsoleProxy:
 
     async def write(self, data: bytes) -> None:
         if data:
-            self._send("console_write", data=base64.b64encode(data).decode())
+            self._send(ConsoleInput(self._session_id, data))
 
     async def send_break(self) -> None:
-        self._send("console_break")
+        self._send(ConsoleControl(self._session_id, ConsoleOp.BREAK))
 
     async def resize(self, cols: int, rows: int) -> None:
-        self._send("console_resize", cols=cols, rows=rows)
+        self._send(ConsoleControl(self._session_id, ConsoleOp.RESIZE, cols, rows))
 
     async def close(self) -> None:
         """Ask the child to close it, and wait (bounded) until it says it has."""
         if self.output.reason is None:
-            self._child.send({"op": "console_close", "console": self._id})
+            self._child.send(ConsoleControl(self._session_id, ConsoleOp.CLOSE))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self.ended.wait()
@@ -145,12 +164,12 @@ class _ConsoleProxy:
         self.output.end(reason)
         self.ended.set()
 
-    def _send(self, op: str, **fields: Any) -> None:
+    def _send(self, message: ConsoleInput | ConsoleControl) -> None:
         if self.output.reason is not None:
             raise DriverError(f"the console of {self._endpoint} has ended ({self.reason})")
         if not self._child.alive:
             raise DriverError(f"the {self._label} worker process of {self._endpoint} exited")
-        self._child.send({"op": op, "console": self._id, **fields})
+        self._child.send(message)
 
 
 class WorkerPool:
@@ -185,7 +204,8 @@ class WorkerPool:
         """
 
         async def ready(slot: int) -> None:
-            await self._call(None, {"op": "ping"}, status=True, child=await self._child(slot))
+            ping = DeviceCall(next(self._ids), WorkerOp.PING)
+            await self._call(ping, status=True, child=await self._child(slot))
 
         await asyncio.gather(*(ready(slot) for slot in range(len(self._slots))))
 
@@ -195,14 +215,14 @@ class WorkerPool:
         return child.process.pid if child is not None and child.alive else None
 
     async def power(self, path: Path, action: PowerAction) -> PowerState:
-        message = {"op": "power", "path": path, "action": action}
-        state = await self._call(path, message, status=action is PowerAction.STATUS)
+        call = DeviceCall(next(self._ids), WorkerOp.POWER, path, action=action)
+        state = await self._call(call, status=action is PowerAction.STATUS)
         assert state is not None
         return state
 
     async def set_boot(self, path: Path, device: BootDevice, persistent: bool) -> None:
-        message = {"op": "boot", "path": path, "device": device, "persistent": persistent}
-        await self._call(path, message, status=False)
+        call = DeviceCall(next(self._ids), WorkerOp.BOOT, path, boot=device, persistent=persistent)
+        await self._call(call, status=False)
 
     async def open_console(
         self, path: ConsolePath, *, cols: int = 80, rows: int = 25
@@ -211,16 +231,16 @@ class WorkerPool:
         if self._closed:
             raise DriverError(f"the {self._label} worker pool is closed")
         child = await self._child(self._slot(path))
-        console_id = next(self._ids)
-        proxy = child.consoles[console_id] = _ConsoleProxy(
-            child, console_id, path.endpoint, self._label
+        call = DeviceCall(next(self._ids), WorkerOp.CONSOLE_OPEN, path, cols=cols, rows=rows)
+        session_id = str(call.call_id)
+        proxy = child.consoles[session_id] = _ConsoleProxy(
+            child, session_id, path.endpoint, self._label
         )
-        message = {"op": "console_open", "path": path, "cols": cols, "rows": rows}
         try:
-            await self._call(path, message, status=True, call_id=console_id, child=child)
+            await self._call(call, status=True, child=child)
         except BaseException:
-            if child.consoles.pop(console_id, None) is not None and child.alive:
-                child.send({"op": "console_close", "console": console_id})  # if it opened
+            if child.consoles.pop(session_id, None) is not None and child.alive:
+                child.send(ConsoleControl(session_id, ConsoleOp.CLOSE))  # if it opened
             proxy.end("did not open")
             raise
         return proxy
@@ -238,30 +258,22 @@ class WorkerPool:
         return zlib.crc32(path.endpoint.encode()) % len(self._slots)
 
     async def _call(
-        self,
-        path: Path | ConsolePath | None,  # None: `child` says where
-        message: dict[str, Any],
-        *,
-        status: bool,
-        call_id: int | None = None,
-        child: _Child | None = None,
+        self, call: DeviceCall, *, status: bool, child: _Child | None = None
     ) -> PowerState | None:
+        """`call` in `child`, or else in the child serving its path; its answer's state."""
         if self._closed:
             raise DriverError(f"the {self._label} worker pool is closed")
         if child is None:
-            assert path is not None
-            child = await self._child(self._slot(path))
-        if call_id is None:
-            call_id = next(self._ids)
+            assert call.path is not None
+            child = await self._child(self._slot(call.path))
         future: asyncio.Future[PowerState | None] = asyncio.get_running_loop().create_future()
-        child.pending[call_id] = _Call(future, status)
-        message["id"] = call_id
-        child.send(message)
+        child.pending[call.call_id] = _Call(future, status)
+        child.send(call)
         try:
             return await future
         except asyncio.CancelledError:
-            if child.pending.pop(call_id, None) is not None:
-                child.send({"op": "cancel", "id": call_id})
+            if child.pending.pop(call.call_id, None) is not None:
+                child.send(DeviceCall(call.call_id, WorkerOp.CANCEL))
             raise
 
     async def _child(self, slot: int) -> _Child:
@@ -299,23 +311,17 @@ class WorkerPool:
         lines = 0
         try:
             while line := await stdout.readline():
-                answer = orjson.loads(line)
+                message = decode_worker(line)
                 lines += 1
                 if lines % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # a chatty console must not hold up the loop
-                if "console" in answer:
-                    self._console_line(child, answer)
-                    continue
-                call = child.pending.pop(answer["id"], None)
-                if call is None or call.future.done():
-                    continue  # cancelled here meanwhile
-                error = answer.get("error")
-                if error is None:
-                    state = answer["state"]
-                    call.future.set_result(None if state is None else PowerState(state))
+                if isinstance(message, DeviceAnswer):
+                    self._answer(child, message)
+                elif isinstance(message, ConsoleOutput | ConsoleClosed):
+                    self._console_message(child, message)
                 else:
-                    call.future.set_exception(ERRORS.get(error, Refused)(answer["message"]))
-        except (ValueError, KeyError, TypeError):
+                    raise ValueError(f"a {type(message).__name__} is no answer of a worker")
+        except ValueError:
             log.exception(
                 "the %s worker %d wrote garbage; stopping it", self._kind, child.process.pid
             )
@@ -338,15 +344,26 @@ class WorkerPool:
                 code,
             )
 
-    def _console_line(self, child: _Child, line: dict[str, Any]) -> None:
-        proxy = child.consoles.get(line["console"])
+    @staticmethod
+    def _answer(child: _Child, answer: DeviceAnswer) -> None:
+        call = child.pending.pop(answer.call_id, None)
+        if call is None or call.future.done():
+            return  # cancelled here meanwhile
+        if answer.error is None:
+            call.future.set_result(answer.state)
+        else:
+            call.future.set_exception(ERRORS.get(answer.error, Refused)(answer.message))
+
+    @staticmethod
+    def _console_message(child: _Child, message: ConsoleOutput | ConsoleClosed) -> None:
+        proxy = child.consoles.get(message.session_id)
         if proxy is None:
             return  # closed here meanwhile
-        if "data" in line:
-            proxy.output.put(base64.b64decode(line["data"]))
+        if isinstance(message, ConsoleOutput):
+            proxy.output.put(message.data)
         else:
-            del child.consoles[line["console"]]
-            proxy.end(str(line["closed"]))
+            del child.consoles[message.session_id]
+            proxy.end(message.message or message.reason)  # the child's words, or "closed"
 
     def _fail(self, child: _Child) -> None:
         gone = f"the {self._label} worker process exited"
