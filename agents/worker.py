@@ -213,7 +213,11 @@ class Worker:
                 log.info("console input dropped: %s", exc)
 
     def _flush(self) -> None:
-        """One write per loop turn for all the messages that turn produced."""
+        """One write per loop turn for all the messages that turn produced (none once the
+        parent has gone: nobody reads them)."""
+        if self._out.is_closing():
+            self._outbox.clear()
+            return
         self._outbox.append(b"")  # the last line's newline
         self._out.write(b"\n".join(self._outbox))
         self._outbox.clear()
