@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -88,6 +89,8 @@ class Connection(ABC):
         self.targets: set[tuple[str, int]] = set()  # SSH boxes it was asked to reach
         self.window = WINDOW
         self.refused = 0
+        self.heard = time.monotonic()  # the last message from the agent
+        self.stale_after = float("inf")  # s of silence after which no new work goes there
 
     @abstractmethod
     def deliver(self, message: ToAgent) -> None:
@@ -191,7 +194,12 @@ class AgentHub:
         """The connection for the site's work, or why there is none."""
         if site not in self._served:
             return self.builtin
-        online = [link for link in self._links.values() if link.site == site]
+        now = time.monotonic()
+        online = [
+            link
+            for link in self._links.values()
+            if link.site == site and now - link.heard <= link.stale_after
+        ]
         if online:
             return min(online, key=lambda link: len(link.tasks))
         return self.offline(site)
@@ -199,8 +207,12 @@ class AgentHub:
     def offline(self, site: str) -> str:
         """Why no agent of the site takes work, naming each and since when."""
         said = []
+        now = time.monotonic()
+        silent = {link.agent_id: now - link.heard for link in self._links.values()}
         for agent in self._served.get(site, []):
-            if agent.status is AgentStatus.REVOKED:
+            if agent.id in silent:  # its link is still open here, but it has gone quiet
+                said.append(f"{agent.name} silent for {silent[agent.id]:.0f} s")
+            elif agent.status is AgentStatus.REVOKED:
                 said.append(f"{agent.name} revoked at {agent.since:%Y-%m-%d %H:%M:%S} UTC")
             elif agent.status is AgentStatus.PENDING:
                 said.append(f"{agent.name} enrolled, never connected")

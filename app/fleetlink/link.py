@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -154,19 +155,22 @@ class LinkServer:
         if hello is None:
             return
         link = RemoteLink(websocket, found)
+        link.stale_after = 2 * self.heartbeat  # a missed beat and a half: send work elsewhere
         older = self._hub.attach(link)
         if older is not None:
             older.close("the same agent connected again")
         address = source_ip(websocket)
         async with unit_of_work(self._sessions) as session:
-            await service.connected(session, found.agent_id, self._central, address, hello.version)
+            since = await service.connected(
+                session, found.agent_id, self._central, address, hello.version
+            )
         await self._hub.refresh()
         await self._event("agent.connected", link, address=address, version=hello.version)
         link.say(Welcome(PROTOCOL, found.agent_id, self.heartbeat, link.window))
         why = await self._run(link)
         self._hub.detach(link, why)
         async with unit_of_work(self._sessions) as session:
-            await service.disconnected(session, found.agent_id, self._central)
+            await service.disconnected(session, found.agent_id, since)
         await self._hub.refresh()
         await self._event("agent.disconnected", link, why=why)
 
@@ -230,9 +234,12 @@ class LinkServer:
                         await receive
                     if sender in done:
                         return link.ending.message if link.ending else "the link closed"
-                    link.end(RefusedBecause.SILENT, "no heartbeat for three intervals")
-                    await asyncio.wait_for(link.done.wait(), 5)
-                    return "silent for three heartbeats"
+                    silent = f"silent for three heartbeats ({3 * self.heartbeat:g} s)"
+                    link.end(RefusedBecause.SILENT, silent)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(link.done.wait(), 5)
+                    return silent
+                link.heard = time.monotonic()
                 try:
                     message = decode(receive.result())
                 except ValueError as exc:

@@ -239,7 +239,8 @@ async def by_credential(session: AsyncSession, credential: str) -> Credentialed 
 
 async def connected(
     session: AsyncSession, agent_id: int, central: str, address: str | None, version: str
-) -> None:
+) -> datetime:
+    """Note a link that is up; its `connected_since`, which names this link from now on."""
     now = utcnow()
     await session.execute(
         update(SiteAgent)
@@ -255,6 +256,7 @@ async def connected(
             consoles=0,
         )
     )
+    return now
 
 
 async def seen(
@@ -270,10 +272,12 @@ async def seen(
     return revoked is None
 
 
-async def disconnected(session: AsyncSession, agent_id: int, central: str) -> None:
+async def disconnected(session: AsyncSession, agent_id: int, since: datetime) -> None:
+    """Note that the link connected at `since` is gone; a newer link of the agent (it dialled
+    again before the old one was noticed dead) stays online."""
     await session.execute(
         update(SiteAgent)
-        .where(SiteAgent.id == agent_id, SiteAgent.central_id == central)
+        .where(SiteAgent.id == agent_id, SiteAgent.connected_since == since)
         .values(disconnected_at=utcnow(), tasks=0, consoles=0)
     )
 

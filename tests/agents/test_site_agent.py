@@ -9,6 +9,7 @@ and the central cannot reach a device except through it.
 from __future__ import annotations
 
 import os
+import signal
 import ssl
 import subprocess
 import time
@@ -343,6 +344,7 @@ def test_an_agent_killed_mid_job_loses_only_what_cannot_be_repeated(linked: Rig)
         cycle = ok(linked.api.post("power", json={"select": "node3", "action": "cycle"}), 202)
         status = ok(linked.api.post("power", json={"select": "node2", "action": "status"}), 202)
         until(lambda: linked.tasks(cycle["id"])["node3"]["status"] == "running", "cycle running")
+        held = ok(linked.api.post("devices/node1/consoles", json={"via": "ipmi"}), 201)
         linked.start_agent("br12-b")
         linked.wait_online("br12-b")
         linked.kill("br12-a")
@@ -353,9 +355,45 @@ def test_an_agent_killed_mid_job_loses_only_what_cannot_be_repeated(linked: Rig)
         assert "lost its link" in lost["message"]
         control.set_fault(node2.bmc.port, "mute", False)
         assert linked.job(status["id"])["status"] == "succeeded"
+        ended = ok(linked.api.get(f"consoles/{held['id']}"))
+        assert ended["status"] == "closed"
+        assert ended["close_reason"] == "agent"
+        assert "br12-a" in ended["message"]
+        again = ok(linked.api.post("devices/node1/consoles", json={"via": "ipmi"}), 201)
+        with _stream(linked, again) as ws:  # re-opened through br12-b
+            ws.send(b"\r")
+            _read_until(ws, b"login: ")
+        ok(linked.api.delete(f"consoles/{again['id']}"), 204)
     finally:
         control.set_fault(node3.bmc.port, "slow", 0)
         control.set_fault(node2.bmc.port, "mute", False)
+
+
+def test_a_silent_agent_is_marked_offline_and_dials_again(linked: Rig) -> None:
+    """A frozen agent (SIGSTOP) sends no heartbeat: after three (1 s each here) the central
+    closes its link; thawed, the agent finds its link gone and dials again."""
+    if "br12-b" not in linked.agents:
+        linked.start_agent("br12-b")
+    linked.wait_online("br12-b")
+    process = linked.agents["br12-b"]
+    process.send_signal(signal.SIGSTOP)
+    try:
+        until(lambda: linked.status("br12-b")["status"] == "offline", "br12-b offline", 20)
+        result = linked.power("node1", "status")
+        assert result["status"] == "failed"  # at once, never into the silent link
+        assert "no agent of site sh-br12 is online (" in result["message"]
+        assert "br12-b" in result["message"]
+    finally:
+        process.send_signal(signal.SIGCONT)
+    linked.wait_online("br12-b")
+    assert linked.power("node1", "status")["status"] == "succeeded"
+
+    def said_silent() -> bool:
+        audit = ok(linked.api.get("audit", params={"type": "agent.disconnected"}))["items"]
+        return any("silent" in event["details"].get("why", "") for event in audit)
+
+    until(said_silent, "the silent link's end in the audit")
+    assert linked.status("br12-b")["status"] == "online"  # the old link's end did not undo it
 
 
 def test_revoked_agent_is_cut_off_and_its_site_fails_fast(linked: Rig) -> None:
@@ -369,7 +407,10 @@ def test_revoked_agent_is_cut_off_and_its_site_fails_fast(linked: Rig) -> None:
         assert linked.status(name)["status"] == "revoked"
     log = (linked.folder / "agent-br12-a.log").read_text()
     assert "revoked" in log
-    assert "BMC" not in log or "password" not in log.lower()
+    for name in ("br12-a", "br12-b"):  # the secrets it was sent never reach its log
+        said = (linked.folder / f"agent-{name}.log").read_text()
+        assert linked.fleet.machines[0].bmc.password not in said
+        assert linked.fleet.boxes[0].password not in said
     result = linked.power("node1", "status")
     assert result["status"] == "failed"
     assert "br12-a revoked at" in result["message"]
