@@ -1,9 +1,11 @@
-"""`/admin`: users, API tokens and webhooks, each page read through the same service as its
-API route with the viewer's context (so a page shows what the API would answer them, and
-refuses what it would refuse). Every change is the browser's call to the REST API (`admin.js`).
+"""`/admin`: users, API tokens, webhooks and site agents, each page read through the same
+service as its API route with the viewer's context (so a page shows what the API would answer
+them, and refuses what it would refuse). Every change is the browser's call to the REST API
+(`admin.js`).
 
 Who sees what: users are for admins of every site; tokens for everyone (their own; an admin of
-every site sees all); webhooks for admins of some site (those within their sites).
+every site sees all); webhooks for admins of some site (those within their sites); site agents
+for anyone with a site (those of their sites, as `GET /agents`; enrol and revoke for its admins).
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Path
+from fastapi import Path, Query
 from starlette.responses import Response
 
+from app.fleetlink.models import AgentStatus
 from app.identity import service as identity
 from app.identity import tokens
 from app.identity.models import Role
@@ -22,12 +25,15 @@ from app.inventory import sites
 from app.inventory.models import Site
 from app.inventory.refs import MAX_ID
 from app.web.pages import Viewer, ViewerDep, page_router
+from app.web.site_agents import SilenceDep, site_agents
 from app.webhooks import service as webhooks
 from app.webhooks.models import DeliveryStatus, WebhookEvent
 
 router = page_router()
 DELIVERIES_SHOWN = 100
 TOKEN_DAYS_DEFAULT = 90
+JOIN_HOURS_DEFAULT = 1
+JOIN_HOURS_MAX = 7 * 24  # as long as POST /agents lets a join token live
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,19 @@ def _sections(viewer: Viewer) -> list[Section]:
     if viewer.can_anywhere(Role.ADMIN):
         shown.append(
             Section("/admin/webhooks", "Webhooks", "Signed notices when jobs and consoles end.")
+        )
+    if viewer.can_anywhere(Role.VIEWER):
+        shown.append(
+            Section(
+                "/admin/agents",
+                "Site agents",
+                "The agents serving your sites and their links"
+                + (
+                    "; enrol and revoke them."
+                    if viewer.can_anywhere(Role.ADMIN)
+                    else " (admins of a site enrol and revoke them)."
+                ),
+            )
         )
     return shown
 
@@ -93,7 +112,8 @@ async def admin_tokens(viewer: ViewerDep) -> Response:
 
 
 def _admin_sites(viewer: Viewer, visible: list[Site]) -> list[Site]:
-    """The sites a webhook of the viewer's may cover (admin at each, as the API asks)."""
+    """The sites where the viewer is an admin: those a webhook of theirs may cover, and where
+    they may enrol and revoke agents (as the API asks)."""
     return [site for site in visible if viewer.can(Role.ADMIN, site.id)]
 
 
@@ -130,4 +150,23 @@ async def admin_webhook(
         events=list(WebhookEvent),
         pending=DeliveryStatus.PENDING,
         shown=DELIVERIES_SHOWN,
+    )
+
+
+@router.get("/admin/agents")
+async def admin_agents(
+    viewer: ViewerDep, silence: SilenceDep, site: Annotated[str | None, Query()] = None
+) -> Response:
+    found = await site_agents(viewer, silence, site)
+    visible = await sites.list_sites(viewer.session, viewer.ctx)
+    admin_of = _admin_sites(viewer, visible)
+    return viewer.render(
+        "admin_agents.html",
+        lines=[line for served in found.values() for line in served.lines],
+        site=site,
+        sites=admin_of,  # where the viewer may enrol
+        revocable={s.slug for s in admin_of},
+        default_hours=JOIN_HOURS_DEFAULT,
+        max_hours=JOIN_HOURS_MAX,
+        AgentStatus=AgentStatus,
     )

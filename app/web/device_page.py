@@ -1,6 +1,7 @@
 """`/devices/{name}`: one device as the API reads it (facts, control paths, power), what was
 done to it (consoles, audit), and its actions, which the browser sends to the API
-(`static/device.js`). A device of a site the viewer cannot see is the same 404 as a missing one.
+(`static/device.js`); at a site whose agents are all offline, since when (its actions fail
+then). A device of a site the viewer cannot see is the same 404 as a missing one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from app.inventory import devices
 from app.inventory.health import ConsoleAttempt, Health, PathHealth, health
 from app.inventory.schemas import PATH_MODELS, PathRead
 from app.web.pages import ViewerDep, page_router
+from app.web.site_agents import SilenceDep, site_agents
 
 router = page_router()
 RECENT_EVENTS = 20
@@ -58,7 +60,7 @@ class PathRow:
 
 
 @router.get("/devices/{name}")
-async def device_page(viewer: ViewerDep, name: str) -> Response:
+async def device_page(viewer: ViewerDep, silence: SilenceDep, name: str) -> Response:
     session, ctx = viewer.session, viewer.ctx
     found, site = await devices.device_and_site(session, ctx, name, Role.VIEWER, "reading a device")
     detail = await devices.read_device(session, found)  # GET /devices/{name}'s answer
@@ -70,6 +72,7 @@ async def device_page(viewer: ViewerDep, name: str) -> Response:
     recordings = await consoles.recordings(session, ctx, found, RECORDINGS)
     flt = await audit.audit_filter(session, ctx, device=found.name)
     events, _ = await audit.list_events(session, flt, limit=RECENT_EVENTS, before=None)
+    served = (await site_agents(viewer, silence, site.slug)).get(site.slug)
     return viewer.render(
         "device.html",
         device=detail,
@@ -81,6 +84,7 @@ async def device_page(viewer: ViewerDep, name: str) -> Response:
         ],
         recordings=recordings,
         events=events,
+        agents_down=served if served is not None and not served.online else None,
         operator=viewer.can(Role.OPERATOR, found.site_id),
         power_buttons=[
             (action, POWER_LABELS[action], action in DESTRUCTIVE) for action in POWER_BUTTONS

@@ -1,6 +1,7 @@
 """`/`: the fleet at a glance, per site the viewer can see; every number links to the list it
 counts, in that list's own filter names (`/devices?site=&kind=`, `…&power=off|unreachable`,
-`/jobs?site=&status=running`, `/consoles?site=`)."""
+`/jobs?site=&status=running`, `/consoles?site=`), and whether its own agents serve it, with their
+states (linking to `/admin/agents?site=`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from app.jobs.listing import running_per_site
 from app.jobs.models import JobStatus
 from app.web.device_list import PowerFilter
 from app.web.pages import ViewerDep, link, page_router
+from app.web.site_agents import SilenceDep, SiteAgents, site_agents
 
 router = page_router()
 
@@ -35,9 +37,10 @@ class SiteCard:
     unreachable: Count
     jobs: Count
     consoles: Count
+    agents: SiteAgents | None  # None: reached from the central
 
 
-def card(counts: SiteCounts, jobs: int, consoles_open: int) -> SiteCard:
+def card(counts: SiteCounts, jobs: int, consoles_open: int, agents: SiteAgents | None) -> SiteCard:
     slug = counts.site.slug
     kinds = [
         Count(
@@ -63,13 +66,18 @@ def card(counts: SiteCounts, jobs: int, consoles_open: int) -> SiteCard:
         ),
         Count("running jobs", jobs, link("/jobs", {"site": slug, "status": JobStatus.RUNNING})),
         Count("open consoles", consoles_open, link("/consoles", {"site": slug})),
+        agents,
     )
 
 
 @router.get("/")
-async def overview(viewer: ViewerDep) -> Response:
+async def overview(viewer: ViewerDep, silence: SilenceDep) -> Response:
     found = await site_counts(viewer.session, viewer.ctx)
     jobs = await running_per_site(viewer.session, viewer.ctx)
     live = await consoles.live_per_site(viewer.session, viewer.ctx)
-    cards = [card(counts, jobs[counts.site.id], live[counts.site.id]) for counts in found]
+    agents = await site_agents(viewer, silence)
+    cards = [
+        card(counts, jobs[counts.site.id], live[counts.site.id], agents.get(counts.site.slug))
+        for counts in found
+    ]
     return viewer.render("overview.html", cards=cards)

@@ -1,6 +1,7 @@
 """The admin pages in a browser: an admin makes a user who can then log in, olga makes a token
-that is shown once and revoked, and an admin's webhook to a loopback receiver lists its
-deliveries and sends one again."""
+that is shown once and revoked, an admin's webhook to a loopback receiver lists its
+deliveries and sends one again, and an agent enrolled for a branch shows its command once and
+is revoked after the question."""
 
 from __future__ import annotations
 
@@ -167,6 +168,58 @@ def test_admin_makes_a_webhook_and_sees_its_deliveries(
         page.get_by_role("button", name="Delete webhook 1").click()
         _confirm(page, "Delete")
         expect(page.get_by_text("No webhooks yet.")).to_be_visible()
+    finally:
+        page.context.close()
+
+
+def test_admin_enrols_an_agent_sees_its_command_once_and_revokes_it(
+    dashboard: Dashboard, browser: Browser
+) -> None:
+    page = _admin_page(dashboard, browser)
+    try:
+        page.goto(f"{dashboard.url}/admin")
+        page.get_by_role("link", name="Site agents").click()
+        expect(
+            page.get_by_text("No agents: your sites are reached from the central.")
+        ).to_be_visible()
+        form = page.locator("form[data-enrol-agent]")
+        form.get_by_label("Site").select_option("sh-br12")
+        form.get_by_label("Name").fill("br12-a")
+        form.get_by_label("Join token valid for (hours)").fill("2")
+        form.get_by_role("button", name="Enrol agent").click()
+        dialog = page.locator("#agent-dialog")
+        expect(dialog).to_be_visible()
+        expect(dialog.get_by_role("heading")).to_have_text("Agent sh-br12/br12-a enrolled")
+        token = dialog.get_by_label("Join token").input_value()
+        assert token.startswith("rhj_")
+        command = dialog.get_by_label("Command").input_value()
+        assert command.startswith(f"rackhand agent --central {dashboard.url} ")
+        assert f"--join-token {token}" in command
+        dialog.get_by_role("button", name="Done").click()
+        expect(page.get_by_role("status")).to_contain_text("its join token is not shown again")
+        row = page.locator('tr[data-agent-row="sh-br12/br12-a"]')
+        expect(row).to_contain_text("pending, never connected")
+        assert token not in page.content()  # shown once: not on the page any more
+        page.goto(f"{dashboard.url}/")
+        card = page.locator('[data-site-agents="sh-br12"]')
+        expect(card).to_contain_text("none online")
+        expect(card).to_contain_text("br12-a pending, never connected")
+        assert token not in page.content()
+
+        card.get_by_role("link", name="Agents of sh-br12").click()
+        expect(page).to_have_url(f"{dashboard.url}/admin/agents?site=sh-br12")
+        row.get_by_role("button", name="Revoke the agent br12-a of sh-br12").click()
+        dialog = page.locator("dialog#confirm")
+        expect(dialog).to_be_visible()
+        dialog.get_by_role("button", name="Cancel").click()  # asked first: nothing done
+        expect(row).to_contain_text("pending")
+        row.get_by_role("button", name="Revoke the agent br12-a of sh-br12").click()
+        _confirm(page, "Revoke")
+        expect(page.get_by_role("status")).to_contain_text("Agent sh-br12/br12-a revoked.")
+        expect(row).to_contain_text("revoked at")
+        expect(row.get_by_role("button")).to_have_count(0)
+        joined = httpx.post(f"{dashboard.url}/api/v1/agents/join", json={"join_token": token})
+        assert joined.status_code == 401, joined.text
     finally:
         page.context.close()
 

@@ -1,4 +1,4 @@
-// The admin pages: users, API tokens, webhooks. Every change is a call to the REST API
+// The admin pages: users, API tokens, webhooks, site agents. Every change is a call to the REST API
 // (Rackhand.api), under its rules and its audit; a refusal shows the API's own words.
 "use strict";
 
@@ -83,6 +83,17 @@
     const first = dialog.querySelector("input:not([type=hidden]):not([readonly]), input[readonly], button");
     if (first) first.focus();
     dialog.addEventListener("close", () => { if (opener && opener.isConnected) opener.focus(); }, { once: true });
+  }
+
+  /** Copy a secret shown once from its (selected) field; say so, or how to copy it by hand. */
+  async function copying(field, what) {
+    field.select();
+    try {
+      await navigator.clipboard.writeText(field.value);
+      Rackhand.notify(`${what} copied to the clipboard.`, "ok");
+    } catch (_) {
+      Rackhand.notify(`Copying was refused by the browser: the ${what.toLowerCase()} is selected, copy it with Ctrl+C.`, "error");
+    }
   }
 
   function wireCloseButtons() {
@@ -201,15 +212,7 @@
           value.select();
         });
       });
-      dialog.querySelector("[data-copy-token]").addEventListener("click", async () => {
-        value.select();
-        try {
-          await navigator.clipboard.writeText(value.value);
-          Rackhand.notify("Token copied to the clipboard.", "ok");
-        } catch (_) {
-          Rackhand.notify("Copying was refused by the browser: the token is selected, copy it with Ctrl+C.", "error");
-        }
-      });
+      dialog.querySelector("[data-copy-token]").addEventListener("click", () => copying(value, "Token"));
       dialog.addEventListener("close", () => {
         value.value = "";  // shown once: gone from the page when the dialog closes
         reloadSaying("Token created; it is not shown again.");
@@ -288,11 +291,63 @@
     });
   }
 
+  // Site agents ------------------------------------------------------------------------------
+
+  function wireAgents() {
+    const enrol = document.querySelector("form[data-enrol-agent]");
+    const dialog = document.getElementById("agent-dialog");
+    if (enrol && dialog) {
+      const command = dialog.querySelector("[data-agent-command]");
+      const token = dialog.querySelector("[data-agent-token]");
+      let enrolled = "";
+      enrol.addEventListener("submit", (event) => {
+        event.preventDefault();
+        const body = {
+          site: enrol.elements.site.value,
+          name: enrol.elements.name.value,
+          expires_in: Math.round(Number(enrol.elements.hours.value) * 3600),
+        };
+        acting(submitter(enrol), async () => {
+          const made = await Rackhand.api("POST", "/api/v1/agents", body);
+          enrolled = `${made.site}/${made.name}`;
+          dialog.querySelector("[data-agent-name]").textContent = enrolled;
+          const expires = dialog.querySelector("[data-agent-expires]");
+          expires.textContent = new Date(made.expires_at).toLocaleString();
+          expires.title = made.expires_at;
+          command.value = made.command;
+          token.value = made.join_token;
+          openDialog(dialog, submitter(enrol));
+          command.select();
+        });
+      });
+      dialog.querySelector("[data-copy-command]").addEventListener("click", () => copying(command, "Command"));
+      dialog.addEventListener("close", () => {
+        command.value = "";  // shown once: gone from the page when the dialog closes
+        token.value = "";
+        reloadSaying(`Agent ${enrolled} enrolled; its join token is not shown again.`);
+      });
+    }
+
+    document.querySelectorAll("[data-revoke-agent]").forEach((button) => {
+      button.addEventListener("click", async () => {
+        const name = button.dataset.name;
+        const text = "Its join token and credential stop working and its link closes within seconds. " +
+          "The site stays served by its agents only: with none online, its devices cannot be reached.";
+        if (!(await Rackhand.confirm(`Revoke the agent ${name}?`, text, "Revoke"))) return;
+        acting(button, async () => {
+          await Rackhand.api("DELETE", `/api/v1/agents/${button.dataset.revokeAgent}`);
+          reloadSaying(`Agent ${name} revoked.`);
+        });
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     sayPending();
     wireCloseButtons();
     wireUsers();
     wireTokens();
     wireWebhooks();
+    wireAgents();
   });
 })();
