@@ -334,14 +334,14 @@ class AgentHub:
 
     # Links --------------------------------------------------------------------------------
 
-    def attach(self, link: Connection) -> Connection | None:
+    def link_up(self, link: Connection) -> Connection | None:
         """A remote agent's link is up; an older link of the same agent is returned, to close."""
         assert link.agent_id is not None
         older = self._links.get(link.agent_id)
         self._links[link.agent_id] = link
         return older
 
-    def detach(self, link: Connection, why: str) -> None:
+    def link_down(self, link: Connection, why: str) -> None:
         """The link is gone: its tasks end `lost` or move to another agent; consoles end."""
         if link.agent_id is not None and self._links.get(link.agent_id) is link:
             del self._links[link.agent_id]

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from agents.link import Lanes
 from agents.protocol import (
     PROTOCOL,
+    FromAgent,
     Heartbeat,
     Hello,
     Message,
@@ -156,7 +157,7 @@ class LinkServer:
             return
         link = RemoteLink(websocket, found)
         link.stale_after = 2 * self.heartbeat  # a missed beat and a half: send work elsewhere
-        older = self._hub.attach(link)
+        older = self._hub.link_up(link)
         if older is not None:
             older.close("the same agent connected again")
         address = source_ip(websocket)
@@ -167,11 +168,23 @@ class LinkServer:
         await self._hub.refresh()
         await self._event("agent.connected", link, address=address, version=hello.version)
         link.say(Welcome(PROTOCOL, found.agent_id, self.heartbeat, link.window))
-        why = await self._run(link)
-        self._hub.detach(link, why)
-        async with unit_of_work(self._sessions) as session:
-            await service.disconnected(session, found.agent_id, since)
-        await self._hub.refresh()
+        why = "an error in the central (its log says which)"
+        try:
+            why = await self._run(link)
+        except Exception:
+            log.exception("the link of agent %s/%s failed", link.site, link.name)
+            raise
+        finally:  # the link's work ends whatever ended the link
+            self._hub.link_down(link, why)
+            await self._closed(link, since, why)
+
+    async def _closed(self, link: RemoteLink, since: datetime, why: str) -> None:
+        try:
+            async with unit_of_work(self._sessions) as session:
+                await service.disconnected(session, link.agent_id or 0, since)
+            await self._hub.refresh()
+        except Exception:  # the database is away: the agent reads offline once stale anyway
+            log.warning("could not note that agent %s disconnected", link.name, exc_info=True)
         await self._event("agent.disconnected", link, why=why)
 
     async def _hello(self, websocket: WebSocket, found: service.Credentialed) -> Hello | None:
@@ -247,10 +260,8 @@ class LinkServer:
                     continue
                 if isinstance(message, Heartbeat):
                     await self._heard(link, message)
-                elif isinstance(message, Hello | Refusal | Welcome):
-                    continue
-                else:
-                    await self._hub.receive(link, message)  # type: ignore[arg-type]
+                elif not isinstance(message, Hello | Refusal | Welcome):
+                    await self._received(link, message)  # type: ignore[arg-type]
         except (WebSocketDisconnect, RuntimeError, TimeoutError):
             return link.ending.message if link.ending else "the agent closed the link"
         finally:
@@ -259,11 +270,23 @@ class LinkServer:
             with contextlib.suppress(BaseException):
                 await asyncio.gather(beats, sender)
 
+    async def _received(self, link: RemoteLink, message: FromAgent) -> None:
+        """One message into the hub; a failure there (the database, say) is this message's,
+        never the link's: the other consoles and tasks on it go on."""
+        try:
+            await self._hub.receive(link, message)
+        except Exception:
+            log.exception("agent %s: could not take a %s", link.name, type(message).__name__)
+
     async def _heard(self, link: RemoteLink, beat: Heartbeat) -> None:
-        async with unit_of_work(self._sessions) as session:
-            live = await service.seen(
-                session, link.agent_id or 0, self._central, beat.tasks, beat.consoles
-            )
+        try:
+            async with unit_of_work(self._sessions) as session:
+                live = await service.seen(
+                    session, link.agent_id or 0, self._central, beat.tasks, beat.consoles
+                )
+        except Exception:  # a database blip: the next heartbeat writes it
+            log.warning("could not note agent %s's heartbeat", link.name, exc_info=True)
+            return
         if not live:
             link.end(RefusedBecause.REVOKED, "this agent's enrolment was revoked")
 
