@@ -32,6 +32,7 @@ from agents.protocol import (
     decode,
     encode,
 )
+from sim.openipmi import Bmc as OpenIpmiBmc
 from tests.branch import Branch, BranchFleet, unavailable
 from tests.conftest import ADMIN_PASSWORD, SERVICE_KEY
 from tests.factories import device, ok, path, site
@@ -52,6 +53,7 @@ class Rig:
     ca: Path
     folder: Path
     api: httpx.Client
+    openipmi: OpenIpmiBmc
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def enrol(self, name: str, **fields: Any) -> dict[str, Any]:
@@ -107,6 +109,7 @@ class Rig:
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     with Branch() as branch:
         fleet = branch.start_fleet(3)
+        (openipmi,) = branch.start_ipmi_sim(1)
         folder = tmp_path_factory.mktemp("central")
         ca, cert, key = private_ca(folder, host=branch.central_address)
         port = free_port()
@@ -137,7 +140,10 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
                 timeout=60,
             )
             _seed(api, fleet)
-            rig = Rig(branch, fleet, url, ca, folder, api)
+            device(api, "osim1", site=SITE)
+            path(api, "osim1", kind="ipmi", address=openipmi.address, port=openipmi.port,
+                 username=openipmi.username, secret=openipmi.password)  # fmt: skip
+            rig = Rig(branch, fleet, url, ca, folder, api, openipmi)
             yield rig
         finally:
             central.terminate()
@@ -207,7 +213,14 @@ def test_power_boot_and_a_bulk_job_go_through_the_agent(linked: Rig) -> None:
     assert result["power_state"] == "on"
     boot = linked.api.post("devices/node2/boot", json={"device": "bios"})
     assert ok(boot)["status"] == "succeeded"
-    job = ok(linked.api.post("power", json={"select": "node[1-3]", "action": "status"}), 202)
+    on = linked.power("osim1", "on")  # OpenIPMI's ipmi_sim, inside the branch too
+    assert on["status"] == "succeeded", on
+    assert linked.openipmi.power() == "on"
+    assert (
+        ok(linked.api.post("devices/osim1/boot", json={"device": "pxe"}))["status"] == "succeeded"
+    )
+    assert linked.openipmi.boot() == "pxe"
+    job = ok(linked.api.post("power", json={"select": "node[1-3],osim1", "action": "status"}), 202)
     finished = linked.job(job["id"])
     assert finished["status"] == "succeeded", finished
     audit = ok(linked.api.get("audit", params={"type": "agent.connected"}))
