@@ -1,8 +1,24 @@
-"""Garbage-collector settings for Rackhand's long-running processes: the server and its workers."""
+"""Process-wide settings for Rackhand's long-running processes: the server, its workers and
+site agents (the garbage collector; the warnings they print)."""
 
 from __future__ import annotations
 
 import gc
+import warnings
+
+from cryptography.utils import CryptographyDeprecationWarning
+
+
+def ignore_asyncssh_dsa_warnings() -> None:
+    """Leave out the one warning that importing asyncssh raises under cryptography 51.
+
+    asyncssh 2.24 names cryptography's DSA classes as it is imported, and cryptography 51 warns
+    on each name: five lines at every start about keys Rackhand never makes nor offers. Call it
+    before anything imports asyncssh (the drivers do, and the central imports their checks).
+    """
+    warnings.filterwarnings(
+        "ignore", "DSA is deprecated", CryptographyDeprecationWarning, r"asyncssh\."
+    )
 
 
 def tune() -> None:

@@ -52,7 +52,7 @@ def list_agents(
     """Agents of the sites you see: status, version, address, since when, work in flight."""
     try:
         with Client(authenticated()) as client:
-            agents = client.get("/agents", params={"site": site} if site else None)
+            agents = client.get("/agents", **({"site": site} if site else {}))
     except ApiError as exc:
         raise fail(exc) from exc
     if as_json:
@@ -104,6 +104,9 @@ def agent(
     """Run a site agent: it dials out to the central and reaches the site's devices."""
     os.umask(0o077)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from agents import collector
+
+    collector.ignore_asyncssh_dsa_warnings()
     from agents.link import BadCentral, Refused, start
 
     async def run() -> None:

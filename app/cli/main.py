@@ -71,9 +71,11 @@ def serve(
     # Everything this process writes is the service's own (database, key, recordings, the demo
     # simulator's host keys); nothing is for other users, so nothing is readable by them.
     os.umask(0o077)
+    from agents import collector
+
+    collector.ignore_asyncssh_dsa_warnings()  # before anything below imports asyncssh
     import uvicorn
 
-    from agents import collector
     from app.centrals.folder import DataFolderLock
     from app.cli import serving
     from app.cli.demo import demo_fleet
@@ -96,7 +98,6 @@ def serve(
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise typer.BadParameter("give both --tls-cert and --tls-key, or neither")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    serving.ignore_asyncssh_dsa_warnings()
     private_folder(settings.data_dir)
     serving.check_tls_key(settings.tls_key)
     folder_lock = DataFolderLock(settings.data_dir)  # held until the process ends

@@ -9,12 +9,10 @@ from __future__ import annotations
 import logging
 import socket
 import stat
-import warnings
 from pathlib import Path
 
 import typer
 import uvicorn
-from cryptography.utils import CryptographyDeprecationWarning
 
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
@@ -22,17 +20,6 @@ from app.identity.service import bootstrap_admin
 from app.inventory.demo import seed_demo
 from app.uow import unit_of_work
 from app.vault import load_vault
-
-
-def ignore_asyncssh_dsa_warnings() -> None:
-    """Leave out the one warning that importing asyncssh raises under cryptography 51.
-
-    asyncssh 2.24 names cryptography's DSA classes as it is imported, and cryptography 51 warns
-    on each name: five lines at every start about keys Rackhand never makes nor offers.
-    """
-    warnings.filterwarnings(
-        "ignore", "DSA is deprecated", CryptographyDeprecationWarning, r"asyncssh\."
-    )
 
 
 def check_tls_key(path: Path | None) -> None:
