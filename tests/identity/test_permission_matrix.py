@@ -21,6 +21,7 @@ from tests.factories import device, ok, path, rack, site
 PUBLIC = {
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/token"),
+    ("POST", "/api/v1/agents/join"),  # the join token is the credential: tests/fleetlink
     ("GET", "/api/v1/healthz"),
     ("GET", "/api/v1/readyz"),
 }
@@ -63,6 +64,7 @@ BODIES: dict[tuple[str, str], Any] = {
         "sites": ["bj-dc1"],
     },
     ("PATCH", "/api/v1/webhooks/{webhook_id}"): {"active": False},
+    ("POST", "/api/v1/agents"): {"site": "bj-dc1", "name": "dc1-a"},
 }
 
 
@@ -111,7 +113,9 @@ def _seed(client: TestClient, bmc_port: int) -> dict[str, str]:
     client.post("devices/web02/consoles", json={"via": "console_port"})
     console = ok(client.get("consoles", params={"device": "web02"}))["items"][0]["id"]
     delivery = ok(client.get(f"webhooks/{webhook}/deliveries"))["items"][0]["id"]
+    agent = ok(client.post("agents", json={"site": "sh-br12", "name": "br12-a"}), 201)["id"]
     return {
+        "agent_id": str(agent),
         "webhook_id": str(webhook),
         "delivery_id": delivery,
         "console_id": console,
