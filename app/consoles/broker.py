@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
 from agents.protocol import (
+    CloseReason,
     ConsoleClosed,
     ConsoleControl,
     ConsoleInput,
@@ -126,7 +127,7 @@ class Live:
     unwatched: float | None = field(default_factory=time.monotonic)
     closing: bool = False
     closed: asyncio.Event = field(default_factory=asyncio.Event)
-    close_reason: tuple[str, str, RequestContext | None] | None = None
+    close_reason: tuple[CloseReason, str, RequestContext | None] | None = None
 
     @property
     def id(self) -> str:
@@ -225,10 +226,12 @@ class ConsoleBroker:
         try:
             result = await asyncio.wait_for(asyncio.shield(live.opened), self.timeouts.open)
         except TimeoutError:
-            await self.close(live, "timeout", "the agent did not attach the console in time", ctx)
+            await self.close(
+                live, CloseReason.TIMEOUT, "the agent did not attach the console in time", ctx
+            )
             result = await live.opened
         if isinstance(result, ConsoleClosed):
-            error = ConsoleBusy if result.reason == "busy" else ConsoleFailed
+            error = ConsoleBusy if result.reason is CloseReason.BUSY else ConsoleFailed
             raise error(f"{live.row.device_name}: {result.message}")
         return self.read(live), created
 
@@ -335,7 +338,7 @@ class ConsoleBroker:
     # Closing --------------------------------------------------------------------------------
 
     async def close(
-        self, live: Live, reason: str, message: str, by: RequestContext | None = None
+        self, live: Live, reason: CloseReason, message: str, by: RequestContext | None = None
     ) -> None:
         """Ask the agent to let go; seal the session even if it does not answer."""
         if not live.closing:
@@ -355,7 +358,7 @@ class ConsoleBroker:
                 await self._watchdog
         await asyncio.gather(
             *(
-                self.close(live, "shutdown", "the central is stopping")
+                self.close(live, CloseReason.SHUTDOWN, "the central is stopping")
                 for live in self._live.values()
             )
         )
@@ -373,11 +376,11 @@ class ConsoleBroker:
                     continue
                 why = None
                 if now - live.active > limits.idle:
-                    why = ("idle", f"no input or output for {limits.idle:g} s")
+                    why = (CloseReason.IDLE, f"no input or output for {limits.idle:g} s")
                 elif now - live.started > limits.max_length:
-                    why = ("max_length", f"open longer than {limits.max_length:g} s")
+                    why = (CloseReason.MAX_LENGTH, f"open longer than {limits.max_length:g} s")
                 elif live.unwatched is not None and now - live.unwatched > limits.linger:
-                    why = ("unwatched", f"nobody watched for {limits.linger:g} s")
+                    why = (CloseReason.UNWATCHED, f"nobody watched for {limits.linger:g} s")
                 if why is not None:
                     self._spawn(self.close(live, *why))
 
@@ -584,7 +587,7 @@ class ConsoleBroker:
         if live.writer is not viewer and not viewer.admin:
             viewer.event(type="error", error="ReadOnly", detail=self._in_use(live))
             return
-        await self.close(live, "closed", f"closed by {viewer.name}", viewer.ctx)
+        await self.close(live, CloseReason.CLOSED, f"closed by {viewer.name}", viewer.ctx)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request, Response, WebSocket, status
 from fastapi.responses import FileResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from agents.protocol import CloseReason
 from app.consoles import service
 from app.consoles.broker import ConsoleBroker, Item, Live, Viewer, broker_of
 from app.consoles.models import ConsoleMode, ConsoleStatus
@@ -84,7 +85,9 @@ async def close_console(request: Request, session: SessionDep, ctx: Ctx, console
     live = broker_of(request).get(row.id)
     if live is None:
         raise InUse(f"console session {row.id} is already {row.status}")
-    await broker_of(request).close(live, "closed", f"closed by {ctx.principal.actor.name}", ctx)
+    await broker_of(request).close(
+        live, CloseReason.CLOSED, f"closed by {ctx.principal.actor.name}", ctx
+    )
 
 
 @router.get(

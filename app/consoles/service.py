@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agents.protocol import ConsolePath, HostKeySeen
+from agents.protocol import CloseReason, ConsolePath, HostKeySeen
 from app.audit.service import SYSTEM, Event, stage
 from app.centrals.presence import Owners
 from app.consoles.models import LIVE, LIVE_SQL, ConsoleSession, ConsoleStatus
@@ -265,7 +265,7 @@ async def mark_closed(
     console_id: str,
     *,
     failed: bool,
-    reason: str,
+    reason: CloseReason,
     message: str,
     closed_by: RequestContext | None,
     recording: tuple[str, int] | None,
@@ -312,9 +312,10 @@ async def abandon_open(session: AsyncSession, owners: Owners) -> int:
         )
     )
     for row in rows:
-        row.status, row.closed_at, row.close_reason = ConsoleStatus.CLOSED, utcnow(), "lost"
+        row.status, row.closed_at = ConsoleStatus.CLOSED, utcnow()
+        row.close_reason = CloseReason.LOST
         row.message = f"{owners.why(row.owner_id)} while the session was open"
-        stage(session, event(None, "console.closed", row, "failure", reason="lost"))
+        stage(session, event(None, "console.closed", row, "failure", reason=CloseReason.LOST))
         await outbox.console_closed(session, row)
     return len(rows)
 

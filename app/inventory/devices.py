@@ -60,7 +60,7 @@ class DeviceFilter:
     tags: list[str] = field(default_factory=list)
     status: DeviceStatus | None = None
     parent: str | None = None
-    power_state: str | None = None  # on | off | unknown (never polled counts as unknown)
+    power_state: PowerState | None = None  # never polled counts as unknown
     reachable: bool | None = None  # False: the last power read got no answer (never read: neither)
     q: str | None = None
     site_ids: set[int] | None = None  # the caller's visible sites; None: all
@@ -109,7 +109,7 @@ async def _with_tags(session: AsyncSession, rows: Sequence[ReadRow]) -> list[Dev
             description=device.description,
             tags=tags[device.id],
             attributes=device.attributes,
-            power_state=power.state if power else "unknown",
+            power_state=stored_state(power),
             power=to_power_read(power) if power else None,
             created_at=device.created_at,
             updated_at=device.updated_at,
@@ -141,10 +141,12 @@ async def filtered_query(session: AsyncSession, flt: DeviceFilter) -> ReadQuery:
         query = query.where(Device.kind == flt.kind)
     if flt.status is not None:
         query = query.where(Device.status == flt.status)
-    if flt.power_state == "unknown":
-        query = query.where(or_(PowerStatus.state.is_(None), PowerStatus.state == "unknown"))
+    if flt.power_state is PowerState.UNKNOWN:
+        query = query.where(
+            or_(PowerStatus.state.is_(None), PowerStatus.state == PowerState.UNKNOWN.value)
+        )
     elif flt.power_state is not None:
-        query = query.where(PowerStatus.state == flt.power_state)
+        query = query.where(PowerStatus.state == flt.power_state.value)
     if flt.reachable is not None:
         query = query.where(PowerStatus.reachable.is_(flt.reachable))
     for tag in flt.tags:
@@ -213,7 +215,7 @@ async def count_devices(session: AsyncSession, flt: DeviceFilter, *, upto: int) 
 
 def to_power_read(row: PowerStatus) -> PowerRead:
     return PowerRead(
-        state=PowerState(row.state) if row.state in _STATES else PowerState.UNKNOWN,
+        state=stored_state(row),
         reachable=row.reachable,
         checked_at=row.checked_at,
         path=row.path,
@@ -223,6 +225,13 @@ def to_power_read(row: PowerStatus) -> PowerRead:
 
 
 _STATES = frozenset(PowerState)
+
+
+def stored_state(row: PowerStatus | None) -> PowerState:
+    """The stored state as a member: never read, or a spelling it does not know, is unknown."""
+    if row is None or row.state not in _STATES:
+        return PowerState.UNKNOWN
+    return PowerState(row.state)
 
 
 def no_device(ref: str) -> str:

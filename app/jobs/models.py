@@ -10,7 +10,7 @@ from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from agents.protocol import PowerState, TaskStatus
-from app.db import Base, EnumText, JSONType, UTCDateTime, utcnow
+from app.db import Base, EnumText, JSONType, UTCDateTime, status_in, utcnow
 
 
 class JobKind(StrEnum):
@@ -27,8 +27,7 @@ class JobStatus(StrEnum):
 
 
 ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING)
-# As SQL text: a partial index serves only queries that spell out its very condition.
-ACTIVE_SQL = "status IN ('queued', 'running')"
+ACTIVE_SQL = status_in(ACTIVE)  # as text, for the partial indexes below
 _ACTIVE_SQL = text(f"exclusive AND {ACTIVE_SQL}")
 
 
