@@ -33,6 +33,7 @@ from agents.protocol import (
     ConsoleOpened,
     ConsoleOutput,
 )
+from app.audit.models import EventType
 from app.audit.recorder import AuditRecorder
 from app.centrals.presence import Presence
 from app.consoles import service
@@ -407,7 +408,7 @@ class ConsoleBroker:
         live.broadcast(type="joined", viewer=viewer.id, name=viewer.name, mode=mode)
         if mode == "rw" and live.writer is None:
             self._grant(live, viewer)
-        await self._audit.record(service.event(ctx, "console.joined", live.row, mode=mode))
+        await self._audit.record(service.event(ctx, EventType.CONSOLE_JOINED, live.row, mode=mode))
         return viewer
 
     async def leave(self, live: Live, viewer: Viewer) -> None:
@@ -415,7 +416,7 @@ class ConsoleBroker:
         self._detach(live, viewer)
         viewer.gone = True
         if not live.closed.is_set() and not viewer.close_reason:  # else `end` recorded it
-            await self._audit.record(service.event(viewer.ctx, "console.left", live.row))
+            await self._audit.record(service.event(viewer.ctx, EventType.CONSOLE_LEFT, live.row))
 
     def _detach(self, live: Live, viewer: Viewer) -> None:
         if live.viewers.pop(viewer.id, None) is None:
@@ -454,7 +455,9 @@ class ConsoleBroker:
         """Close one viewer's stream for a reason of its own (its credential ended, its role
         was withdrawn), audited before the socket closes."""
         viewer.close_reason = reason  # `leave` must not record it a second time
-        await self._audit.record(service.event(viewer.ctx, "console.left", live.row, why=reason))
+        await self._audit.record(
+            service.event(viewer.ctx, EventType.CONSOLE_LEFT, live.row, why=reason)
+        )
         self.expel(live, viewer, error=error, detail=detail, code=code, reason=reason)
 
     def renew(self, live: Live, viewer: Viewer, ctx: RequestContext) -> None:
@@ -516,7 +519,9 @@ class ConsoleBroker:
             return
         if holder is not None:
             await self._audit.record(
-                service.event(viewer.ctx, "console.write_forced", live.row, taken_from=holder.name)
+                service.event(
+                    viewer.ctx, EventType.CONSOLE_WRITE_FORCED, live.row, taken_from=holder.name
+                )
             )
         self._grant(live, viewer, forced=holder is not None)
 
@@ -526,7 +531,7 @@ class ConsoleBroker:
         to = live.viewers.get(str(message.get("to") or ""))
         if to is not None and to.mode == "rw":
             await self._audit.record(
-                service.event(viewer.ctx, "console.write_handed", live.row, to=to.name)
+                service.event(viewer.ctx, EventType.CONSOLE_WRITE_HANDED, live.row, to=to.name)
             )
             self._grant(live, to)
         else:
@@ -557,7 +562,7 @@ class ConsoleBroker:
                 '{"type": "break", "confirm": true} to send it anyway',
             )
             return
-        await self._audit.record(service.event(viewer.ctx, "console.break", live.row))
+        await self._audit.record(service.event(viewer.ctx, EventType.CONSOLE_BREAK, live.row))
         if live.recording is not None:
             live.recording.marker(f"break by {viewer.name}")
         self._link.console(ConsoleControl(live.id, ConsoleOp.BREAK))

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from agents.protocol import PowerState
+from app.audit.models import EventType
 from app.audit.service import Event, diff, stage
 from app.context import RequestContext
 from app.errors import AlreadyExists, AmbiguousReference, FieldError, InUse, NotFound
@@ -287,7 +288,9 @@ async def device_and_site(
     return device, site
 
 
-def _event(ctx: RequestContext, type_: str, read: DeviceRead, details: dict[str, Any]) -> Event:
+def _event(
+    ctx: RequestContext, type_: EventType, read: DeviceRead, details: dict[str, Any]
+) -> Event:
     return ctx.event(
         type_,
         target_type="device",
@@ -415,7 +418,7 @@ async def create_device(
     await _set_tags(session, device.id, data.tags)
     await session.flush()
     read = await read_device(session, device)
-    stage(session, _event(ctx, "device.created", read, {"after": as_fields(read)}))
+    stage(session, _event(ctx, EventType.DEVICE_CREATED, read, {"after": as_fields(read)}))
     return read
 
 
@@ -448,7 +451,7 @@ async def update_device(
         await session.flush()
     read = await read_device(session, device)
     changes = diff(as_fields(current), as_fields(read))
-    stage(session, _event(ctx, "device.updated", read, changes))
+    stage(session, _event(ctx, EventType.DEVICE_UPDATED, read, changes))
     return read
 
 
@@ -477,7 +480,7 @@ async def delete_device(session: AsyncSession, ctx: RequestContext, device: Devi
         "before": as_fields(before),
         "paths": [p.model_dump(mode="json") for p in before.paths],
     }
-    stage(session, _event(ctx, "device.deleted", before, details))
+    stage(session, _event(ctx, EventType.DEVICE_DELETED, before, details))
 
 
 async def _check_no_vms(session: AsyncSession, device: Device, remedy: str) -> None:
