@@ -87,6 +87,14 @@ class EventType(StrEnum):
     WEBHOOK_DELETED = "webhook.deleted"
     WEBHOOK_REDELIVERED = "webhook.redelivered"
 
+    AGENT_ENROLLED = "agent.enrolled"
+    AGENT_JOINED = "agent.joined"
+    AGENT_REVOKED = "agent.revoked"
+    AGENT_CONNECTED = "agent.connected"
+    AGENT_DISCONNECTED = "agent.disconnected"
+    AGENT_SITE_REFUSED = "agent.site_refused"
+    AGENT_MESSAGE_REFUSED = "agent.message_refused"
+
 
 class AuditEvent(Base):
     """One event; `hash = sha256(prev_hash || canonical_json(fields))`. Never updated."""

@@ -32,6 +32,7 @@ from agents.protocol import (
     ConsoleOpen,
     ConsoleOpened,
     ConsoleOutput,
+    TaskStatus,
 )
 from app.audit.models import EventType
 from app.audit.recorder import AuditRecorder
@@ -585,7 +586,7 @@ class ConsoleBroker:
                 live.recording.marker(f"power {action} by {viewer.name}: {result.get('status')}")
             live.broadcast(type="power", by=viewer.name, **result)
 
-        live.broadcast(type="power", by=viewer.name, action=action, status="running")
+        live.broadcast(type="power", by=viewer.name, action=action, status=TaskStatus.RUNNING)
         self._spawn(act())
 
     async def _close_by(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
