@@ -15,6 +15,7 @@ from typing import Protocol
 
 from agents.drivers.base import Busy, ConsoleChannel, DriverError, require_secret
 from agents.protocol import (
+    CloseReason,
     ConsoleClosed,
     ConsoleControl,
     ConsoleInput,
@@ -24,13 +25,14 @@ from agents.protocol import (
     ConsoleOutput,
     ConsolePath,
     FromAgent,
+    PathKind,
 )
 
 log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT = 20.0  # s for one path to connect and attach
 CLOSE_TIMEOUT = 5.0
-_NAMES = {"ipmi": "IPMI SOL", "console_port": "console server port"}
+_NAMES: dict[str, str] = {PathKind.IPMI: "IPMI SOL", PathKind.CONSOLE_PORT: "console server port"}
 
 Sink = Callable[[FromAgent], Awaitable[None]]
 
@@ -84,7 +86,10 @@ class ConsoleHub:
             task.cancel()
         await asyncio.gather(*self._opening.values(), return_exceptions=True)
         await asyncio.gather(
-            *(self._end(sid, "closed", "the agent is stopping") for sid in list(self._live))
+            *(
+                self._end(sid, CloseReason.CLOSED, "the agent is stopping")
+                for sid in list(self._live)
+            )
         )
 
     async def _open(self, order: ConsoleOpen) -> None:
@@ -103,10 +108,12 @@ class ConsoleHub:
                 failures.append(f"{path.endpoint} did not attach within {OPEN_TIMEOUT:g} s")
                 continue
             except asyncio.CancelledError:
-                await self._sink(ConsoleClosed(order.session_id, "closed", "closed while opening"))
+                await self._sink(
+                    ConsoleClosed(order.session_id, CloseReason.CLOSED, "closed while opening")
+                )
                 raise
             except Busy as exc:  # the port is someone else's: another path would not help
-                await self._sink(ConsoleClosed(order.session_id, "busy", str(exc)))
+                await self._sink(ConsoleClosed(order.session_id, CloseReason.BUSY, str(exc)))
                 return
             except DriverError as exc:
                 failures.append(str(exc))
@@ -114,7 +121,7 @@ class ConsoleHub:
             await self._started(order, path, channel, failures)
             return
         message = "; ".join(failures) or f"{order.device} has no console path"
-        await self._sink(ConsoleClosed(order.session_id, "failed", message))
+        await self._sink(ConsoleClosed(order.session_id, CloseReason.FAILED, message))
 
     async def _started(
         self, order: ConsoleOpen, path: ConsolePath, channel: ConsoleChannel, failures: list[str]
@@ -128,7 +135,7 @@ class ConsoleHub:
         live.writer = asyncio.create_task(self._obey(order.session_id, live))
 
     async def _pump(self, session_id: str, live: _Live) -> None:
-        reason, message = "device", "the device closed the console"
+        reason, message = CloseReason.DEVICE, "the device closed the console"
         try:
             async for data in live.channel:
                 await self._sink(ConsoleOutput(session_id, data))
@@ -151,13 +158,13 @@ class ConsoleHub:
                 elif message.op is ConsoleOp.RESIZE:
                     await live.channel.resize(message.cols, message.rows)
                 else:
-                    await self._end(session_id, "closed", "closed by the central")
+                    await self._end(session_id, CloseReason.CLOSED, "closed by the central")
                     return
             except DriverError as exc:
-                await self._end(session_id, "device", str(exc))
+                await self._end(session_id, CloseReason.DEVICE, str(exc))
                 return
 
-    async def _end(self, session_id: str, reason: str, message: str) -> None:
+    async def _end(self, session_id: str, reason: CloseReason, message: str) -> None:
         live = self._live.pop(session_id, None)
         if live is None:
             return

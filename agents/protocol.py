@@ -15,6 +15,51 @@ from typing import Any, TypeVar
 
 import orjson
 
+# Closed sets the central and the agent share -------------------------------------------------
+
+
+class PathKind(StrEnum):
+    """How a device is reached: the catalogue's control path kinds, and the drivers' keys."""
+
+    IPMI = "ipmi"
+    REDFISH = "redfish"
+    CONSOLE_PORT = "console_port"
+    PDU_OUTLET = "pdu_outlet"
+    SSH = "ssh"
+    LIBVIRT = "libvirt"
+
+
+class Dialect(StrEnum):
+    """The CLI of an SSH device (docs/dialects.md): the catalogue accepts them all; the
+    console-server driver speaks `opengear`, `avocent_acs`, `raritan_sx` and `menu`, the PDU
+    driver `raritan_px` and `apc`."""
+
+    OPENGEAR = "opengear"
+    OPENGEAR_NGCS = "opengear_ngcs"
+    CYCLADES = "cyclades"
+    AVOCENT_ACS = "avocent_acs"
+    RARITAN_SX = "raritan_sx"
+    MENU = "menu"
+    RARITAN_PX = "raritan_px"
+    APC = "apc"
+    SHELL = "shell"
+
+
+class CloseReason(StrEnum):
+    """Why a console session ended, as the agent reports it and the central stores it."""
+
+    CLOSED = "closed"  # asked: a viewer, DELETE, the agent stopping
+    DEVICE = "device"  # the device (or the box in front of it) hung up
+    FAILED = "failed"  # no path could open it
+    BUSY = "busy"  # the port or SOL payload is someone else's
+    AGENT = "agent"  # the agent's link dropped
+    TIMEOUT = "timeout"  # the agent did not attach it in time
+    IDLE = "idle"
+    MAX_LENGTH = "max_length"
+    UNWATCHED = "unwatched"
+    SHUTDOWN = "shutdown"  # the central stopped
+    LOST = "lost"  # its central is gone: ended by another
+
 
 class PowerAction(StrEnum):
     STATUS = "status"
@@ -109,7 +154,7 @@ class SshTarget:
     address: str
     username: str
     password: str = field(repr=False)
-    dialect: str
+    dialect: Dialect
     port: int = 22
     host_key: str | None = None
 
@@ -247,7 +292,7 @@ class ConsoleClosed:
     """The device session ended (or never opened); `message` says why, for people."""
 
     session_id: str
-    reason: str  # "closed" (asked), "device" (the far end hung up), "failed" (could not open)
+    reason: CloseReason
     message: str = ""
 
 
@@ -377,7 +422,8 @@ def _path(fields: dict[str, Any]) -> Path | ConsolePath:
     cls = _PATHS[fields.pop("kind")]
     for name in ("server", "pdu"):
         if name in fields:
-            fields[name] = SshTarget(**fields[name])
+            target = fields[name]
+            fields[name] = SshTarget(**target | {"dialect": Dialect(target["dialect"])})
     if "outlets" in fields:
         fields["outlets"] = tuple(fields["outlets"])
     return cls(**fields)
@@ -418,6 +464,7 @@ _ENUMS: dict[type[Any], dict[str, type[StrEnum]]] = {
     BootOrder: {"boot": BootDevice},
     Report: {"status": TaskStatus, "power_state": PowerState},
     ConsoleControl: {"op": ConsoleOp},
+    ConsoleClosed: {"reason": CloseReason},
     Refusal: {"reason": RefusedBecause},
 }
 

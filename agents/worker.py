@@ -29,6 +29,7 @@ from agents import collector
 from agents.drivers.base import ConsoleChannel, DriverError
 from agents.drivers.buffer import CLOSED
 from agents.protocol import (
+    CloseReason,
     ConsoleClosed,
     ConsoleControl,
     ConsoleInput,
@@ -176,7 +177,7 @@ class Worker:
 
     async def _pump(self, session_id: str, console: _Console) -> None:
         """Output in messages, one per turn at most (what arrived since is joined); then closed."""
-        closed = ConsoleClosed(session_id, "closed")
+        closed = ConsoleClosed(session_id, CloseReason.CLOSED)
         try:
             async for data in console.channel:
                 self._send(ConsoleOutput(session_id, data))
@@ -184,11 +185,11 @@ class Worker:
         except Exception as exc:  # a bug here must still end the console in the parent
             log.exception("console %s failed", session_id)
             text = f"internal error in the worker process: {type(exc).__name__}: {exc}"
-            closed = ConsoleClosed(session_id, "device", text)
+            closed = ConsoleClosed(session_id, CloseReason.DEVICE, text)
         else:
             reason = getattr(console.channel, "reason", None) or CLOSED
             if reason != CLOSED:
-                closed = ConsoleClosed(session_id, "device", reason)
+                closed = ConsoleClosed(session_id, CloseReason.DEVICE, reason)
         finally:
             self._consoles.pop(session_id, None)
             console.tasks[1].cancel()

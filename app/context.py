@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from app.audit.models import EventType
 from app.audit.service import SYSTEM, Event
 from app.errors import Forbidden, Hidden, InvalidInput
 from app.identity.models import Role
@@ -42,7 +43,7 @@ class RequestContext:
     ticket: str | None = None
     reason: str | None = None
 
-    def event(self, type_: str, **fields: Any) -> Event:
+    def event(self, type_: EventType, **fields: Any) -> Event:
         """An audit event by this caller, with the request's ticket and reason."""
         return Event(
             type=type_,
@@ -86,7 +87,7 @@ class RequestContext:
                 site=site,
             )
         event = self.event(
-            "access.denied",
+            EventType.ACCESS_DENIED,
             outcome="denied",
             target_type=target_type,
             target_id=target_id,
@@ -114,7 +115,7 @@ class RequestContext:
         return Hidden(
             missing,
             self.event(
-                "access.denied",
+                EventType.ACCESS_DENIED,
                 outcome="denied",
                 target_type=target_type,
                 target_id=target_id,

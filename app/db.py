@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -71,6 +72,12 @@ class EnumText(TypeDecorator[Any]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> StrEnum | None:
         return None if value is None else self.enum(value)
+
+
+def status_in(members: Iterable[StrEnum]) -> str:
+    """`status IN ('a', 'b')` as SQL text: a partial index serves only the queries that spell
+    out its very condition."""
+    return f"status IN ({', '.join(repr(member.value) for member in members)})"
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")

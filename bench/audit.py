@@ -12,7 +12,7 @@ import time
 from sqlalchemy import insert
 
 from app.audit import service
-from app.audit.models import AuditEvent
+from app.audit.models import AuditEvent, EventType
 from app.audit.recorder import AuditRecorder
 from app.audit.service import Actor, Event
 from app.db import make_engine, make_sessionmaker, utcnow
@@ -29,7 +29,7 @@ ACTOR = Actor("user", 1, "admin")
 
 def _event(n: int) -> Event:
     return Event(
-        "device.updated",
+        EventType.DEVICE_UPDATED,
         ACTOR,
         target_type="device",
         target_id=n,

@@ -28,25 +28,25 @@ from agents.drivers.base import (
     Unreachable,
     Unsupported,
 )
-from agents.protocol import ConsolePath, ConsolePortPath
+from agents.protocol import ConsolePath, ConsolePortPath, Dialect
 
 TERM = "xterm-256color"
 _HIGH_WATER = 64  # chunks queued for a slow reader before the device is asked to wait
 
 
 @dataclass(frozen=True)
-class Dialect:
+class PortChoice:
     """How a box picks the port: a user name per port number, or a menu after login."""
 
     username: Callable[[str, int], str]
     menu: bool = False
 
 
-DIALECTS: dict[str, Dialect] = {
-    "opengear": Dialect(lambda user, port: f"{user}:port{port:02d}"),
-    "avocent_acs": Dialect(lambda user, port: f"{user}:ttyS{port}"),  # ttyS is 1-based here
-    "raritan_sx": Dialect(lambda user, port: f"{user}:{port}"),
-    "menu": Dialect(lambda user, port: user, menu=True),
+DIALECTS: dict[Dialect, PortChoice] = {
+    Dialect.OPENGEAR: PortChoice(lambda user, port: f"{user}:port{port:02d}"),
+    Dialect.AVOCENT_ACS: PortChoice(lambda user, port: f"{user}:ttyS{port}"),  # ttyS is 1-based
+    Dialect.RARITAN_SX: PortChoice(lambda user, port: f"{user}:{port}"),
+    Dialect.MENU: PortChoice(lambda user, port: user, menu=True),
 }
 
 # What a box says, on the session's first line, instead of attaching.
@@ -207,18 +207,18 @@ class ConsoleServerDriver:
                 f"the console server driver cannot use a {path.kind} path ({path.endpoint})"
             )
         server = path.server
-        dialect = DIALECTS.get(server.dialect)
-        if dialect is None:
+        choice = DIALECTS.get(server.dialect)
+        if choice is None:
             raise Unsupported(
-                f"console server {server.endpoint}: unknown dialect {server.dialect!r} "
-                f"(known: {', '.join(DIALECTS)})"
+                f"console server {server.endpoint}: no console-server driver for dialect "
+                f"'{server.dialect}' (known: {', '.join(DIALECTS)})"
             )
         if path.port < 1:
             raise Refused(f"console server {server.endpoint}: ports are numbered from 1")
         where = f"console server {server.endpoint}"
         conn = await ssh.connect(
             server,
-            username=dialect.username(server.username, path.port),
+            username=choice.username(server.username, path.port),
             what="console server",
             settings=self._settings,
             on_host_key=self._on_host_key,
@@ -228,7 +228,7 @@ class ConsoleServerDriver:
                 _Session, term_type=TERM, term_size=(cols, rows), encoding=None
             )
             session = cast(_Session, opened)
-            if dialect.menu:
+            if choice.menu:
                 pending = await self._choose(chan, session, path.port, where)
             else:
                 pending = await self._attached(session, path.port, where)

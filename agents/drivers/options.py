@@ -14,33 +14,34 @@ from agents.drivers import console_server, pdu, ssh
 from agents.drivers.base import OptionError
 from agents.drivers.ipmi import IpmiDriver
 from agents.drivers.redfish import RedfishDriver
+from agents.protocol import Dialect, PathKind
 
 Validator = Callable[[Mapping[str, Any]], None]
 
 # The options each kind of path takes, as its driver honours them.
 OPTIONS: dict[str, tuple[str, ...]] = {
-    "ipmi": IpmiDriver.OPTIONS,
-    "redfish": RedfishDriver.OPTIONS,
-    "console_port": (),
-    "pdu_outlet": (),
-    "ssh": ssh.OPTIONS,
+    PathKind.IPMI: IpmiDriver.OPTIONS,
+    PathKind.REDFISH: RedfishDriver.OPTIONS,
+    PathKind.CONSOLE_PORT: (),
+    PathKind.PDU_OUTLET: (),
+    PathKind.SSH: ssh.OPTIONS,
 }
 
 # Kinds the catalogue describes but no driver acts on yet: refused, saying so.
-NOT_YET = {
-    "libvirt": "libvirt guests are not supported yet: no driver acts on a libvirt path (issue "
-    "15 will add it), so none is stored",
+NOT_YET: dict[str, str] = {
+    PathKind.LIBVIRT: "libvirt guests are not supported yet: no driver acts on a libvirt path "
+    "(issue 15 will add it), so none is stored",
 }
 
 # The driver that drives a box through its ssh path, by the kind of path going through the box.
 BOX_DRIVERS: dict[str, Validator] = {
-    "console_port": console_server.ConsoleServerDriver.validate,
-    "pdu_outlet": pdu.PduDriver.validate,
+    PathKind.CONSOLE_PORT: console_server.ConsoleServerDriver.validate,
+    PathKind.PDU_OUTLET: pdu.PduDriver.validate,
 }
 
 _VALIDATORS: dict[str, Validator] = {
-    "ipmi": IpmiDriver.validate,
-    "redfish": RedfishDriver.validate,
+    PathKind.IPMI: IpmiDriver.validate,
+    PathKind.REDFISH: RedfishDriver.validate,
 }
 
 
@@ -61,7 +62,7 @@ def validate_path(kind: str, options: Mapping[str, Any], *, through: Collection[
     if unknown:
         takes = f"they take {', '.join(known)}" if known else "they take none"
         raise OptionError(f"options.{unknown[0]}", f"is not an option of {kind} paths; {takes}")
-    if kind == "ssh":
+    if kind == PathKind.SSH:
         _validate_ssh(options, through)
     elif kind in _VALIDATORS:
         _VALIDATORS[kind](options)
@@ -73,11 +74,11 @@ def _validate_ssh(options: Mapping[str, Any], through: Collection[str]) -> None:
     for validate in boxes:
         validate(options)
     dialect = ssh.dialect(options)
-    if boxes or dialect in (ssh.SHELL, *console_server.DIALECTS, *pdu.DIALECTS):
+    if boxes or dialect in (Dialect.SHELL, *console_server.DIALECTS, *pdu.DIALECTS):
         return
     raise OptionError(
         "options.dialect",
         f"no driver speaks dialect {dialect!r}; console servers and KVM switches take "
         f"{', '.join(console_server.DIALECTS)}, PDUs {', '.join(pdu.DIALECTS)}, other devices "
-        f"{ssh.SHELL} (docs/dialects.md)",
+        f"{Dialect.SHELL} (docs/dialects.md)",
     )

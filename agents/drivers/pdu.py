@@ -30,7 +30,7 @@ from agents.drivers.base import (
     Unreachable,
     Unsupported,
 )
-from agents.protocol import PduOutletPath, PowerAction, SshTarget
+from agents.protocol import Dialect, PduOutletPath, PowerAction, SshTarget
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ _MAYBE_RAN = "; the action may or may not have run: check the power state before
 
 
 @dataclass(frozen=True)
-class Dialect:
+class PduCli:
     """A PDU CLI: its prompt, how it lists and switches outlets, and how it says no."""
 
     prompt: re.Pattern[bytes]
@@ -49,8 +49,8 @@ class Dialect:
     confirm: re.Pattern[bytes] | None = None  # a question to answer `y`
 
 
-DIALECTS: dict[str, Dialect] = {
-    "raritan_px": Dialect(
+DIALECTS: dict[Dialect, PduCli] = {
+    Dialect.RARITAN_PX: PduCli(
         prompt=re.compile(rb"(?:^|[\r\n])\[[^\]\r\n]*\] # ?"),
         status="show outlets",
         outlet=re.compile(rb"Outlet (\d+)[^\r\n]*:\s*[\r\n]+\s*Power state: (On|Off)"),
@@ -62,7 +62,7 @@ DIALECTS: dict[str, Dialect] = {
         error=re.compile(rb"(Error: [^\r\n]*)"),
         confirm=re.compile(rb"\[y/n\] ?"),
     ),
-    "apc": Dialect(
+    Dialect.APC: PduCli(
         prompt=re.compile(rb"(?:^|[\r\n])apc> ?"),
         status="olStatus all",
         outlet=re.compile(rb"(?m)^\s*(\d+): [^\r\n]*: (On|Off)\s*$"),
@@ -84,7 +84,7 @@ class _Shell:
         conn: asyncssh.SSHClientConnection,
         stdin: asyncssh.SSHWriter[bytes],
         stdout: asyncssh.SSHReader[bytes],
-        dialect: Dialect,
+        dialect: PduCli,
         where: str,
     ) -> None:
         self.conn = conn
@@ -186,7 +186,7 @@ class PduDriver:
 
         `on` and `off` send nothing when every outlet already is as asked.
         """
-        if action not in (PowerAction.STATUS, *DIALECTS["apc"].commands):
+        if action not in (PowerAction.STATUS, *DIALECTS[Dialect.APC].commands):
             raise Unsupported(
                 f"PDU {path.endpoint}: a PDU outlet can only switch power: on, off, cycle "
                 f"(not {action})"
@@ -194,7 +194,7 @@ class PduDriver:
         dialect = DIALECTS.get(path.pdu.dialect)
         if dialect is None:
             raise Unsupported(
-                f"PDU {path.endpoint}: unknown dialect {path.pdu.dialect!r} "
+                f"PDU {path.endpoint}: no PDU driver for dialect '{path.pdu.dialect}' "
                 f"(known: {', '.join(DIALECTS)})"
             )
         if not path.outlets:
@@ -213,7 +213,7 @@ class PduDriver:
                 self._drop(pdu)
 
     async def _locked(
-        self, path: PduOutletPath, dialect: Dialect, action: PowerAction
+        self, path: PduOutletPath, dialect: PduCli, action: PowerAction
     ) -> tuple[dict[int, bool], dict[int, bool]]:
         pdu = self._pdus.setdefault(path.pdu.endpoint, _Pdu())
         async with pdu.lock:
@@ -230,7 +230,7 @@ class PduDriver:
             return states
 
     async def _session(
-        self, pdu: _Pdu, path: PduOutletPath, dialect: Dialect, action: PowerAction
+        self, pdu: _Pdu, path: PduOutletPath, dialect: PduCli, action: PowerAction
     ) -> tuple[dict[int, bool], dict[int, bool]]:
         """The outlets read before and after the action (the same reading if nothing was sent)."""
         where = f"PDU {path.pdu.endpoint}"
@@ -262,7 +262,7 @@ class PduDriver:
             ) from exc
         return before, await self._read(pdu, path, dialect, where)
 
-    async def _act(self, shell: _Shell, dialect: Dialect, line: str, where: str) -> None:
+    async def _act(self, shell: _Shell, dialect: PduCli, line: str, where: str) -> None:
         extra = (dialect.confirm,) if dialect.confirm is not None else ()
         text, index = await shell.command(line, *extra)
         if index == 1:  # the confirmation question
@@ -272,7 +272,7 @@ class PduDriver:
             raise Refused(f"{where} refused {line!r}: {_text(error.group(1))}")
 
     async def _read(
-        self, pdu: _Pdu, path: PduOutletPath, dialect: Dialect, where: str
+        self, pdu: _Pdu, path: PduOutletPath, dialect: PduCli, where: str
     ) -> dict[int, bool]:
         """The outlets' states (True = on), logging in first if there is no shell."""
         try:
@@ -299,7 +299,7 @@ class PduDriver:
             )
         return {n: states[n] for n in path.outlets}
 
-    async def _login(self, target: SshTarget, dialect: Dialect, where: str) -> _Shell:
+    async def _login(self, target: SshTarget, dialect: PduCli, where: str) -> _Shell:
         conn = await ssh.connect(
             target,
             username=target.username,
@@ -319,7 +319,7 @@ class PduDriver:
         return shell
 
     async def _returned(
-        self, path: PduOutletPath, dialect: Dialect, states: dict[int, bool]
+        self, path: PduOutletPath, dialect: PduCli, states: dict[int, bool]
     ) -> dict[int, bool]:
         """After a cycle, read again (lock released between reads) until the outlets are on."""
         loop = asyncio.get_running_loop()

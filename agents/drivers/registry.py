@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from agents.drivers.base import ConsoleDriver, HostKeyListener, OutletDriver
+from agents.protocol import PathKind
 from agents.runner import Driver
 from agents.workers import WorkerPool
 
@@ -29,9 +30,9 @@ def default_drivers(on_host_key: HostKeyListener | None = None) -> dict[str, Any
     from agents.drivers.redfish import RedfishDriver
 
     drivers: dict[str, Driver | OutletDriver | ConsoleDriver] = {
-        "ipmi": ipmi_workers(),
-        "redfish": RedfishDriver(),
-        "pdu_outlet": PduDriver(on_host_key=on_host_key),
-        "console_port": ConsoleServerDriver(on_host_key=on_host_key),
+        PathKind.IPMI: ipmi_workers(),
+        PathKind.REDFISH: RedfishDriver(),
+        PathKind.PDU_OUTLET: PduDriver(on_host_key=on_host_key),
+        PathKind.CONSOLE_PORT: ConsoleServerDriver(on_host_key=on_host_key),
     }
     return drivers

@@ -29,17 +29,17 @@ from agents.drivers.base import (
     Refused,
     Unreachable,
 )
-from agents.protocol import SshTarget
+from agents.protocol import Dialect, SshTarget
 
 _FINGERPRINT = re.compile(r"(?:SHA256:)?([A-Za-z0-9+/]{43})=?")
 
 OPTIONS = ("dialect", "host_key")  # of an ssh path: how to drive the box's CLI, its pinned key
-SHELL = "shell"  # a plain shell, the catalogue's default: no driver drives it
 
 
 def dialect(options: Mapping[str, Any]) -> str:
-    """The dialect an ssh path's options name; a plain shell when they name none."""
-    return str(options.get("dialect") or SHELL)
+    """The dialect an ssh path's options name (as written: it may be none we know); a plain
+    shell, the catalogue's default that no driver drives, when they name none."""
+    return str(options.get("dialect") or Dialect.SHELL)
 
 
 def validate(options: Mapping[str, Any]) -> None:

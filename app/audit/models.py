@@ -24,6 +24,78 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"  # a job's task never sent (a device without a power path)
 
 
+class EventType(StrEnum):
+    """What an event records. Stored as its value under the hash chain, so a member's spelling
+    never changes; the `type` column still reads any string (rows older than a member)."""
+
+    AUTH_LOGIN = "auth.login"
+    AUTH_LOGIN_FAILED = "auth.login_failed"
+    AUTH_REJECTED = "auth.rejected"  # credentials nobody owns, counted per address
+    ACCESS_DENIED = "access.denied"
+    USER_CREATED = "user.created"
+    USER_UPDATED = "user.updated"
+    USER_DELETED = "user.deleted"
+    TOKEN_CREATED = "token.created"
+    TOKEN_REVOKED = "token.revoked"
+
+    SITE_CREATED = "site.created"
+    SITE_UPDATED = "site.updated"
+    SITE_DELETED = "site.deleted"
+    RACK_CREATED = "rack.created"
+    RACK_UPDATED = "rack.updated"
+    RACK_DELETED = "rack.deleted"
+    DEVICE_CREATED = "device.created"
+    DEVICE_UPDATED = "device.updated"
+    DEVICE_DELETED = "device.deleted"
+    DEVICES_IMPORTED = "devices.imported"
+    PATH_CREATED = "path.created"
+    PATH_UPDATED = "path.updated"
+    PATH_DELETED = "path.deleted"
+
+    # A job's task: `<job kind>.requested` (or `.skipped`), then its final status.
+    POWER_REQUESTED = "power.requested"
+    POWER_SKIPPED = "power.skipped"
+    POWER_SUCCEEDED = "power.succeeded"
+    POWER_FAILED = "power.failed"
+    POWER_TIMEOUT = "power.timeout"
+    POWER_CANCELLED = "power.cancelled"
+    POWER_LOST = "power.lost"
+    BOOT_REQUESTED = "boot.requested"
+    BOOT_SKIPPED = "boot.skipped"
+    BOOT_SUCCEEDED = "boot.succeeded"
+    BOOT_FAILED = "boot.failed"
+    BOOT_TIMEOUT = "boot.timeout"
+    BOOT_CANCELLED = "boot.cancelled"
+    BOOT_LOST = "boot.lost"
+    POWER_DRIFT = "power.drift"  # the poller saw a change no job made
+    JOB_CANCELLED = "job.cancelled"
+
+    CONSOLE_REQUESTED = "console.requested"
+    CONSOLE_OPENED = "console.opened"
+    CONSOLE_FAILED = "console.failed"
+    CONSOLE_CLOSED = "console.closed"
+    CONSOLE_JOINED = "console.joined"
+    CONSOLE_LEFT = "console.left"
+    CONSOLE_WRITE_FORCED = "console.write_forced"
+    CONSOLE_WRITE_HANDED = "console.write_handed"
+    CONSOLE_BREAK = "console.break"
+    CONSOLE_RECORDING_READ = "console.recording_read"
+    SSH_HOST_KEY_PINNED = "ssh.host_key_pinned"
+
+    WEBHOOK_CREATED = "webhook.created"
+    WEBHOOK_UPDATED = "webhook.updated"
+    WEBHOOK_DELETED = "webhook.deleted"
+    WEBHOOK_REDELIVERED = "webhook.redelivered"
+
+    AGENT_ENROLLED = "agent.enrolled"
+    AGENT_JOINED = "agent.joined"
+    AGENT_REVOKED = "agent.revoked"
+    AGENT_CONNECTED = "agent.connected"
+    AGENT_DISCONNECTED = "agent.disconnected"
+    AGENT_SITE_REFUSED = "agent.site_refused"
+    AGENT_MESSAGE_REFUSED = "agent.message_refused"
+
+
 class AuditEvent(Base):
     """One event; `hash = sha256(prev_hash || canonical_json(fields))`. Never updated."""
 

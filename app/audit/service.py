@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.chain import HASHED_FIELDS, format_at, link
-from app.audit.models import GENESIS, AuditEvent, AuditHead, Outcome
+from app.audit.models import GENESIS, AuditEvent, AuditHead, EventType, Outcome
 from app.db import fit, utcnow
 from app.errors import InvalidInput
 from app.inventory.models import Site
@@ -62,7 +62,7 @@ SYSTEM = Actor("system", None, "rackhand")
 
 @dataclass
 class Event:
-    type: str
+    type: EventType
     actor: Actor
     outcome: str = "success"
     target_type: str | None = None

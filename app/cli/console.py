@@ -27,13 +27,16 @@ import typer
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
+from agents.protocol import CloseReason
 from app.cli.client import ApiError, Client, Connection, authenticated
 from app.cli.output import fail
 from app.urls import redact_urls
 
 ESCAPE = 0x1D  # Ctrl-]
 QUIET = 1.0  # s without output after stdin ended (a pipe) before we leave
-NORMAL_ENDS = frozenset({"closed", "idle", "max_length", "unwatched"})  # exit 0; others exit 1
+NORMAL_ENDS = frozenset(  # exit 0; others exit 1
+    {CloseReason.CLOSED, CloseReason.IDLE, CloseReason.MAX_LENGTH, CloseReason.UNWATCHED}
+)
 HELP = (
     ". or q   leave (the session stays open for the others)",
     "b        send a break (asks first: it halts Solaris and Cisco gear)",

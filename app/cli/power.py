@@ -17,11 +17,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agents.protocol import BootDevice as BootTarget
 from agents.protocol import PowerAction as Action
+from agents.protocol import TaskStatus
 from app.cli.client import ApiError, Client, authenticated
 from app.cli.devices import Kind, Rack, Tags
 from app.cli.output import err, fail, out, print_json, table
 
-CONFIRM = frozenset({"off", "soft", "cycle", "reset", "nmi"})
+CONFIRM = frozenset({Action.OFF, Action.SOFT, Action.CYCLE, Action.RESET, Action.NMI})
+_PENDING = (TaskStatus.QUEUED, TaskStatus.RUNNING)
 
 
 Ticket = Annotated[str | None, typer.Option(help="ticket reference, kept in the audit")]
@@ -60,7 +62,7 @@ def power(
     body |= {key: value for key, value in optional.items() if value}
     try:
         with Client(authenticated(), timeout=max(60.0, timeout + 30)) as client:
-            if action.value in CONFIRM and not yes:
+            if action in CONFIRM and not yes:
                 _confirm(client, body)
             job = client.request("POST", "/power", json=body, references=(site, rack)).json()
             _follow(client, job, quiet=as_json)
@@ -111,9 +113,9 @@ def _follow(client: Client, job: dict[str, Any], *, quiet: bool) -> None:
             for event, data in _events(chunks):
                 if event == "job" and data.get("tasks") is not None:
                     for task in data["tasks"]:
-                        if task["status"] not in ("queued", "running"):
+                        if task["status"] not in _PENDING:
                             done[task["device"]] = task["status"]
-                elif event == "task" and data["status"] not in ("queued", "running"):
+                elif event == "task" and data["status"] not in _PENDING:
                     done[data["device"]] = data["status"]
                 failed = sum(1 for status in done.values() if status not in _FINE)
                 progress.update(bar, completed=len(done), failed=failed)
@@ -137,8 +139,8 @@ def _events(chunks: Iterator[bytes]) -> Iterator[tuple[str, dict[str, Any]]]:
             yield event, orjson.loads(data) if data else {}
 
 
-_FINE = ("succeeded", "skipped")  # a skipped device had no power path: no failure
-_COLOURS = {"succeeded": "green", "skipped": "yellow"}
+_FINE = (TaskStatus.SUCCEEDED, TaskStatus.SKIPPED)  # a skipped device had no power path
+_COLOURS = {TaskStatus.SUCCEEDED: "green", TaskStatus.SKIPPED: "yellow"}
 
 
 def _show(tasks: list[dict[str, Any]]) -> None:
@@ -179,4 +181,4 @@ def boot(
         print_json(result)
     else:
         _show([result])
-    raise typer.Exit(0 if result["status"] == "succeeded" else 1)
+    raise typer.Exit(0 if result["status"] == TaskStatus.SUCCEEDED else 1)

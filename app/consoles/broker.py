@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
 from agents.protocol import (
+    CloseReason,
     ConsoleClosed,
     ConsoleControl,
     ConsoleInput,
@@ -31,7 +32,9 @@ from agents.protocol import (
     ConsoleOpen,
     ConsoleOpened,
     ConsoleOutput,
+    TaskStatus,
 )
+from app.audit.models import EventType
 from app.audit.recorder import AuditRecorder
 from app.centrals.presence import Presence
 from app.consoles import service
@@ -126,7 +129,7 @@ class Live:
     unwatched: float | None = field(default_factory=time.monotonic)
     closing: bool = False
     closed: asyncio.Event = field(default_factory=asyncio.Event)
-    close_reason: tuple[str, str, RequestContext | None] | None = None
+    close_reason: tuple[CloseReason, str, RequestContext | None] | None = None
 
     @property
     def id(self) -> str:
@@ -225,10 +228,12 @@ class ConsoleBroker:
         try:
             result = await asyncio.wait_for(asyncio.shield(live.opened), self.timeouts.open)
         except TimeoutError:
-            await self.close(live, "timeout", "the agent did not attach the console in time", ctx)
+            await self.close(
+                live, CloseReason.TIMEOUT, "the agent did not attach the console in time", ctx
+            )
             result = await live.opened
         if isinstance(result, ConsoleClosed):
-            error = ConsoleBusy if result.reason == "busy" else ConsoleFailed
+            error = ConsoleBusy if result.reason is CloseReason.BUSY else ConsoleFailed
             raise error(f"{live.row.device_name}: {result.message}")
         return self.read(live), created
 
@@ -335,7 +340,7 @@ class ConsoleBroker:
     # Closing --------------------------------------------------------------------------------
 
     async def close(
-        self, live: Live, reason: str, message: str, by: RequestContext | None = None
+        self, live: Live, reason: CloseReason, message: str, by: RequestContext | None = None
     ) -> None:
         """Ask the agent to let go; seal the session even if it does not answer."""
         if not live.closing:
@@ -355,7 +360,7 @@ class ConsoleBroker:
                 await self._watchdog
         await asyncio.gather(
             *(
-                self.close(live, "shutdown", "the central is stopping")
+                self.close(live, CloseReason.SHUTDOWN, "the central is stopping")
                 for live in self._live.values()
             )
         )
@@ -373,11 +378,11 @@ class ConsoleBroker:
                     continue
                 why = None
                 if now - live.active > limits.idle:
-                    why = ("idle", f"no input or output for {limits.idle:g} s")
+                    why = (CloseReason.IDLE, f"no input or output for {limits.idle:g} s")
                 elif now - live.started > limits.max_length:
-                    why = ("max_length", f"open longer than {limits.max_length:g} s")
+                    why = (CloseReason.MAX_LENGTH, f"open longer than {limits.max_length:g} s")
                 elif live.unwatched is not None and now - live.unwatched > limits.linger:
-                    why = ("unwatched", f"nobody watched for {limits.linger:g} s")
+                    why = (CloseReason.UNWATCHED, f"nobody watched for {limits.linger:g} s")
                 if why is not None:
                     self._spawn(self.close(live, *why))
 
@@ -404,7 +409,7 @@ class ConsoleBroker:
         live.broadcast(type="joined", viewer=viewer.id, name=viewer.name, mode=mode)
         if mode == "rw" and live.writer is None:
             self._grant(live, viewer)
-        await self._audit.record(service.event(ctx, "console.joined", live.row, mode=mode))
+        await self._audit.record(service.event(ctx, EventType.CONSOLE_JOINED, live.row, mode=mode))
         return viewer
 
     async def leave(self, live: Live, viewer: Viewer) -> None:
@@ -412,7 +417,7 @@ class ConsoleBroker:
         self._detach(live, viewer)
         viewer.gone = True
         if not live.closed.is_set() and not viewer.close_reason:  # else `end` recorded it
-            await self._audit.record(service.event(viewer.ctx, "console.left", live.row))
+            await self._audit.record(service.event(viewer.ctx, EventType.CONSOLE_LEFT, live.row))
 
     def _detach(self, live: Live, viewer: Viewer) -> None:
         if live.viewers.pop(viewer.id, None) is None:
@@ -451,7 +456,9 @@ class ConsoleBroker:
         """Close one viewer's stream for a reason of its own (its credential ended, its role
         was withdrawn), audited before the socket closes."""
         viewer.close_reason = reason  # `leave` must not record it a second time
-        await self._audit.record(service.event(viewer.ctx, "console.left", live.row, why=reason))
+        await self._audit.record(
+            service.event(viewer.ctx, EventType.CONSOLE_LEFT, live.row, why=reason)
+        )
         self.expel(live, viewer, error=error, detail=detail, code=code, reason=reason)
 
     def renew(self, live: Live, viewer: Viewer, ctx: RequestContext) -> None:
@@ -513,7 +520,9 @@ class ConsoleBroker:
             return
         if holder is not None:
             await self._audit.record(
-                service.event(viewer.ctx, "console.write_forced", live.row, taken_from=holder.name)
+                service.event(
+                    viewer.ctx, EventType.CONSOLE_WRITE_FORCED, live.row, taken_from=holder.name
+                )
             )
         self._grant(live, viewer, forced=holder is not None)
 
@@ -523,7 +532,7 @@ class ConsoleBroker:
         to = live.viewers.get(str(message.get("to") or ""))
         if to is not None and to.mode == "rw":
             await self._audit.record(
-                service.event(viewer.ctx, "console.write_handed", live.row, to=to.name)
+                service.event(viewer.ctx, EventType.CONSOLE_WRITE_HANDED, live.row, to=to.name)
             )
             self._grant(live, to)
         else:
@@ -554,7 +563,7 @@ class ConsoleBroker:
                 '{"type": "break", "confirm": true} to send it anyway',
             )
             return
-        await self._audit.record(service.event(viewer.ctx, "console.break", live.row))
+        await self._audit.record(service.event(viewer.ctx, EventType.CONSOLE_BREAK, live.row))
         if live.recording is not None:
             live.recording.marker(f"break by {viewer.name}")
         self._link.console(ConsoleControl(live.id, ConsoleOp.BREAK))
@@ -577,14 +586,14 @@ class ConsoleBroker:
                 live.recording.marker(f"power {action} by {viewer.name}: {result.get('status')}")
             live.broadcast(type="power", by=viewer.name, **result)
 
-        live.broadcast(type="power", by=viewer.name, action=action, status="running")
+        live.broadcast(type="power", by=viewer.name, action=action, status=TaskStatus.RUNNING)
         self._spawn(act())
 
     async def _close_by(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
         if live.writer is not viewer and not viewer.admin:
             viewer.event(type="error", error="ReadOnly", detail=self._in_use(live))
             return
-        await self.close(live, "closed", f"closed by {viewer.name}", viewer.ctx)
+        await self.close(live, CloseReason.CLOSED, f"closed by {viewer.name}", viewer.ctx)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -8,7 +8,8 @@ from enum import StrEnum
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, EnumText, UTCDateTime, utcnow
+from agents.protocol import CloseReason
+from app.db import Base, EnumText, UTCDateTime, status_in, utcnow
 
 
 class ConsoleStatus(StrEnum):
@@ -34,7 +35,7 @@ class ConsoleMode(StrEnum):
 
 
 LIVE = (ConsoleStatus.OPENING, ConsoleStatus.OPEN)
-LIVE_SQL = "status IN ('opening', 'open')"  # as text, for the partial index below
+LIVE_SQL = status_in(LIVE)  # as text, for the partial index below
 
 
 class ConsoleSession(Base):
@@ -61,7 +62,7 @@ class ConsoleSession(Base):
     actor_name: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    close_reason: Mapped[str | None] = mapped_column(String(32))
+    close_reason: Mapped[CloseReason | None] = mapped_column(EnumText(CloseReason, 32))
     recording: Mapped[str | None] = mapped_column(String(255))  # relative to the data folder
     recording_sha256: Mapped[str | None] = mapped_column(String(64))
     recording_bytes: Mapped[int | None] = mapped_column(BigInteger)

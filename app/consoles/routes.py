@@ -14,6 +14,8 @@ from fastapi import APIRouter, Query, Request, Response, WebSocket, status
 from fastapi.responses import FileResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from agents.protocol import CloseReason
+from app.audit.models import EventType
 from app.consoles import service
 from app.consoles.broker import ConsoleBroker, Item, Live, Viewer, broker_of
 from app.consoles.models import ConsoleMode, ConsoleStatus
@@ -84,7 +86,9 @@ async def close_console(request: Request, session: SessionDep, ctx: Ctx, console
     live = broker_of(request).get(row.id)
     if live is None:
         raise InUse(f"console session {row.id} is already {row.status}")
-    await broker_of(request).close(live, "closed", f"closed by {ctx.principal.actor.name}", ctx)
+    await broker_of(request).close(
+        live, CloseReason.CLOSED, f"closed by {ctx.principal.actor.name}", ctx
+    )
 
 
 @router.get(
@@ -111,7 +115,7 @@ async def recording(
         log.error("the recording of console session %s is missing: %s", row.id, path)
         raise NotFound(f"the recording of console session {row.id} is missing on the server")
     await request.app.state.audit.record(
-        service.event(ctx, "console.recording_read", row, sha256=row.recording_sha256)
+        service.event(ctx, EventType.CONSOLE_RECORDING_READ, row, sha256=row.recording_sha256)
     )
     return FileResponse(
         path,
@@ -179,7 +183,7 @@ async def _guard(websocket: WebSocket, broker: ConsoleBroker, live: Live, viewer
             detail = "the caller's access could not be re-checked; the console stream ends"
             reason = Ended.ACCESS_WITHDRAWN
             broker.expel(live, viewer, error="Unavailable", detail=detail, code=1011, reason=reason)
-            left = service.event(viewer.ctx, "console.left", live.row, why=reason)
+            left = service.event(viewer.ctx, EventType.CONSOLE_LEFT, live.row, why=reason)
             with contextlib.suppress(Exception):
                 await websocket.app.state.audit.record(left)
             return

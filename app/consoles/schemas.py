@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from agents.protocol import CloseReason
 from app.consoles.models import ConsoleMode, ConsoleStatus, ConsoleVia
 
 Ticket = Annotated[str, StringConstraints(max_length=128, pattern=r"^[^\x00-\x1f]*$")]
@@ -51,7 +52,7 @@ class ConsoleRead(BaseModel):
     opened_by: str
     created_at: datetime
     closed_at: datetime | None
-    close_reason: str | None
+    close_reason: CloseReason | None
     recording_sha256: str | None
     recording_bytes: int | None
     stream: str | None  # the WebSocket to attach to, while the session is open

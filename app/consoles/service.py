@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agents.protocol import ConsolePath, HostKeySeen
+from agents.protocol import CloseReason, ConsolePath, HostKeySeen
+from app.audit.models import EventType
 from app.audit.service import SYSTEM, Event, stage
 from app.centrals.presence import Owners
 from app.consoles.models import LIVE, LIVE_SQL, ConsoleSession, ConsoleStatus
@@ -70,12 +71,12 @@ async def create(
     )
     session.add(row)
     await session.flush()
-    stage(session, event(ctx, "console.requested", row, via=via))
+    stage(session, event(ctx, EventType.CONSOLE_REQUESTED, row, via=via))
     return row, paths
 
 
 def event(
-    ctx: RequestContext | None, type_: str, row: ConsoleSession, outcome: str = "success",
+    ctx: RequestContext | None, type_: EventType, row: ConsoleSession, outcome: str = "success",
     **details: Any,
 ) -> Event:  # fmt: skip
     """An audit event about a console session (by the caller, or by Rackhand itself)."""
@@ -256,7 +257,7 @@ async def mark_open(
         fit(endpoint, ConsoleSession.endpoint),  # a 253-character host name and its port
         recording,
     )
-    stage(session, event(None, "console.opened", row, path=path, endpoint=endpoint))
+    stage(session, event(None, EventType.CONSOLE_OPENED, row, path=path, endpoint=endpoint))
     return row
 
 
@@ -265,7 +266,7 @@ async def mark_closed(
     console_id: str,
     *,
     failed: bool,
-    reason: str,
+    reason: CloseReason,
     message: str,
     closed_by: RequestContext | None,
     recording: tuple[str, int] | None,
@@ -295,7 +296,7 @@ async def mark_closed(
             "bytes_out": bytes_out,
             "bytes_in": bytes_in,
         }
-    kind = "console.failed" if failed else "console.closed"
+    kind = EventType.CONSOLE_FAILED if failed else EventType.CONSOLE_CLOSED
     stage(session, event(closed_by, kind, row, "failure" if failed else "success", **details))
     await outbox.console_closed(session, row)  # webhooks, in this transaction
     return row
@@ -312,9 +313,12 @@ async def abandon_open(session: AsyncSession, owners: Owners) -> int:
         )
     )
     for row in rows:
-        row.status, row.closed_at, row.close_reason = ConsoleStatus.CLOSED, utcnow(), "lost"
+        row.status, row.closed_at = ConsoleStatus.CLOSED, utcnow()
+        row.close_reason = CloseReason.LOST
         row.message = f"{owners.why(row.owner_id)} while the session was open"
-        stage(session, event(None, "console.closed", row, "failure", reason="lost"))
+        stage(
+            session, event(None, EventType.CONSOLE_CLOSED, row, "failure", reason=CloseReason.LOST)
+        )
         await outbox.console_closed(session, row)
     return len(rows)
 
@@ -340,7 +344,7 @@ async def pin_host_key(session: AsyncSession, seen: HostKeySeen) -> list[str]:
         stage(
             session,
             Event(
-                "ssh.host_key_pinned",
+                EventType.SSH_HOST_KEY_PINNED,
                 SYSTEM,
                 target_type="device",
                 target_id=device.id,

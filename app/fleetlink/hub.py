@@ -30,6 +30,7 @@ from agents.protocol import (
     FINISHED,
     IDEMPOTENT,
     Cancel,
+    CloseReason,
     ConsoleClosed,
     ConsoleControl,
     ConsoleInput,
@@ -49,6 +50,7 @@ from agents.protocol import (
     decode,
     encode,
 )
+from app.audit.models import EventType
 from app.audit.recorder import AuditRecorder
 from app.audit.service import SYSTEM, Actor, Event
 from app.fleetlink import service
@@ -257,7 +259,7 @@ class AgentHub:
         """Open the console on an agent of its site; what it says of it goes to `sink`."""
         link = self.route(message.site)
         if isinstance(link, str):
-            self._spawn(sink(ConsoleClosed(message.session_id, "failed", link)))
+            self._spawn(sink(ConsoleClosed(message.session_id, CloseReason.FAILED, link)))
             return
         link.consoles[message.session_id] = sink
         link.consumed[message.session_id] = 0
@@ -316,7 +318,7 @@ class AgentHub:
         log.warning("agent %s sent %s (%s); refused", link.name, what, ident)
         await self._audit.record(
             Event(
-                "agent.message_refused",
+                EventType.AGENT_MESSAGE_REFUSED,
                 self.actor(link),
                 outcome="denied",
                 target_type="agent",
@@ -365,7 +367,7 @@ class AgentHub:
             self._sessions_at.pop(session_id, None)
             ended = ConsoleClosed(
                 session_id,
-                "agent",
+                CloseReason.AGENT,
                 f"agent {link.name} of site {link.site} lost its link ({why}); open the console "
                 "again (another agent of the site takes it if one is online)",
             )

@@ -32,6 +32,7 @@ from agents.protocol import (
     encode,
     hello_protocol,
 )
+from app.audit.models import EventType
 from app.audit.recorder import AuditRecorder
 from app.audit.service import Actor, Event
 from app.fleetlink import service
@@ -166,7 +167,7 @@ class LinkServer:
                 session, found.agent_id, self._central, address, hello.version
             )
         await self._hub.refresh()
-        await self._event("agent.connected", link, address=address, version=hello.version)
+        await self._event(EventType.AGENT_CONNECTED, link, address=address, version=hello.version)
         link.say(Welcome(PROTOCOL, found.agent_id, self.heartbeat, link.window))
         why = "an error in the central (its log says which)"
         try:
@@ -185,7 +186,7 @@ class LinkServer:
             await self._hub.refresh()
         except Exception:  # the database is away: the agent reads offline once stale anyway
             log.warning("could not note that agent %s disconnected", link.name, exc_info=True)
-        await self._event("agent.disconnected", link, why=why)
+        await self._event(EventType.AGENT_DISCONNECTED, link, why=why)
 
     async def _hello(self, websocket: WebSocket, found: service.Credentialed) -> Hello | None:
         try:
@@ -212,7 +213,7 @@ class LinkServer:
         if hello.site != found.site:
             await self._audit.record(
                 Event(
-                    "agent.site_refused",
+                    EventType.AGENT_SITE_REFUSED,
                     Actor("agent", found.agent_id, found.name),
                     outcome="denied",
                     target_type="agent",
@@ -301,7 +302,7 @@ class LinkServer:
         if isinstance(link, RemoteLink):
             link.end(RefusedBecause.REVOKED, "this agent's enrolment was revoked")
 
-    async def _event(self, type_: str, link: RemoteLink, **details: object) -> None:
+    async def _event(self, type_: EventType, link: RemoteLink, **details: object) -> None:
         await self._audit.record(
             Event(
                 type_,

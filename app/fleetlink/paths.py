@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agents.protocol import (
     ConsolePath,
     ConsolePortPath,
+    Dialect,
     IpmiPath,
     Path,
     PduOutletPath,
@@ -161,7 +162,7 @@ async def ssh_targets(
                 address=row.address or "",
                 username=row.username or "",
                 password=_secret(row, vault),
-                dialect=str(row.options.get("dialect") or "shell"),
+                dialect=Dialect(row.options.get("dialect") or Dialect.SHELL),
                 port=row.port or 22,
                 host_key=row.options.get("host_key"),
             )

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.models import EventType
 from app.audit.service import Actor, Event, stage
 from app.context import RequestContext
 from app.db import utcnow
@@ -71,7 +72,7 @@ def read(agent: SiteAgent, site: str, now: datetime, silence: timedelta) -> Agen
 
 
 def _event(
-    ctx: RequestContext, type_: str, agent: SiteAgent, site: str, **details: object
+    ctx: RequestContext, type_: EventType, agent: SiteAgent, site: str, **details: object
 ) -> Event:
     return ctx.event(
         type_,
@@ -111,7 +112,11 @@ async def enrol(
     stage(
         session,
         _event(
-            ctx, "agent.enrolled", agent, site.slug, expires_at=agent.join_expires_at.isoformat()
+            ctx,
+            EventType.AGENT_ENROLLED,
+            agent,
+            site.slug,
+            expires_at=agent.join_expires_at.isoformat(),
         ),
     )
     return agent, token
@@ -167,7 +172,7 @@ async def revoke(
         agent.revoked_at = utcnow()
         agent.join_hash = None
         await session.flush()
-        stage(session, _event(ctx, "agent.revoked", agent, slug))
+        stage(session, _event(ctx, EventType.AGENT_REVOKED, agent, slug))
     return agent, slug
 
 
@@ -201,7 +206,7 @@ async def join(
     stage(
         session,
         Event(
-            "agent.joined",
+            EventType.AGENT_JOINED,
             actor_of(agent, slug),
             target_type="agent",
             target_id=agent.id,

@@ -10,6 +10,7 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
+from app.audit.models import EventType
 from app.audit.service import Event
 from app.context import RequestContext, request_id, ticket
 from app.deps import SessionDep
@@ -80,7 +81,7 @@ async def _identify(
                 f"a change made with the session cookie needs the {CSRF_HEADER} header "
                 "(the csrf_token from login)",
                 Event(
-                    "access.denied",
+                    EventType.ACCESS_DENIED,
                     principal.actor,
                     outcome="denied",
                     source_ip=source_ip(conn),
@@ -164,7 +165,7 @@ async def connection_context(conn: HTTPConnection) -> RequestContext:
                     "a console opened with the session cookie must come from this server's "
                     "own pages (Origin does not match)",
                     Event(
-                        "access.denied",
+                        EventType.ACCESS_DENIED,
                         principal.actor,
                         outcome="denied",
                         source_ip=source_ip(conn),

@@ -23,7 +23,7 @@ import anyio
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.audit.models import AuditEvent
+from app.audit.models import AuditEvent, EventType
 from app.audit.service import Actor, Event, stage
 from app.context import RequestContext
 from app.db import utcnow
@@ -121,7 +121,7 @@ class Logins:
             stage(
                 session,
                 Event(
-                    "auth.login",
+                    EventType.AUTH_LOGIN,
                     Actor("user", user.id, user.username),
                     target_type="user",
                     target_id=user.id,
@@ -162,7 +162,7 @@ class Logins:
         raise Forbidden(
             "current_password is wrong; the password was not changed",
             ctx.event(
-                "auth.login_failed",
+                EventType.AUTH_LOGIN_FAILED,
                 outcome="failure",
                 target_type="user",
                 target_id=user.id,
@@ -190,7 +190,7 @@ class Logins:
         async with unit_of_work(self._sessions) as session:
             success = await session.scalar(
                 pair.where(
-                    AuditEvent.type == "auth.login",
+                    AuditEvent.type == EventType.AUTH_LOGIN,
                     AuditEvent.at >= now - timedelta(seconds=rules.familiar_for),
                 )
             )
@@ -199,7 +199,7 @@ class Logins:
                 since = max(since, success)
             failures = await session.execute(
                 pair.add_columns(func.count()).where(
-                    AuditEvent.type == "auth.login_failed", AuditEvent.at > since
+                    AuditEvent.type == EventType.AUTH_LOGIN_FAILED, AuditEvent.at > since
                 )
             )
             last_failure, count = failures.one()
@@ -212,7 +212,7 @@ class Logins:
 
 def _failed(attempt: Attempt, user: User | None, method: LoginMethod, why: str) -> Event:
     return Event(
-        "auth.login_failed",
+        EventType.AUTH_LOGIN_FAILED,
         Actor("anonymous", None, attempt.username),
         outcome="failure",
         target_type="user",

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from app.audit.models import EventType
 from app.audit.recorder import AuditRecorder
 from app.audit.service import Actor, Event
 
@@ -157,7 +158,7 @@ class RefusalLog:
 
 def _event(rejection: Rejection, count: int) -> Event:
     return Event(
-        "auth.rejected",
+        EventType.AUTH_REJECTED,
         Actor("anonymous", None, "anonymous"),
         outcome="denied",
         source_ip=rejection.source_ip,

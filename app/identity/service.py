@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.models import EventType
 from app.audit.service import Actor, Event, diff, stage
 from app.context import RequestContext
 from app.db import utcnow
@@ -273,7 +274,7 @@ async def create_user(
     stage(
         session,
         ctx.event(
-            "user.created",
+            EventType.USER_CREATED,
             target_type="user",
             target_id=user.id,
             target_name=user.username,
@@ -369,7 +370,7 @@ async def update_user(
     stage(
         session,
         ctx.event(
-            "user.updated",
+            EventType.USER_UPDATED,
             target_type="user",
             target_id=user.id,
             target_name=user.username,
@@ -394,7 +395,7 @@ def _may_set_password(ctx: RequestContext, user: User, data: UserUpdate) -> None
             "passwords are changed only from an interactive login (the dashboard session, or "
             "a token from POST /auth/token), never with an API token",
             ctx.event(
-                "access.denied",
+                EventType.ACCESS_DENIED,
                 outcome="denied",
                 target_type="user",
                 target_id=user.id,
@@ -449,7 +450,7 @@ async def delete_user(session: AsyncSession, ctx: RequestContext, user: User) ->
     stage(
         session,
         ctx.event(
-            "user.deleted",
+            EventType.USER_DELETED,
             target_type="user",
             target_id=before.id,
             target_name=before.username,
@@ -474,7 +475,7 @@ async def bootstrap_admin(session: AsyncSession, password: str | None) -> str | 
     stage(
         session,
         Event(
-            "user.created",
+            EventType.USER_CREATED,
             Actor("system", None, "rackhand"),
             target_type="user",
             target_id=user.id,

@@ -13,6 +13,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.models import EventType
 from app.audit.service import stage
 from app.context import RequestContext
 from app.db import utcnow
@@ -88,7 +89,7 @@ async def create_token(
         raise Forbidden(
             f"a token cannot hold more than you: you lack {data.role} on some of those sites",
             ctx.event(
-                "access.denied",
+                EventType.ACCESS_DENIED,
                 outcome="denied",
                 details={
                     "action": "creating a token",
@@ -121,7 +122,7 @@ async def create_token(
     stage(
         session,
         ctx.event(
-            "token.created",
+            EventType.TOKEN_CREATED,
             target_type="token",
             target_id=token.id,
             target_name=token.name,
@@ -176,7 +177,7 @@ async def revoke_token(session: AsyncSession, ctx: RequestContext, token_id: int
         stage(
             session,
             ctx.event(
-                "token.revoked",
+                EventType.TOKEN_REVOKED,
                 target_type="token",
                 target_id=token.id,
                 target_name=token.name,

@@ -7,6 +7,7 @@ from typing import NamedTuple
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from agents.protocol import Dialect
 from app.context import system_context
 from app.inventory import devices, paths, racks, sites
 from app.inventory.models import Device, DeviceKind, PathKind, SiteKind
@@ -27,8 +28,12 @@ FIRST_BMC_PORT = 16230
 DEMO_BMCS = 48  # simulated by `rackhand serve --demo`: 16 machines per console server and PDU
 FIRST_SSH_PORT = 16300  # the simulated console servers, then the PDUs
 # (name, dialect) in the simulator's order: machine i is on box i // 16, port/outlet i % 16 + 1
-CONSOLE_BOXES = (("cs-01", "opengear"), ("kvm-01", "raritan_sx"), ("br12-cs", "opengear"))
-PDU_BOXES = (("pdu-a1", "raritan_px"), ("pdu-a2", "apc"), ("br12-pdu", "apc"))
+CONSOLE_BOXES = (
+    ("cs-01", Dialect.OPENGEAR),
+    ("kvm-01", Dialect.RARITAN_SX),
+    ("br12-cs", Dialect.OPENGEAR),
+)
+PDU_BOXES = (("pdu-a1", Dialect.RARITAN_PX), ("pdu-a2", Dialect.APC), ("br12-pdu", Dialect.APC))
 
 
 class DemoServer(NamedTuple):
@@ -125,7 +130,7 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
         )
         return await devices.get_device(session, name)
 
-    async def ssh(device: Device, address: str, dialect: str, port: int = 22) -> None:
+    async def ssh(device: Device, address: str, dialect: Dialect, port: int = 22) -> None:
         await paths.create_path(
             session,
             ctx,
@@ -154,13 +159,13 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
                 tags=["oob"],
             ),
             "127.0.0.1",
-            "opengear",
+            Dialect.OPENGEAR,
             _ssh_port(prefix),
         )
     for site, rack, name, dialect in (
-        ("bj-dc1", "A01", "pdu-a1", "raritan_px"),
-        ("bj-dc1", "A02", "pdu-a2", "apc"),
-        ("sh-br12", "R1", "br12-pdu", "apc"),
+        ("bj-dc1", "A01", "pdu-a1", Dialect.RARITAN_PX),
+        ("bj-dc1", "A02", "pdu-a2", Dialect.APC),
+        ("sh-br12", "R1", "br12-pdu", Dialect.APC),
     ):
         await ssh(
             await add(
@@ -168,7 +173,7 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
                 DeviceKind.PDU,
                 site,
                 rack=rack,
-                vendor="Raritan" if dialect == "raritan_px" else "APC",
+                vendor="Raritan" if dialect is Dialect.RARITAN_PX else "APC",
                 tags=["power"],
             ),
             "127.0.0.1",
@@ -185,7 +190,7 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
         model="Dominion SX II",
         tags=["oob"],
     )
-    await ssh(kvm, "127.0.0.1", "raritan_sx", _ssh_port("kvm-01"))
+    await ssh(kvm, "127.0.0.1", Dialect.RARITAN_SX, _ssh_port("kvm-01"))
     await add(
         "sw-core-01",
         DeviceKind.NETWORK,
@@ -270,7 +275,7 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
             os_version="Debian 12 / KVM",
             tags=["virt"],
         )
-        await ssh(hypervisor, "127.0.0.1", "shell")
+        await ssh(hypervisor, "127.0.0.1", Dialect.SHELL)
         for m in range(1, 4):  # no paths: no driver acts on libvirt guests yet
             await add(
                 f"vm{n}{m:02d}",

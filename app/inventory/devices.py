@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from agents.protocol import PowerState
+from app.audit.models import EventType
 from app.audit.service import Event, diff, stage
 from app.context import RequestContext
 from app.errors import AlreadyExists, AmbiguousReference, FieldError, InUse, NotFound
@@ -60,7 +61,7 @@ class DeviceFilter:
     tags: list[str] = field(default_factory=list)
     status: DeviceStatus | None = None
     parent: str | None = None
-    power_state: str | None = None  # on | off | unknown (never polled counts as unknown)
+    power_state: PowerState | None = None  # never polled counts as unknown
     reachable: bool | None = None  # False: the last power read got no answer (never read: neither)
     q: str | None = None
     site_ids: set[int] | None = None  # the caller's visible sites; None: all
@@ -109,7 +110,7 @@ async def _with_tags(session: AsyncSession, rows: Sequence[ReadRow]) -> list[Dev
             description=device.description,
             tags=tags[device.id],
             attributes=device.attributes,
-            power_state=power.state if power else "unknown",
+            power_state=stored_state(power),
             power=to_power_read(power) if power else None,
             created_at=device.created_at,
             updated_at=device.updated_at,
@@ -141,10 +142,12 @@ async def filtered_query(session: AsyncSession, flt: DeviceFilter) -> ReadQuery:
         query = query.where(Device.kind == flt.kind)
     if flt.status is not None:
         query = query.where(Device.status == flt.status)
-    if flt.power_state == "unknown":
-        query = query.where(or_(PowerStatus.state.is_(None), PowerStatus.state == "unknown"))
+    if flt.power_state is PowerState.UNKNOWN:
+        query = query.where(
+            or_(PowerStatus.state.is_(None), PowerStatus.state == PowerState.UNKNOWN.value)
+        )
     elif flt.power_state is not None:
-        query = query.where(PowerStatus.state == flt.power_state)
+        query = query.where(PowerStatus.state == flt.power_state.value)
     if flt.reachable is not None:
         query = query.where(PowerStatus.reachable.is_(flt.reachable))
     for tag in flt.tags:
@@ -213,7 +216,7 @@ async def count_devices(session: AsyncSession, flt: DeviceFilter, *, upto: int) 
 
 def to_power_read(row: PowerStatus) -> PowerRead:
     return PowerRead(
-        state=PowerState(row.state) if row.state in _STATES else PowerState.UNKNOWN,
+        state=stored_state(row),
         reachable=row.reachable,
         checked_at=row.checked_at,
         path=row.path,
@@ -223,6 +226,13 @@ def to_power_read(row: PowerStatus) -> PowerRead:
 
 
 _STATES = frozenset(PowerState)
+
+
+def stored_state(row: PowerStatus | None) -> PowerState:
+    """The stored state as a member: never read, or a spelling it does not know, is unknown."""
+    if row is None or row.state not in _STATES:
+        return PowerState.UNKNOWN
+    return PowerState(row.state)
 
 
 def no_device(ref: str) -> str:
@@ -278,7 +288,9 @@ async def device_and_site(
     return device, site
 
 
-def _event(ctx: RequestContext, type_: str, read: DeviceRead, details: dict[str, Any]) -> Event:
+def _event(
+    ctx: RequestContext, type_: EventType, read: DeviceRead, details: dict[str, Any]
+) -> Event:
     return ctx.event(
         type_,
         target_type="device",
@@ -406,7 +418,7 @@ async def create_device(
     await _set_tags(session, device.id, data.tags)
     await session.flush()
     read = await read_device(session, device)
-    stage(session, _event(ctx, "device.created", read, {"after": as_fields(read)}))
+    stage(session, _event(ctx, EventType.DEVICE_CREATED, read, {"after": as_fields(read)}))
     return read
 
 
@@ -439,7 +451,7 @@ async def update_device(
         await session.flush()
     read = await read_device(session, device)
     changes = diff(as_fields(current), as_fields(read))
-    stage(session, _event(ctx, "device.updated", read, changes))
+    stage(session, _event(ctx, EventType.DEVICE_UPDATED, read, changes))
     return read
 
 
@@ -468,7 +480,7 @@ async def delete_device(session: AsyncSession, ctx: RequestContext, device: Devi
         "before": as_fields(before),
         "paths": [p.model_dump(mode="json") for p in before.paths],
     }
-    stage(session, _event(ctx, "device.deleted", before, details))
+    stage(session, _event(ctx, EventType.DEVICE_DELETED, before, details))
 
 
 async def _check_no_vms(session: AsyncSession, device: Device, remedy: str) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from agents.protocol import PathKind as PathKind  # the agent's vocabulary, re-exported
 from app.db import Base, EnumText, JSONType, UTCDateTime, utcnow
 
 
@@ -41,15 +42,6 @@ class DeviceStatus(StrEnum):
     ACTIVE = "active"
     MAINTENANCE = "maintenance"
     DECOMMISSIONED = "decommissioned"
-
-
-class PathKind(StrEnum):
-    IPMI = "ipmi"
-    REDFISH = "redfish"
-    CONSOLE_PORT = "console_port"
-    PDU_OUTLET = "pdu_outlet"
-    SSH = "ssh"
-    LIBVIRT = "libvirt"
 
 
 class Timestamped:

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.agent import OptionError, validate_path
+from app.audit.models import EventType
 from app.audit.service import diff, stage
 from app.context import RequestContext
 from app.errors import AlreadyExists, FieldError, NotFound
@@ -190,7 +191,11 @@ def _public(read: PathRead) -> dict[str, Any]:
 
 
 async def _audit(
-    session: AsyncSession, ctx: RequestContext, type_: str, device: Device, details: dict[str, Any]
+    session: AsyncSession,
+    ctx: RequestContext,
+    type_: EventType,
+    device: Device,
+    details: dict[str, Any],
 ) -> None:
     stage(
         session,
@@ -219,7 +224,7 @@ async def create_path(
     session.add(path)
     await session.flush()
     read = to_read(path, via.name if via else None)
-    await _audit(session, ctx, "path.created", device, {"after": _public(read)})
+    await _audit(session, ctx, EventType.PATH_CREATED, device, {"after": _public(read)})
     return read
 
 
@@ -287,7 +292,7 @@ async def update_path(
     if change is SecretChange.DROPPED:
         details["repointed"] = moved
         message = _dropped(moved, changes)
-    await _audit(session, ctx, "path.updated", device, details)
+    await _audit(session, ctx, EventType.PATH_UPDATED, device, details)
     return PathUpdated(**read.model_dump(), secret_change=change, message=message)
 
 
@@ -312,7 +317,7 @@ async def delete_path(
     before = _public(to_read(path, via_name))
     await session.delete(path)
     await session.flush()
-    await _audit(session, ctx, "path.deleted", device, {"before": before})
+    await _audit(session, ctx, EventType.PATH_DELETED, device, {"before": before})
 
 
 async def check_links(session: AsyncSession, device: Device, *, kind_changed: bool) -> None:

@@ -7,6 +7,7 @@ import contextlib
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.models import EventType
 from app.audit.service import diff, stage
 from app.context import RequestContext
 from app.errors import AlreadyExists, AmbiguousReference, InUse, InvalidInput, NotFound
@@ -138,7 +139,7 @@ async def create_rack(session: AsyncSession, ctx: RequestContext, data: RackCrea
     stage(
         session,
         ctx.event(
-            "rack.created",
+            EventType.RACK_CREATED,
             target_type="rack",
             target_id=rack.id,
             target_name=rack.name,
@@ -177,7 +178,7 @@ async def update_rack(
     stage(
         session,
         ctx.event(
-            "rack.updated",
+            EventType.RACK_UPDATED,
             target_type="rack",
             target_id=rack.id,
             target_name=rack.name,
@@ -199,7 +200,7 @@ async def delete_rack(session: AsyncSession, ctx: RequestContext, rack: Rack, si
     stage(
         session,
         ctx.event(
-            "rack.deleted",
+            EventType.RACK_DELETED,
             target_type="rack",
             target_id=rack.id,
             target_name=rack.name,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi import Path as FastApiPath
 from fastapi.responses import StreamingResponse
 
+from agents.protocol import PowerState
 from app.deps import SessionDep, VaultDep
 from app.errors import InvalidInput
 from app.exports import ExportSlot
@@ -124,7 +125,7 @@ def device_filter(
     tag: Annotated[list[str], Query(description="repeat to require several tags")] = [],  # noqa: B006
     status: DeviceStatus | None = None,
     parent: Annotated[str | None, Query(description="hypervisor of the vms listed")] = None,
-    power_state: Literal["on", "off", "unknown"] | None = None,
+    power_state: PowerState | None = None,
     reachable: Annotated[
         bool | None,
         Query(description="false: the last power read got no answer (never read: neither)"),

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from agents.protocol import PowerState
+from agents.protocol import Dialect, PowerState
 from app.inventory.models import DeviceKind, DeviceStatus, PathKind, SiteKind
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -320,7 +320,7 @@ class DeviceRead(BaseModel):
     description: str
     tags: list[str]
     attributes: dict[str, Any]
-    power_state: Literal["on", "off", "unknown"] = "unknown"
+    power_state: PowerState = PowerState.UNKNOWN
     power: PowerRead | None = Field(
         None, description="the last power read (by the poller or a job); null: never read"
     )
@@ -331,20 +331,6 @@ class DeviceRead(BaseModel):
 # Control paths -------------------------------------------------------------------------------
 
 Priority = Annotated[int, Field(ge=0, le=1000)]
-
-
-class SshDialect(StrEnum):
-    """How to drive the device's own CLI over SSH (docs/dialects.md)."""
-
-    OPENGEAR = "opengear"
-    OPENGEAR_NGCS = "opengear_ngcs"
-    CYCLADES = "cyclades"
-    AVOCENT_ACS = "avocent_acs"
-    RARITAN_SX = "raritan_sx"
-    MENU = "menu"
-    RARITAN_PX = "raritan_px"
-    APC = "apc"
-    SHELL = "shell"
 
 
 class SecretChange(StrEnum):
@@ -383,7 +369,7 @@ class RedfishOptions(PathOptions):
 
 
 class SshOptions(PathOptions):
-    dialect: SshDialect = SshDialect.SHELL
+    dialect: Dialect = Dialect.SHELL
     # The device's pinned host key, as `ssh-keygen -lf` prints it; set on first contact
     # (trust on first use) and changed only by an admin (audited as a path update).
     host_key: Annotated[str, StringConstraints(pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.models import EventType
 from app.audit.service import diff, stage
 from app.context import RequestContext
 from app.errors import AlreadyExists, InUse, NotFound
@@ -79,7 +80,7 @@ async def create_site(session: AsyncSession, ctx: RequestContext, data: SiteCrea
     stage(
         session,
         ctx.event(
-            "site.created",
+            EventType.SITE_CREATED,
             target_type="site",
             target_id=site.id,
             target_name=site.slug,
@@ -104,7 +105,7 @@ async def update_site(
     stage(
         session,
         ctx.event(
-            "site.updated",
+            EventType.SITE_UPDATED,
             target_type="site",
             target_id=site.id,
             target_name=site.slug,
@@ -139,7 +140,7 @@ async def delete_site(session: AsyncSession, ctx: RequestContext, site: Site) ->
     stage(
         session,
         ctx.event(
-            "site.deleted",
+            EventType.SITE_DELETED,
             target_type="site",
             target_id=site.id,
             target_name=site.slug,

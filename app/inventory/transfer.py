@@ -14,6 +14,7 @@ from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import csv_cells
+from app.audit.models import EventType
 from app.audit.service import stage
 from app.context import RequestContext
 from app.db import utcnow
@@ -63,6 +64,7 @@ _KEEP_IF_EMPTY = {"kind", "site", "height_u", "status"}  # an empty cell keeps (
 MAX_ROWS = 200_000
 _CHUNK = 1000
 _REFRESH_STATISTICS_AFTER = 1000
+_IMPORTED = {"create": EventType.DEVICE_CREATED, "update": EventType.DEVICE_UPDATED}
 _T = TypeVar("_T")
 _paths_adapter: TypeAdapter[list[Any]] = TypeAdapter(list[PathCreate])
 _name_adapter: TypeAdapter[str] = TypeAdapter(Name)
@@ -276,7 +278,7 @@ def _audit(
         stage(
             session,
             ctx.event(
-                f"device.{plan.change.action}d",
+                _IMPORTED[plan.change.action],
                 target_type="device",
                 target_id=ids.get(plan.data.name),
                 target_name=plan.data.name,
@@ -284,7 +286,7 @@ def _audit(
                 details={"import_row": plan.row, **details},
             ),
         )
-    stage(session, ctx.event("devices.imported", details={"rows": len(plans), **counts}))
+    stage(session, ctx.event(EventType.DEVICES_IMPORTED, details={"rows": len(plans), **counts}))
 
 
 def _names(rows: list[Row], errors: _Errors) -> dict[str, int]:

@@ -56,7 +56,7 @@ from app.centrals.presence import Presence
 from app.context import RequestContext
 from app.db import limit_lock_wait, utcnow
 from app.inventory.models import PowerStatus
-from app.jobs.models import ACTIVE, ACTIVE_SQL, Job, JobStatus, Task
+from app.jobs.models import ACTIVE, ACTIVE_SQL, TASK_ENDED, Job, JobKind, JobStatus, Task
 from app.jobs.spill import REJECTED_FILE, SpillFile
 from app.uow import unit_of_work
 from app.webhooks import outbox
@@ -808,7 +808,7 @@ def _from_record(record: dict[str, Any]) -> _Outcome | None:
 
 def _outcome_event(live: _Live, report: Report, device_id: int | None) -> Event:
     return Event(
-        f"{live.kind}.{report.status}",
+        TASK_ENDED[JobKind(live.kind), report.status],
         live.actor,
         outcome="success" if report.status is TaskStatus.SUCCEEDED else "failure",
         target_type="device",

@@ -9,8 +9,9 @@ from typing import Any
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from agents.protocol import PowerState, TaskStatus
-from app.db import Base, EnumText, JSONType, UTCDateTime, utcnow
+from agents.protocol import FINISHED, PowerState, TaskStatus
+from app.audit.models import EventType
+from app.db import Base, EnumText, JSONType, UTCDateTime, status_in, utcnow
 
 
 class JobKind(StrEnum):
@@ -27,9 +28,15 @@ class JobStatus(StrEnum):
 
 
 ACTIVE = (TaskStatus.QUEUED, TaskStatus.RUNNING)
-# As SQL text: a partial index serves only queries that spell out its very condition.
-ACTIVE_SQL = "status IN ('queued', 'running')"
+ACTIVE_SQL = status_in(ACTIVE)  # as text, for the partial indexes below
 _ACTIVE_SQL = text(f"exclusive AND {ACTIVE_SQL}")
+
+# A task's audit events: `power.requested` when asked, then `power.<final status>` (`boot.…`
+# alike); a pair without its member fails here, at import, rather than at the task's end.
+TASK_REQUESTED = {JobKind.POWER: EventType.POWER_REQUESTED, JobKind.BOOT: EventType.BOOT_REQUESTED}
+TASK_ENDED = {
+    (kind, status): EventType(f"{kind}.{status}") for kind in JobKind for status in FINISHED
+}
 
 
 class Job(Base):

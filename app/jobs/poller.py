@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.protocol import PowerAction, PowerOrder, PowerState, Report, TaskStatus
+from app.audit.models import EventType
 from app.audit.service import SYSTEM, Event, stage
 from app.db import utcnow
 from app.fleetlink.paths import POWER_PATHS, power_paths, unusable_power
@@ -212,7 +213,7 @@ _KNOWN = (PowerState.ON, PowerState.OFF)
 
 def _drift(asked: _Asked, before: str, after: str) -> Event:
     return Event(
-        "power.drift",
+        EventType.POWER_DRIFT,
         SYSTEM,
         target_type="device",
         target_id=asked.device_id,

@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 
 from agents.protocol import BootDevice, PowerAction
+from app.audit.models import EventType
 from app.audit.service import check_range
 from app.context import RequestContext
 from app.deps import SessionDep, own_transactions
@@ -246,7 +247,7 @@ async def cancel_job(request: Request, session: SessionDep, ctx: Ctx, job_id: st
     await service.require_cancel(session, ctx, job)
     done = await request.app.state.jobs.cancel(job.id)
     await request.app.state.audit.record(
-        ctx.event("job.cancelled", job_id=job.id, details=dataclasses.asdict(done))
+        ctx.event(EventType.JOB_CANCELLED, job_id=job.id, details=dataclasses.asdict(done))
     )
     await session.commit()  # a new snapshot: SQLite's read began before the cancel wrote
     await session.refresh(job)

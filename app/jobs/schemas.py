@@ -46,7 +46,7 @@ class Targets(Schema):
     kind: DeviceKind | None = None
     tags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=20)
     status: DeviceStatus | None = None
-    power_state: Literal["on", "off", "unknown"] | None = None
+    power_state: PowerState | None = None
 
 
 class BulkPowerRequest(Targets, ActionFields):

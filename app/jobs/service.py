@@ -19,6 +19,7 @@ from agents.protocol import (
     PowerOrder,
     TaskStatus,
 )
+from app.audit.models import Outcome
 from app.audit.service import stage
 from app.context import RequestContext
 from app.db import utcnow
@@ -27,7 +28,7 @@ from app.fleetlink.paths import BOOT_PATHS, POWER_PATHS, power_paths
 from app.identity.models import Role
 from app.inventory.devices import DeviceFilter, device_for, filtered_query
 from app.inventory.models import ControlPath, PathKind, Site
-from app.jobs.models import ACTIVE, Job, JobKind, JobStatus, Task
+from app.jobs.models import ACTIVE, TASK_ENDED, TASK_REQUESTED, Job, JobKind, JobStatus, Task
 from app.jobs.schemas import JobRead, Targets, TaskRead
 from app.vault import Vault
 
@@ -221,7 +222,6 @@ async def create_job(
     task_ids = list(
         await session.scalars(insert(Task).returning(Task.id, sort_by_parameter_order=True), rows)
     )
-    event_type = f"{plan.kind}.requested"
     details: dict[str, object] = {"action": plan.action, "timeout": plan.timeout}
     if plan.kind is JobKind.BOOT:
         details["persistent"] = plan.persistent
@@ -232,8 +232,8 @@ async def create_job(
         stage(
             session,
             ctx.event(
-                f"{plan.kind}.{TaskStatus.SKIPPED}" if skipped else event_type,
-                outcome=TaskStatus.SKIPPED if skipped else "success",
+                TASK_ENDED[plan.kind, TaskStatus.SKIPPED] if skipped else TASK_REQUESTED[plan.kind],
+                outcome=Outcome.SKIPPED if skipped else Outcome.SUCCESS,
                 target_type="device",
                 target_id=target.device_id,
                 target_name=target.name,

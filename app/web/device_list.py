@@ -99,7 +99,7 @@ class Search:
         if power is PowerFilter.UNREACHABLE:
             reachable = False
         elif power is not None:
-            power_state = PowerState(power).value
+            power_state = PowerState(power)
         return devices.DeviceFilter(
             select=self.select or None,
             site=self.site or None,

@@ -12,6 +12,7 @@ import httpx
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.models import EventType
 from app.audit.service import diff, stage
 from app.context import RequestContext
 from app.db import utcnow
@@ -203,7 +204,7 @@ async def create(
     stage(
         session,
         ctx.event(
-            "webhook.created",
+            EventType.WEBHOOK_CREATED,
             target_type="webhook",
             target_id=webhook.id,
             target_name=_name(webhook.url),
@@ -256,7 +257,7 @@ async def update(
     stage(
         session,
         ctx.event(
-            "webhook.updated",
+            EventType.WEBHOOK_UPDATED,
             target_type="webhook",
             target_id=webhook.id,
             target_name=_name(webhook.url),
@@ -278,7 +279,7 @@ async def remove(
     stage(
         session,
         ctx.event(
-            "webhook.deleted",
+            EventType.WEBHOOK_DELETED,
             target_type="webhook",
             target_id=before.id,
             target_name=_name(before.url),
@@ -374,7 +375,7 @@ async def redeliver(
     stage(
         session,
         ctx.event(
-            "webhook.redelivered",
+            EventType.WEBHOOK_REDELIVERED,
             target_type="webhook",
             target_id=webhook.id,
             target_name=_name(webhook.url),

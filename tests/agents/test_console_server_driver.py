@@ -27,7 +27,7 @@ from agents.drivers.base import (
 )
 from agents.drivers.console_server import ConsoleServerDriver
 from agents.drivers.ssh import SshSettings
-from agents.protocol import ConsolePortPath, IpmiPath, SshTarget
+from agents.protocol import ConsolePortPath, Dialect, IpmiPath, SshTarget
 from sim.console_server import ConsoleServer
 from sim.serial import SerialLine
 from sim.ssh import host_key
@@ -48,7 +48,7 @@ class Box:
 
     def target(self, **changes: object) -> SshTarget:
         target = SshTarget(
-            "127.0.0.1", USER, PASSWORD, self.server.dialect, self.server.port,
+            "127.0.0.1", USER, PASSWORD, Dialect(self.server.dialect), self.server.port,
             self.server.fingerprint,
         )  # fmt: skip
         return replace(target, **changes)  # type: ignore[arg-type]
@@ -250,7 +250,7 @@ def test_a_wrong_key_sends_no_user_name_password_or_channel() -> None:
             lambda: _Recorder(steps), "127.0.0.1", 0, server_host_keys=[key]
         )
         other = asyncssh.generate_private_key("ssh-ed25519").get_fingerprint("sha256")
-        target = SshTarget("127.0.0.1", USER, PASSWORD, "menu", acceptor.get_port(), other)
+        target = SshTarget("127.0.0.1", USER, PASSWORD, Dialect.MENU, acceptor.get_port(), other)
         try:
             with pytest.raises(HostKeyMismatch, match="host key mismatch"):
                 await ConsoleServerDriver().open_console(ConsolePortPath(target, 1))
@@ -280,7 +280,7 @@ def test_a_closed_port_is_unreachable_at_once() -> None:
         with socket.socket() as bound:  # bound, never listening: the kernel refuses
             bound.bind(("127.0.0.1", 0))
             port = bound.getsockname()[1]
-            target = SshTarget("127.0.0.1", USER, PASSWORD, "opengear", port)
+            target = SshTarget("127.0.0.1", USER, PASSWORD, Dialect.OPENGEAR, port)
             started = time.monotonic()
             with pytest.raises(Unreachable, match=r"is unreachable: connection refused"):
                 await ConsoleServerDriver().open_console(ConsolePortPath(target, 1))
@@ -297,7 +297,7 @@ def test_a_silent_server_times_out_within_the_connect_timeout() -> None:
 
         listener = await asyncio.start_server(silent, "127.0.0.1", 0)
         port = listener.sockets[0].getsockname()[1]
-        target = SshTarget("127.0.0.1", USER, PASSWORD, "opengear", port)
+        target = SshTarget("127.0.0.1", USER, PASSWORD, Dialect.OPENGEAR, port)
         driver = ConsoleServerDriver(settings=SshSettings(connect_timeout=0.5))
         started = time.monotonic()
         try:
@@ -315,10 +315,10 @@ def test_paths_and_dialects_it_cannot_use_are_unsupported() -> None:
         driver = ConsoleServerDriver()
         with pytest.raises(Unsupported, match="ipmi"):
             await driver.open_console(IpmiPath("10.0.0.9", USER, PASSWORD))
-        target = SshTarget("10.0.0.9", USER, PASSWORD, "digi_passport")
-        with pytest.raises(Unsupported, match=r"unknown dialect 'digi_passport'"):
+        target = SshTarget("10.0.0.9", USER, PASSWORD, Dialect.APC)  # a PDU's
+        with pytest.raises(Unsupported, match=r"no console-server driver for dialect 'apc'"):
             await driver.open_console(ConsolePortPath(target, 1))
-        pinned = SshTarget("10.0.0.9", USER, PASSWORD, "opengear", host_key="MD5:aa:bb")
+        pinned = SshTarget("10.0.0.9", USER, PASSWORD, Dialect.OPENGEAR, host_key="MD5:aa:bb")
         with pytest.raises(AuthFailed, match="not an OpenSSH SHA-256 fingerprint"):
             await driver.open_console(ConsolePortPath(pinned, 1))
 

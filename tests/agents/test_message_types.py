@@ -13,6 +13,7 @@ from agents.protocol import (
     BootDevice,
     BootOrder,
     Cancel,
+    CloseReason,
     ConsoleClosed,
     ConsoleControl,
     ConsoleInput,
@@ -61,7 +62,7 @@ CONSOLE: list[ConsoleInput | ConsoleControl | ConsoleOutput | ConsoleClosed] = [
     ConsoleControl("s1", ConsoleOp.RESIZE, 132, 43),
     ConsoleControl("s1", ConsoleOp.BREAK),
     ConsoleOutput("s1", b"\x1b[0mlogin: \n"),
-    ConsoleClosed("s1", "device", "BMC 10.0.0.1:623 ended the SOL session"),
+    ConsoleClosed("s1", CloseReason.DEVICE, "BMC 10.0.0.1:623 ended the SOL session"),
 ]  # on the link and on the worker pipes alike
 LINK: list[Message] = [
     ORDER,

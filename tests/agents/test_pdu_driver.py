@@ -19,6 +19,7 @@ from agents.drivers.base import AuthFailed, HostKeyMismatch, Refused, Unsupporte
 from agents.drivers.pdu import PduDriver
 from agents.drivers.ssh import SshSettings
 from agents.protocol import (
+    Dialect,
     PduOutletPath,
     PowerAction,
     PowerOrder,
@@ -50,7 +51,12 @@ class Rack:
 
     def path(self, *outlets: int, **changes: object) -> PduOutletPath:
         target = SshTarget(
-            "127.0.0.1", USER, PASSWORD, self.pdu.dialect, self.pdu.port, self.pdu.fingerprint
+            "127.0.0.1",
+            USER,
+            PASSWORD,
+            Dialect(self.pdu.dialect),
+            self.pdu.port,
+            self.pdu.fingerprint,
         )
         return PduOutletPath(replace(target, **changes), outlets or (5, 6))  # type: ignore[arg-type]
 

@@ -7,12 +7,20 @@ import pytest
 from agents.protocol import (
     BootDevice,
     BootOrder,
+    CloseReason,
+    ConsoleClosed,
+    ConsoleOpen,
+    ConsolePortPath,
+    Dialect,
     IpmiPath,
+    Message,
+    PduOutletPath,
     PowerAction,
     PowerOrder,
     PowerState,
     RedfishPath,
     Report,
+    SshTarget,
     TaskStatus,
     decode,
     encode,
@@ -33,18 +41,30 @@ MESSAGES = [
     BootOrder("2", "web02", "bj-dc1", BootDevice.BIOS, True, ()),
     Report("1", TaskStatus.SUCCEEDED, PowerState.ON, "ipmi", "cycle done", 1),
     Report("3", TaskStatus.RUNNING),
-]
+    PowerOrder(
+        "4", "pdu-fed", "bj-dc1", PowerAction.OFF,
+        (PduOutletPath(SshTarget("10.0.0.9", "admin", "pw", Dialect.APC), (5, 6)),),
+    ),
+    ConsoleOpen(
+        "s1", "web01", "bj-dc1",
+        (ConsolePortPath(SshTarget("10.0.0.8", "admin", "pw", Dialect.OPENGEAR, 22), 3),),
+    ),
+    ConsoleClosed("s1", CloseReason.AGENT, "the agent's link dropped"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=lambda m: type(m).__name__)
-def test_round_trip(message: PowerOrder | BootOrder | Report) -> None:
-    assert decode(encode(message)) == message
+def test_round_trip(message: Message) -> None:
+    back = decode(encode(message))
+    assert back == message
+    assert repr(back) == repr(message)  # members, not their spellings: `is` comparisons hold
 
 
 @pytest.mark.parametrize(
     "data",
     [b"{}", b"[]", b"not json", b'{"type": "Shell", "body": {}}',
      b'{"type": "Report", "body": {"task_id": "1", "status": "exploded"}}',
+     b'{"type": "ConsoleClosed", "body": {"session_id": "s1", "reason": "gone fishing"}}',
      b'{"type": "PowerOrder", "body": {"task_id": "1", "paths": [{"kind": "telnet"}]}}'],
 )  # fmt: skip
 def test_anything_else_is_refused(data: bytes) -> None:

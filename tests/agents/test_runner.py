@@ -15,6 +15,7 @@ from agents.drivers.base import (
 )
 from agents.drivers.fake import FakeDriver
 from agents.protocol import (
+    Dialect,
     IpmiPath,
     Path,
     PduOutletPath,
@@ -51,7 +52,7 @@ class FakeOutlets:
         return OutletReading(path.outlets, before, frozenset(self.on), sent)
 
 
-PDU = PduOutletPath(SshTarget("10.0.0.9", "u", "p", "apc"), (5,))
+PDU = PduOutletPath(SshTarget("10.0.0.9", "u", "p", Dialect.APC), (5,))
 
 
 async def _run(
@@ -263,7 +264,7 @@ def test_a_path_without_a_password_is_never_tried() -> None:
     outlets = FakeOutlets(5)
     bare, bare_pdu = (
         IpmiPath("10.0.0.1", "u", ""),
-        PduOutletPath(SshTarget("10.0.0.9", "u", "", "apc"), (5,)),
+        PduOutletPath(SshTarget("10.0.0.9", "u", "", Dialect.APC), (5,)),
     )
     finals = asyncio.run(_run(driver, _order("1", PowerAction.STATUS, bare, B)))
     assert finals["1"].status is TaskStatus.SUCCEEDED  # an unusable path: the next one acts

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from app.audit import export as audit_export
+from app.audit.models import EventType
 from app.audit.service import SYSTEM, Event, append
 from app.config import Settings
 from app.csv_cells import TRIGGERS
@@ -39,7 +40,7 @@ async def _fill(url: str, events: int = EVENTS) -> None:
     try:
         async with make_sessionmaker(engine, write=True)() as session:
             for _ in range(events // 1000):
-                await append(session, [Event("test.padding", SYSTEM, reason=PADDING)] * 1000)
+                await append(session, [Event(EventType.POWER_DRIFT, SYSTEM, reason=PADDING)] * 1000)
             await session.commit()
     finally:
         await engine.dispose()
@@ -176,7 +177,7 @@ def test_a_reader_who_stops_reading_is_cut_off(
         finally:
             stalled.close()
     assert not body.endswith(b"\r\n0\r\n\r\n")  # no last chunk: the client sees it is cut short
-    assert body.count(b'"type":"test.padding"') < EVENTS
+    assert body.count(b'"type":"power.drift"') < EVENTS
     assert "cut off: the reader took nothing for 1 s" in caplog.text
 
 

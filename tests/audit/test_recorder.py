@@ -9,7 +9,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import func, select, text
 
 from app.audit import service
-from app.audit.models import GENESIS, AuditEvent
+from app.audit.models import GENESIS, AuditEvent, EventType
 from app.audit.recorder import AuditRecorder
 from app.audit.service import SYSTEM, Event
 from app.config import Settings
@@ -29,7 +29,10 @@ async def _record_concurrently(url: str) -> tuple[int, int, bool]:
     sa_event.listen(engine.sync_engine, "commit", counted)
     recorder = AuditRecorder(make_sessionmaker(engine, write=True))
     await asyncio.gather(
-        *(recorder.record(Event("test.ping", SYSTEM, target_id=n)) for n in range(CALLERS))
+        *(
+            recorder.record(Event(EventType.POWER_DRIFT, SYSTEM, target_id=n))
+            for n in range(CALLERS)
+        )
     )
     await recorder.close()
     async with make_sessionmaker(engine)() as session:
@@ -53,7 +56,7 @@ async def _failing_commit(url: str) -> None:
     recorder = AuditRecorder(make_sessionmaker(engine, write=True))
     try:
         results = await asyncio.gather(
-            *(recorder.record(Event("test.ping", SYSTEM)) for _ in range(5)),
+            *(recorder.record(Event(EventType.POWER_DRIFT, SYSTEM)) for _ in range(5)),
             return_exceptions=True,
         )
         assert all(isinstance(result, RuntimeError) for result in results)
@@ -62,7 +65,9 @@ async def _failing_commit(url: str) -> None:
             await connection.execute(
                 text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, :g)"), {"g": GENESIS}
             )
-    await recorder.record(Event("test.ping", SYSTEM))  # the next batch does not inherit it
+    await recorder.record(
+        Event(EventType.POWER_DRIFT, SYSTEM)
+    )  # the next batch does not inherit it
     await engine.dispose()
 
 
@@ -73,7 +78,7 @@ def test_a_failed_commit_reaches_every_waiter(settings: Settings) -> None:
 async def _cancelled_caller(url: str) -> int:
     engine = make_engine(url)
     recorder = AuditRecorder(make_sessionmaker(engine, write=True))
-    caller = asyncio.create_task(recorder.record(Event("test.ping", SYSTEM)))
+    caller = asyncio.create_task(recorder.record(Event(EventType.POWER_DRIFT, SYSTEM)))
     await asyncio.sleep(0)
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -93,13 +98,15 @@ async def _record_long_names(url: str) -> tuple[list[tuple[str, str | None, str 
     engine = make_engine(url)
     recorder = AuditRecorder(make_sessionmaker(engine, write=True))
     long = Event(
-        "access.denied",
+        EventType.ACCESS_DENIED,
         SYSTEM,
         target_name="https://hooks.example/" + "x" * 2000,  # a webhook's URL, say
         ticket="T" * 300,
         request_id="r" * 100,
     )
-    await asyncio.gather(recorder.record(long), recorder.record(Event("test.ping", SYSTEM)))
+    await asyncio.gather(
+        recorder.record(long), recorder.record(Event(EventType.POWER_DRIFT, SYSTEM))
+    )
     async with make_sessionmaker(engine)() as session:
         rows = await session.execute(
             select(AuditEvent.type, AuditEvent.target_name, AuditEvent.ticket).order_by(
@@ -116,7 +123,7 @@ def test_over_long_names_are_cut_not_lost(settings: Settings) -> None:
     recorded, and every other caller's event that shared its commit, were lost."""
     rows, intact = asyncio.run(_record_long_names(settings.database_url))
     assert intact
-    assert sorted(row[0] for row in rows) == ["access.denied", "test.ping"]
+    assert sorted(row[0] for row in rows) == ["access.denied", "power.drift"]
     _, target, ticket = next(row for row in rows if row[0] == "access.denied")
     assert target == "https://hooks.example/" + "x" * 177 + "…"
     assert ticket == "T" * 127 + "…"

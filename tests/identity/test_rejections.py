@@ -9,6 +9,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from app.audit.models import EventType
 from app.audit.service import Actor, Event
 from app.config import Settings
 from app.identity import rejections
@@ -84,7 +85,7 @@ def test_one_event_a_minute_per_source_and_credential_with_a_count() -> None:
 def test_other_events_are_written_as_they_come() -> None:
     async def scenario() -> None:
         log, recorder, _ = _log()
-        denied = Event("access.denied", Actor("user", 1, "bob"), outcome="denied")
+        denied = Event(EventType.ACCESS_DENIED, Actor("user", 1, "bob"), outcome="denied")
         await log.record(denied)
         await log.record(denied)
         assert recorder.events == [denied, denied]
