@@ -1,9 +1,11 @@
 """The live side of consoles: one device session per target, fanned out to many viewers.
 
-The agent holds the device session; the broker keeps, per session, the viewers (each with its
-own outgoing queue, so a slow one never holds up the others or the device), the write lock,
-a scrollback of recent output for viewers who join late, and the recording. Everything a
-viewer does that changes something (joining, the write lock, a break, closing) is audited.
+The agent holds the device session (through the hub, maybe across a site's link); the broker
+keeps the central's side of it (`DeviceSession`: its row, a scrollback of recent output for
+viewers who join late, the recording, the limits) and hands output to its audience
+(`app/consoles/viewers.py`: each viewer's own queue, so a slow one never holds up the others or
+the device, and the write lock). Everything a viewer does that changes something (joining, the
+write lock, a break, closing) is audited.
 """
 
 from __future__ import annotations
@@ -15,11 +17,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
@@ -40,9 +40,10 @@ from app.centrals.presence import Presence
 from app.consoles import service
 from app.consoles.models import ConsoleSession
 from app.consoles.recording import Recording
-from app.consoles.schemas import ConsoleRead, ConsoleRequest, Holder, ViewerRead
+from app.consoles.schemas import ConsoleRead, ConsoleRequest, ViewerRead
+from app.consoles.viewers import READ_ONLY, Audience, Mode, Viewer
 from app.context import RequestContext
-from app.db import limit_lock_wait, utcnow
+from app.db import limit_lock_wait
 from app.errors import DeviceUnavailable, InUse, RackhandError
 from app.identity.models import Role
 from app.uow import unit_of_work
@@ -51,13 +52,8 @@ from app.vault import Vault
 log = logging.getLogger(__name__)
 
 SCROLLBACK = 64 * 1024  # bytes of recent output a late viewer gets first
-MAX_QUEUED = 8 * 1024 * 1024  # bytes waiting for one viewer before it is dropped as too slow
 CLOSE_WAIT = 5.0  # s the agent gets to confirm a close
 LOCK_WAIT = 10.0  # s a recovery waits for a row another central holds
-
-Mode = Literal["rw", "ro"]
-READ_ONLY = "you joined read-only; join again with mode=rw to type"
-Item = bytes | str | None  # a binary frame, a text frame, or the end
 
 
 class ConsoleFailed(DeviceUnavailable):
@@ -79,54 +75,21 @@ class Timeouts:
 
 
 @dataclass(eq=False)
-class Viewer:
-    id: str
-    ctx: RequestContext
-    mode: Mode
-    admin: bool
-    since: datetime = field(default_factory=utcnow)
-    queue: asyncio.Queue[Item] = field(default_factory=asyncio.Queue)
-    queued: int = 0
-    gone: bool = False
-    close_code: int = 1000  # the WebSocket close code once its queue ends
-    close_reason: str = ""
+class DeviceSession:
+    """The central's side of a device's console session: what came out of it, its recording,
+    its limits; its viewers are its `audience`."""
 
-    @property
-    def name(self) -> str:
-        return self.ctx.principal.actor.name
-
-    def send(self, item: Item) -> None:
-        if self.gone:
-            return
-        if isinstance(item, bytes):
-            self.queued += len(item)
-        self.queue.put_nowait(item)
-
-    def event(self, **fields: Any) -> None:
-        self.send(orjson.dumps(fields).decode())
-
-    def sent(self, item: Item) -> None:
-        """The sender wrote `item` to the socket: it no longer counts as waiting."""
-        if isinstance(item, bytes):
-            self.queued -= len(item)
-
-
-@dataclass(eq=False)
-class Live:
     row: ConsoleSession
     cols: int
     rows: int
     opened: asyncio.Future[ConsoleOpened | ConsoleClosed]
-    viewers: dict[str, Viewer] = field(default_factory=dict)
-    writer: Viewer | None = None
-    writer_since: datetime | None = None
+    audience: Audience = field(default_factory=Audience)
     scrollback: bytearray = field(default_factory=bytearray)
     recording: Recording | None = None
     bytes_in: int = 0
     bytes_out: int = 0
     started: float = field(default_factory=time.monotonic)
     active: float = field(default_factory=time.monotonic)
-    unwatched: float | None = field(default_factory=time.monotonic)
     closing: bool = False
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_reason: tuple[CloseReason, str, RequestContext | None] | None = None
@@ -134,16 +97,6 @@ class Live:
     @property
     def id(self) -> str:
         return self.row.id
-
-    def holder(self) -> Holder | None:
-        if self.writer is None or self.writer_since is None:
-            return None
-        return Holder(viewer=self.writer.id, name=self.writer.name, since=self.writer_since)
-
-    def broadcast(self, **fields: Any) -> None:
-        text = orjson.dumps(fields).decode()
-        for viewer in self.viewers.values():
-            viewer.send(text)
 
 
 PowerHook = Callable[[RequestContext, str, str], Awaitable[dict[str, Any]]]
@@ -184,8 +137,8 @@ class ConsoleBroker:
         self.timeouts = timeouts or Timeouts()
         self._link = link
         self._power = power
-        self._live: dict[str, Live] = {}
-        self._by_device: dict[int, Live] = {}
+        self._live: dict[str, DeviceSession] = {}
+        self._by_device: dict[int, DeviceSession] = {}
         self._device_locks: dict[int, asyncio.Lock] = {}
         self._watchdog: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -219,7 +172,7 @@ class ConsoleBroker:
                         session, ctx, self._vault, device, site, body.via, self._presence.id
                     )
                 loop = asyncio.get_running_loop()
-                live = Live(row, body.cols, body.rows, loop.create_future())
+                live = DeviceSession(row, body.cols, body.rows, loop.create_future())
                 self._live[row.id] = self._by_device[device.id] = live
                 self._link.open_console(
                     ConsoleOpen(row.id, device.name, site.slug, tuple(paths), body.cols, body.rows),
@@ -237,12 +190,12 @@ class ConsoleBroker:
             raise error(f"{live.row.device_name}: {result.message}")
         return self.read(live), created
 
-    def read(self, live: Live) -> ConsoleRead:
+    def read(self, live: DeviceSession) -> ConsoleRead:
         read = service.to_read(live.row)
-        read.writer = live.holder()
+        read.writer = live.audience.holder()
         read.viewers = [
             ViewerRead(viewer=v.id, name=v.name, since=v.since, mode=v.mode)
-            for v in live.viewers.values()
+            for v in live.audience.viewers.values()
         ]
         return read
 
@@ -252,7 +205,7 @@ class ConsoleBroker:
         live = self.get(row.id)
         return self.read(live) if live is not None else service.to_read(row)
 
-    def get(self, console_id: str) -> Live | None:
+    def get(self, console_id: str) -> DeviceSession | None:
         return self._live.get(console_id)
 
     # Messages from the agent ----------------------------------------------------------------
@@ -270,7 +223,7 @@ class ConsoleBroker:
         else:
             await self._finish(live, message)
 
-    def _output(self, live: Live, data: bytes) -> None:
+    def _output(self, live: DeviceSession, data: bytes) -> None:
         live.bytes_out += len(data)
         live.active = time.monotonic()
         live.scrollback += data
@@ -278,12 +231,10 @@ class ConsoleBroker:
             del live.scrollback[: len(live.scrollback) - SCROLLBACK]
         if live.recording is not None:
             live.recording.output(data)
-        for viewer in list(live.viewers.values()):
-            viewer.send(data)
-            if viewer.queued > MAX_QUEUED:
-                self._drop(live, viewer, "the viewer could not keep up with the output")
+        for viewer in live.audience.fan_out(data):
+            self._drop(live, viewer, "the viewer could not keep up with the output")
 
-    async def _opened(self, live: Live, message: ConsoleOpened) -> None:
+    async def _opened(self, live: DeviceSession, message: ConsoleOpened) -> None:
         started = live.row.created_at
         relative = Path("recordings") / started.strftime("%Y/%m/%d") / f"{live.id}.cast"
         live.recording = Recording(
@@ -301,7 +252,7 @@ class ConsoleBroker:
         if not live.opened.done():
             live.opened.set_result(message)
 
-    async def _finish(self, live: Live, message: ConsoleClosed) -> None:
+    async def _finish(self, live: DeviceSession, message: ConsoleClosed) -> None:
         """The agent's word that the device session is over: seal the record, tell viewers."""
         self._live.pop(live.id, None)
         device_id = live.row.device_id or -1
@@ -332,15 +283,19 @@ class ConsoleBroker:
             )
         if not live.opened.done():
             live.opened.set_result(message)
-        live.broadcast(type="closed", reason=reason, message=text)
-        for viewer in live.viewers.values():
+        live.audience.broadcast(type="closed", reason=reason, message=text)
+        for viewer in live.audience.viewers.values():
             viewer.send(None)
         live.closed.set()
 
     # Closing --------------------------------------------------------------------------------
 
     async def close(
-        self, live: Live, reason: CloseReason, message: str, by: RequestContext | None = None
+        self,
+        live: DeviceSession,
+        reason: CloseReason,
+        message: str,
+        by: RequestContext | None = None,
     ) -> None:
         """Ask the agent to let go; seal the session even if it does not answer."""
         if not live.closing:
@@ -381,14 +336,17 @@ class ConsoleBroker:
                     why = (CloseReason.IDLE, f"no input or output for {limits.idle:g} s")
                 elif now - live.started > limits.max_length:
                     why = (CloseReason.MAX_LENGTH, f"open longer than {limits.max_length:g} s")
-                elif live.unwatched is not None and now - live.unwatched > limits.linger:
+                elif (
+                    live.audience.unwatched is not None
+                    and now - live.audience.unwatched > limits.linger
+                ):
                     why = (CloseReason.UNWATCHED, f"nobody watched for {limits.linger:g} s")
                 if why is not None:
                     self._spawn(self.close(live, *why))
 
     # Viewers --------------------------------------------------------------------------------
 
-    async def join(self, live: Live, ctx: RequestContext, mode: Mode) -> Viewer:
+    async def join(self, live: DeviceSession, ctx: RequestContext, mode: Mode) -> Viewer:
         viewer = Viewer(uuid.uuid4().hex[:12], ctx, mode, admin=_is_admin(ctx, live))
         # hello, the scrollback and joining the fan-out happen with no await in between, so
         # the viewer's stream has every byte once: output after the scrollback, none twice.
@@ -399,42 +357,42 @@ class ConsoleBroker:
             path=live.row.path,
             you=viewer.id,
             mode=mode,
-            writer=_holder(live),
-            viewers=[{"viewer": v.id, "name": v.name} for v in (*live.viewers.values(), viewer)],
+            writer=live.audience.holder_json(),
+            viewers=[
+                {"viewer": v.id, "name": v.name} for v in (*live.audience.viewers.values(), viewer)
+            ],
         )
         if live.scrollback:
             viewer.send(bytes(live.scrollback))
-        live.viewers[viewer.id] = viewer
-        live.unwatched = None
-        live.broadcast(type="joined", viewer=viewer.id, name=viewer.name, mode=mode)
-        if mode == "rw" and live.writer is None:
+        live.audience.add(viewer)
+        live.audience.broadcast(type="joined", viewer=viewer.id, name=viewer.name, mode=mode)
+        if mode == "rw" and live.audience.writer is None:
             self._grant(live, viewer)
         await self._audit.record(service.event(ctx, EventType.CONSOLE_JOINED, live.row, mode=mode))
         return viewer
 
-    async def leave(self, live: Live, viewer: Viewer) -> None:
+    async def leave(self, live: DeviceSession, viewer: Viewer) -> None:
         """The viewer's socket ended (called once per viewer, dropped or not)."""
         self._detach(live, viewer)
         viewer.gone = True
         if not live.closed.is_set() and not viewer.close_reason:  # else `end` recorded it
             await self._audit.record(service.event(viewer.ctx, EventType.CONSOLE_LEFT, live.row))
 
-    def _detach(self, live: Live, viewer: Viewer) -> None:
-        if live.viewers.pop(viewer.id, None) is None:
+    def _detach(self, live: DeviceSession, viewer: Viewer) -> None:
+        held = live.audience.writer is viewer
+        if not live.audience.remove(viewer):
             return
-        if live.writer is viewer:
-            self._grant(live, None)
-        if not live.viewers:
-            live.unwatched = time.monotonic()
-        live.broadcast(type="left", viewer=viewer.id, name=viewer.name)
+        if held:
+            self._writer_changed(live, forced=False)
+        live.audience.broadcast(type="left", viewer=viewer.id, name=viewer.name)
 
-    def _drop(self, live: Live, viewer: Viewer, why: str) -> None:
+    def _drop(self, live: DeviceSession, viewer: Viewer, why: str) -> None:
         """Too far behind: out of the fan-out (and the write lock) at once, told why."""
         self.expel(live, viewer, error="TooSlow", detail=why)
 
     def expel(
         self,
-        live: Live,
+        live: DeviceSession,
         viewer: Viewer,
         *,
         error: str,
@@ -451,7 +409,14 @@ class ConsoleBroker:
         viewer.gone = True
 
     async def end(
-        self, live: Live, viewer: Viewer, *, error: str, detail: str, code: int, reason: str
+        self,
+        live: DeviceSession,
+        viewer: Viewer,
+        *,
+        error: str,
+        detail: str,
+        code: int,
+        reason: str,
     ) -> None:
         """Close one viewer's stream for a reason of its own (its credential ended, its role
         was withdrawn), audited before the socket closes."""
@@ -461,18 +426,18 @@ class ConsoleBroker:
         )
         self.expel(live, viewer, error=error, detail=detail, code=code, reason=reason)
 
-    def renew(self, live: Live, viewer: Viewer, ctx: RequestContext) -> None:
+    def renew(self, live: DeviceSession, viewer: Viewer, ctx: RequestContext) -> None:
         """The viewer's caller as re-checked: later actions (power, take-over) use its rights
         of now, not those it joined with."""
         viewer.ctx = ctx
         viewer.admin = _is_admin(ctx, live)
 
-    def write(self, live: Live, viewer: Viewer, data: bytes) -> None:
+    def write(self, live: DeviceSession, viewer: Viewer, data: bytes) -> None:
         if viewer.mode == "ro":
             viewer.event(type="error", error="ReadOnly", detail=READ_ONLY)
             return
-        if live.writer is not viewer:
-            viewer.event(type="error", error="ReadOnly", detail=self._in_use(live))
+        if live.audience.writer is not viewer:
+            viewer.event(type="error", error="ReadOnly", detail=live.audience.in_use())
             return
         if live.closing:
             return
@@ -480,7 +445,7 @@ class ConsoleBroker:
         live.active = time.monotonic()
         self._link.console(ConsoleInput(live.id, data))
 
-    async def control(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
+    async def control(self, live: DeviceSession, viewer: Viewer, message: dict[str, Any]) -> None:
         """A JSON control frame from a viewer."""
         kind = message.get("type")
         handler = {
@@ -501,15 +466,17 @@ class ConsoleBroker:
             return
         await handler(live, viewer, message)
 
-    async def _take_write(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
-        holder = live.writer
+    async def _take_write(
+        self, live: DeviceSession, viewer: Viewer, message: dict[str, Any]
+    ) -> None:
+        holder = live.audience.writer
         if holder is viewer:
             return
         if viewer.mode == "ro":
             viewer.event(type="error", error="ReadOnly", detail=READ_ONLY)
             return
         if holder is not None and not message.get("force"):
-            viewer.event(type="error", error="InUse", detail=self._in_use(live))
+            viewer.event(type="error", error="InUse", detail=live.audience.in_use())
             return
         if holder is not None and not viewer.admin:
             viewer.event(
@@ -526,10 +493,12 @@ class ConsoleBroker:
             )
         self._grant(live, viewer, forced=holder is not None)
 
-    async def _release_write(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
-        if live.writer is not viewer:
+    async def _release_write(
+        self, live: DeviceSession, viewer: Viewer, message: dict[str, Any]
+    ) -> None:
+        if live.audience.writer is not viewer:
             return
-        to = live.viewers.get(str(message.get("to") or ""))
+        to = live.audience.viewers.get(str(message.get("to") or ""))
         if to is not None and to.mode == "rw":
             await self._audit.record(
                 service.event(viewer.ctx, EventType.CONSOLE_WRITE_HANDED, live.row, to=to.name)
@@ -538,9 +507,9 @@ class ConsoleBroker:
         else:
             self._grant(live, None)
 
-    async def _resize(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
+    async def _resize(self, live: DeviceSession, viewer: Viewer, message: dict[str, Any]) -> None:
         cols, rows = message.get("cols"), message.get("rows")
-        if live.writer is not viewer or not (
+        if live.audience.writer is not viewer or not (
             isinstance(cols, int)
             and isinstance(rows, int)
             and 20 <= cols <= 500
@@ -551,9 +520,9 @@ class ConsoleBroker:
             live.recording.resize(cols, rows)
         self._link.console(ConsoleControl(live.id, ConsoleOp.RESIZE, cols, rows))
 
-    async def _break(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
-        if live.writer is not viewer:
-            viewer.event(type="error", error="ReadOnly", detail=self._in_use(live))
+    async def _break(self, live: DeviceSession, viewer: Viewer, message: dict[str, Any]) -> None:
+        if live.audience.writer is not viewer:
+            viewer.event(type="error", error="ReadOnly", detail=live.audience.in_use())
             return
         if message.get("confirm") is not True:
             viewer.event(
@@ -567,11 +536,13 @@ class ConsoleBroker:
         if live.recording is not None:
             live.recording.marker(f"break by {viewer.name}")
         self._link.console(ConsoleControl(live.id, ConsoleOp.BREAK))
-        live.broadcast(type="break", by=viewer.name)
+        live.audience.broadcast(type="break", by=viewer.name)
 
-    async def _power_action(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
-        if live.writer is not viewer:
-            viewer.event(type="error", error="ReadOnly", detail=self._in_use(live))
+    async def _power_action(
+        self, live: DeviceSession, viewer: Viewer, message: dict[str, Any]
+    ) -> None:
+        if live.audience.writer is not viewer:
+            viewer.event(type="error", error="ReadOnly", detail=live.audience.in_use())
             return
         action = str(message.get("action"))
         power = self._power
@@ -584,14 +555,16 @@ class ConsoleBroker:
                 return
             if live.recording is not None:
                 live.recording.marker(f"power {action} by {viewer.name}: {result.get('status')}")
-            live.broadcast(type="power", by=viewer.name, **result)
+            live.audience.broadcast(type="power", by=viewer.name, **result)
 
-        live.broadcast(type="power", by=viewer.name, action=action, status=TaskStatus.RUNNING)
+        live.audience.broadcast(
+            type="power", by=viewer.name, action=action, status=TaskStatus.RUNNING
+        )
         self._spawn(act())
 
-    async def _close_by(self, live: Live, viewer: Viewer, message: dict[str, Any]) -> None:
-        if live.writer is not viewer and not viewer.admin:
-            viewer.event(type="error", error="ReadOnly", detail=self._in_use(live))
+    async def _close_by(self, live: DeviceSession, viewer: Viewer, message: dict[str, Any]) -> None:
+        if live.audience.writer is not viewer and not viewer.admin:
+            viewer.event(type="error", error="ReadOnly", detail=live.audience.in_use())
             return
         await self.close(live, CloseReason.CLOSED, f"closed by {viewer.name}", viewer.ctx)
 
@@ -600,29 +573,17 @@ class ConsoleBroker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _grant(self, live: Live, viewer: Viewer | None, *, forced: bool = False) -> None:
-        live.writer = viewer
-        live.writer_since = utcnow() if viewer is not None else None
+    def _grant(self, live: DeviceSession, viewer: Viewer | None, *, forced: bool = False) -> None:
+        live.audience.grant(viewer)
+        self._writer_changed(live, forced=forced)
+
+    def _writer_changed(self, live: DeviceSession, *, forced: bool) -> None:
+        """Into the recording and to every viewer: who may type now."""
+        writer = live.audience.writer
         if live.recording is not None:
-            live.recording.marker(f"write lock: {viewer.name if viewer else 'nobody'}")
-        live.broadcast(type="writer", writer=_holder(live), forced=forced)
-
-    @staticmethod
-    def _in_use(live: Live) -> str:
-        holder = live.holder()
-        if holder is None:
-            return "read-only: nobody holds the write lock; send take_write to type"
-        since = holder.since.strftime("%H:%M:%S UTC")
-        return (
-            f"read-only: in use by {holder.name} since {since}; ask them to release it "
-            "(an admin may take it over with force)"
-        )
+            live.recording.marker(f"write lock: {writer.name if writer else 'nobody'}")
+        live.audience.broadcast(type="writer", writer=live.audience.holder_json(), forced=forced)
 
 
-def _is_admin(ctx: RequestContext, live: Live) -> bool:
+def _is_admin(ctx: RequestContext, live: DeviceSession) -> bool:
     return ctx.principal.allows(Role.ADMIN, live.row.site_id)
-
-
-def _holder(live: Live) -> dict[str, Any] | None:
-    holder = live.holder()
-    return holder.model_dump(mode="json") if holder is not None else None

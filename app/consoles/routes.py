@@ -17,9 +17,10 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from agents.protocol import CloseReason
 from app.audit.models import EventType
 from app.consoles import service
-from app.consoles.broker import ConsoleBroker, Item, Live, Viewer, broker_of
+from app.consoles.broker import ConsoleBroker, DeviceSession, broker_of
 from app.consoles.models import ConsoleMode, ConsoleStatus
 from app.consoles.schemas import ConsolePage, ConsoleRead, ConsoleRequest
+from app.consoles.viewers import Item, Viewer
 from app.deps import SessionDep, own_transactions
 from app.errors import Forbidden, Hidden, InUse, NotFound, RackhandError, Refused, Unauthenticated
 from app.identity import service as identity
@@ -160,7 +161,9 @@ async def stream(websocket: WebSocket, console_id: str, mode: Literal["rw", "ro"
         await asyncio.gather(guard, return_exceptions=True)
 
 
-async def _guard(websocket: WebSocket, broker: ConsoleBroker, live: Live, viewer: Viewer) -> None:
+async def _guard(
+    websocket: WebSocket, broker: ConsoleBroker, live: DeviceSession, viewer: Viewer
+) -> None:
     """Re-check the viewer's caller every few seconds while it watches.
 
     The handshake checked the credential once; a token revoked, a session ended (logout, new
@@ -209,7 +212,9 @@ async def _guard(websocket: WebSocket, broker: ConsoleBroker, live: Live, viewer
         broker.renew(live, viewer, ctx)
 
 
-async def _receive(websocket: WebSocket, broker: ConsoleBroker, live: Live, viewer: Viewer) -> None:
+async def _receive(
+    websocket: WebSocket, broker: ConsoleBroker, live: DeviceSession, viewer: Viewer
+) -> None:
     while not viewer.gone:
         try:
             message = await websocket.receive()
