@@ -20,14 +20,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import ssl
 import statistics
 import string
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +83,7 @@ def _tree_cpu(pid: int) -> float:
     return total
 
 
-def _until(check: Any, what: str, timeout: float = WAIT) -> None:
+def _until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
@@ -119,7 +118,8 @@ def linked(folder: Path) -> Iterator[Linked]:
 
             def online() -> bool:
                 if agent.poll() is not None:
-                    raise RuntimeError(f"rackhand agent ended: {(folder / 'agent.log').read_text()}")
+                    said = (folder / "agent.log").read_text()
+                    raise RuntimeError(f"rackhand agent ended: {said}")
                 agents = api.get("/agents", params={"site": REMOTE}).json()
                 return bool(agents) and agents[0]["status"] == "online"
 
@@ -180,14 +180,16 @@ def _job(setup: Linked, site: str, count: int) -> Job:
 def _power_round(ports: range, order: tuple[str, str]) -> dict[str, Job]:
     """A new central and agent; each site's job cold, then each again warm."""
     sites = {BUILTIN: ports[0::2], REMOTE: ports[1::2]}
-    with tempfile.TemporaryDirectory(prefix="rackhand-bench-agents-") as folder:
-        with linked(Path(folder)) as setup:
-            for site, its_ports in sites.items():
-                _import(setup.api, site, its_ports)
-            measured = {}
-            for warmth in ("cold", "warm"):
-                for site in order:
-                    measured[f"{site} {warmth}"] = _job(setup, site, len(sites[site]))
+    with (
+        tempfile.TemporaryDirectory(prefix="rackhand-bench-agents-") as folder,
+        linked(Path(folder)) as setup,
+    ):
+        for site, its_ports in sites.items():
+            _import(setup.api, site, its_ports)
+        measured = {}
+        for warmth in ("cold", "warm"):
+            for site in order:
+                measured[f"{site} {warmth}"] = _job(setup, site, len(sites[site]))
     return measured
 
 
@@ -245,11 +247,11 @@ class Viewer:
                 self.data += message
                 self.arrived.set()
 
-    async def seen(self, marker: bytes, start: int = 0, timeout: float = WAIT) -> None:
-        async with asyncio.timeout(timeout):
-            while marker not in self.data[start:]:
-                self.arrived.clear()
-                await self.arrived.wait()
+    async def seen(self, marker: bytes, start: int = 0) -> None:
+        """Until `marker` has come after offset `start`."""
+        while marker not in self.data[start:]:
+            self.arrived.clear()
+            await self.arrived.wait()
 
 
 def _console_catalogue(api: httpx.Client, wiring: Wiring) -> dict[str, str]:
@@ -283,11 +285,10 @@ async def _open(server: Server, api: httpx.Client, site: str, device: str) -> Vi
     body = {"via": "console_port", "mode": "rw"}
     answer = await asyncio.to_thread(api.post, f"/devices/{device}/consoles", json=body)
     answer.raise_for_status()
-    tls = ssl.create_default_context(cafile=str(server.verify))
     socket = await connect(
         f"{server.ws_url}{answer.json()['stream']}?mode=rw",
         additional_headers={"Authorization": f"Bearer {server.token}"},
-        ssl=tls,
+        ssl=server.verify,
         max_size=None,
     )
     hello = json.loads(await socket.recv())
@@ -305,7 +306,8 @@ async def _type(viewers: list[Viewer]) -> dict[str, list[float]]:
             start = len(viewer.data)
             sent = time.perf_counter()
             await viewer.socket.send(key.encode())
-            await viewer.seen(key.encode(), start, timeout=10)
+            async with asyncio.timeout(10):
+                await viewer.seen(key.encode(), start)
             latencies[viewer.site].append((time.perf_counter() - sent) * 1000)
             await asyncio.sleep(KEY_INTERVAL)
     return latencies
@@ -317,7 +319,8 @@ async def _keystrokes(setup: Linked, wiring: Wiring, names: dict[str, str]) -> d
     try:
         for machine in wiring.machines[:2]:
             await asyncio.to_thread(wiring.control.set_power, machine["bmc_port"], "on")
-        await asyncio.gather(*(viewer.seen(b" login: ") for viewer in viewers))
+        async with asyncio.timeout(WAIT):
+            await asyncio.gather(*(viewer.seen(b" login: ") for viewer in viewers))
         await asyncio.sleep(1.0)  # the boot's last bytes are out
         return await _type(viewers)
     finally:

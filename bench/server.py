@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,7 @@ class Server:
     pid: int
     database_url: str
     token: str
-    verify: str | bool = True  # what clients trust: a private CA's file on TLS
+    verify: ssl.SSLContext | bool = True  # what clients trust: on TLS, the private CA only
 
     @property
     def ws_url(self) -> str:
@@ -105,7 +106,7 @@ def running(
             stderr=output,
         )
         base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
-        verify: str | bool = str(tls[0]) if tls else True
+        verify = ssl.create_default_context(cafile=str(tls[0])) if tls else True
         try:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and process.poll() is None:
