@@ -70,7 +70,7 @@ format: $(STAMP)  ## fix formatting and the fixable lint
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) peers  ## benchmarks (catalogue, audit, power, consoles): figures in docs/benchmarks.md
+bench: $(STAMP) peers  ## benchmarks (catalogue, audit, power, consoles, dashboard, agents): docs/benchmarks.md
 	$(BIN)/python -m bench
 
 fuzz: $(STAMP)  ## schemathesis against a live server (SQLite, PostgreSQL), in its own network namespace

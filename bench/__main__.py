@@ -2,7 +2,7 @@
 
 import sys
 
-from bench import audit, catalogue, consoles, dashboard, power
+from bench import agents, audit, catalogue, consoles, dashboard, power
 
 SUITES = {
     "catalogue": catalogue.run,
@@ -10,6 +10,7 @@ SUITES = {
     "power": power.run,
     "consoles": consoles.run,
     "dashboard": dashboard.run,
+    "agents": agents.run,
 }
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -104,6 +103,8 @@ def agent(
     """Run a site agent: it dials out to the central and reaches the site's devices."""
     os.umask(0o077)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    import uvloop
+
     from agents import collector
 
     collector.ignore_asyncssh_dsa_warnings()
@@ -113,8 +114,9 @@ def agent(
         site_agent = await start(central, join_token, data_dir, ca_cert)
         await site_agent.run()
 
+    collector.tune()  # as `rackhand serve`, whose built-in agent this process stands for
     try:
-        asyncio.run(run())
+        uvloop.run(run())  # the central's loop, and its workers'; the link's messages are many
     except (BadCentral, Refused) as exc:
         typer.echo(f"rackhand agent: {exc}", err=True)
         raise typer.Exit(2 if isinstance(exc, BadCentral) else 1) from exc
