@@ -123,6 +123,13 @@ class LinkServer:
     async def serve(self, websocket: WebSocket) -> None:
         scheme, _, credential = websocket.headers.get("authorization", "").partition(" ")
         await websocket.accept()
+        # The hello is read before any refusal: an agent sends it as soon as the link is up,
+        # and a refusal sent first could close the link under it, unread.
+        try:
+            first = await asyncio.wait_for(websocket.receive_bytes(), HELLO_WAIT)
+        except (TimeoutError, WebSocketDisconnect, KeyError, RuntimeError):
+            await _refuse(websocket, RefusedBecause.HELLO, f"no hello within {HELLO_WAIT:g} s")
+            return
         async with unit_of_work(self._sessions) as session:
             found = (
                 await service.by_credential(session, credential)
@@ -153,7 +160,7 @@ class LinkServer:
                     "this agent's enrolment was revoked; enrol it again for a new join token",
                 )
             return
-        hello = await self._hello(websocket, found)
+        hello = await self._hello(websocket, found, first)
         if hello is None:
             return
         link = RemoteLink(websocket, found)
@@ -188,12 +195,9 @@ class LinkServer:
             log.warning("could not note that agent %s disconnected", link.name, exc_info=True)
         await self._event(EventType.AGENT_DISCONNECTED, link, why=why)
 
-    async def _hello(self, websocket: WebSocket, found: service.Credentialed) -> Hello | None:
-        try:
-            first = await asyncio.wait_for(websocket.receive_bytes(), HELLO_WAIT)
-        except (TimeoutError, WebSocketDisconnect, KeyError, RuntimeError):
-            await _refuse(websocket, RefusedBecause.HELLO, "no hello within 10 s")
-            return None
+    async def _hello(
+        self, websocket: WebSocket, found: service.Credentialed, first: bytes
+    ) -> Hello | None:
         version = hello_protocol(first)
         if version is not None and version != PROTOCOL:
             await _refuse(
