@@ -73,7 +73,6 @@ class _Held:
     order carries opened secrets; others are kept no longer than sent)."""
 
     site: str
-    device: str
     sink: ReportSink
     order: Order | None
 
@@ -188,10 +187,6 @@ class AgentHub:
 
     # Routing ------------------------------------------------------------------------------
 
-    def serves(self, site: str) -> bool:
-        """The site has enrolled agents (it is never served by the built-in one)."""
-        return site in self._served
-
     def route(self, site: str) -> Connection | str:
         """The connection for the site's work, or why there is none."""
         if site not in self._served:
@@ -229,9 +224,6 @@ class AgentHub:
             "reached only through its agents (docs/agents.md)"
         )
 
-    def agent_states(self, site: str) -> list[service.Enrolled]:
-        return list(self._served.get(site, []))
-
     def submit(self, order: Order, sink: ReportSink) -> None:
         """Send the order to an agent of its site; its reports go to `sink`."""
         link = self.route(order.site)
@@ -242,7 +234,7 @@ class AgentHub:
 
     def _hold(self, link: Connection, order: Order, sink: ReportSink) -> None:
         again = isinstance(order, PowerOrder) and order.action in IDEMPOTENT
-        link.tasks[order.task_id] = _Held(order.site, order.device, sink, order if again else None)
+        link.tasks[order.task_id] = _Held(order.site, sink, order if again else None)
         self._held[order.task_id] = link
         link.note_targets(order)
         link.deliver(order)

@@ -237,39 +237,52 @@ class LinkServer:
         return hello
 
     async def _run(self, link: RemoteLink) -> str:
-        """Receive until the link ends; the reason it ended."""
+        """Receive until the link ends; the reason it ended.
+
+        Frames are read in a loop under one timeout, pushed back at each frame (no task and no
+        wait per frame: a burst of reports is taken in one loop turn); the sender ending (a
+        failed send, or the central's own refusal sent) cuts the wait short.
+        """
         sender = asyncio.create_task(link.send_loop())
         beats = asyncio.create_task(self._beat(link))
+        loop = asyncio.get_running_loop()
+        bound = 3 * self.heartbeat
+        silence = asyncio.timeout(bound)
+
+        def sender_ended(_: asyncio.Task[None]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop below has ended already
+                silence.reschedule(loop.time())
+
+        sender.add_done_callback(sender_ended)
         try:
-            while True:
-                receive = asyncio.ensure_future(link.websocket.receive_bytes())
-                done, _ = await asyncio.wait(
-                    {receive, sender}, timeout=3 * self.heartbeat, return_when="FIRST_COMPLETED"
-                )
-                if receive not in done:
-                    receive.cancel()
-                    with contextlib.suppress(BaseException):
-                        await receive
-                    if sender in done:
-                        return link.ending.message if link.ending else "the link closed"
-                    silent = f"silent for three heartbeats ({3 * self.heartbeat:g} s)"
-                    link.end(RefusedBecause.SILENT, silent)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(link.done.wait(), 5)
-                    return silent
-                link.heard = time.monotonic()
-                try:
-                    message = decode(receive.result())
-                except ValueError as exc:
-                    log.warning("agent %s sent a frame that is not a message: %s", link.name, exc)
-                    continue
-                if isinstance(message, Heartbeat):
-                    await self._heard(link, message)
-                elif not isinstance(message, Hello | Refusal | Welcome):
-                    await self._received(link, message)  # type: ignore[arg-type]
-        except (WebSocketDisconnect, RuntimeError, TimeoutError):
+            async with silence:
+                while True:
+                    frame = await link.websocket.receive_bytes()
+                    silence.reschedule(loop.time() + bound)
+                    link.heard = time.monotonic()
+                    try:
+                        message = decode(frame)
+                    except ValueError as exc:
+                        log.warning("agent %s sent a frame that is no message: %s", link.name, exc)
+                        continue
+                    if isinstance(message, Heartbeat):
+                        await self._heard(link, message)
+                    elif not isinstance(message, Hello | Refusal | Welcome):
+                        await self._received(link, message)  # type: ignore[arg-type]
+        except TimeoutError:
+            if sender.done():
+                return link.ending.message if link.ending else "the link could not be written"
+            silent = f"silent for three heartbeats ({bound:g} s)"
+            link.end(RefusedBecause.SILENT, silent)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(link.done.wait(), 5)
+            return silent
+        except (WebSocketDisconnect, RuntimeError):
             return link.ending.message if link.ending else "the agent closed the link"
+        except KeyError:  # Starlette's answer to a text frame where bytes were expected
+            return "the agent sent a text frame; the link carries binary frames only"
         finally:
+            sender.remove_done_callback(sender_ended)
             beats.cancel()
             sender.cancel()
             with contextlib.suppress(BaseException):
