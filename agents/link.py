@@ -37,6 +37,8 @@ from agents.agent import Agent, version
 from agents.protocol import (
     FINAL_REFUSALS,
     PROTOCOL,
+    ConsoleClosed,
+    ConsoleControl,
     ConsoleInput,
     ConsoleOutput,
     FromAgent,
@@ -57,6 +59,7 @@ LINK_PATH = "/api/v1/agents/link"
 JOIN_PATH = "/api/v1/agents/join"
 MAX_FRAME = 4 * 1024 * 1024
 WELCOME_WAIT = 10.0  # s for the central's answer to the hello
+LINK_ERRORS = (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, ValueError)
 STEADY = 30.0  # s a link must have lasted for the back-off to start again from the bottom
 
 
@@ -170,8 +173,9 @@ class Backoff:
 
 
 class Lanes:
-    """What waits to go out on a link: urgent messages (orders, reports, controls) always
-    before bulk ones (console bytes), so a busy console never delays a power order."""
+    """What waits to go out on a link: urgent messages (orders, reports, cancels, heartbeats)
+    always before console traffic, so a busy console never delays a power order. A console's
+    own messages (bytes, controls, its end) share one lane and keep their order."""
 
     def __init__(self) -> None:
         self._urgent: deque[Message] = deque()
@@ -179,7 +183,7 @@ class Lanes:
         self._ready = asyncio.Event()
 
     def put(self, message: Message) -> None:
-        bulk = isinstance(message, ConsoleOutput | ConsoleInput)
+        bulk = isinstance(message, ConsoleOutput | ConsoleInput | ConsoleControl | ConsoleClosed)
         (self._bulk if bulk else self._urgent).append(message)
         self._ready.set()
 
@@ -188,9 +192,6 @@ class Lanes:
             self._ready.clear()
             await self._ready.wait()
         return (self._urgent or self._bulk).popleft()
-
-    def wake(self) -> None:
-        self._ready.set()
 
 
 class SiteAgent:
@@ -219,9 +220,16 @@ class SiteAgent:
                 try:
                     await self._link(url)
                     why = "the central closed the link"
-                except Refused:
+                except (Refused, BadCentral):
                     raise
-                except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
+                except (
+                    OSError,
+                    TimeoutError,
+                    ConnectionClosed,
+                    InvalidHandshake,
+                    ValueError,
+                ) as exc:
+                    # ValueError: a frame that is no message; the link starts again
                     why = f"{type(exc).__name__}: {exc}"
                 except InvalidURI as exc:
                     raise BadCentral(str(exc)) from exc

@@ -320,7 +320,9 @@ class RefusedBecause(StrEnum):
     SITE = "site"  # the hello names another site than the agent was enrolled for
     HELLO = "hello"  # the first message was not a well-formed Hello
     REPLACED = "replaced"  # the same agent connected again; this older link is closed
-    SILENT = "silent"  # no message within the heartbeat's bound
+    SILENT = "silent"  # no message within the heartbeat's bound (or no hello in time)
+    PROTOCOL = "protocol"  # too many messages that are not for the central, or about work
+    # the agent was not given
     STOPPING = "stopping"  # the central is shutting down
 
 
@@ -442,6 +444,8 @@ def _decode(data: bytes, messages: dict[str, type[_M]]) -> _M:
     try:
         envelope = orjson.loads(data)
         body = envelope["body"]
+        if not isinstance(body, dict):
+            raise TypeError("the body is not an object")
         cls = messages[envelope["type"]]
         if "paths" in body:
             body["paths"] = tuple(_path(path) for path in body["paths"])
@@ -455,7 +459,7 @@ def _decode(data: bytes, messages: dict[str, type[_M]]) -> _M:
             if body.get(name) is not None:
                 body[name] = enum(body[name])
         return cls(**body)
-    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
         raise ValueError(f"not a Rackhand agent message: {exc}") from exc
 
 

@@ -262,9 +262,9 @@ def create_app(
         await presence.beat()  # peers see this central before it owns anything
         app.state.token_use = TokenUse(app.state.write_sessions)
 
-        async def pin_host_key(seen: HostKeySeen) -> None:
+        async def pin_host_key(seen: HostKeySeen, sites: set[str]) -> None:
             async with unit_of_work(app.state.write_sessions) as session:
-                await consoles_service.pin_host_key(session, seen)
+                await consoles_service.pin_host_key(session, seen, sites)
 
         silence = timedelta(seconds=3 * settings.agent_heartbeat_seconds)
         agents = app.state.agents = AgentHub(

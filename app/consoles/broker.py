@@ -110,6 +110,8 @@ class ConsoleLink(Protocol):
 
     def console(self, message: ConsoleInput | ConsoleControl) -> None: ...
 
+    def forget(self, session_id: str) -> None: ...
+
 
 def broker_of(connection: HTTPConnection) -> ConsoleBroker:
     """The app's console broker, for a request or a WebSocket."""
@@ -253,8 +255,10 @@ class ConsoleBroker:
             live.opened.set_result(message)
 
     async def _finish(self, live: DeviceSession, message: ConsoleClosed) -> None:
-        """The agent's word that the device session is over: seal the record, tell viewers."""
+        """The agent's word that the device session is over (or the broker's, when the agent
+        did not confirm a close in time): seal the record, tell viewers."""
         self._live.pop(live.id, None)
+        self._link.forget(live.id)
         device_id = live.row.device_id or -1
         if self._by_device.get(device_id) is live:
             del self._by_device[device_id]

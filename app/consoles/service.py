@@ -323,8 +323,10 @@ async def abandon_open(session: AsyncSession, owners: Owners) -> int:
     return len(rows)
 
 
-async def pin_host_key(session: AsyncSession, seen: HostKeySeen) -> list[str]:
-    """Trust on first use: pin the key on every ssh path to that address that has none yet."""
+async def pin_host_key(session: AsyncSession, seen: HostKeySeen, sites: set[str]) -> list[str]:
+    """Trust on first use: pin the key on every ssh path to that address that has none yet, at
+    the sites whose orders sent the agent there (branches reuse addresses: an agent's word
+    about 10.0.0.5:22 is about its own site's box only)."""
     rows = await session.execute(
         select(ControlPath, Device, Site)
         .join(Device, ControlPath.device_id == Device.id)
@@ -333,6 +335,7 @@ async def pin_host_key(session: AsyncSession, seen: HostKeySeen) -> list[str]:
             ControlPath.kind == PathKind.SSH,
             ControlPath.address == seen.address,
             ControlPath.port == seen.port,
+            Site.slug.in_(sorted(sites)),
         )
     )
     pinned = []

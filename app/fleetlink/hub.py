@@ -44,6 +44,7 @@ from agents.protocol import (
     Order,
     PduOutletPath,
     PowerOrder,
+    RefusedBecause,
     Report,
     TaskStatus,
     ToAgent,
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 ReportSink = Callable[[Report], None]
 ConsoleMessage = ConsoleOpened | ConsoleOutput | ConsoleClosed
 ConsoleSink = Callable[[ConsoleMessage], Awaitable[None]]
-HostKeySink = Callable[[HostKeySeen], Awaitable[None]]
+HostKeySink = Callable[[HostKeySeen, set[str]], Awaitable[None]]  # the key, the box's sites
 STOPPING = "the central is stopping"
 MAX_REFUSED = 20  # messages about work it was not given before a link is closed
 
@@ -87,18 +88,20 @@ class Connection(ABC):
         self.tasks: dict[str, _Held] = {}
         self.consoles: dict[str, ConsoleSink] = {}
         self.consumed: dict[str, int] = {}  # console output bytes since the last credit
-        self.targets: set[tuple[str, int]] = set()  # SSH boxes it was asked to reach
+        self.targets: dict[tuple[str, int], set[str]] = {}  # SSH boxes it was sent: their sites
+        self.opened: set[str] = set()  # console sessions it said were open
         self.window = WINDOW
         self.refused = 0
         self.heard = time.monotonic()  # the last message from the agent
         self.stale_after = float("inf")  # s of silence after which no new work goes there
+        self.closing = False  # the central is ending the link: no new work goes there
 
     @abstractmethod
     def deliver(self, message: ToAgent) -> None:
         """Hand the agent a message, in order; never waits."""
 
     @abstractmethod
-    def close(self, why: str) -> None:
+    def close(self, why: str, reason: RefusedBecause = RefusedBecause.REPLACED) -> None:
         """End the link (a remote one closes its WebSocket; the built-in one never ends)."""
 
     def note_targets(self, message: Order | ConsoleOpen) -> None:
@@ -106,7 +109,7 @@ class Connection(ABC):
             box = path.server if isinstance(path, ConsolePortPath) else None
             box = path.pdu if isinstance(path, PduOutletPath) else box
             if box is not None:
-                self.targets.add((box.address, box.port))
+                self.targets.setdefault((box.address, box.port), set()).add(message.site)
 
 
 class InProcess(Connection):
@@ -123,7 +126,7 @@ class InProcess(Connection):
         assert not isinstance(received, FromAgent)
         self.agent.handle(received)  # type: ignore[arg-type]
 
-    def close(self, why: str) -> None:
+    def close(self, why: str, reason: RefusedBecause = RefusedBecause.REPLACED) -> None:
         return None
 
     async def _from_agent(self, message: FromAgent) -> None:
@@ -152,6 +155,7 @@ class AgentHub:
         self._sessions_at: dict[str, Connection] = {}  # console session id → where it is held
         self._chores: set[asyncio.Task[Any]] = set()
         self._refresher: asyncio.Task[None] | None = None
+        self._refreshing = asyncio.Lock()  # one refresh at a time: the last read wins
 
     # Life ---------------------------------------------------------------------------------
 
@@ -174,7 +178,7 @@ class AgentHub:
     async def refresh(self) -> None:
         """Which sites have agents, and their states (enrolment and revocation change it; so do
         links held by other centrals)."""
-        async with unit_of_work(self._sessions) as session:
+        async with self._refreshing, unit_of_work(self._sessions) as session:
             self._served = await service.served_sites(session, self._silence)
 
     async def _refresh_loop(self, every: float) -> None:
@@ -192,10 +196,14 @@ class AgentHub:
         if site not in self._served:
             return self.builtin
         now = time.monotonic()
+        revoked = {a.id for a in self._served[site] if a.status is AgentStatus.REVOKED}
         online = [
             link
             for link in self._links.values()
-            if link.site == site and now - link.heard <= link.stale_after
+            if link.site == site
+            and not link.closing
+            and link.agent_id not in revoked
+            and now - link.heard <= link.stale_after
         ]
         if online:
             return min(online, key=lambda link: len(link.tasks))
@@ -272,8 +280,10 @@ class AgentHub:
             self._report(link, message)
         elif isinstance(message, ConsoleOpened | ConsoleOutput | ConsoleClosed):
             await self._console(link, message)
-        elif link.site is None or (message.address, message.port) in link.targets:
-            await self._on_host_key(message)
+        elif not isinstance(message, HostKeySeen):
+            await self._refuse(link, f"a {type(message).__name__}, which goes to agents", message)
+        elif (sites := link.targets.get((message.address, message.port))) is not None:
+            await self._on_host_key(message, set(sites))  # pinned on those sites' boxes only
         else:
             await self._refuse(link, "a host key of a box it was not asked to reach", message)
 
@@ -292,17 +302,31 @@ class AgentHub:
         if sink is None:
             await self._refuse(link, "console traffic of a session it does not hold", message)
             return
+        if isinstance(message, ConsoleOpened):
+            if message.session_id in link.opened:
+                await self._refuse(link, "a second ConsoleOpened for one session", message)
+                return
+            link.opened.add(message.session_id)
         if isinstance(message, ConsoleClosed):
-            del link.consoles[message.session_id]
-            link.consumed.pop(message.session_id, None)
-            self._sessions_at.pop(message.session_id, None)
-        await sink(message)
-        if isinstance(message, ConsoleOutput) and message.session_id in link.consumed:
-            consumed = link.consumed[message.session_id] + len(message.data)
-            if consumed >= link.window // 4:
-                link.deliver(Credit(message.session_id, consumed))
-                consumed = 0
-            link.consumed[message.session_id] = consumed
+            self.forget(message.session_id)
+        try:
+            await sink(message)
+        finally:  # credit is the central's to give back, whatever its sink made of the bytes
+            if isinstance(message, ConsoleOutput) and message.session_id in link.consumed:
+                consumed = link.consumed[message.session_id] + len(message.data)
+                if consumed >= link.window // 4:
+                    link.deliver(Credit(message.session_id, consumed))
+                    consumed = 0
+                link.consumed[message.session_id] = consumed
+
+    def forget(self, session_id: str) -> None:
+        """The session is over at the central: nothing more of it goes to or comes from its
+        agent (the broker calls it when it seals a session the agent did not confirm)."""
+        link = self._sessions_at.pop(session_id, None)
+        if link is not None:
+            link.consoles.pop(session_id, None)
+            link.consumed.pop(session_id, None)
+            link.opened.discard(session_id)
 
     async def _refuse(self, link: Connection, what: str, message: FromAgent) -> None:
         link.refused += 1
@@ -321,7 +345,8 @@ class AgentHub:
             )
         )
         if link.refused >= MAX_REFUSED:
-            link.close(f"it sent {link.refused} messages about work it was not given")
+            why = f"it sent {link.refused} messages that were refused"
+            link.close(why, RefusedBecause.PROTOCOL)
 
     def actor(self, link: Connection) -> Actor:
         return SYSTEM if link.agent_id is None else Actor("agent", link.agent_id, link.name)
@@ -354,9 +379,9 @@ class AgentHub:
                     "while the task ran; it may or may not have been done: check the device",
                 )
             )
-        consoles, link.consoles = link.consoles, {}
+        consoles = dict(link.consoles)
         for session_id, sink in consoles.items():
-            self._sessions_at.pop(session_id, None)
+            self.forget(session_id)
             ended = ConsoleClosed(
                 session_id,
                 CloseReason.AGENT,

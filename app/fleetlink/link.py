@@ -35,8 +35,9 @@ from agents.protocol import (
 from app.audit.models import EventType
 from app.audit.recorder import AuditRecorder
 from app.audit.service import Actor, Event
+from app.db import utcnow
 from app.fleetlink import service
-from app.fleetlink.hub import STOPPING, AgentHub, Connection
+from app.fleetlink.hub import MAX_REFUSED, STOPPING, AgentHub, Connection
 from app.identity.auth import source_ip
 from app.identity.rejections import Presented, RefusalLog, Rejection
 from app.uow import unit_of_work
@@ -53,6 +54,7 @@ CLOSE_CODES = {
     RefusedBecause.REPLACED: 4409,
     RefusedBecause.SILENT: 4408,
     RefusedBecause.STOPPING: 1001,
+    RefusedBecause.PROTOCOL: 4400,
 }
 
 
@@ -70,13 +72,13 @@ class RemoteLink(Connection):
     def say(self, message: Message) -> None:
         self._lanes.put(message)
 
-    def close(self, why: str) -> None:
-        stopping = why == STOPPING
-        self.end(RefusedBecause.STOPPING if stopping else RefusedBecause.REPLACED, why)
+    def close(self, why: str, reason: RefusedBecause = RefusedBecause.REPLACED) -> None:
+        self.end(RefusedBecause.STOPPING if why == STOPPING else reason, why)
 
     def end(self, reason: RefusedBecause, message: str) -> None:
-        """Say why, then close: after what is already queued ahead of it."""
+        """Say why, then close: after what is already queued ahead of it. No new work comes."""
         if self.ending is None:
+            self.closing = True
             self.ending = Refusal(reason, message)
             self._lanes.put(self.ending)
 
@@ -128,7 +130,7 @@ class LinkServer:
         try:
             first = await asyncio.wait_for(websocket.receive_bytes(), HELLO_WAIT)
         except (TimeoutError, WebSocketDisconnect, KeyError, RuntimeError):
-            await _refuse(websocket, RefusedBecause.HELLO, f"no hello within {HELLO_WAIT:g} s")
+            await _refuse(websocket, RefusedBecause.SILENT, f"no hello within {HELLO_WAIT:g} s")
             return
         async with unit_of_work(self._sessions) as session:
             found = (
@@ -165,19 +167,22 @@ class LinkServer:
             return
         link = RemoteLink(websocket, found)
         link.stale_after = 2 * self.heartbeat  # a missed beat and a half: send work elsewhere
-        older = self._hub.link_up(link)
-        if older is not None:
-            older.close("the same agent connected again")
-        address = source_ip(websocket)
-        async with unit_of_work(self._sessions) as session:
-            since = await service.connected(
-                session, found.agent_id, self._central, address, hello.version
-            )
-        await self._hub.refresh()
-        await self._event(EventType.AGENT_CONNECTED, link, address=address, version=hello.version)
-        link.say(Welcome(PROTOCOL, found.agent_id, self.heartbeat, link.window))
+        link.say(Welcome(PROTOCOL, found.agent_id, self.heartbeat, link.window))  # before work
+        since = utcnow()
         why = "an error in the central (its log says which)"
         try:
+            older = self._hub.link_up(link)
+            if older is not None:
+                older.close("the same agent connected again")
+            address = source_ip(websocket)
+            async with unit_of_work(self._sessions) as session:
+                since = await service.connected(
+                    session, found.agent_id, self._central, address, hello.version
+                )
+            await self._hub.refresh()
+            await self._event(
+                EventType.AGENT_CONNECTED, link, address=address, version=hello.version
+            )
             why = await self._run(link)
         except Exception:
             log.exception("the link of agent %s/%s failed", link.site, link.name)
@@ -239,36 +244,34 @@ class LinkServer:
     async def _run(self, link: RemoteLink) -> str:
         """Receive until the link ends; the reason it ended.
 
-        Frames are read in a loop under one timeout, pushed back at each frame (no task and no
-        wait per frame: a burst of reports is taken in one loop turn); the sender ending (a
-        failed send, or the central's own refusal sent) cuts the wait short.
+        Frames are read in a loop (no task and no wait per frame: a burst of reports is taken
+        in one loop turn) under a timeout that bounds only the read, never the handling of what
+        was read; the sender ending (a failed send, or the central's refusal sent) cuts a read
+        short.
         """
         sender = asyncio.create_task(link.send_loop())
         beats = asyncio.create_task(self._beat(link))
         loop = asyncio.get_running_loop()
         bound = 3 * self.heartbeat
-        silence = asyncio.timeout(bound)
+        silence = asyncio.timeout(None)
+        reading = False
 
         def sender_ended(_: asyncio.Task[None]) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop below has ended already
+            if reading:
                 silence.reschedule(loop.time())
 
         sender.add_done_callback(sender_ended)
         try:
             async with silence:
-                while True:
-                    frame = await link.websocket.receive_bytes()
+                while not sender.done():
                     silence.reschedule(loop.time() + bound)
+                    reading = True
+                    frame = await link.websocket.receive_bytes()
+                    reading = False
+                    silence.reschedule(None)
                     link.heard = time.monotonic()
-                    try:
-                        message = decode(frame)
-                    except ValueError as exc:
-                        log.warning("agent %s sent a frame that is no message: %s", link.name, exc)
-                        continue
-                    if isinstance(message, Heartbeat):
-                        await self._heard(link, message)
-                    elif not isinstance(message, Hello | Refusal | Welcome):
-                        await self._received(link, message)  # type: ignore[arg-type]
+                    await self._take(link, frame)
+            return link.ending.message if link.ending else "the link could not be written"
         except TimeoutError:
             if sender.done():
                 return link.ending.message if link.ending else "the link could not be written"
@@ -287,6 +290,22 @@ class LinkServer:
             sender.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.gather(beats, sender)
+
+    async def _take(self, link: RemoteLink, frame: bytes) -> None:
+        try:
+            message = decode(frame)
+        except ValueError as exc:
+            log.warning("agent %s sent a frame that is no message: %s", link.name, exc)
+            link.refused += 1  # counted with the other refusals: a flood ends the link
+            if link.refused >= MAX_REFUSED:
+                link.close(
+                    f"it sent {link.refused} frames that were refused", RefusedBecause.PROTOCOL
+                )
+            return
+        if isinstance(message, Heartbeat):
+            await self._heard(link, message)
+        elif not isinstance(message, Hello | Refusal | Welcome):
+            await self._received(link, message)  # type: ignore[arg-type]
 
     async def _received(self, link: RemoteLink, message: FromAgent) -> None:
         """One message into the hub; a failure there (the database, say) is this message's,

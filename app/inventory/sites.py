@@ -9,6 +9,7 @@ from app.audit.models import EventType
 from app.audit.service import diff, stage
 from app.context import RequestContext
 from app.errors import AlreadyExists, InUse, NotFound
+from app.fleetlink.models import SiteAgent
 from app.identity.models import Role
 from app.inventory.models import Device, Rack, Site
 from app.inventory.refs import as_id, unavailable
@@ -71,6 +72,22 @@ async def _check_slug_free(session: AsyncSession, slug: str, visible: set[int] |
     raise AlreadyExists(f"a site with slug {slug!r} already exists (id {existing.id})")
 
 
+async def _check_no_agents(session: AsyncSession, site: Site) -> None:
+    """A site's agents name it by its slug on their links (their hello, their enrolment at
+    the site): renaming it under them would cut them off, and for a moment route its work
+    to the central itself."""
+    agents = list(
+        await session.scalars(
+            select(SiteAgent.name).where(SiteAgent.site_id == site.id).order_by(SiteAgent.name)
+        )
+    )
+    if agents:
+        raise InUse(
+            f"site {site.slug} is served by its agents ({', '.join(agents)}), which know it by "
+            "this slug; its slug cannot change (change its name instead)"
+        )
+
+
 async def create_site(session: AsyncSession, ctx: RequestContext, data: SiteCreate) -> Site:
     ctx.require(Role.ADMIN, None, what="creating sites", target_type="site", target_name=data.slug)
     await _check_slug_free(session, data.slug, ctx.principal.visible_site_ids())
@@ -98,6 +115,7 @@ async def update_site(
     changes = data.model_dump(exclude_unset=True, exclude_none=True)
     if "slug" in changes and changes["slug"] != site.slug:
         await _check_slug_free(session, changes["slug"], ctx.principal.visible_site_ids())
+        await _check_no_agents(session, site)
     for field, value in changes.items():
         setattr(site, field, value)
     await session.flush()

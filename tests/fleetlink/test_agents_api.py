@@ -12,6 +12,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from agents.drivers.fake import FakeDriver
+from agents.protocol import (
+    PROTOCOL,
+    Hello,
+    HostKeySeen,
+    PowerAction,
+    PowerOrder,
+    Welcome,
+    decode,
+    encode,
+)
 from app.config import Settings
 from app.db import utcnow
 from app.fleetlink.models import SiteAgent
@@ -19,6 +29,7 @@ from app.main import create_app
 from app.uow import unit_of_work
 from tests.conftest import ADMIN_PASSWORD, login
 from tests.factories import device, error, ok, path, site
+from tests.live import until
 
 
 @pytest.fixture
@@ -125,3 +136,40 @@ def test_an_expired_or_revoked_join_token_is_refused(fleet: TestClient) -> None:
     assert "br12-gone revoked at" in branch["message"]  # revoking never hands the site back
     refusals = ok(fleet.get("audit", params={"type": "auth.rejected"}))["items"]
     assert any(event["details"].get("credential") == "join_token" for event in refusals)
+
+
+def test_a_site_with_agents_keeps_its_slug(fleet: TestClient) -> None:
+    _enrol(fleet)
+    refused = fleet.patch("sites/sh-br12", json={"slug": "sh-br13"})
+    assert "served by its agents (br12-a)" in error(refused, 409)
+    assert ok(fleet.patch("sites/sh-br12", json={"name": "Shanghai 12"}))["slug"] == "sh-br12"
+
+
+def test_an_agent_cannot_pin_a_key_or_report_for_what_it_was_not_sent(fleet: TestClient) -> None:
+    """An agent of sh-br12 claims the host key of a box at bj-dc1 with the same address (the
+    central never sent it there), then sends an order as if it were the central."""
+    device(fleet, "cs-dc1", kind="console_server")
+    path(fleet, "cs-dc1", kind="ssh", address="10.0.0.5", port=22, username="u", secret="s",
+         options={"dialect": "opengear"})  # fmt: skip
+    token = _enrol(fleet)["join_token"]
+    credential = ok(fleet.post("agents/join", json={"join_token": token}))["credential"]
+    link = {"Authorization": f"Bearer {credential}"}
+    with fleet.websocket_connect("/api/v1/agents/link", headers=link) as ws:
+        ws.send_bytes(encode(Hello(PROTOCOL, "test", "sh-br12", "br12-a")))
+        assert isinstance(decode(ws.receive_bytes()), Welcome)
+        ws.send_bytes(encode(HostKeySeen("10.0.0.5", 22, "SHA256:" + "A" * 43)))
+        ws.send_bytes(encode(PowerOrder("t1", "web01", "bj-dc1", PowerAction.OFF, ())))
+        ws.send_bytes(b"not a message")
+
+        def refused() -> list[dict[str, Any]]:
+            audit = ok(fleet.get("audit", params={"type": "agent.message_refused"}))
+            return audit["items"]  # type: ignore[no-any-return]
+
+        until(lambda: len(refused()) == 2, "both refusals in the audit")
+    whats = sorted(event["details"]["what"] for event in refused())
+    assert whats == [
+        "a PowerOrder, which goes to agents",
+        "a host key of a box it was not asked to reach",
+    ]
+    ssh = next(p for p in ok(fleet.get("devices/cs-dc1/paths")) if p["kind"] == "ssh")
+    assert ssh["options"].get("host_key") is None  # not pinned by another site's agent

@@ -76,7 +76,7 @@ class Central:
     spill: Path
 
 
-async def _no_host_keys(_: HostKeySeen) -> None:
+async def _no_host_keys(_: HostKeySeen, __: set[str]) -> None:
     raise AssertionError("no SSH device here")
 
 
