@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # Site agents (docs/agents.md) and this central beat this often on their link; a link silent
     # for three is closed and the agent shown offline.
     agent_heartbeat_seconds: float = 5.0
+    # A task a site agent started and never reported the end of is ended `lost` this long
+    # after its own timeout (the agent's runner keeps the timeout; this bounds a silent agent).
+    agent_report_grace_seconds: float = 30.0
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

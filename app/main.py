@@ -269,7 +269,7 @@ def create_app(
         silence = timedelta(seconds=3 * settings.agent_heartbeat_seconds)
         agents = app.state.agents = AgentHub(
             app.state.write_sessions, app.state.audit, pin_host_key, silence=silence,
-            drivers=drivers,
+            drivers=drivers, grace=settings.agent_report_grace_seconds,
         )  # fmt: skip
         await agents.start(
             workers=settings.start_workers, refresh_every=settings.agent_heartbeat_seconds

@@ -68,7 +68,7 @@ STOPPING = "the central is stopping"
 MAX_REFUSED = 20  # messages about work it was not given before a link is closed
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Held:
     """A task on an agent: its sink, and the order itself only when it may be re-sent (the
     order carries opened secrets; others are kept no longer than sent)."""
@@ -76,6 +76,8 @@ class _Held:
     site: str
     sink: ReportSink
     order: Order | None
+    timeout: float
+    overdue: asyncio.TimerHandle | None = None  # armed when a remote agent starts the task
 
 
 class Connection(ABC):
@@ -143,11 +145,13 @@ class AgentHub:
         *,
         silence: timedelta,
         drivers: Mapping[str, Any] | None = None,
+        grace: float = 30.0,
     ) -> None:
         self._sessions = sessions
         self._audit = audit
         self._on_host_key = on_host_key
         self._silence = silence
+        self._grace = grace  # s past a remote task's timeout before the central ends it
         self.builtin = InProcess(self, drivers)
         self._links: dict[int, Connection] = {}  # agent id → its link on this central
         self._served: dict[str, list[service.Enrolled]] = {}
@@ -242,7 +246,8 @@ class AgentHub:
 
     def _hold(self, link: Connection, order: Order, sink: ReportSink) -> None:
         again = isinstance(order, PowerOrder) and order.action in IDEMPOTENT
-        link.tasks[order.task_id] = _Held(order.site, sink, order if again else None)
+        kept = order if again else None
+        link.tasks[order.task_id] = _Held(order.site, sink, kept, order.timeout)
         self._held[order.task_id] = link
         link.note_targets(order)
         link.deliver(order)
@@ -295,7 +300,31 @@ class AgentHub:
         if report.status in FINISHED:
             del link.tasks[report.task_id]
             self._held.pop(report.task_id, None)
+            if held.overdue is not None:
+                held.overdue.cancel()
+        elif link.site is not None and held.overdue is None:  # a remote agent started it
+            held.overdue = asyncio.get_running_loop().call_later(
+                held.timeout + self._grace, self._overdue, link, report.task_id
+            )
         held.sink(report)
+
+    def _overdue(self, link: Connection, task_id: str) -> None:
+        """A remote agent started the task and never said how it ended, past its timeout: the
+        central ends it (the built-in agent's runner keeps its own timeouts)."""
+        held = link.tasks.pop(task_id, None)
+        if held is None:
+            return
+        self._held.pop(task_id, None)
+        within = held.timeout + self._grace
+        held.sink(
+            Report(
+                task_id,
+                TaskStatus.LOST,
+                message=f"agent {link.name} of site {held.site} did not report the end of the "
+                f"task within {within:g} s of starting it (its timeout and {self._grace:g} s); "
+                "it may or may not have been done: check the device",
+            )
+        )
 
     async def _console(self, link: Connection, message: ConsoleMessage) -> None:
         sink = link.consoles.get(message.session_id)
@@ -367,6 +396,9 @@ class AgentHub:
         tasks, link.tasks = link.tasks, {}
         for task_id, held in tasks.items():
             self._held.pop(task_id, None)
+            if held.overdue is not None:
+                held.overdue.cancel()
+                held.overdue = None
             other = self.route(held.site) if held.order is not None else None
             if held.order is not None and isinstance(other, Connection):
                 self._hold(other, held.order, held.sink)  # safe to repeat: status, on, off

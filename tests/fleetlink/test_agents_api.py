@@ -18,6 +18,8 @@ from agents.protocol import (
     HostKeySeen,
     PowerAction,
     PowerOrder,
+    Report,
+    TaskStatus,
     Welcome,
     decode,
     encode,
@@ -173,3 +175,31 @@ def test_an_agent_cannot_pin_a_key_or_report_for_what_it_was_not_sent(fleet: Tes
     ]
     ssh = next(p for p in ok(fleet.get("devices/cs-dc1/paths")) if p["kind"] == "ssh")
     assert ssh["options"].get("host_key") is None  # not pinned by another site's agent
+
+
+def test_a_task_an_agent_started_and_never_ended_is_ended_by_the_central(
+    settings: Settings,
+) -> None:
+    """An agent that keeps its link but never reports a cycle's end cannot hold the job open."""
+    quick = settings.model_copy(update={"poll_power": False, "agent_report_grace_seconds": 0.5})
+    with TestClient(create_app(quick)) as client:
+        client.base_url = client.base_url.join("/api/v1/")
+        client.headers["Authorization"] = f"Bearer {login(client, 'admin', ADMIN_PASSWORD)}"
+        site(client, "sh-br12", kind="branch")
+        device(client, "br-web01", site="sh-br12")
+        path(client, "br-web01", kind="ipmi", address="10.0.0.1", username="u", secret="s")
+        token = _enrol(client)["join_token"]
+        credential = ok(client.post("agents/join", json={"join_token": token}))["credential"]
+        link = {"Authorization": f"Bearer {credential}"}
+        with client.websocket_connect("/api/v1/agents/link", headers=link) as ws:
+            ws.send_bytes(encode(Hello(PROTOCOL, "test", "sh-br12", "br12-a")))
+            assert isinstance(decode(ws.receive_bytes()), Welcome)
+            body = {"action": "cycle", "timeout": 1, "wait": 0}
+            job = ok(client.post("devices/br-web01/power", json=body), 202)["job"]
+            order = decode(ws.receive_bytes())
+            assert isinstance(order, PowerOrder)
+            ws.send_bytes(encode(Report(order.task_id, TaskStatus.RUNNING)))
+            until(lambda: ok(client.get(f"jobs/{job}"))["status"] != "running", "the job's end", 10)
+        task = ok(client.get(f"jobs/{job}"))["tasks"][0]
+        assert task["status"] == "lost"
+        assert "did not report the end of the task within 1.5 s" in task["message"]
