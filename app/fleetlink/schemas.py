@@ -14,7 +14,9 @@ NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 class AgentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    site: str = Field(min_length=1, max_length=64, description="the site's slug")
+    site: str = Field(
+        min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$", description="the site's slug"
+    )
     name: str = Field(pattern=NAME, description="unique within the site, e.g. br12-a")
     expires_in: int = Field(
         3600, ge=60, le=7 * 86400, description="seconds the join token stays usable"
@@ -33,7 +35,7 @@ class AgentEnrolled(BaseModel):
 class JoinBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    join_token: str = Field(min_length=1, max_length=200)
+    join_token: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")
 
 
 class Joined(BaseModel):
