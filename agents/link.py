@@ -317,10 +317,7 @@ class SiteAgent:
             raise TimeoutError("the central was silent for three heartbeats") from None
         finally:
             sender.remove_done_callback(sender_ended)
-            beats.cancel()
-            sender.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.gather(beats, sender)
+            await stopped(beats, sender)
 
     async def _beat(self, lanes: Lanes, every: float) -> None:
         while True:
@@ -330,6 +327,14 @@ class SiteAgent:
     async def _send(self, message: FromAgent) -> None:
         if self._lanes is not None:  # no link: the central has ended that work already
             self._lanes.put(message)
+
+
+async def stopped(*tasks: asyncio.Task[None]) -> None:
+    """Cancel a link's helper tasks and wait until they are gone, whatever they raised."""
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        await asyncio.gather(*tasks)
 
 
 async def _send_loop(ws: ClientConnection, lanes: Lanes) -> None:
@@ -362,7 +367,7 @@ async def start(
 ) -> SiteAgent:
     """The agent for this data folder, trading a join token on its first start."""
     tls = tls_context(ca_cert)
-    enrolment = Enrolment.load(data_dir)
+    enrolment = await asyncio.to_thread(Enrolment.load, data_dir)  # file I/O off the loop
     if enrolment is not None:
         if join_token:
             log.warning(
@@ -375,7 +380,7 @@ async def start(
             enrolment = Enrolment(
                 central, enrolment.agent_id, enrolment.name, enrolment.site, enrolment.credential
             )
-            enrolment.save(data_dir)
+            await asyncio.to_thread(enrolment.save, data_dir)
     elif central is None or not join_token:
         raise BadCentral(
             f"{data_dir} holds no enrolment: give --central and --join-token (from "
@@ -384,6 +389,6 @@ async def start(
     else:
         central_urls(central)
         enrolment = await join(central, join_token, tls)
-        enrolment.save(data_dir)
+        await asyncio.to_thread(enrolment.save, data_dir)
         log.info("enrolled as %s/%s", enrolment.site, enrolment.name)
     return SiteAgent(enrolment, tls, drivers)

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from agents.link import Lanes
+from agents.link import Lanes, stopped
 from agents.protocol import (
     PROTOCOL,
     FromAgent,
@@ -286,10 +286,7 @@ class LinkServer:
             return "the agent sent a text frame; the link carries binary frames only"
         finally:
             sender.remove_done_callback(sender_ended)
-            beats.cancel()
-            sender.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.gather(beats, sender)
+            await stopped(beats, sender)
 
     async def _take(self, link: RemoteLink, frame: bytes) -> None:
         try:
