@@ -29,6 +29,8 @@ from agents.protocol import (
     ConsoleOutput,
     Credit,
     FromAgent,
+    GuestsOrder,
+    GuestsReport,
     HostKeySeen,
     PowerOrder,
     Report,
@@ -131,7 +133,7 @@ class Agent:
 
     def handle(self, message: ToAgent) -> None:
         """One message from the central."""
-        if isinstance(message, PowerOrder | BootOrder):
+        if isinstance(message, PowerOrder | BootOrder | GuestsOrder):
             self._runner.submit(message)
         elif isinstance(message, Cancel):
             self._runner.cancel(message.task_id)
@@ -166,7 +168,7 @@ class Agent:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _report(self, report: Report) -> None:
+    async def _report(self, report: Report | GuestsReport) -> None:
         await self._send(report)
 
     async def _console(self, message: FromAgent) -> None:

@@ -45,6 +45,13 @@ class Dialect(StrEnum):
     SHELL = "shell"
 
 
+class Hypervisor(StrEnum):
+    """How a hypervisor host's guests are driven over its ssh path (`options.hypervisor`)."""
+
+    LIBVIRT = "libvirt"  # `virsh` on a libvirt URI: KVM/QEMU, and Xen through libxl
+    XL = "xl"  # Xen's own toolstack, without libvirt
+
+
 class CloseReason(StrEnum):
     """Why a console session ended, as the agent reports it and the central stores it."""
 
@@ -189,8 +196,38 @@ class PduOutletPath:
         return self.pdu.endpoint  # one CLI session per PDU at a time
 
 
-Path = IpmiPath | RedfishPath | PduOutletPath
-ConsolePath = IpmiPath | ConsolePortPath  # SOL, or a console server's port
+@dataclass(frozen=True)
+class HostPath:
+    """A hypervisor host reached over SSH (a shell): its `virsh -c uri` or `xl` drives the
+    guests. `ssh.password` is a password or an OpenSSH private key (PEM text)."""
+
+    ssh: SshTarget
+    hypervisor: Hypervisor
+    uri: str = "qemu:///system"  # libvirt only
+    kind: str = "ssh"
+
+    @property
+    def endpoint(self) -> str:
+        return self.ssh.endpoint
+
+
+@dataclass(frozen=True)
+class GuestPath:
+    """A guest (a libvirt or Xen domain, by UUID) on a hypervisor host. `name` is the domain's
+    name at the last sync: `xl` starts a stopped guest from its `/etc/xen/<name>.cfg`."""
+
+    host: HostPath
+    domain: str
+    name: str
+    kind: str = "libvirt"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host.endpoint}/{self.domain}"
+
+
+Path = IpmiPath | RedfishPath | PduOutletPath | GuestPath
+ConsolePath = IpmiPath | ConsolePortPath | GuestPath  # SOL, a console server's port, a guest's
 
 
 @dataclass(frozen=True)
@@ -219,7 +256,18 @@ class BootOrder:
     timeout: float = 30.0
 
 
-Order = PowerOrder | BootOrder
+@dataclass(frozen=True)
+class GuestsOrder:
+    """List the guests of a hypervisor host (`device`): answered by one `GuestsReport`."""
+
+    task_id: str
+    device: str
+    site: str
+    host: HostPath
+    timeout: float = 60.0
+
+
+Order = PowerOrder | BootOrder | GuestsOrder
 
 
 @dataclass(frozen=True)
@@ -232,6 +280,30 @@ class Report:
     path: str | None = None  # the path kind that acted, e.g. "ipmi"
     message: str = ""
     attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Guest:
+    """One domain as its host describes it. `state` is the hypervisor's own word ("running",
+    "shut off", "paused", "crashed"…); `power` what it means for power."""
+
+    uuid: str
+    name: str
+    state: str
+    power: PowerState
+    vcpus: int = 0
+    memory_mib: int = 0
+    autostart: bool = False
+
+
+@dataclass(frozen=True)
+class GuestsReport:
+    """The end of a `GuestsOrder`: the host's guests (`succeeded`), or why not."""
+
+    task_id: str
+    status: TaskStatus
+    guests: tuple[Guest, ...] = ()
+    message: str = ""
 
 
 # Consoles ------------------------------------------------------------------------------------
@@ -388,15 +460,15 @@ class Credit:
 
 
 ToAgent = Order | Cancel | ConsoleOpen | ConsoleInput | ConsoleControl | Credit
-FromAgent = Report | ConsoleOpened | ConsoleOutput | ConsoleClosed | HostKeySeen
+FromAgent = Report | GuestsReport | ConsoleOpened | ConsoleOutput | ConsoleClosed | HostKeySeen
 LinkMessage = Hello | Welcome | Refusal | Heartbeat
 Message = ToAgent | FromAgent | LinkMessage
 
 _MESSAGES: dict[str, type[Message]] = {
     cls.__name__: cls
     for cls in (
-        PowerOrder, BootOrder, Report, ConsoleOpen, ConsoleInput, ConsoleControl,
-        ConsoleOpened, ConsoleOutput, ConsoleClosed, HostKeySeen,
+        PowerOrder, BootOrder, GuestsOrder, Report, GuestsReport, ConsoleOpen, ConsoleInput,
+        ConsoleControl, ConsoleOpened, ConsoleOutput, ConsoleClosed, HostKeySeen,
         Hello, Welcome, Refusal, Heartbeat, Cancel, Credit,
     )
 }  # fmt: skip
@@ -405,6 +477,7 @@ _PATHS: dict[str, type[Path | ConsolePath]] = {
     "redfish": RedfishPath,
     "console_port": ConsolePortPath,
     "pdu_outlet": PduOutletPath,
+    "libvirt": GuestPath,
 }
 
 
@@ -420,12 +493,24 @@ def encode(message: Message | WorkerMessage) -> bytes:
     return orjson.dumps({"type": type(message).__name__, "body": message}, default=_default)
 
 
+def _ssh(target: dict[str, Any]) -> SshTarget:
+    return SshTarget(**target | {"dialect": Dialect(target["dialect"])})
+
+
+def _host(fields: dict[str, Any]) -> HostPath:
+    fields.pop("kind", None)
+    return HostPath(
+        **fields | {"ssh": _ssh(fields["ssh"]), "hypervisor": Hypervisor(fields["hypervisor"])}
+    )
+
+
 def _path(fields: dict[str, Any]) -> Path | ConsolePath:
     cls = _PATHS[fields.pop("kind")]
     for name in ("server", "pdu"):
         if name in fields:
-            target = fields[name]
-            fields[name] = SshTarget(**target | {"dialect": Dialect(target["dialect"])})
+            fields[name] = _ssh(fields[name])
+    if "host" in fields:
+        fields["host"] = _host(fields["host"])
     if "outlets" in fields:
         fields["outlets"] = tuple(fields["outlets"])
     return cls(**fields)
@@ -451,6 +536,12 @@ def _decode(data: bytes, messages: dict[str, type[_M]]) -> _M:
             body["paths"] = tuple(_path(path) for path in body["paths"])
         if isinstance(body.get("path"), dict):  # a device path; a path kind is a string
             body["path"] = _path(body["path"])
+        if cls is GuestsOrder:
+            body["host"] = _host(body["host"])
+        if cls is GuestsReport:
+            body["guests"] = tuple(
+                Guest(**guest | {"power": PowerState(guest["power"])}) for guest in body["guests"]
+            )
         if "data" in body:
             body["data"] = base64.b64decode(body["data"], validate=True)
         if "capabilities" in body:
@@ -467,6 +558,7 @@ _ENUMS: dict[type[Any], dict[str, type[StrEnum]]] = {
     PowerOrder: {"action": PowerAction},
     BootOrder: {"boot": BootDevice},
     Report: {"status": TaskStatus, "power_state": PowerState},
+    GuestsReport: {"status": TaskStatus},
     ConsoleControl: {"op": ConsoleOp},
     ConsoleClosed: {"reason": CloseReason},
     Refusal: {"reason": RefusedBecause},

@@ -19,6 +19,7 @@ from agents.drivers.base import (
     BootDriver,
     DeviceTimeout,
     DriverError,
+    GuestDriver,
     OutletDriver,
     OutletReading,
     PowerDriver,
@@ -29,8 +30,11 @@ from agents.drivers.base import (
 from agents.protocol import (
     IDEMPOTENT,
     BootOrder,
+    GuestsOrder,
+    GuestsReport,
     Order,
     Path,
+    PathKind,
     PduOutletPath,
     PowerAction,
     PowerOrder,
@@ -41,7 +45,7 @@ from agents.protocol import (
 
 log = logging.getLogger(__name__)
 
-ReportSink = Callable[[Report], Awaitable[None]]
+ReportSink = Callable[[Report | GuestsReport], Awaitable[None]]
 
 
 class Driver(PowerDriver, BootDriver, Protocol):
@@ -123,6 +127,9 @@ class Runner:
         return (self._polls if background else self._sites)[order.site]
 
     async def _run(self, order: Order) -> None:
+        if isinstance(order, GuestsOrder):
+            await self._report(await self._guests(order))
+            return
         outcome = _Outcome(TaskStatus.FAILED)
         try:
             async with self._slots(order):  # the timeout starts when the device is asked
@@ -151,7 +158,33 @@ class Runner:
             )
         )
 
-    async def _fallback(self, order: Order, outcome: _Outcome) -> None:
+    async def _guests(self, order: GuestsOrder) -> GuestsReport:
+        """The host's guests, or why not: one path (the host's ssh), no fallback, no retry."""
+        where = f"hypervisor {order.host.endpoint}"
+        failed = TaskStatus.FAILED
+        try:
+            async with self._slots(order):
+                await self._report(Report(order.task_id, TaskStatus.RUNNING))
+                driver = self._drivers.get(PathKind.LIBVIRT)
+                if not isinstance(driver, GuestDriver):
+                    return GuestsReport(order.task_id, failed, message="no guest driver here")
+                require_secret(order.host)
+                async with asyncio.timeout(order.timeout):
+                    guests = tuple(await driver.guests(order.host))
+        except TimeoutError:
+            message = f"{where}: no list of guests within {order.timeout:g} s"
+            return GuestsReport(order.task_id, TaskStatus.TIMEOUT, message=message)
+        except asyncio.CancelledError:
+            return GuestsReport(order.task_id, TaskStatus.CANCELLED, message="cancelled")
+        except DriverError as exc:
+            return GuestsReport(order.task_id, failed, message=f"{where}: {exc}")
+        except Exception as exc:  # a driver bug must still end the task with a report
+            log.exception("task %s failed unexpectedly", order.task_id)
+            return GuestsReport(order.task_id, failed, message=f"internal error: {exc}")
+        said = f"{len(guests)} guest{'' if len(guests) == 1 else 's'} on {where}"
+        return GuestsReport(order.task_id, TaskStatus.SUCCEEDED, guests, said)
+
+    async def _fallback(self, order: PowerOrder | BootOrder, outcome: _Outcome) -> None:
         """Try each path in order; move on only when a path could not be used at all.
 
         A device that answered and refused is not overruled by another path, and an outlet
@@ -192,7 +225,7 @@ class Runner:
     async def _attempt(
         self,
         driver: Driver | OutletDriver,
-        order: Order,
+        order: PowerOrder | BootOrder,
         path: Path,
         outcome: _Outcome,
         *,
@@ -220,7 +253,7 @@ class Runner:
 
 
 async def _act(
-    driver: Driver | OutletDriver, order: Order, path: Path
+    driver: Driver | OutletDriver, order: PowerOrder | BootOrder, path: Path
 ) -> tuple[PowerState | None, str]:
     where = f"via {path.kind} {path.endpoint}"
     if isinstance(path, PduOutletPath):
@@ -264,15 +297,15 @@ async def _settle(driver: Driver, action: PowerAction, path: Path, state: PowerS
 _TARGET = {PowerAction.ON: PowerState.ON, PowerAction.OFF: PowerState.OFF}
 
 
-def _repeatable(order: Order) -> bool:
+def _repeatable(order: PowerOrder | BootOrder) -> bool:
     return isinstance(order, BootOrder) or order.action in IDEMPOTENT
 
 
-def _has_bmc(order: Order) -> bool:
+def _has_bmc(order: PowerOrder | BootOrder) -> bool:
     return any(not isinstance(path, PduOutletPath) for path in order.paths)
 
 
-def _not_for(order: Order, path: Path) -> str | None:
+def _not_for(order: PowerOrder | BootOrder, path: Path) -> str | None:
     """Why an outlet path must not do this order, if it must not.
 
     Outlets cut or restore AC. That serves `on`, `off` and a `status` read of AC; a `cycle`

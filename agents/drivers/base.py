@@ -10,6 +10,9 @@ from agents.protocol import (
     BootDevice,
     ConsolePath,
     ConsolePortPath,
+    Guest,
+    GuestPath,
+    HostPath,
     IpmiPath,
     Path,
     PduOutletPath,
@@ -56,13 +59,20 @@ class NoSecret(AuthFailed):
     """The path came without a password (never set, or dropped when it was re-pointed)."""
 
 
-def require_secret(path: Path | ConsolePath) -> None:
+def require_secret(path: Path | ConsolePath | HostPath) -> None:
     """Refuse a path without a password before anything connects.
 
     The central drops a path's secret when the path is pointed somewhere new; an empty
     password sent there would still be a login attempt at a destination nobody vouched for.
     """
-    if isinstance(path, ConsolePortPath | PduOutletPath):
+    if isinstance(path, GuestPath | HostPath):
+        host = path.host if isinstance(path, GuestPath) else path
+        if not host.ssh.password:
+            raise NoSecret(
+                f"hypervisor {host.endpoint}: no secret (password or private key) set for its "
+                "ssh path, so nothing was sent; PATCH that path with the secret"
+            )
+    elif isinstance(path, ConsolePortPath | PduOutletPath):
         box = path.server if isinstance(path, ConsolePortPath) else path.pdu
         if not box.password:
             what = "console server" if isinstance(path, ConsolePortPath) else "PDU"
@@ -179,6 +189,15 @@ class ConsoleDriver(Protocol):
         self, path: ConsolePath, *, cols: int = 80, rows: int = 25
     ) -> ConsoleChannel:
         """Connect and attach to the device's console; raise a DriverError saying why not."""
+        ...
+
+
+@runtime_checkable
+class GuestDriver(Protocol):
+    """Hypervisor guests: listed per host, then powered, booted and consoled per `GuestPath`."""
+
+    async def guests(self, host: HostPath) -> list[Guest]:
+        """Every domain the host knows (running or defined), as the central's sync needs."""
         ...
 
 

@@ -137,16 +137,17 @@ async def connect(
     pin = pinned(target, what)
     client = _Client(pin)
     where = f"{what} {target.endpoint}"
+    key = private_key(target.password, where)
     try:
         conn = await asyncssh.connect(
             target.address,
             target.port,
             client_factory=lambda: client,
             username=username,
-            password=target.password,
+            password=None if key else target.password,
             known_hosts=_trust_nothing,
-            preferred_auth="password,keyboard-interactive",
-            client_keys=None,
+            preferred_auth="publickey" if key else "password,keyboard-interactive",
+            client_keys=[key] if key else None,
             agent_path=None,
             gss_host=None,
             config=None,
@@ -160,6 +161,20 @@ async def connect(
     if pin is None and on_host_key is not None and client.seen is not None:
         on_host_key(target, client.seen)
     return conn
+
+
+def private_key(secret: str, where: str) -> asyncssh.SSHKey | None:
+    """The secret as an OpenSSH private key when it is one (PEM text), else None: a password.
+    Hypervisor hosts are usually reached with a key; boxes with a password."""
+    if not secret.lstrip().startswith("-----BEGIN"):
+        return None
+    try:
+        return asyncssh.import_private_key(secret)
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise AuthFailed(
+            f"{where}: the path's secret looks like a private key but cannot be read ({exc}); "
+            "set an unencrypted OpenSSH or PEM private key"
+        ) from exc
 
 
 def _translate(
@@ -183,9 +198,10 @@ def _translate(
         )
     if isinstance(exc, asyncssh.PermissionDenied):
         login = "" if username == target.username else f" (logging in as {username})"
+        what = "key" if private_key(target.password, where) else "password"
         return AuthFailed(
-            f"{where} refused the password for {target.username}{login}; check the path's user "
-            "name and password"
+            f"{where} refused the {what} for {target.username}{login}; check the path's user "
+            f"name and {what}"
         )
     if isinstance(exc, asyncssh.KeyExchangeFailed):
         return AuthFailed(

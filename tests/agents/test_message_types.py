@@ -24,11 +24,18 @@ from agents.protocol import (
     Credit,
     DeviceAnswer,
     DeviceCall,
+    Dialect,
     FromAgent,
     FromWorker,
+    Guest,
+    GuestPath,
+    GuestsOrder,
+    GuestsReport,
     Heartbeat,
     Hello,
     HostKeySeen,
+    HostPath,
+    Hypervisor,
     IpmiPath,
     LinkMessage,
     Message,
@@ -39,6 +46,7 @@ from agents.protocol import (
     Refusal,
     RefusedBecause,
     Report,
+    SshTarget,
     TaskStatus,
     ToAgent,
     ToWorker,
@@ -54,6 +62,8 @@ Decoder = Callable[[bytes], Message | WorkerMessage]
 
 BMC = IpmiPath("10.0.0.1", "admin", "pw", cipher_suite=17)
 REDFISH = RedfishPath("https://b:443", "u", "p", fingerprint="ab:cd")
+HOST = HostPath(SshTarget("10.0.0.7", "root", "pw", Dialect.SHELL), Hypervisor.LIBVIRT)
+GUEST = GuestPath(HOST, "5b1c9a1e-1b3f-4c1e-9a55-0a0b0c0d0e0f", "vps-7")
 ORDER = PowerOrder("1", "web01", "bj-dc1", PowerAction.CYCLE, (BMC, REDFISH), 12.5)
 CALL = DeviceCall(7, WorkerOp.POWER, BMC, action=PowerAction.CYCLE)
 ANSWER = DeviceAnswer(7, PowerState.ON)
@@ -68,6 +78,12 @@ LINK: list[Message] = [
     ORDER,
     BootOrder("2", "web02", "bj-dc1", BootDevice.BIOS, True, (REDFISH,)),
     Report("1", TaskStatus.SUCCEEDED, PowerState.ON, "ipmi", "cycle done", 1),
+    PowerOrder("3", "vps-7", "bj-dc1", PowerAction.RESET, (GUEST,)),
+    GuestsOrder("4", "kvm01", "bj-dc1", HOST, 45.0),
+    GuestsReport(
+        "4", TaskStatus.SUCCEEDED, (Guest(GUEST.domain, "vps-7", "running", PowerState.ON, 2, 64),)
+    ),
+    ConsoleOpen("s2", "vps-7", "bj-dc1", (GUEST,)),
     ConsoleOpen("s1", "web01", "bj-dc1", (BMC,), 132, 43),
     ConsoleOpened("s1", "ipmi", BMC.endpoint, "SOL"),
     HostKeySeen("10.0.0.9", 22, "SHA256:abc"),

@@ -1,0 +1,145 @@
+"""Hypervisor hosts over SSH: one connection per host, reused by every command and console.
+
+A poll of 200 guests on one host is 200 commands on one connection (each an SSH channel, a
+few milliseconds), not 200 logins. A connection that dropped is opened again at the next
+command; one unused for `idle` seconds is closed. Commands run as argument lists, quoted for
+the host's shell, so a domain name or URI never becomes shell syntax.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import asyncssh
+
+from agents.drivers import ssh
+from agents.drivers.base import DeviceTimeout, HostKeyListener
+from agents.protocol import HostPath
+
+
+@dataclass(frozen=True)
+class Output:
+    """What one command left: its exit status and its output, decoded (UTF-8, replaced)."""
+
+    status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def said(self) -> str:
+        """The command's own words on failure, for a human (stderr, else stdout)."""
+        return (self.stderr.strip() or self.stdout.strip())[-500:]
+
+
+@dataclass
+class _Host:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one login at a time
+    conn: asyncssh.SSHClientConnection | None = None
+    key: tuple[str, str, str, str | None] | None = None
+    idle: asyncio.TimerHandle | None = None
+    users: int = 0
+
+
+class Hosts:
+    """The SSH connections to hypervisor hosts, one per host, shared by the guest drivers."""
+
+    def __init__(
+        self,
+        *,
+        on_host_key: HostKeyListener | None = None,
+        settings: ssh.SshSettings | None = None,
+        command_timeout: float = 30.0,
+        idle: float = 60.0,
+    ) -> None:
+        self._on_host_key = on_host_key
+        self._settings = settings or ssh.SshSettings()
+        self._command_timeout = command_timeout
+        self._idle = idle
+        self._hosts: dict[str, _Host] = {}
+
+    async def run(
+        self, host: HostPath, argv: Sequence[str], *, within: float | None = None
+    ) -> Output:
+        """Run `argv` on the host; its exit status and output (a failure is the caller's to
+        read: `virsh` and `xl` say what went wrong on stderr)."""
+        where = f"hypervisor {host.endpoint}"
+        wait = within or self._command_timeout
+        conn = await self.connection(host)
+        try:
+            async with asyncio.timeout(wait):
+                done = await conn.run(shlex.join(argv), check=False, encoding="utf-8",
+                                      errors="replace")  # fmt: skip
+        except TimeoutError:
+            raise DeviceTimeout(
+                f"{where}: `{shlex.join(argv)}` did not finish within {wait:g} s"
+            ) from None
+        except Exception as exc:
+            self.drop(host)
+            raise ssh.lost(exc, where) from exc
+        finally:
+            self._release(host)
+        status = done.exit_status if done.exit_status is not None else 255
+        return Output(status, str(done.stdout or ""), str(done.stderr or ""))
+
+    async def connection(self, host: HostPath) -> asyncssh.SSHClientConnection:
+        """The host's open connection (logged in now if none is); `release` it after use."""
+        state = self._hosts.setdefault(host.endpoint, _Host())
+        key = (host.ssh.address, host.ssh.username, host.ssh.password, host.ssh.host_key)
+        async with state.lock:
+            if state.idle is not None:
+                state.idle.cancel()
+                state.idle = None
+            if state.conn is not None and (state.key != key or state.conn.is_closed()):
+                state.conn.close()  # re-pointed, re-keyed or dropped: log in afresh
+                state.conn = None
+            if state.conn is None:
+                state.conn = await ssh.connect(
+                    host.ssh,
+                    username=host.ssh.username,
+                    what="hypervisor",
+                    settings=self._settings,
+                    on_host_key=self._on_host_key,
+                )
+                state.key = key
+            state.users += 1
+            return state.conn
+
+    def release(self, host: HostPath) -> None:
+        """A console that held the connection ended (commands release their own)."""
+        self._release(host)
+
+    def _release(self, host: HostPath) -> None:
+        state = self._hosts.get(host.endpoint)
+        if state is None:
+            return
+        state.users = max(0, state.users - 1)
+        if state.users == 0 and state.conn is not None and state.idle is None:
+            state.idle = asyncio.get_running_loop().call_later(self._idle, self.drop, host)
+
+    def drop(self, host: HostPath) -> None:
+        """Close the host's connection (the next command opens a new one)."""
+        state = self._hosts.get(host.endpoint)
+        if state is None or state.conn is None:
+            return
+        if state.idle is not None:
+            state.idle.cancel()
+            state.idle = None
+        state.conn.close()
+        state.conn = None
+
+    async def close(self) -> None:
+        conns = [state.conn for state in self._hosts.values() if state.conn is not None]
+        for state in self._hosts.values():
+            if state.idle is not None:
+                state.idle.cancel()
+            state.conn = None
+        for conn in conns:
+            conn.close()
+        for conn in conns:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    await conn.wait_closed()
