@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import asyncssh
 
 from agents.drivers import ssh
-from agents.drivers.base import DeviceTimeout, HostKeyListener
+from agents.drivers.base import DeviceTimeout, HostKeyListener, Unreachable
+from agents.drivers.console_server import TERM, _Session
 from agents.protocol import HostPath
 
 
@@ -108,6 +110,24 @@ class Hosts:
             state.users += 1
             return state.conn
 
+    async def console(
+        self, host: HostPath, argv: Sequence[str], *, cols: int, rows: int
+    ) -> HostConsole:
+        """Run `argv` (`virsh console`, `xl console`) on a PTY of the viewer's size, on the
+        host's shared connection; the console holds the connection until it closes."""
+        where = f"hypervisor {host.endpoint}"
+        conn = await self.connection(host)
+        try:
+            chan, opened = await conn.create_session(
+                _Session, shlex.join(argv), term_type=TERM, term_size=(cols, rows), encoding=None
+            )
+        except BaseException as exc:
+            self._release(host)
+            if isinstance(exc, Exception):
+                raise ssh.lost(exc, where) from exc
+            raise
+        return HostConsole(self, host, chan, cast(_Session, opened), where)
+
     def release(self, host: HostPath) -> None:
         """A console that held the connection ended (commands release their own)."""
         self._release(host)
@@ -143,3 +163,63 @@ class Hosts:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2):
                     await conn.wait_closed()
+
+
+class HostConsole:
+    """A `ConsoleChannel` on a channel of the host's shared connection: closing it closes the
+    channel only (the connection serves the host's other guests)."""
+
+    def __init__(
+        self,
+        hosts: Hosts,
+        host: HostPath,
+        chan: asyncssh.SSHClientChannel[bytes],
+        session: _Session,
+        where: str,
+    ) -> None:
+        self._hosts = hosts
+        self._host = host
+        self._chan = chan
+        self._session = session
+        self._where = where
+        self._closed = False
+        self.pending = b""  # output a flavour read while attaching, handed out first
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._output()
+
+    async def _output(self) -> AsyncIterator[bytes]:
+        if self.pending:
+            pending, self.pending = self.pending, b""
+            yield pending
+        while (chunk := await self._session.next()) is not None:
+            yield chunk
+
+    async def read(self) -> bytes | None:
+        """The next chunk while attaching (None: the command ended)."""
+        return await self._session.next()
+
+    @property
+    def exit_status(self) -> int | None:
+        return self._session.exit_status
+
+    async def write(self, data: bytes) -> None:
+        if self._closed or self._chan.is_closing():
+            raise Unreachable(f"{self._where}: the console session is closed")
+        self._chan.write(data)
+        await self._session.writable.wait()
+
+    async def send_break(self) -> None:
+        if not self._chan.is_closing():
+            self._chan.send_break(300)
+
+    async def resize(self, cols: int, rows: int) -> None:
+        if not self._chan.is_closing():
+            self._chan.change_terminal_size(cols, rows)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._chan.close()
+        self._hosts.release(self._host)
