@@ -267,7 +267,8 @@ class GuestsOrder:
     timeout: float = 60.0
 
 
-Order = PowerOrder | BootOrder | GuestsOrder
+TaskOrder = PowerOrder | BootOrder  # the orders of a job's tasks
+Order = TaskOrder | GuestsOrder
 
 
 @dataclass(frozen=True)

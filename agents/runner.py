@@ -192,8 +192,8 @@ class Runner:
         """
         if not order.paths:
             outcome.message = (
-                "the device has no usable power path (ipmi, redfish, or an outlet of a PDU that "
-                "has an ssh path); add one"
+                "the device has no usable power path (ipmi, redfish, an outlet of a PDU that has "
+                "an ssh path, or a guest's libvirt path); add one"
             )
             return
         for number, path in enumerate(order.paths, 1):

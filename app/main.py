@@ -59,6 +59,7 @@ from app.limits import BodyLimit, Refusal
 from app.query_params import QueryGuard
 from app.uow import unit_of_work
 from app.vault import load_vault
+from app.virtualization.routes import router as virtualization_router
 from app.web.dashboard import install_dashboard
 from app.web.docs import install_docs
 from app.web.pages import error_page, is_page
@@ -381,6 +382,7 @@ def create_app(
     app.include_router(consoles_router, prefix=API)
     app.include_router(webhooks_router, prefix=API)
     app.include_router(agents_router, prefix=API)
+    app.include_router(virtualization_router, prefix=API)
     install_docs(app, docs_url=f"{API}/docs", openapi_url=f"{API}/openapi.json")
     install_dashboard(app)
 

@@ -11,4 +11,5 @@ def load_all() -> None:
     import app.identity.models
     import app.inventory.models
     import app.jobs.models
+    import app.virtualization.models
     import app.webhooks.models  # noqa: F401

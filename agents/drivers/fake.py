@@ -10,7 +10,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from agents.drivers.base import DriverError, OutletReading, PoweredOff
-from agents.protocol import BootDevice, ConsolePath, Path, PduOutletPath, PowerAction, PowerState
+from agents.protocol import (
+    BootDevice,
+    ConsolePath,
+    Guest,
+    HostPath,
+    Path,
+    PduOutletPath,
+    PowerAction,
+    PowerState,
+)
 
 
 @dataclass(eq=False)
@@ -64,8 +73,9 @@ class FakeMachine:
 class FakeDriver:
     def __init__(self) -> None:
         self.machines: dict[str, FakeMachine] = {}
+        self.hosts: dict[str, list[Guest]] = {}  # a hypervisor's endpoint → its domains
 
-    def machine(self, path: Path | ConsolePath) -> FakeMachine:
+    def machine(self, path: Path | ConsolePath | HostPath) -> FakeMachine:
         return self.machines.setdefault(path.endpoint, FakeMachine())
 
     async def power(self, path: Path, action: PowerAction) -> PowerState:
@@ -109,7 +119,11 @@ class FakeDriver:
         machine.consoles.append(console)
         return console
 
-    async def _answer(self, path: Path | ConsolePath, what: str) -> FakeMachine:
+    async def guests(self, host: HostPath) -> list[Guest]:
+        await self._answer(host, "guests")
+        return list(self.hosts.get(host.endpoint, []))
+
+    async def _answer(self, path: Path | ConsolePath | HostPath, what: str) -> FakeMachine:
         machine = self.machine(path)
         if machine.delay:
             await asyncio.sleep(machine.delay)

@@ -24,14 +24,12 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     PathKind.REDFISH: RedfishDriver.OPTIONS,
     PathKind.CONSOLE_PORT: (),
     PathKind.PDU_OUTLET: (),
-    PathKind.SSH: ssh.OPTIONS,
+    PathKind.SSH: (*ssh.OPTIONS, "hypervisor", "uri", "sync_minutes"),
+    PathKind.LIBVIRT: ("name",),
 }
 
 # Kinds the catalogue describes but no driver acts on yet: refused, saying so.
-NOT_YET: dict[str, str] = {
-    PathKind.LIBVIRT: "libvirt guests are not supported yet: no driver acts on a libvirt path "
-    "(issue 15 will add it), so none is stored",
-}
+NOT_YET: dict[str, str] = {}
 
 # The driver that drives a box through its ssh path, by the kind of path going through the box.
 BOX_DRIVERS: dict[str, Validator] = {

@@ -37,15 +37,22 @@ from agents.protocol import (
     ConsoleOpen,
     ConsoleOpened,
     ConsoleOutput,
+    ConsolePath,
     ConsolePortPath,
     Credit,
     FromAgent,
+    GuestPath,
+    GuestsOrder,
+    GuestsReport,
     HostKeySeen,
     Order,
+    Path,
     PduOutletPath,
     PowerOrder,
     RefusedBecause,
     Report,
+    SshTarget,
+    TaskOrder,
     TaskStatus,
     ToAgent,
     decode,
@@ -61,6 +68,7 @@ from app.uow import unit_of_work
 log = logging.getLogger(__name__)
 
 ReportSink = Callable[[Report], None]
+Sink = Callable[[Report | GuestsReport], None]  # a held task's: a GuestsOrder's gets both
 ConsoleMessage = ConsoleOpened | ConsoleOutput | ConsoleClosed
 ConsoleSink = Callable[[ConsoleMessage], Awaitable[None]]
 HostKeySink = Callable[[HostKeySeen, set[str]], Awaitable[None]]  # the key, the box's sites
@@ -74,9 +82,10 @@ class _Held:
     order carries opened secrets; others are kept no longer than sent)."""
 
     site: str
-    sink: ReportSink
+    sink: Sink
     order: Order | None
     timeout: float
+    lists_guests: bool = False  # a GuestsOrder: it ends with a GuestsReport
     overdue: asyncio.TimerHandle | None = None  # armed when a remote agent starts the task
 
 
@@ -107,11 +116,23 @@ class Connection(ABC):
         """End the link (a remote one closes its WebSocket; the built-in one never ends)."""
 
     def note_targets(self, message: Order | ConsoleOpen) -> None:
-        for path in message.paths:
-            box = path.server if isinstance(path, ConsolePortPath) else None
-            box = path.pdu if isinstance(path, PduOutletPath) else box
-            if box is not None:
-                self.targets.setdefault((box.address, box.port), set()).add(message.site)
+        if isinstance(message, GuestsOrder):
+            boxes = [message.host.ssh]
+        else:
+            boxes = [box for path in message.paths if (box := _box(path)) is not None]
+        for box in boxes:
+            self.targets.setdefault((box.address, box.port), set()).add(message.site)
+
+
+def _box(path: Path | ConsolePath) -> SshTarget | None:
+    """The SSH box a path goes through (console server, PDU, hypervisor host), if any."""
+    if isinstance(path, ConsolePortPath):
+        return path.server
+    if isinstance(path, PduOutletPath):
+        return path.pdu
+    if isinstance(path, GuestPath):
+        return path.host.ssh
+    return None
 
 
 class InProcess(Connection):
@@ -236,18 +257,42 @@ class AgentHub:
             "reached only through its agents (docs/agents.md)"
         )
 
-    def submit(self, order: Order, sink: ReportSink) -> None:
+    def submit(self, order: TaskOrder, sink: ReportSink) -> None:
         """Send the order to an agent of its site; its reports go to `sink`."""
+        self._send(order, lambda report: sink(report) if isinstance(report, Report) else None)
+
+    async def guests(self, order: GuestsOrder) -> GuestsReport:
+        """The host's guests, as an agent of its site lists them; or why not (offline, lost,
+        timed out), as a failed `GuestsReport`."""
+        done: asyncio.Future[GuestsReport] = asyncio.get_running_loop().create_future()
+
+        def sink(report: Report | GuestsReport) -> None:
+            if isinstance(report, Report):
+                if report.status not in FINISHED or done.done():
+                    return
+                report = GuestsReport(report.task_id, report.status, message=report.message)
+            if not done.done():
+                done.set_result(report)
+
+        self._send(order, sink)
+        try:
+            return await done
+        except asyncio.CancelledError:
+            self.cancel(order.task_id)
+            raise
+
+    def _send(self, order: Order, sink: Sink) -> None:
         link = self.route(order.site)
         if isinstance(link, str):
             sink(Report(order.task_id, TaskStatus.FAILED, message=link))
             return
         self._hold(link, order, sink)
 
-    def _hold(self, link: Connection, order: Order, sink: ReportSink) -> None:
+    def _hold(self, link: Connection, order: Order, sink: Sink) -> None:
         again = isinstance(order, PowerOrder) and order.action in IDEMPOTENT
         kept = order if again else None
-        link.tasks[order.task_id] = _Held(order.site, sink, kept, order.timeout)
+        lists_guests = isinstance(order, GuestsOrder)
+        link.tasks[order.task_id] = _Held(order.site, sink, kept, order.timeout, lists_guests)
         self._held[order.task_id] = link
         link.note_targets(order)
         link.deliver(order)
@@ -281,7 +326,7 @@ class AgentHub:
     # What agents say ----------------------------------------------------------------------
 
     async def receive(self, link: Connection, message: FromAgent) -> None:
-        if isinstance(message, Report):
+        if isinstance(message, Report | GuestsReport):
             self._report(link, message)
         elif isinstance(message, ConsoleOpened | ConsoleOutput | ConsoleClosed):
             await self._console(link, message)
@@ -292,10 +337,13 @@ class AgentHub:
         else:
             await self._refuse(link, "a host key of a box it was not asked to reach", message)
 
-    def _report(self, link: Connection, report: Report) -> None:
+    def _report(self, link: Connection, report: Report | GuestsReport) -> None:
         held = link.tasks.get(report.task_id)
         if held is None:
             self._spawn(self._refuse(link, "a report about a task it was not given", report))
+            return
+        if isinstance(report, GuestsReport) and not held.lists_guests:
+            self._spawn(self._refuse(link, "a list of guests for a task of another kind", report))
             return
         if report.status in FINISHED:
             del link.tasks[report.task_id]

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from agents.protocol import Dialect, PowerState
+from agents.protocol import Dialect, Hypervisor, PowerState
 from app.inventory.models import DeviceKind, DeviceStatus, PathKind, SiteKind
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -331,6 +331,7 @@ class DeviceRead(BaseModel):
 # Control paths -------------------------------------------------------------------------------
 
 Priority = Annotated[int, Field(ge=0, le=1000)]
+_UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
 class SecretChange(StrEnum):
@@ -373,6 +374,16 @@ class SshOptions(PathOptions):
     # The device's pinned host key, as `ssh-keygen -lf` prints it; set on first contact
     # (trust on first use) and changed only by an admin (audited as a path update).
     host_key: Annotated[str, StringConstraints(pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")] | None = None
+    # A hypervisor host's: how its guests are driven, and how often they are synced (minutes;
+    # none: only when asked). docs/hypervisors.md
+    hypervisor: Hypervisor | None = None
+    uri: Annotated[str, StringConstraints(max_length=255)] | None = None
+    sync_minutes: Annotated[int, Field(ge=1, le=10080)] | None = None
+
+
+class LibvirtOptions(PathOptions):
+    # The domain's name at the last sync (xl starts a stopped guest from /etc/xen/<name>.cfg).
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
 
 
 class NoOptions(PathOptions):
@@ -438,8 +449,18 @@ class LibvirtPath(Schema):
     kind: Literal[PathKind.LIBVIRT]
     priority: Priority = 10
     via: Ref
-    domain: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\s/]+$")]
-    options: NoOptions = NoOptions()
+    domain: Annotated[str, StringConstraints(max_length=36)]
+    options: LibvirtOptions = LibvirtOptions()
+
+    @field_validator("domain")
+    @classmethod
+    def _uuid(cls, domain: str) -> str:
+        if not re.fullmatch(_UUID, domain):
+            raise ValueError(
+                "must be the domain's UUID (as `virsh domuuid` or `xl list -l` print it); a "
+                "sync of the hypervisor writes these paths (POST /api/v1/devices/{host}/sync)"
+            )
+        return domain.lower()
 
 
 PATH_MODELS: dict[PathKind, type[Schema]] = {

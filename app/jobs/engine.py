@@ -44,11 +44,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.protocol import (
     FINISHED,
-    Order,
     PowerAction,
     PowerOrder,
     PowerState,
     Report,
+    TaskOrder,
     TaskStatus,
 )
 from app.audit.service import Actor, Event, stage
@@ -84,7 +84,7 @@ class AgentLink(Protocol):
     """How the central hands orders to agents (`app.fleetlink.hub.AgentHub`): each order's
     reports come back to the sink given with it."""
 
-    def submit(self, order: Order, sink: Callable[[Report], None]) -> None: ...
+    def submit(self, order: TaskOrder, sink: Callable[[Report], None]) -> None: ...
 
     def cancel(self, task_id: str) -> bool: ...
 
@@ -196,7 +196,7 @@ class JobEngine:
 
     # Orders out --------------------------------------------------------------------------
 
-    def launch(self, ctx: RequestContext, job: Job, orders: Sequence[Order]) -> None:
+    def launch(self, ctx: RequestContext, job: Job, orders: Sequence[TaskOrder]) -> None:
         """Hand the job's orders to the agent (paced by `stagger`); the rows are committed."""
         ids = frozenset(order.task_id for order in orders)
         state = _Job(task_ids=ids, unsent=set(ids))
@@ -214,7 +214,7 @@ class JobEngine:
                 source_ip=ctx.source_ip,
                 request_id=ctx.request_id,
             )
-        by_site: dict[str, list[Order]] = defaultdict(list)
+        by_site: dict[str, list[TaskOrder]] = defaultdict(list)
         for order in orders:
             by_site[order.site].append(order)
         for site_orders in by_site.values():
@@ -222,7 +222,7 @@ class JobEngine:
             self._dispatchers.add(task)
             task.add_done_callback(self._dispatchers.discard)
 
-    async def _dispatch(self, job_id: str, stagger: int | None, orders: list[Order]) -> None:
+    async def _dispatch(self, job_id: str, stagger: int | None, orders: list[TaskOrder]) -> None:
         state = self._jobs[job_id]
         for order in orders:
             if state.cancelled:
@@ -883,7 +883,7 @@ async def upsert_power(session: AsyncSession, rows: list[dict[str, Any]]) -> Non
                 "path": new.path,
                 "message": new.message,
                 "checked_at": new.checked_at,
-                "last_seen_at": new.last_seen_at,
+                "last_seen_at": func.coalesce(new.last_seen_at, PowerStatus.last_seen_at),
                 "changed_at": case(
                     (PowerStatus.state != new.state, new.changed_at),
                     else_=PowerStatus.changed_at,

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agents.protocol import (
     BootDevice,
     BootOrder,
-    Order,
     PowerAction,
     PowerOrder,
+    TaskOrder,
     TaskStatus,
 )
 from app.audit.models import Outcome
@@ -247,13 +247,13 @@ async def create_job(
 
 async def orders_for(
     session: AsyncSession, vault: Vault, plan: Plan, job: Job, task_ids: Sequence[int]
-) -> list[Order]:
+) -> list[TaskOrder]:
     """The agent's orders, with each device's power paths in priority order, secrets opened."""
     kinds = BOOT_PATHS if plan.kind is JobKind.BOOT else POWER_PATHS
     ids = [target.device_id for target in plan.acting]
     status = plan.kind is JobKind.POWER and plan.action == PowerAction.STATUS
     paths = await power_paths(session, vault, ids, kinds, status=status)
-    orders: list[Order] = []
+    orders: list[TaskOrder] = []
     for target, task_id in zip(plan.targets, task_ids, strict=True):
         if target.device_id in plan.skipped:
             continue

@@ -13,6 +13,8 @@ from tests.factories import device, error, ok, path, site
 
 BMC_PASSWORD = "s3cret-Bmc-pa55"
 
+UUID = "5b1c9a1e-1b3f-4c1e-9a55-0a0b0c0d0e0f"
+
 
 def _fleet(client: TestClient) -> None:
     site(client, "bj-dc1")
@@ -127,7 +129,7 @@ def test_paths_must_fit_the_devices(client: TestClient) -> None:
         ({"kind": "pdu_outlet", "via": "cs-01", "outlets": [1]}, "needs a pdu"),
         ({"kind": "console_port", "via": "cs-far", "port": 1}, "at another site"),
         ({"kind": "console_port", "via": "nowhere", "port": 1}, "via: no device 'nowhere'"),
-        ({"kind": "libvirt", "via": "hv01", "domain": "x"}, "libvirt path is for vms"),
+        ({"kind": "libvirt", "via": "hv01", "domain": UUID}, "libvirt path is for vms"),
         ({"kind": "pdu_outlet", "via": "pdu-a1", "outlets": [1, 1]}, "outlet twice"),
         (
             {
@@ -149,7 +151,7 @@ def test_paths_must_fit_the_devices(client: TestClient) -> None:
         422,
     )
     assert "through its parent" in error(
-        client.post("devices/vm1/paths", json={"kind": "libvirt", "via": "hv02", "domain": "vm1"}),
+        client.post("devices/vm1/paths", json={"kind": "libvirt", "via": "hv02", "domain": UUID}),
         422,
     )
     assert "through itself" in error(
