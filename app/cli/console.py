@@ -52,6 +52,7 @@ class Via(StrEnum):
     AUTO = "auto"
     IPMI = "ipmi"
     CONSOLE_PORT = "console_port"
+    LIBVIRT = "libvirt"  # a guest's serial console, through its hypervisor
 
 
 def console(

@@ -25,6 +25,7 @@ class ConsoleVia(StrEnum):
     AUTO = "auto"
     IPMI = "ipmi"
     CONSOLE_PORT = "console_port"
+    LIBVIRT = "libvirt"  # a guest's serial console, through its hypervisor
 
 
 class ConsoleMode(StrEnum):

@@ -141,7 +141,7 @@ async def console_paths(
         )
     )
     if not rows:
-        wanted = "an ipmi or console_port" if via == "auto" else f"a {via}"
+        wanted = "an ipmi, console_port or libvirt" if via == "auto" else f"a {via}"
         raise InvalidInput(
             f"{device.name} has no console path; add {wanted} control path "
             f"(POST /api/v1/devices/{device.name}/paths)"

@@ -61,9 +61,9 @@ async def act_on_device(
         if _destructive(plan):
             await _site_policy(session, ctx, {target.site_id}, f"{plan.kind} {plan.action}")
         kinds, what, paths = (
-            (BOOT_PATHS, "boot", "an ipmi or redfish")
+            (BOOT_PATHS, "boot", "an ipmi, redfish or libvirt")
             if plan.kind is JobKind.BOOT
-            else (POWER_PATHS, "power", "an ipmi, redfish or pdu_outlet")
+            else (POWER_PATHS, "power", "an ipmi, redfish, pdu_outlet or libvirt")
         )
         if await service.without_power_path(session, [target], kinds):
             raise InvalidInput(
@@ -140,7 +140,7 @@ async def power_many(
         if len(skipped) == len(targets):
             raise InvalidInput(
                 f"none of the {len(targets)} devices the filters match has a power path "
-                "(ipmi, redfish or pdu_outlet); add one, or narrow the filters (e.g. kind=server)"
+                "(ipmi, redfish, pdu_outlet or libvirt); add one, or narrow the filters (e.g. kind=server)"
             )
         plan = service.Plan(
             JobKind.POWER,

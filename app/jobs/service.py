@@ -305,7 +305,7 @@ async def without_power_path(
 
 _SKIP_ROW = {
     "status": TaskStatus.SKIPPED,
-    "message": "no power path (ipmi, redfish or pdu_outlet); picked by a filter, so skipped",
+    "message": "no power path (ipmi, redfish, pdu_outlet or libvirt); picked by a filter, so skipped",
 }
 
 
