@@ -60,6 +60,7 @@ from app.query_params import QueryGuard
 from app.uow import unit_of_work
 from app.vault import load_vault
 from app.virtualization.routes import router as virtualization_router
+from app.virtualization.syncer import GuestSyncer
 from app.web.dashboard import install_dashboard
 from app.web.docs import install_docs
 from app.web.pages import error_page, is_page
@@ -326,11 +327,17 @@ def create_app(
             resolver,
         )
         webhooks.start()
+        syncer = app.state.guest_syncer = GuestSyncer(
+            app.state.sessions, app.state.write_sessions, app.state.vault, agents
+        )
+        if settings.poll_power:
+            syncer.start()
         presence.start([jobs.recover, consoles.recover])  # a peer that dies is noticed later too
         try:
             yield
         finally:
             await poller.stop()
+            await syncer.stop()
             await consoles.close_all()
             await agents.close()
             await poller.close()

@@ -139,8 +139,8 @@ async def power_many(
             )
         if len(skipped) == len(targets):
             raise InvalidInput(
-                f"none of the {len(targets)} devices the filters match has a power path "
-                "(ipmi, redfish, pdu_outlet or libvirt); add one, or narrow the filters (e.g. kind=server)"
+                f"none of the {len(targets)} devices the filters match has a power path (ipmi, "
+                "redfish, pdu_outlet or libvirt); add one, or narrow the filters (e.g. kind=server)"
             )
         plan = service.Plan(
             JobKind.POWER,

@@ -305,7 +305,8 @@ async def without_power_path(
 
 _SKIP_ROW = {
     "status": TaskStatus.SKIPPED,
-    "message": "no power path (ipmi, redfish, pdu_outlet or libvirt); picked by a filter, so skipped",
+    "message": "no power path (ipmi, redfish, pdu_outlet or libvirt); picked by a filter, so "
+    "skipped",
 }
 
 

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.context import RequestContext
+from app.errors import NotFound
 from app.identity.models import Role
 from app.inventory.devices import device_for
 from app.inventory.models import Device
@@ -24,6 +25,17 @@ async def of_host(session: AsyncSession, ctx: RequestContext, ref: str) -> list[
         .order_by(Guest.gone_at.is_not(None), Device.name)
     )
     return [_read(guest, name, host.name) for guest, name in rows]
+
+
+async def of_vm(session: AsyncSession, ctx: RequestContext, ref: str) -> GuestRead:
+    device = await device_for(session, ctx, ref, Role.VIEWER, "reading a guest")
+    guest = await of_device(session, device)
+    if guest is None:
+        raise NotFound(
+            f"{device.name} is no synced guest: no sync of a hypervisor listed it "
+            "(POST /api/v1/devices/{hypervisor}/sync)"
+        )
+    return guest
 
 
 async def of_device(session: AsyncSession, device: Device) -> GuestRead | None:

@@ -33,3 +33,9 @@ async def sync_guests(request: Request, ctx: Ctx, device: str, dry_run: bool = F
 async def list_guests(session: SessionDep, ctx: Ctx, device: str) -> list[GuestRead]:
     """The guests the hypervisor's syncs found, gone ones last."""
     return await guests.of_host(session, ctx, device)
+
+
+@router.get("/devices/{device}/guest")
+async def read_guest(session: SessionDep, ctx: Ctx, device: str) -> GuestRead:
+    """The domain behind a `vm` device, as its host's last sync described it."""
+    return await guests.of_vm(session, ctx, device)

@@ -88,6 +88,23 @@ def test_a_sync_creates_a_vm_per_domain_with_its_facts_path_and_power(
     assert synced["details"]["created"] == 2
 
 
+def test_a_hosts_periodic_sync_runs_at_its_interval_as_the_system(
+    hv: TestClient, fake: FakeDriver
+) -> None:
+    host(fake, 1, guest(UUID_A, "vps-1"))
+    host(fake, 2, guest(UUID_B, "vps-2"))
+    [ssh] = ok(hv.get("devices/kvm01/paths"))
+    ok(hv.patch(f"devices/kvm01/paths/{ssh['id']}", json={"options": {
+        "hypervisor": "libvirt", "sync_minutes": 15}}))  # fmt: skip
+    syncer = hv.app.state.guest_syncer  # type: ignore[attr-defined]
+    assert hv.portal.call(syncer.sync_due) == 1  # type: ignore[union-attr]
+    assert hv.portal.call(syncer.sync_due) == 0  # type: ignore[union-attr]  # not due again yet
+    assert ok(hv.get("devices/vps-1/guest"))["host"] == "kvm01"
+    error(hv.get("devices/vps-2"), 404)  # kvm02 did not ask for it
+    [synced] = ok(hv.get("audit", params={"type": "hypervisor.synced"}))["items"]
+    assert synced["actor_kind"] == "system"
+
+
 def test_a_dry_run_says_what_would_change_and_changes_nothing(
     hv: TestClient, fake: FakeDriver
 ) -> None:
