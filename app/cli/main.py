@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from app.cli import agents, audit, console, devices, login, power, tokens
+from app.cli import agents, audit, console, devices, guests, login, power, tokens
 
 app = typer.Typer(
     help="Rackhand: remote hands for data-center fleets.",
@@ -22,6 +22,7 @@ app.add_typer(devices.app, name="devices")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(audit.app, name="audit")
 app.add_typer(agents.app, name="agents")
+app.add_typer(guests.app, name="guests")
 app.command("agent")(agents.agent)
 app.command("login")(login.login)
 app.command("passwd")(login.passwd)
