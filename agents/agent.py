@@ -103,7 +103,7 @@ class Agent:
         self._send = send
         self._tasks: set[asyncio.Future[None]] = set()
         self._drivers = dict(drivers) if drivers is not None else default_drivers(self._host_key)
-        self._runner = Runner(self._drivers, self._report)
+        self._runner = Runner(self._drivers, self._report, self._report)
         self._consoles = ConsoleHub(self._drivers, self._console)
         self._credits = Credits(window)
 

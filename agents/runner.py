@@ -45,7 +45,8 @@ from agents.protocol import (
 
 log = logging.getLogger(__name__)
 
-ReportSink = Callable[[Report | GuestsReport], Awaitable[None]]
+ReportSink = Callable[[Report], Awaitable[None]]
+GuestsSink = Callable[[GuestsReport], Awaitable[None]]
 
 
 class Driver(PowerDriver, BootDriver, Protocol):
@@ -76,12 +77,14 @@ class Runner:
         self,
         drivers: Mapping[str, Driver | OutletDriver],
         report: ReportSink,
+        listed: GuestsSink | None = None,
         *,
         per_site: int = 256,
         retry: Retry | None = None,
     ) -> None:
         self._drivers = drivers
         self._report = report
+        self._listed = listed  # where a GuestsOrder's list goes
         self._per_site = per_site
         self._retry = retry or Retry()
         self._sites: dict[str, asyncio.Semaphore] = defaultdict(
@@ -128,7 +131,9 @@ class Runner:
 
     async def _run(self, order: Order) -> None:
         if isinstance(order, GuestsOrder):
-            await self._report(await self._guests(order))
+            listed = await self._guests(order)
+            if self._listed is not None:
+                await self._listed(listed)
             return
         outcome = _Outcome(TaskStatus.FAILED)
         try:

@@ -18,7 +18,15 @@ import pytest
 
 from agents.drivers.base import DeviceTimeout, DriverError, Refused, Unreachable
 from agents.drivers.fake import FakeDriver
-from agents.protocol import BootDevice, IpmiPath, Path, PduOutletPath, PowerAction, PowerState
+from agents.protocol import (
+    BootDevice,
+    GuestPath,
+    IpmiPath,
+    Path,
+    PduOutletPath,
+    PowerAction,
+    PowerState,
+)
 from agents.workers import ERRORS, WorkerPool
 from tests.sim.fleet import PASSWORD, launch
 
@@ -28,6 +36,8 @@ SCRIPTED = "tests.agents.test_workers:ScriptedDriver"
 
 
 def _user(path: Path) -> str:
+    if isinstance(path, GuestPath):
+        return path.host.ssh.username
     return path.pdu.username if isinstance(path, PduOutletPath) else path.username
 
 

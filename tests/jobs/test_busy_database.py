@@ -23,7 +23,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agents.drivers.fake import FakeDriver
-from agents.protocol import HostKeySeen, Order, PowerAction, TaskStatus
+from agents.protocol import HostKeySeen, PowerAction, TaskOrder, TaskStatus
 from app.audit.models import AuditEvent
 from app.audit.recorder import AuditRecorder
 from app.centrals.presence import Presence
@@ -105,7 +105,7 @@ async def central(
         await db.dispose()
 
 
-async def _prepare(c: Central, select_: str, action: PowerAction) -> tuple[Job, list[Order]]:
+async def _prepare(c: Central, select_: str, action: PowerAction) -> tuple[Job, list[TaskOrder]]:
     """The job's rows, committed as a request commits them, and its orders (not yet sent)."""
     ctx = system_context("test")
     async with unit_of_work(c.run.sessions) as session:
