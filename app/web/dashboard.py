@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from app.web import admin, audit, consoles, device_list, device_page, jobs, login, overview, sites
+from app.web import (
+    admin,
+    audit,
+    consoles,
+    device_guests,
+    device_list,
+    device_page,
+    jobs,
+    login,
+    overview,
+    sites,
+)
+
+PAGES = (login, overview, device_list, device_page, device_guests, sites, jobs, consoles, audit,
+         admin)  # fmt: skip
 
 
 def install_dashboard(app: FastAPI) -> None:
-    for module in (login, overview, device_list, device_page, sites, jobs, consoles, audit, admin):
+    for module in PAGES:
         app.include_router(module.router)

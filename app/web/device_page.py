@@ -1,7 +1,8 @@
 """`/devices/{name}`: one device as the API reads it (facts, control paths, power), what was
 done to it (consoles, audit), and its actions, which the browser sends to the API
 (`static/device.js`); at a site whose agents are all offline, since when (its actions fail
-then). A device of a site the viewer cannot see is the same 404 as a missing one.
+then). A hypervisor's page lists its guests, a vm's says what its host last said of it. A
+device of a site the viewer cannot see is the same 404 as a missing one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from app.consoles.models import ConsoleStatus, ConsoleVia
 from app.identity.models import Role
 from app.inventory import devices
 from app.inventory.health import ConsoleAttempt, Health, PathHealth, health
+from app.inventory.models import DeviceKind
 from app.inventory.schemas import PATH_MODELS, PathRead
+from app.virtualization import guests
+from app.web import device_guests
 from app.web.pages import ViewerDep, page_router
 from app.web.site_agents import SilenceDep, site_agents
 
@@ -73,6 +77,12 @@ async def device_page(viewer: ViewerDep, silence: SilenceDep, name: str) -> Resp
     flt = await audit.audit_filter(session, ctx, device=found.name)
     events, _ = await audit.list_events(session, flt, limit=RECENT_EVENTS, before=None)
     served = (await site_agents(viewer, silence, site.slug)).get(site.slug)
+    hosted = (
+        await device_guests.of_host(session, ctx, found.name)
+        if found.kind is DeviceKind.HYPERVISOR
+        else None
+    )
+    guest = await guests.of_device(session, found) if found.kind is DeviceKind.VM else None
     return viewer.render(
         "device.html",
         device=detail,
@@ -84,6 +94,8 @@ async def device_page(viewer: ViewerDep, silence: SilenceDep, name: str) -> Resp
         ],
         recordings=recordings,
         events=events,
+        guests=hosted,
+        guest=guest,
         agents_down=served if served is not None and not served.online else None,
         operator=viewer.can(Role.OPERATOR, found.site_id),
         power_buttons=[

@@ -9,7 +9,7 @@ sam (operator at sh-br12 only).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,8 @@ from tests.sim.fleet import PASSWORD, RunningFleet, launch
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext
+
+    from agents.agent import Driver
 
 PEOPLE_PASSWORD = "correct horse battery staple"
 PEOPLE = {
@@ -84,10 +86,15 @@ def _seed(api: httpx.Client, fleet: RunningFleet) -> None:
 
 @contextmanager
 def live_dashboard(
-    folder: Path, *, post_seconds: float = 6.0, **settings: Any
+    folder: Path,
+    *,
+    post_seconds: float = 6.0,
+    drivers: Mapping[str, Driver] | None = None,
+    **settings: Any,
 ) -> Iterator[Dashboard]:
     """Start the fleet and Rackhand (SQLite in `folder`), seed them; `settings` override the
-    app's (e.g. `poll_power=True`)."""
+    app's (e.g. `poll_power=True`), `drivers` its built-in agent's (all of them: a test that
+    gives the fake one reaches no simulated device through the others)."""
     fleet = launch(MACHINES, "--console-servers", "1", "--console-ports", str(MACHINES),
                    "--console-dialect", "opengear", "--pdus", "1", "--pdu-outlets",
                    str(MACHINES), "--pdu-dialect", "raritan_px", "--pdu-cycle-delay", "0.3",
@@ -102,7 +109,7 @@ def live_dashboard(
             admin_password=ADMIN_PASSWORD,
             **({"poll_power": False} | settings),
         )
-        with uvicorn_thread(create_app(app_settings)) as base:
+        with uvicorn_thread(create_app(app_settings, drivers)) as base:
             token = admin_token(base)
             headers = {"Authorization": f"Bearer {token}"}
             with httpx.Client(base_url=f"{base}/api/v1/", headers=headers, timeout=30) as api:

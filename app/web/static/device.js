@@ -109,3 +109,118 @@
     });
   }
 })();
+
+// A hypervisor's guest sync: a dry run first, whose plan is shown, then "Apply" runs the real
+// sync and the Guests section's content is fetched again (htmx swaps it in, buttons and all).
+(() => {
+  const ACTIONS = { created: "create", updated: "update", gone: "mark gone", skipped: "skip" };
+
+  const section = () => document.getElementById("guests");
+  const result = () => document.getElementById("sync-result");
+
+  function busy(on) {
+    section().querySelectorAll("button[data-sync], button[data-sync-apply]")
+      .forEach((button) => { button.disabled = on; });
+    section().setAttribute("aria-busy", on ? "true" : "false");
+  }
+
+  function line(kind, text) {
+    const node = document.createElement("p");
+    node.className = `alert ${kind}`;
+    node.textContent = text;
+    return node;
+  }
+
+  function counts(answer, done) {
+    const words = done
+      ? [`${answer.created} created`, `${answer.updated} updated`, `${answer.gone} marked gone`]
+      : [`${answer.created} would be created`, `${answer.updated} updated`, `${answer.gone} marked gone`];
+    words.push(`${answer.unchanged} unchanged`);
+    if (answer.skipped) words.push(`${answer.skipped} skipped`);
+    return `${answer.listed} domain${answer.listed === 1 ? "" : "s"} listed: ${words.join(", ")}.`;
+  }
+
+  /** "state: running → shut off; vcpus: 2" (a field new to the catalogue has no before). */
+  function changes(change) {
+    const said = Object.entries(change.changes).map(([field, [before, after]]) =>
+      before === null ? `${field}: ${after}` : `${field}: ${before} → ${after}`);
+    if (change.message) said.push(change.message);
+    return said.join("; ");
+  }
+
+  function plan(answer, name) {
+    const rows = answer.guests.filter((change) => change.action !== "unchanged");
+    const parts = [line("info", `Dry run of ${name}: ${counts(answer, false)}`)];
+    if (rows.length) {
+      const table = document.createElement("table");
+      table.className = "striped sync-plan";
+      const head = table.createTHead().insertRow();
+      for (const title of ["Device", "Would", "Changes"]) {
+        const cell = document.createElement("th");
+        cell.scope = "col";
+        cell.textContent = title;
+        head.append(cell);
+      }
+      const body = table.createTBody();
+      for (const change of rows) {
+        const row = body.insertRow();
+        row.dataset.change = change.action;
+        row.insertCell().textContent = change.device;
+        row.insertCell().textContent = ACTIONS[change.action] || change.action;
+        row.insertCell().textContent = changes(change);
+      }
+      parts.push(table);
+    }
+    const buttons = document.createElement("div");
+    buttons.className = "buttons";
+    const apply = document.createElement("button");
+    apply.type = "button";
+    apply.className = "small";
+    apply.dataset.syncApply = "";
+    apply.textContent = "Apply";
+    const cancel = document.createElement("button");
+    cancel.type = "button";
+    cancel.className = "small secondary outline";
+    cancel.dataset.syncCancel = "";
+    cancel.textContent = "Cancel";
+    buttons.append(apply, cancel);
+    parts.push(buttons);
+    return parts;
+  }
+
+  async function sync(dryRun) {
+    const name = section().dataset.device;
+    const url = `/api/v1/devices/${encodeURIComponent(name)}/sync?dry_run=${dryRun}`;
+    busy(true);
+    result().replaceChildren(line("info", `Asking ${name} for its guests…`));
+    try {
+      const answer = await Rackhand.api("POST", url);
+      if (dryRun) {
+        result().replaceChildren(...plan(answer, name));
+        result().querySelector("button[data-sync-apply]").focus();
+        busy(false);
+        return;
+      }
+      await htmx.ajax("GET", `/devices/${encodeURIComponent(name)}/guests`,
+        { target: "#guests", swap: "innerHTML" });
+      busy(false);
+      result().replaceChildren(line("ok", `Synced ${name}: ${counts(answer, true)}`));
+      section().querySelector("button[data-sync]").focus();
+    } catch (failure) {
+      result().replaceChildren(line("error", `Sync of ${name} failed: ${failure.message}`));
+      busy(false);
+    }
+  }
+
+  // Delegated: the section's buttons are replaced after each sync.
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest("#guests button");
+    if (!button) return;
+    if (button.hasAttribute("data-sync")) sync(true);
+    else if (button.hasAttribute("data-sync-apply")) sync(false);
+    else if (button.hasAttribute("data-sync-cancel")) {
+      result().replaceChildren();
+      section().querySelector("button[data-sync]").focus();
+    }
+  });
+})();
