@@ -44,7 +44,7 @@ class Flavour(Protocol):
 
 # driver[+transport]://[user@][host][:port]/[path][?params], as libvirt documents its URIs:
 # no whitespace or control characters (the URI is one argument, but also a human's to read).
-_URI = re.compile(r"[a-z][a-z0-9]*(\+[a-z0-9]+)?://[^\s/?#@]*@?[^\s/?#]*/[^\s?#]*(\?[^\s#]*)?")
+_URI = re.compile(r"[a-z][a-z0-9]*(\+[a-z0-9]+)?://[^\s/?#]*/[^\s?#]*(\?[^\s#]*)?")
 
 
 class GuestsDriver:
@@ -93,7 +93,7 @@ class GuestsDriver:
             raise OptionError(
                 "options.uri", f"only a libvirt host takes a uri; {hypervisor} drives its own"
             )
-        if not isinstance(uri, str) or _URI.fullmatch(uri) is None:
+        if not isinstance(uri, str) or not uri.isprintable() or _URI.fullmatch(uri) is None:
             raise OptionError(
                 "options.uri",
                 "must be a libvirt URI such as qemu:///system, xen:///system or "

@@ -267,7 +267,7 @@ def test_a_poll_of_many_guests_logs_in_once(libvirt_host: LibvirtHost) -> None:
             *(driver.power(libvirt_host.guest(u), PowerAction.STATUS) for u in uuids_)
         )
         listed, polled = await asyncio.gather(driver.guests(libvirt_host.host()), states)
-        assert {u for u in uuids_} <= {guest.uuid for guest in listed}
+        assert set(uuids_) <= {guest.uuid for guest in listed}
         return polled
 
     assert run(poll) == [OFF] * len(uuids_)
