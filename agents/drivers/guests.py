@@ -56,9 +56,8 @@ class GuestsDriver:
         *,
         on_host_key: HostKeyListener | None = None,
         settings: ssh.SshSettings | None = None,
-        hosts: Hosts | None = None,
     ) -> None:
-        self._hosts = hosts or Hosts(on_host_key=on_host_key, settings=settings)
+        self._hosts = Hosts(on_host_key=on_host_key, settings=settings)
         self._flavours: dict[Hypervisor, Flavour] = {
             Hypervisor.LIBVIRT: LibvirtFlavour(self._hosts),
             Hypervisor.XL: XlFlavour(self._hosts),

@@ -42,7 +42,12 @@ _ACTIONS = {
     PowerAction.RESET: "reset",
     PowerAction.NMI: "inject-nmi",
 }
-_ALREADY = {PowerAction.ON: PowerState.ON, PowerAction.OFF: PowerState.OFF}
+# Actions that send nothing to a guest already in this state.
+_ALREADY = {
+    PowerAction.ON: PowerState.ON,
+    PowerAction.OFF: PowerState.OFF,
+    PowerAction.SOFT: PowerState.OFF,
+}
 
 # virsh's words for a domain it does not know (9.x, then older releases).
 _NO_DOMAIN = re.compile(r"failed to get domain|Domain not found|no domain with matching")
@@ -112,13 +117,10 @@ class LibvirtFlavour:
             log.info("%s is %s already: nothing sent", _guest(path), state)
             return power
         if power is PowerState.OFF and action is not PowerAction.ON:
-            if action is PowerAction.SOFT:
-                log.info("%s is %s already: nothing sent", _guest(path), state)
-                return power
-            raise PoweredOff(
-                f"hypervisor {path.host.endpoint}: {_guest(path)} is {state}, so no {action} "
-                "was sent"
-            )
+            said = f"hypervisor {path.host.endpoint}: {_guest(path)} is {state}, so no {action} "
+            if action is PowerAction.NMI:
+                raise Refused(said + "was sent (an NMI is for a running guest)")
+            raise PoweredOff(said + "was sent")  # the runner powers it on instead
         if action is PowerAction.ON:
             await self._act(path, "start")
             return PowerState.ON
@@ -177,7 +179,7 @@ class LibvirtFlavour:
         seen = seen[banner.end() :]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settle
-        while seen.lstrip().startswith(b"error:"[: len(seen.lstrip())]):
+        while _maybe_error(seen):
             try:
                 async with asyncio.timeout_at(deadline):
                     chunk = await console.read()
@@ -281,6 +283,12 @@ def _no_domain(path: GuestPath) -> Refused:
 
 def _guest(path: GuestPath) -> str:
     return f"guest {path.name} ({path.domain})"
+
+
+def _maybe_error(seen: bytes) -> bool:
+    """Whether what followed virsh's banner is (the start of) its refusal, or nothing yet."""
+    text = seen.lstrip()
+    return text.startswith(b"error:") or b"error:".startswith(text)
 
 
 def _errors(text: str) -> str:

@@ -129,10 +129,13 @@ def test_power_actions_as_virsh_sees_them(
         caplog.clear()
         assert await driver.power(path, PowerAction.OFF) is OFF
         assert "is shut off already: nothing sent" in caplog.text
+        assert await driver.power(path, PowerAction.SOFT) is OFF
         for action in (PowerAction.CYCLE, PowerAction.RESET):
             with pytest.raises(PoweredOff, match=f"is shut off, so no {action} was sent"):
                 await driver.power(path, action)
             assert state(uuid) == "shut off"
+        with pytest.raises(Refused, match="so no nmi was sent"):
+            await driver.power(path, PowerAction.NMI)
 
     run(steps)
     libvirt_host.undefine(uuid)
