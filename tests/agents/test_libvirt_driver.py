@@ -21,7 +21,20 @@ import pytest
 from agents.drivers import domain_xml
 from agents.drivers.base import ConsoleChannel, HostKeyMismatch, PoweredOff, Refused
 from agents.drivers.guests import GuestsDriver
-from agents.protocol import BootDevice, Guest, GuestPath, PowerAction, PowerState, SshTarget
+from agents.protocol import (
+    BootDevice,
+    Guest,
+    GuestPath,
+    GuestsOrder,
+    GuestsReport,
+    PowerAction,
+    PowerOrder,
+    PowerState,
+    Report,
+    SshTarget,
+    TaskStatus,
+)
+from agents.runner import Runner
 from tests.hypervisor_host import URI, LibvirtHost, virsh
 
 pytestmark = pytest.mark.xdist_group("libvirt")
@@ -199,7 +212,6 @@ def test_a_persistent_device_stays_and_outlives_a_one_time_one(
     async def steps(driver: GuestsDriver) -> None:
         await driver.set_boot(path, BootDevice.CDROM, persistent=True)
         assert await driver.power(path, PowerAction.ON) is ON
-        assert await driver.power(path, PowerAction.CYCLE) is ON
         assert await driver.power(path, PowerAction.STATUS) is ON
         stored = libvirt_host.xml(uuid)
         assert "<boot dev='cdrom'/>" in stored
@@ -312,3 +324,40 @@ def test_an_unpinned_host_key_is_reported(libvirt_host: LibvirtHost) -> None:
     driver = GuestsDriver(on_host_key=lambda target, key: seen.append((target, key)))
     run(lambda d: d.guests(libvirt_host.host(pinned=False)), driver)
     assert [key for _, key in seen] == [libvirt_host.host_key]
+
+
+def test_the_runner_drives_guests_through_the_driver(libvirt_host: LibvirtHost) -> None:
+    """As the agent does: a cycle of an off guest powers it on; a guest sync lists it."""
+    uuid = libvirt_host.define("runner")
+    finals: dict[str, Report | GuestsReport] = {}
+
+    async def main() -> None:
+        done = asyncio.Event()
+
+        async def sink(report: Report | GuestsReport) -> None:
+            if report.status is not TaskStatus.RUNNING:
+                finals[report.task_id] = report
+                if len(finals) == 2:
+                    done.set()
+
+        driver = GuestsDriver()
+        runner = Runner({"libvirt": driver}, sink)
+        path = libvirt_host.guest(uuid)
+        runner.submit(PowerOrder("cycle", "vm", "bj", PowerAction.CYCLE, (path,)))
+        runner.submit(GuestsOrder("sync", "hv", "bj", libvirt_host.host()))
+        try:
+            await asyncio.wait_for(done.wait(), 60)
+        finally:
+            await runner.close()
+            await driver.close()
+
+    asyncio.run(main())
+    cycled, synced = finals["cycle"], finals["sync"]
+    assert isinstance(cycled, Report)
+    assert (cycled.status, cycled.power_state) == (TaskStatus.SUCCEEDED, ON)
+    assert "the machine was off, so cycle powered it on" in cycled.message
+    assert libvirt_host.state(uuid) == "running"
+    assert isinstance(synced, GuestsReport)
+    assert synced.status is TaskStatus.SUCCEEDED
+    assert uuid in {guest.uuid for guest in synced.guests}
+    libvirt_host.undefine(uuid)
