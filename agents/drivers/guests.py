@@ -16,6 +16,7 @@ from agents.drivers.base import (
     ConsoleChannel,
     HostKeyListener,
     OptionError,
+    Refused,
     Unsupported,
 )
 from agents.drivers.hosts import Hosts
@@ -41,6 +42,8 @@ class Flavour(Protocol):
     async def set_boot(self, path: GuestPath, device: BootDevice, persistent: bool) -> None: ...
     async def open_console(self, path: GuestPath, cols: int, rows: int) -> ConsoleChannel: ...
 
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 # driver[+transport]://[user@][host][:port]/[path][?params], as libvirt documents its URIs:
 # no whitespace or control characters (the URI is one argument, but also a human's to read).
@@ -134,4 +137,9 @@ class GuestsDriver:
 def _guest(path: Path | ConsolePath) -> GuestPath:
     if not isinstance(path, GuestPath):
         raise Unsupported(f"the guest driver cannot use a {path.kind} path ({path.endpoint})")
+    if _UUID.fullmatch(path.domain) is None:  # also never an option to virsh or xl
+        raise Refused(
+            f"hypervisor {path.host.endpoint}: the guest's domain {path.domain!r} is not a "
+            "UUID; sync the host, which stores each guest's UUID"
+        )
     return path

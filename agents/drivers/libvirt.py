@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import defaultdict
 from xml.etree.ElementTree import Element
 
 from agents.drivers import domain_xml
@@ -73,6 +74,8 @@ class LibvirtFlavour:
         self._hosts = hosts
         self._settle = settle
         self._attach = attach
+        # One edit of a guest's definition at a time (read, change, define), per guest.
+        self._editing: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def guests(self, host: HostPath) -> list[Guest]:
         """Every domain, running or defined: three commands at once on the one connection,
@@ -144,10 +147,11 @@ class LibvirtFlavour:
                 f"hypervisor {path.host.endpoint}: libvirt has no USB boot device; give the "
                 "USB device a boot order in the guest's definition instead"
             )
-        await self._restore_if_booted(path)
-        domain = await self._definition(path)
-        domain_xml.set_boot(domain, device, persistent)
-        await self._define(path, domain)
+        async with self._editing[path.endpoint]:
+            await self._restore(path)
+            domain = await self._definition(path)
+            domain_xml.set_boot(domain, device, persistent)
+            await self._define(path, domain)
 
     async def open_console(self, path: GuestPath, cols: int, rows: int) -> ConsoleChannel:
         """`virsh console --force` (it takes the console from any other session), on a PTY
@@ -217,6 +221,10 @@ class LibvirtFlavour:
         self._check(path.host, out, f"{command} {_guest(path)}", path)
 
     async def _restore_if_booted(self, path: GuestPath) -> None:
+        async with self._editing[path.endpoint]:
+            await self._restore(path)
+
+    async def _restore(self, path: GuestPath) -> None:
         """Put a one-time boot change back once the guest runs on it: the running machine's
         own definition (`--live`) then carries the change's mark."""
         live = await self._virsh(path.host, "metadata", "--live", path.domain, domain_xml.NS)

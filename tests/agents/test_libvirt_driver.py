@@ -303,6 +303,9 @@ def test_an_unknown_domain_is_refused_saying_so(libvirt_host: LibvirtHost) -> No
             assert str(caught.value) == message
         with pytest.raises(Refused, match="sync the host"):
             await driver.set_boot(ghost, BootDevice.PXE, persistent=False)
+        named = GuestPath(libvirt_host.host(), "--all", "ghost")  # never an option to virsh
+        with pytest.raises(Refused, match="the guest's domain '--all' is not a UUID; sync"):
+            await driver.power(named, PowerAction.STATUS)
 
     run(steps)
 
