@@ -14,6 +14,22 @@ ASSETS := $(VENDOR)/.installed
 # Real protocol peers the tests and the benchmarks drive (Debian packages).
 PEERS := ipmitool:ipmitool ipmipower:freeipmi-tools ipmi_sim:openipmi ssh:openssh-client \
 	openssl:openssl chromium:chromium npm:npm
+# A hypervisor host (tests/hypervisor_host.py), without recommends: those are hundreds of MB
+# (GUIs, other hypervisors' drivers, firmware for other machines) the tests never start.
+LEAN_PEERS := virsh:libvirt-clients libvirtd:libvirt-daemon-system \
+	qemu-system-x86_64:qemu-system-x86 /usr/sbin/sshd:openssh-server
+
+# Install the packages of those `tool:package` pairs whose tool is missing (a path is tested
+# as a file: sshd is in /usr/sbin, off a user's PATH), with apt-get's extra options $(2).
+define apt_peers
+missing=$$(for pair in $(1); do tool=$${pair%%:*}; \
+	if [ "$${tool#/}" != "$$tool" ]; then [ -x "$$tool" ]; else command -v "$$tool" >/dev/null; fi \
+	|| echo $${pair#*:}; done | sort -u | tr '\n' ' '); \
+if [ -n "$${missing// }" ]; then \
+	echo "installing $$missing"; \
+	apt-get install -y -q $(2) $$missing >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q $(2) $$missing >/dev/null; }; \
+fi
+endef
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -43,12 +59,9 @@ $(ASSETS): web/package.json web/package-lock.json
 
 install: $(STAMP) $(ASSETS)  ## create .venv, install Rackhand with its dev tools and its front-end files
 
-peers:  ## install the real peers (ipmitool, FreeIPMI, ipmi_sim, OpenSSH, openssl, Chromium) and npm if missing
-	@missing=$$(for pair in $(PEERS); do command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing $$missing"; \
-		apt-get install -y -q $$missing >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null; }; \
-	fi
+peers:  ## install the real peers (ipmitool, FreeIPMI, ipmi_sim, OpenSSH, openssl, Chromium, libvirt, QEMU) and npm if missing
+	@$(call apt_peers,$(PEERS),)
+	@$(call apt_peers,$(LEAN_PEERS),--no-install-recommends)
 
 run: $(STAMP) peers $(ASSETS)  ## start Rackhand on 127.0.0.1:8000 with the demo fleet (data in ./var)
 	$(BIN)/rackhand serve --demo

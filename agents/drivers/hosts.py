@@ -22,6 +22,8 @@ from agents.drivers.base import DeviceTimeout, HostKeyListener, Unreachable
 from agents.drivers.console_server import TERM, _Session
 from agents.protocol import HostPath
 
+_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8)  # before asking again for a channel the host refused
+
 
 @dataclass(frozen=True)
 class Output:
@@ -44,6 +46,7 @@ class _Host:
     key: tuple[str, str, str, str | None] | None = None
     idle: asyncio.TimerHandle | None = None
     users: int = 0
+    sessions: asyncio.Semaphore = field(default_factory=asyncio.Semaphore)  # of `run`s
 
 
 class Hosts:
@@ -56,29 +59,47 @@ class Hosts:
         settings: ssh.SshSettings | None = None,
         command_timeout: float = 30.0,
         idle: float = 60.0,
+        sessions: int = 6,
     ) -> None:
         self._on_host_key = on_host_key
         self._settings = settings or ssh.SshSettings()
         self._command_timeout = command_timeout
         self._idle = idle
+        self._sessions = sessions
         self._hosts: dict[str, _Host] = {}
 
     async def run(
-        self, host: HostPath, argv: Sequence[str], *, within: float | None = None
+        self,
+        host: HostPath,
+        argv: Sequence[str],
+        *,
+        within: float | None = None,
+        stdin: str | None = None,
     ) -> Output:
-        """Run `argv` on the host; its exit status and output (a failure is the caller's to
-        read: `virsh` and `xl` say what went wrong on stderr)."""
+        """Run `argv` on the host, `stdin` as its input; its exit status and output (a failure
+        is the caller's to read: `virsh` and `xl` say what went wrong on stderr).
+
+        At most `sessions` commands run at once per host, the rest waiting their turn:
+        OpenSSH refuses a connection's sessions beyond its MaxSessions (10 by default, and
+        those of commands that just ended count for a moment)."""
         where = f"hypervisor {host.endpoint}"
         wait = within or self._command_timeout
+        async with self._state(host).sessions:
+            return await self._run(host, argv, wait, stdin, where)
+
+    async def _run(
+        self, host: HostPath, argv: Sequence[str], wait: float, stdin: str | None, where: str
+    ) -> Output:
         conn = await self.connection(host)
         try:
             async with asyncio.timeout(wait):
-                done = await conn.run(shlex.join(argv), check=False, encoding="utf-8",
-                                      errors="replace")  # fmt: skip
+                done = await _exec(conn, shlex.join(argv), stdin)
         except TimeoutError:
             raise DeviceTimeout(
                 f"{where}: `{shlex.join(argv)}` did not finish within {wait:g} s"
             ) from None
+        except asyncssh.ChannelOpenError as exc:
+            raise ssh.lost(exc, where) from exc  # the connection is fine: others use it
         except Exception as exc:
             self.drop(host)
             raise ssh.lost(exc, where) from exc
@@ -87,9 +108,15 @@ class Hosts:
         status = done.exit_status if done.exit_status is not None else 255
         return Output(status, str(done.stdout or ""), str(done.stderr or ""))
 
+    def _state(self, host: HostPath) -> _Host:
+        state = self._hosts.get(host.endpoint)
+        if state is None:
+            state = self._hosts[host.endpoint] = _Host(sessions=asyncio.Semaphore(self._sessions))
+        return state
+
     async def connection(self, host: HostPath) -> asyncssh.SSHClientConnection:
         """The host's open connection (logged in now if none is); `release` it after use."""
-        state = self._hosts.setdefault(host.endpoint, _Host())
+        state = self._state(host)
         key = (host.ssh.address, host.ssh.username, host.ssh.password, host.ssh.host_key)
         async with state.lock:
             if state.idle is not None:
@@ -163,6 +190,21 @@ class Hosts:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(2):
                     await conn.wait_closed()
+
+
+async def _exec(
+    conn: asyncssh.SSHClientConnection, command: str, stdin: str | None
+) -> asyncssh.SSHCompletedProcess:
+    """Run `command` on a channel of its own. A channel the host refused never ran it, so it
+    is asked for again after a pause: sshd frees a session a moment after its command ends,
+    and open consoles hold sessions of their own."""
+    for pause in _PAUSES:
+        try:
+            return await conn.run(command, input=stdin, check=False, encoding="utf-8",
+                                  errors="replace")  # fmt: skip
+        except asyncssh.ChannelOpenError:
+            await asyncio.sleep(pause)
+    return await conn.run(command, input=stdin, check=False, encoding="utf-8", errors="replace")
 
 
 class HostConsole:

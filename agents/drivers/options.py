@@ -12,6 +12,7 @@ from typing import Any
 
 from agents.drivers import console_server, pdu, ssh
 from agents.drivers.base import OptionError
+from agents.drivers.guests import GuestsDriver
 from agents.drivers.ipmi import IpmiDriver
 from agents.drivers.redfish import RedfishDriver
 from agents.protocol import Dialect, PathKind
@@ -24,17 +25,17 @@ OPTIONS: dict[str, tuple[str, ...]] = {
     PathKind.REDFISH: RedfishDriver.OPTIONS,
     PathKind.CONSOLE_PORT: (),
     PathKind.PDU_OUTLET: (),
-    PathKind.SSH: (*ssh.OPTIONS, "hypervisor", "uri", "sync_minutes"),
+    # `sync_minutes` of a hypervisor's ssh path is the central's (its periodic guest sync).
+    PathKind.SSH: (*ssh.OPTIONS, "sync_minutes"),
+    # The domain's name at the last sync: xl starts a stopped guest from /etc/xen/<name>.cfg.
     PathKind.LIBVIRT: ("name",),
 }
-
-# Kinds the catalogue describes but no driver acts on yet: refused, saying so.
-NOT_YET: dict[str, str] = {}
 
 # The driver that drives a box through its ssh path, by the kind of path going through the box.
 BOX_DRIVERS: dict[str, Validator] = {
     PathKind.CONSOLE_PORT: console_server.ConsoleServerDriver.validate,
     PathKind.PDU_OUTLET: pdu.PduDriver.validate,
+    PathKind.LIBVIRT: GuestsDriver.validate_host,
 }
 
 _VALIDATORS: dict[str, Validator] = {
@@ -51,8 +52,6 @@ def validate_path(kind: str, options: Mapping[str, Any], *, through: Collection[
     be one the box's driver speaks; on a device nothing driven goes through, its dialect is
     not used, and any a driver speaks (or `shell`) is taken.
     """
-    if kind in NOT_YET:
-        raise OptionError("kind", NOT_YET[kind])
     if kind not in OPTIONS:
         raise OptionError("kind", f"no driver uses {kind} paths; use one of {', '.join(OPTIONS)}")
     known = OPTIONS[kind]
@@ -68,6 +67,10 @@ def validate_path(kind: str, options: Mapping[str, Any], *, through: Collection[
 
 def _validate_ssh(options: Mapping[str, Any], through: Collection[str]) -> None:
     ssh.validate(options)
+    if PathKind.LIBVIRT not in through and any(
+        options.get(name) is not None for name in ("hypervisor", "uri", "sync_minutes")
+    ):
+        GuestsDriver.validate_host(options)  # not needed here, but no garbage is stored
     boxes = [BOX_DRIVERS[kind] for kind in through if kind in BOX_DRIVERS]
     for validate in boxes:
         validate(options)

@@ -21,11 +21,12 @@ def ipmi_workers() -> WorkerPool:
 
 def default_drivers(on_host_key: HostKeyListener | None = None) -> dict[str, Any]:
     """Drivers by path kind: IPMI (power, boot, SOL) in worker processes, Redfish in a thread
-    pool, PDU outlets and console-server ports over SSH (asyncio).
+    pool, PDU outlets, console-server ports and hypervisor guests over SSH (asyncio).
 
     `on_host_key` hears of SSH host keys seen where none is pinned yet.
     """
     from agents.drivers.console_server import ConsoleServerDriver
+    from agents.drivers.guests import GuestsDriver
     from agents.drivers.pdu import PduDriver
     from agents.drivers.redfish import RedfishDriver
 
@@ -34,5 +35,6 @@ def default_drivers(on_host_key: HostKeyListener | None = None) -> dict[str, Any
         PathKind.REDFISH: RedfishDriver(),
         PathKind.PDU_OUTLET: PduDriver(on_host_key=on_host_key),
         PathKind.CONSOLE_PORT: ConsoleServerDriver(on_host_key=on_host_key),
+        PathKind.LIBVIRT: GuestsDriver(on_host_key=on_host_key),
     }
     return drivers

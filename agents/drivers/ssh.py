@@ -33,7 +33,9 @@ from agents.protocol import Dialect, SshTarget
 
 _FINGERPRINT = re.compile(r"(?:SHA256:)?([A-Za-z0-9+/]{43})=?")
 
-OPTIONS = ("dialect", "host_key")  # of an ssh path: how to drive the box's CLI, its pinned key
+# Of an ssh path: how to drive the box's CLI, its pinned key; a hypervisor host's toolstack
+# and libvirt URI (docs/hypervisors.md).
+OPTIONS = ("dialect", "host_key", "hypervisor", "uri")
 
 
 def dialect(options: Mapping[str, Any]) -> str:

@@ -24,7 +24,22 @@ KEY = "SHA256:" + "A" * 43
         ("console_port", {}, ()),
         ("pdu_outlet", {}, ()),
         ("ssh", {"dialect": "shell", "host_key": None}, ()),
-        ("ssh", {}, ("libvirt",)),  # a hypervisor: no driver goes through it yet
+        ("libvirt", {}, ()),
+        ("ssh", {"hypervisor": "libvirt"}, ("libvirt",)),
+        ("ssh", {"hypervisor": "xl", "dialect": "shell", "host_key": KEY}, ("libvirt",)),
+        *(
+            ("ssh", {"hypervisor": "libvirt", "uri": uri}, ("libvirt",))
+            for uri in (
+                "qemu:///system",
+                "qemu:///session",
+                "xen:///system",
+                "qemu+ssh://root@10.0.0.7/system",
+                "qemu+tcp://hv01.example:16509/system?keyfile=/etc/k",
+                "lxc:///",
+            )
+        ),
+        ("ssh", {"hypervisor": "libvirt", "uri": None}, ("libvirt",)),
+        ("ssh", {"hypervisor": "libvirt"}, ()),  # unused on a server, but a real hypervisor
         ("ssh", {"dialect": "apc"}, ()),  # unused on a server, but a real dialect
         *(
             ("ssh", {"dialect": name, "host_key": KEY}, ("console_port",))
@@ -40,7 +55,51 @@ def test_taken(kind: str, options: dict[str, Any], through: tuple[str, ...]) -> 
 @pytest.mark.parametrize(
     ("kind", "options", "through", "field", "message"),
     [
-        ("libvirt", {}, (), "kind", "libvirt guests are not supported yet"),
+        ("libvirt", {"uri": "qemu:///system"}, (), "options.uri", "libvirt paths; they take none"),
+        (
+            "ssh",
+            {},
+            ("libvirt",),
+            "options.hypervisor",
+            "a hypervisor's ssh path must say how its guests are driven: set libvirt or xl",
+        ),
+        ("ssh", {"dialect": "shell"}, ("libvirt",), "options.hypervisor", "set libvirt or xl"),
+        ("ssh", {"hypervisor": "kvm"}, ("libvirt",), "options.hypervisor", "'kvm' is no hyper"),
+        ("ssh", {"hypervisor": "kvm"}, (), "options.hypervisor", "use libvirt or xl"),
+        (
+            "ssh",
+            {"hypervisor": "xl", "uri": "xen:///system"},
+            ("libvirt",),
+            "options.uri",
+            "only a libvirt host takes a uri; xl drives its own",
+        ),
+        (
+            "ssh",
+            {"hypervisor": "libvirt", "dialect": "opengear"},
+            ("libvirt",),
+            "options.dialect",
+            "a hypervisor host is driven through its shell: use dialect shell",
+        ),
+        *(
+            (
+                "ssh",
+                {"hypervisor": "libvirt", "uri": uri},
+                ("libvirt",),
+                "options.uri",
+                "must be a libvirt URI such as qemu:///system",
+            )
+            for uri in (
+                "qemu:///sys tem",
+                "qemu",
+                "/system",
+                "qemu:///system\n",
+                "qemu:///\x00",
+                "QEMU:///system",
+                7,
+                "",
+            )
+        ),
+        ("ssh", {"uri": "qemu:///system"}, (), "options.hypervisor", "set libvirt or xl"),
         ("telnet", {}, (), "kind", "no driver uses telnet paths; use one of ipmi, redfish"),
         ("ipmi", {"kg": "00"}, (), "options.kg", "they take cipher_suite, privilege"),
         ("pdu_outlet", {"dialect": "apc"}, (), "options.dialect", "they take none"),
@@ -83,5 +142,6 @@ def test_every_kind_with_a_driver_declares_its_options() -> None:
         "redfish": ("tls_fingerprint",),
         "console_port": (),
         "pdu_outlet": (),
-        "ssh": ("dialect", "host_key"),
+        "ssh": ("dialect", "host_key", "hypervisor", "uri"),
+        "libvirt": (),
     }

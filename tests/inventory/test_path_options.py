@@ -49,9 +49,19 @@ REFUSED = [
     ("pdu-a1", _ssh(), "dialect 'shell' cannot switch PDU outlets"),
     ("web01", _ssh(dialect="opengear_ngcs"), "no driver speaks dialect 'opengear_ngcs'"),
     (
+        "hv01",
+        _ssh(),
+        "options.hypervisor: 'hv01' is a hypervisor: a hypervisor's ssh path must say how its "
+        "guests are driven: set libvirt or xl (docs/hypervisors.md)",
+    ),
+    ("hv01", _ssh(hypervisor="kvm"), "options.hypervisor: "),  # the schema's or the driver's
+    ("hv01", _ssh(hypervisor="xl", uri="xen:///system"), "only a libvirt host takes a uri"),
+    ("hv01", _ssh(hypervisor="libvirt", uri="qemu:// system"), "must be a libvirt URI"),
+    ("hv01", _ssh(hypervisor="libvirt", dialect="opengear"), "driven through its shell"),
+    (
         "vm1",
-        {"kind": "libvirt", "via": "hv01", "domain": "vm1"},
-        "kind: libvirt guests are not supported yet",
+        {"kind": "libvirt", "via": "hv01", "domain": "vm1", "options": {"uri": "qemu:///system"}},
+        "unknown option 'uri'; this kind of path takes none",
     ),
     (
         "web01",
@@ -87,6 +97,7 @@ def test_refused_at_create(
         ("cs-01", _ssh(dialect="opengear"), {"options": {}}, "dialect 'shell' cannot open"),
         ("cs-01", _ssh(dialect="menu"), {"options": {"dialect": "raritan_px"}}, "console ports"),
         ("pdu-a1", _ssh(dialect="apc"), {"options": {"dialect": "menu"}}, "PDU outlets"),
+        ("hv01", _ssh(hypervisor="libvirt"), {"options": {}}, "set libvirt or xl"),
         ("web01", IPMI, {"options": {"privilege": "root"}}, "privilege"),
         ("web01", IPMI, {"options": {"cipher": 17}}, "unknown option 'cipher'"),
         ("web01", REDFISH, {"options": {"tls_fingerprint": "0" * 70}}, "64 hex digits"),
@@ -107,7 +118,9 @@ def test_what_the_drivers_use_is_taken(client: TestClient) -> None:
     path(client, "cs-01", **_ssh(dialect="opengear", host_key=KEY))
     path(client, "kvm-01", **_ssh(dialect="raritan_sx"))
     path(client, "pdu-a1", **_ssh(dialect="raritan_px"))
-    path(client, "hv01", **_ssh())  # nothing driven goes through a hypervisor yet
+    path(client, "hv01", **_ssh(hypervisor="libvirt", uri="qemu+ssh://root@hv01/system"))
+    path(client, "hv01", **_ssh(hypervisor="xl", host_key=KEY))
+    path(client, "vm1", kind="libvirt", via="hv01", domain="0e3a2c1b-5d4f-4a6b-9c8d-7e6f5a4b3c2d")
     path(client, "web01", **_ssh(dialect="menu"))  # unused, but a dialect a driver speaks
     path(client, "web01", **IPMI | {"options": {"cipher_suite": 17, "privilege": "operator"}})
     path(client, "web01", **REDFISH | {"options": {"tls_fingerprint": ":".join(["ab"] * 32)}})
@@ -133,18 +146,12 @@ def test_import_refuses_what_no_driver_uses(client: TestClient) -> None:
     _fleet(client)
     rows = [
         {"name": "cs-01", "kind": "console_server", "site": "bj-dc1", "paths": [_ssh()]},
-        {
-            "name": "vm1",
-            "kind": "vm",
-            "site": "bj-dc1",
-            "parent": "hv01",
-            "paths": [{"kind": "libvirt", "via": "hv01", "domain": "vm1"}],
-        },
+        {"name": "hv02", "kind": "hypervisor", "site": "bj-dc1", "paths": [_ssh()]},
     ]
     response = client.post("devices/import", json=rows)
     found = {(item["row"], item["field"]) for item in response.json()["errors"]}
     assert response.status_code == 422
-    assert found == {(1, "paths.0.options.dialect"), (2, "paths.0.kind")}
+    assert found == {(1, "paths.0.options.dialect"), (2, "paths.0.options.hypervisor")}
     assert ok(client.get("devices/cs-01/paths")) == []
 
 
