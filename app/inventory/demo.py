@@ -130,7 +130,9 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
         )
         return await devices.get_device(session, name)
 
-    async def ssh(device: Device, address: str, dialect: Dialect, port: int = 22) -> None:
+    async def ssh(
+        device: Device, address: str, dialect: Dialect, port: int = 22, **options: str
+    ) -> None:
         await paths.create_path(
             session,
             ctx,
@@ -142,7 +144,7 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
                 port=port,
                 username="admin",
                 secret=DEMO_PASSWORD,
-                options=SshOptions.model_validate({"dialect": dialect}),
+                options=SshOptions.model_validate({"dialect": dialect, **options}),
             ),
         )
 
@@ -275,7 +277,7 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
             os_version="Debian 12 / KVM",
             tags=["virt"],
         )
-        await ssh(hypervisor, "127.0.0.1", Dialect.SHELL)
+        await ssh(hypervisor, "127.0.0.1", Dialect.SHELL, hypervisor="libvirt")
         for m in range(1, 4):  # no paths: no driver acts on libvirt guests yet
             await add(
                 f"vm{n}{m:02d}",
