@@ -1,8 +1,9 @@
 """What the simulated SSH appliances share: password users, a host key, one session per channel.
 
 A console server and a PDU differ only in what a session does with the bytes; this module runs
-the asyncssh server on 127.0.0.1 (or the given host), checks passwords, accepts PTY and window
-change requests, and hands every channel to the device's `session(login)`.
+the asyncssh server on 127.0.0.1 (or the given host), checks passwords (and public keys, for
+devices given authorized keys: hypervisor hosts are usually reached with one), accepts PTY and
+window change requests, and hands every channel to the device's `session(login)`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class SshDevice(ABC):
         self.dialect = dialect
         self.users = dict(users)
         self.key = key
+        self.authorized_keys: list[asyncssh.SSHKey] = []  # public keys any of `users` may use
+        self.logins = 0  # successful logins, for tests (one connection, many commands)
         self.host = ""
         self.port = 0
         self._acceptor: asyncssh.SSHAcceptor | None = None
@@ -69,6 +72,10 @@ class SshDevice(ABC):
     def check_password(self, login: str, password: str) -> bool:
         expected = self.users.get(self.user_of(login))
         return expected is not None and hmac.compare_digest(expected, password)
+
+    def check_key(self, login: str, key: asyncssh.SSHKey) -> bool:
+        known = self.user_of(login) in self.users
+        return known and any(key.public_data == mine.public_data for mine in self.authorized_keys)
 
     @abstractmethod
     def session(self, login: str) -> Session:
@@ -128,6 +135,15 @@ class _Server(asyncssh.SSHServer):
 
     def validate_password(self, username: str, password: str) -> bool:
         return self._device.check_password(username, password)
+
+    def public_key_auth_supported(self) -> bool:
+        return bool(self._device.authorized_keys)
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return self._device.check_key(username, key)
+
+    def auth_completed(self) -> None:
+        self._device.logins += 1
 
     def session_requested(self) -> Session:
         return self._device.session(self._login)

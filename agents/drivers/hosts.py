@@ -64,17 +64,23 @@ class Hosts:
         self._hosts: dict[str, _Host] = {}
 
     async def run(
-        self, host: HostPath, argv: Sequence[str], *, within: float | None = None
+        self,
+        host: HostPath,
+        argv: Sequence[str],
+        *,
+        within: float | None = None,
+        input: str | None = None,
     ) -> Output:
         """Run `argv` on the host; its exit status and output (a failure is the caller's to
-        read: `virsh` and `xl` say what went wrong on stderr)."""
+        read: `virsh` and `xl` say what went wrong on stderr). `input` goes to its standard
+        input (a definition for `virsh define /dev/stdin`, a config file for `tee`)."""
         where = f"hypervisor {host.endpoint}"
         wait = within or self._command_timeout
         conn = await self.connection(host)
         try:
             async with asyncio.timeout(wait):
                 done = await conn.run(shlex.join(argv), check=False, encoding="utf-8",
-                                      errors="replace")  # fmt: skip
+                                      errors="replace", input=input)  # fmt: skip
         except TimeoutError:
             raise DeviceTimeout(
                 f"{where}: `{shlex.join(argv)}` did not finish within {wait:g} s"
