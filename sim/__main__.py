@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sim.console_server import Dialect
+from sim.domain import toolstacks
 from sim.fleet import (
     CONSOLE_SERVER,
     PDU,
@@ -25,7 +26,6 @@ from sim.fleet import (
     plan_hypervisors,
     wiring_unit,
 )
-from sim.hypervisor import toolstacks
 from sim.machine import Timing
 from sim.pdu import CYCLE_DELAY, PduDialect
 from sim.run import Saved, run, split

@@ -10,101 +10,29 @@ shell says it. The few file commands (`cat`, `tee`, `ls`, `grep`) see /etc/xen o
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import json
 import re
 import shlex
 import time
 import uuid as uuids
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import asyncssh
 
-from sim.machine import BootDevice, BootOverride, Control, Machine, Power, Timing
+from sim import virsh
+from sim.domain import Attach, Done, Guest, Toolstack, toolstacks
+from sim.machine import BootOverride, Control, Machine, Power, Timing
 from sim.ssh import Session, SshDevice
 
 XEN = "/etc/xen"
 AUTO = "/etc/xen/auto"
 ESCAPE = 0x1D  # Ctrl-]: leaves `xl console` and `virsh console`
 DOM0_MEMORY_MIB, DOM0_VCPUS = 2048, 4
-URIS = ("qemu:///system",)
 HOST_TIMING = Timing(on_delay=0.0, cycle_off=0.3, soft_delay=1.0, post_seconds=1.5)
-# xl.cfg(5) `boot`: c hard disk, d CD-ROM, n network (PXE); a floppy is a thing of the past
-FIRMWARE = {"n": BootDevice.PXE, "c": BootDevice.NONE, "d": BootDevice.CDROM}
-LIBVIRT_DEVS = {"hd": "c", "cdrom": "d", "network": "n", "fd": "a"}
-NO_TTY = "Cannot run interactive console without a controlling TTY"
-NO_FILE = "No such file or directory"
 XL_TRIGGERS = ("nmi", "reset", "init", "power", "sleep", "s3resume")
-
-
-class Toolstack(StrEnum):
-    """What manages a guest: Xen's `xl` (config files) or libvirt (`virsh`, definitions)."""
-
-    XL = "xl"
-    LIBVIRT = "libvirt"
-
-
-def toolstacks(dialect: str) -> frozenset[Toolstack]:
-    """`xl`, `libvirt` or `xl+libvirt` (a host with both) as toolstacks (ValueError if not)."""
-    return frozenset(Toolstack(name) for name in dialect.split("+"))
-
-
-@dataclass(eq=False)
-class Guest:
-    """One guest. `boot` is the order it runs with (xl's letters); `defined_boot` what the
-    libvirt definition says for its next start (an xl guest's is in its config file)."""
-
-    name: str
-    uuid: str
-    toolstack: Toolstack
-    machine: Machine
-    vcpus: int = 1
-    memory_mib: int = 512
-    boot: str = "c"
-    defined_boot: str = "c"
-    autostart: bool = False  # libvirt's flag (xl's is a link in /etc/xen/auto)
-    domid: int | None = None
-    started: float = 0.0
-    reason: str = "unknown"  # libvirt's state reason: booted, destroyed, shutdown…
-    consoles: list[_Exec] = field(default_factory=list)
-
-    @property
-    def running(self) -> bool:
-        return self.domid is not None
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "uuid": self.uuid,
-            "toolstack": str(self.toolstack),
-            "domid": self.domid,
-            "boot": self.boot,
-            "defined_boot": self.defined_boot,
-            "screen": str(self.machine.firmware.screen),
-            "counters": dict(self.machine.counters),
-        }
-
-
-@dataclass(frozen=True)
-class Done:
-    """A finished command: its exit status and what it wrote."""
-
-    status: int = 0
-    out: str = ""
-    err: str = ""
-
-
-@dataclass(frozen=True)
-class Attach:
-    """A console command: attach the channel to the guest's serial line after `banner`."""
-
-    guest: Guest
-    banner: str = ""
-    force: bool = False
 
 
 def parse_cfg(text: str) -> dict[str, str]:
@@ -147,7 +75,7 @@ class Hypervisor(SshDevice):
         *,
         authorized_keys: Iterable[asyncssh.SSHKey] = (),
         timing: Timing | None = None,
-        uris: Iterable[str] = URIS,
+        uris: Iterable[str] = virsh.URIS,
     ) -> None:
         self.toolstacks = toolstacks(dialect)
         super().__init__(name, "+".join(sorted(self.toolstacks, reverse=True)), users, key)
@@ -182,15 +110,9 @@ class Hypervisor(SshDevice):
         if stack not in self.toolstacks:
             raise ValueError(f"{self.name} has no {stack}")
         guest = Guest(
-            name,
-            uuid or str(uuids.uuid4()),
-            stack,
-            Machine(self.timing, name=name),
-            vcpus,
-            memory_mib,
-            boot,
-            boot,
-        )
+            name, uuid or str(uuids.uuid4()), stack, Machine(self.timing, name=name), vcpus,
+            memory_mib, boot,
+        )  # fmt: skip
         self.guests[name] = guest
         if stack is Toolstack.XL:
             path = f"{XEN}/{name}.cfg"
@@ -200,36 +122,41 @@ class Hypervisor(SshDevice):
                 self.links[f"{AUTO}/{name}.cfg"] = path
         else:
             guest.autostart = autostart
+            guest.definition = virsh.definition(name, guest.uuid, vcpus, memory_mib, boot)
         if running:
-            self._start(guest)
+            self.start_guest(guest)
         return guest
 
     def guest(self, name: str) -> Guest:
         self._settle()
         return self.guests[name]
 
-    def _start(self, guest: Guest) -> None:
+    def start_guest(self, guest: Guest) -> None:
+        """A new domain (a new domid); a libvirt guest runs with a copy of its definition."""
+        if guest.definition is not None:
+            guest.live = copy.deepcopy(guest.definition)
+            guest.boot, guest.menu = virsh.boot_order(guest.live)
         guest.domid, self._next_domid = self._next_domid, self._next_domid + 1
         guest.started, guest.reason = time.time(), "booted"
-        guest.machine.set_boot(BootOverride(FIRMWARE.get(guest.boot[:1], BootDevice.NONE)))
+        guest.machine.set_boot(BootOverride(guest.firmware()))
         guest.machine.press(Power.ON)
 
-    def _stop(self, guest: Guest, reason: str) -> None:
+    def stop_guest(self, guest: Guest, reason: str) -> None:
         guest.machine.press(Power.OFF)
-        guest.domid, guest.reason = None, reason
+        guest.domid, guest.reason, guest.live = None, reason, None
         for console in list(guest.consoles):
             console.leave(0)
 
-    def _reset(self, guest: Guest) -> None:
+    def reset_guest(self, guest: Guest) -> None:
         """A hard reset: the firmware starts again, with the boot order the guest runs with."""
-        guest.machine.set_boot(BootOverride(FIRMWARE.get(guest.boot[:1], BootDevice.NONE)))
+        guest.machine.set_boot(BootOverride(guest.firmware()))
         guest.machine.control(Control.RESET)
 
     def _settle(self) -> None:
         """A guest whose OS finished shutting down is gone (xl) or shut off (libvirt)."""
         for guest in self.guests.values():
             if guest.running and guest.machine.power is Power.OFF:
-                self._stop(guest, "shutdown")
+                self.stop_guest(guest, "shutdown")
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -247,7 +174,7 @@ class Hypervisor(SshDevice):
         if tool == "xl" and Toolstack.XL in self.toolstacks:
             return self._xl(args)
         if tool == "virsh" and Toolstack.LIBVIRT in self.toolstacks:
-            return self._virsh(args, stdin, tty)
+            return virsh.run(self, args, stdin, tty)
         if tool == "cat":
             return self._cat(args)
         if tool == "tee":
@@ -307,15 +234,15 @@ class Hypervisor(SshDevice):
 
     def _xl_act(self, guest: Guest, verb: str, words: list[str]) -> Done | Attach:
         if verb == "destroy":
-            self._stop(guest, "destroyed")
+            self.stop_guest(guest, "destroyed")
             return Done()
         if verb == "shutdown":
             guest.machine.control(Control.SOFT)
             return Done(err=f"Shutting down domain {guest.domid}\n")
         if verb == "reboot":  # the guest's own reboot: xl builds the domain anew (a new domid)
             domid = guest.domid
-            self._stop(guest, "rebooted")
-            self._start(guest)
+            self.stop_guest(guest, "rebooted")
+            self.start_guest(guest)
             return Done(err=f"Rebooting domain {domid}\n")
         if verb == "console":
             return Attach(guest)
@@ -325,7 +252,7 @@ class Hypervisor(SshDevice):
         if trigger == "nmi":
             guest.machine.control(Control.DIAG)
         elif trigger == "reset":
-            self._reset(guest)
+            self.reset_guest(guest)
         elif trigger == "power":
             guest.machine.control(Control.SOFT)
         return Done()
@@ -413,122 +340,9 @@ class Hypervisor(SshDevice):
         guest.uuid = cfg.get("uuid") or str(uuids.uuid4())  # none: xl makes one up each time
         guest.vcpus = int(cfg.get("vcpus", "1"))
         guest.memory_mib = int(cfg.get("memory", "128"))
-        guest.boot = guest.defined_boot = cfg.get("boot", "cd")  # xl.cfg(5): default "cd"
-        self._start(guest)
+        guest.boot = cfg.get("boot", "cd")  # xl.cfg(5): default "cd"
+        self.start_guest(guest)
         return Done(err=parsing)
-
-    # --- virsh ------------------------------------------------------------------------------
-
-    def _virsh(self, args: list[str], stdin: bytes, tty: bool) -> Done | Attach:
-        uri = self.uris[0]
-        while args and args[0].startswith("-"):
-            option, args = args[0], args[1:]
-            if option in ("-c", "--connect") and args:
-                uri, args = args[0], args[1:]
-            elif option.startswith("--connect="):
-                uri = option.partition("=")[2]
-            elif option not in ("-q", "--quiet"):
-                return Done(1, err=f"error: unsupported option '{option}'. See --help.\n")
-        if uri not in self.uris:
-            return Done(
-                1,
-                err="error: failed to connect to the hypervisor\n"
-                f"error: no connection driver available for {uri}\n",
-            )
-        if not args:
-            return Done(1, err="error: no command given (interactive virsh is not simulated)\n")
-        verb, rest = args[0], args[1:]
-        flags = {a for a in rest if a.startswith("--") and a != "--domain"}
-        words = [a for a in rest if not a.startswith("--")]
-        if verb == "list":
-            return self._virsh_list(flags)
-        if verb == "define":
-            return self._virsh_define(words, stdin)
-        handler = VIRSH_DOMAIN_COMMANDS.get(verb)
-        if handler is None:
-            return Done(1, err=f"error: unknown command: '{verb}'\n")
-        if not words:
-            return Done(1, err=f"error: command '{verb}' requires <domain> option\n")
-        guest = self._virsh_find(words[0])
-        if guest is None:
-            return Done(1, err=f"error: failed to get domain '{words[0]}'\n")
-        if verb == "console":
-            if not tty:
-                return Done(1, err=f"error: {NO_TTY}\n")
-            if not guest.running:
-                return Done(1, err="error: The domain is not running\n")
-            if guest.consoles and "--force" not in flags:
-                return Done(
-                    1,
-                    err="error: operation failed: Active console session exists for this domain\n",
-                )
-            banner = f"Connected to domain '{guest.name}'\nEscape character is ^] (Ctrl + ])\n"
-            return Attach(guest, banner, force=True)
-        return handler(self, guest, flags)
-
-    def _virsh_domains(self) -> list[Guest]:
-        return [g for g in self.guests.values() if g.toolstack is Toolstack.LIBVIRT]
-
-    def _virsh_find(self, ident: str) -> Guest | None:
-        for guest in self._virsh_domains():
-            if ident in (guest.name, guest.uuid) or (ident.isdigit() and guest.domid == int(ident)):
-                return guest
-        return None
-
-    def _virsh_list(self, flags: set[str]) -> Done:
-        guests = sorted(
-            self._virsh_domains(), key=lambda g: (g.domid is None, g.domid or 0, g.name)
-        )
-        if "--all" not in flags:
-            guests = [g for g in guests if g.running]
-        if "--inactive" in flags:
-            guests = [g for g in guests if not g.running]
-        if "--uuid" in flags or "--name" in flags:
-            key = "uuid" if "--uuid" in flags else "name"
-            return Done(out="".join(f"{getattr(g, key)}\n" for g in guests) + "\n")
-        width = max([len(g.name) for g in guests] + [4])
-        lines = [f" {'Id':<4} {'Name':<{width}}   State", "-" * (width + 19)]
-        for guest in guests:
-            ident = str(guest.domid) if guest.running else "-"
-            lines.append(f" {ident:<4} {guest.name:<{width}}   {_virsh_state(guest)}")
-        return Done(out="\n".join(lines) + "\n\n")
-
-    def _virsh_define(self, words: list[str], stdin: bytes) -> Done:
-        source = words[0] if words else ""
-        if source != "/dev/stdin":
-            return Done(1, err=f"error: Failed to open file '{source}': {NO_FILE}\n")
-        failed = f"error: Failed to define domain from {source}\n"
-        try:
-            root = ET.fromstring(stdin.decode())
-            name = root.findtext("name") or ""
-            boot = _libvirt_boot(root)
-            memory = root.find("memory")
-            memory_mib = _kib(memory) // 1024 if memory is not None else 512
-            vcpus = int(root.findtext("vcpu") or "1")
-        except (ET.ParseError, ValueError, UnicodeDecodeError) as error:
-            return Done(1, err=f"{failed}error: XML error: {error}\n")
-        if not name:
-            return Done(1, err=f"{failed}error: XML error: missing domain name information\n")
-        wanted_uuid = root.findtext("uuid")
-        guest = self._virsh_find(name)
-        if guest is not None and wanted_uuid and guest.uuid != wanted_uuid:
-            return Done(
-                1,
-                err=f"{failed}error: operation failed: domain '{name}' already exists with "
-                f"uuid {guest.uuid}\n",
-            )
-        if guest is None:
-            guest = Guest(
-                name,
-                wanted_uuid or str(uuids.uuid4()),
-                Toolstack.LIBVIRT,
-                Machine(self.timing, name=name),
-            )
-            self.guests[name] = guest
-        guest.vcpus, guest.memory_mib, guest.defined_boot = vcpus, memory_mib, boot
-        if not guest.running:
-            guest.boot = boot
-        return Done(out=f"Domain '{name}' defined from {source}\n\n")
 
     # --- files ------------------------------------------------------------------------------
 
@@ -680,208 +494,6 @@ def _xl_json(guest: Guest) -> dict[str, Any]:
             "on_crash": "destroy",
         },
     }
-
-
-def _virsh_state(guest: Guest) -> str:
-    return "running" if guest.running else "shut off"
-
-
-def _kib(element: ET.Element) -> int:
-    scale = {"b": 1 / 1024, "bytes": 1 / 1024, "KiB": 1, "k": 1, "MiB": 1024, "M": 1024,
-             "GiB": 1024**2, "G": 1024**2}  # fmt: skip
-    unit = element.get("unit", "KiB")
-    if unit not in scale:
-        raise ValueError(f"unknown memory unit '{unit}'")
-    return int(int((element.text or "0").strip()) * scale[unit])
-
-
-def _libvirt_boot(root: ET.Element) -> str:
-    """The boot order of a definition, as xl's letters: `<os><boot dev=…/>` or per-device
-    `<boot order=…/>` (libvirt refuses both at once)."""
-    os_boot = [LIBVIRT_DEVS.get(b.get("dev", ""), "") for b in root.findall("os/boot")]
-    ordered: list[tuple[int, str]] = []
-    for device in root.findall("devices/*"):
-        order = device.find("boot")
-        if order is None:
-            continue
-        letter = (
-            "n" if device.tag == "interface" else "d" if device.get("device") == "cdrom" else "c"
-        )
-        ordered.append((int(order.get("order", "0")), letter))
-    if os_boot and ordered:
-        raise ValueError(
-            "unsupported configuration: per-device boot elements cannot be used together "
-            "with os/boot elements"
-        )
-    letters = "".join(os_boot) or "".join(letter for _, letter in sorted(ordered))
-    return letters or "c"
-
-
-def _xml(guest: Guest, inactive: bool) -> str:
-    live = guest.running and not inactive
-    boot = guest.boot if live else guest.defined_boot
-    devs = {letter: dev for dev, letter in LIBVIRT_DEVS.items()}
-    boots = "".join(f"    <boot dev='{devs[letter]}'/>\n" for letter in boot if letter in devs)
-    ident = f" id='{guest.domid}'" if live else ""
-    pty = f"\n      <source path='/dev/pts/{guest.domid}'/>" if live else ""
-    memkb = guest.memory_mib * 1024
-    return f"""<domain type='kvm'{ident}>
-  <name>{guest.name}</name>
-  <uuid>{guest.uuid}</uuid>
-  <memory unit='KiB'>{memkb}</memory>
-  <currentMemory unit='KiB'>{memkb}</currentMemory>
-  <vcpu placement='static'>{guest.vcpus}</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc-q35-8.2'>hvm</type>
-{boots}  </os>
-  <features>
-    <acpi/>
-    <apic/>
-  </features>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>restart</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='/var/lib/libvirt/images/{guest.name}.qcow2'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <interface type='network'>
-      <source network='default'/>
-      <model type='virtio'/>
-    </interface>
-    <serial type='pty'>{pty}
-      <target type='isa-serial' port='0'/>
-    </serial>
-    <console type='pty'>{pty}
-      <target type='serial' port='0'/>
-    </console>
-  </devices>
-</domain>
-"""
-
-
-def _not_running(verb: str, guest: Guest) -> Done:
-    return Done(
-        1,
-        err=f"error: Failed to {verb} domain '{guest.name}'\n"
-        "error: Requested operation is not valid: domain is not running\n",
-    )
-
-
-def _domstate(host: Hypervisor, guest: Guest, flags: set[str]) -> Done:
-    state = _virsh_state(guest)
-    return Done(out=f"{state} ({guest.reason})\n\n" if "--reason" in flags else f"{state}\n\n")
-
-
-def _dominfo(host: Hypervisor, guest: Guest, flags: set[str]) -> Done:
-    memkb = guest.memory_mib * 1024
-    cpu = f"{time.time() - guest.started:.1f}s" if guest.running else None
-    rows = [
-        ("Id", str(guest.domid) if guest.running else "-"),
-        ("Name", guest.name),
-        ("UUID", guest.uuid),
-        ("OS Type", "hvm"),
-        ("State", _virsh_state(guest)),
-        ("CPU(s)", str(guest.vcpus)),
-        *([("CPU time", cpu)] if cpu else []),
-        ("Max memory", f"{memkb} KiB"),
-        ("Used memory", f"{memkb} KiB"),
-        ("Persistent", "yes"),
-        ("Autostart", "enable" if guest.autostart else "disable"),
-        ("Managed save", "no"),
-        ("Security model", "none"),
-        ("Security DOI", "0"),
-    ]
-    return Done(out="".join(f"{f'{key}:':<16}{value}\n" for key, value in rows) + "\n")
-
-
-def _start(host: Hypervisor, guest: Guest, flags: set[str]) -> Done:
-    if guest.running:
-        return Done(
-            1,
-            err=f"error: Failed to start domain '{guest.name}'\n"
-            "error: Requested operation is not valid: domain is already running\n",
-        )
-    guest.boot = guest.defined_boot
-    host._start(guest)
-    return Done(out=f"Domain '{guest.name}' started\n\n")
-
-
-def _destroy(host: Hypervisor, guest: Guest, flags: set[str]) -> Done:
-    if not guest.running:
-        return _not_running("destroy", guest)
-    host._stop(guest, "destroyed")
-    return Done(out=f"Domain '{guest.name}' destroyed\n\n")
-
-
-def _shutdown(host: Hypervisor, guest: Guest, flags: set[str]) -> Done:
-    if not guest.running:
-        return _not_running("shutdown", guest)
-    guest.machine.control(Control.SOFT)
-    return Done(out=f"Domain '{guest.name}' is being shutdown\n\n")
-
-
-def _reset(host: Hypervisor, guest: Guest, flags: set[str]) -> Done:
-    if not guest.running:
-        return _not_running("reset", guest)
-    host._reset(guest)
-    return Done(out=f"Domain '{guest.name}' was reset\n\n")
-
-
-def _reboot(host: Hypervisor, guest: Guest, flags: set[str]) -> Done:
-    if not guest.running:
-        return _not_running("reboot", guest)
-    host._reset(guest)  # the guest OS restarts; the domain (and its id) stays
-    return Done(out=f"Domain '{guest.name}' is being rebooted\n\n")
-
-
-def _inject_nmi(host: Hypervisor, guest: Guest, flags: set[str]) -> Done:
-    if not guest.running:
-        return Done(1, err="error: Requested operation is not valid: domain is not running\n")
-    guest.machine.control(Control.DIAG)
-    return Done(out="\n")
-
-
-def _dumpxml(host: Hypervisor, guest: Guest, flags: set[str]) -> Done:
-    return Done(out=_xml(guest, "--inactive" in flags))
-
-
-def _domuuid(host: Hypervisor, guest: Guest, flags: set[str]) -> Done:
-    return Done(out=f"{guest.uuid}\n\n")
-
-
-def _domname(host: Hypervisor, guest: Guest, flags: set[str]) -> Done:
-    return Done(out=f"{guest.name}\n\n")
-
-
-def _autostart(host: Hypervisor, guest: Guest, flags: set[str]) -> Done:
-    guest.autostart = "--disable" not in flags
-    marked = "marked" if guest.autostart else "unmarked"
-    return Done(out=f"Domain '{guest.name}' {marked} as autostarted\n\n")
-
-
-def _console(host: Hypervisor, guest: Guest, flags: set[str]) -> Done:
-    raise AssertionError("console is attached by the session")  # pragma: no cover
-
-
-VIRSH_DOMAIN_COMMANDS = {
-    "domstate": _domstate,
-    "dominfo": _dominfo,
-    "domuuid": _domuuid,
-    "domname": _domname,
-    "start": _start,
-    "destroy": _destroy,
-    "shutdown": _shutdown,
-    "reset": _reset,
-    "reboot": _reboot,
-    "inject-nmi": _inject_nmi,
-    "dumpxml": _dumpxml,
-    "autostart": _autostart,
-    "console": _console,
-}
 
 
 class _Exec(asyncssh.SSHServerSession[bytes]):

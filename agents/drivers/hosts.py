@@ -69,18 +69,17 @@ class Hosts:
         argv: Sequence[str],
         *,
         within: float | None = None,
-        input: str | None = None,
+        stdin: str | None = None,
     ) -> Output:
-        """Run `argv` on the host; its exit status and output (a failure is the caller's to
-        read: `virsh` and `xl` say what went wrong on stderr). `input` goes to its standard
-        input (a definition for `virsh define /dev/stdin`, a config file for `tee`)."""
+        """Run `argv` on the host, `stdin` as its input; its exit status and output (a failure
+        is the caller's to read: `virsh` and `xl` say what went wrong on stderr)."""
         where = f"hypervisor {host.endpoint}"
         wait = within or self._command_timeout
         conn = await self.connection(host)
         try:
             async with asyncio.timeout(wait):
                 done = await conn.run(shlex.join(argv), check=False, encoding="utf-8",
-                                      errors="replace", input=input)  # fmt: skip
+                                      errors="replace", input=stdin)  # fmt: skip
         except TimeoutError:
             raise DeviceTimeout(
                 f"{where}: `{shlex.join(argv)}` did not finish within {wait:g} s"

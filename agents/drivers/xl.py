@@ -97,7 +97,7 @@ class XlFlavour:
         give one without it a new uuid at every create: nothing to follow it by)."""
         require_secret(host)
         running = await self._running(host)
-        states = _states((await self._xl(host, ["xl", "list"])).stdout)
+        states = _states((await self._command(host, ["xl", "list"])).stdout)
         configs = await self._configs(host)
         by_uuid = {config.uuid: config for config in configs if config.uuid}
         found = [
@@ -140,19 +140,19 @@ class XlFlavour:
         if action is PowerAction.STATUS or action is PowerAction.ON:
             return PowerState.ON
         if action is PowerAction.OFF:
-            await self._xl(host, ["xl", "destroy", domid])
+            await self._command(host, ["xl", "destroy", domid])
             return PowerState.OFF
         if action is PowerAction.SOFT:  # the OS shuts down in its own time: ends when asked
-            await self._xl(host, ["xl", "shutdown", domid])
+            await self._command(host, ["xl", "shutdown", domid])
             still = path.domain.lower() in await self._running(host)
             return PowerState.ON if still else PowerState.OFF
         if action is PowerAction.CYCLE:
             config = await self._config(path, running=True)
-            await self._xl(host, ["xl", "destroy", domid])
+            await self._command(host, ["xl", "destroy", domid])
             await self._create(path, config)
             return PowerState.ON
         trigger = "reset" if action is PowerAction.RESET else "nmi"
-        await self._xl(host, ["xl", "trigger", domid, trigger])
+        await self._command(host, ["xl", "trigger", domid, trigger])
         return PowerState.ON
 
     async def set_boot(self, path: GuestPath, device: BootDevice, persistent: bool) -> None:
@@ -202,7 +202,7 @@ class XlFlavour:
 
     async def _running(self, host: HostPath) -> dict[str, _Domain]:
         """The running domains by uuid (Domain-0 left out: it is the host)."""
-        out = await self._xl(host, ["xl", "list", "-l"])
+        out = await self._command(host, ["xl", "list", "-l"])
         try:
             entries = json.loads(out.stdout or "[]")
             domains = [_domain(entry) for entry in entries]
@@ -255,7 +255,7 @@ class XlFlavour:
 
     async def _create(self, path: GuestPath, config: _Config) -> None:
         """`xl create`, then put back the boot order a one-time change replaced."""
-        await self._xl(path.host, ["xl", "create", config.path])
+        await self._command(path.host, ["xl", "create", config.path])
         if config.restore is not None:
             await self._write(path, config, config.restore, None)
 
@@ -263,7 +263,7 @@ class XlFlavour:
         self, path: GuestPath, config: _Config, boot: str, restore: str | None
     ) -> None:
         """Rewrite the config with `boot` ("" = no boot line) and the marker (None = none)."""
-        text = (await self._xl(path.host, ["cat", "--", config.path])).stdout
+        text = (await self._command(path.host, ["cat", "--", config.path])).stdout
         lines = [
             line for line in text.splitlines() if not re.match(rf"\s*(boot|{MARKER})\s*=", line)
         ]
@@ -271,11 +271,13 @@ class XlFlavour:
             lines.append(f'boot = "{boot}"')
         if restore is not None:
             lines.append(f'{MARKER} = "{restore}" (one-time boot device: put back by Rackhand)')
-        await self._xl(path.host, ["tee", "--", config.path], input="\n".join(lines) + "\n")
+        await self._command(path.host, ["tee", "--", config.path], stdin="\n".join(lines) + "\n")
 
-    async def _xl(self, host: HostPath, argv: Sequence[str], input: str | None = None) -> Output:
+    async def _command(
+        self, host: HostPath, argv: Sequence[str], stdin: str | None = None
+    ) -> Output:
         """Run a command; its output, or the tool's own words as an error."""
-        out = await self._hosts.run(host, argv, input=input)
+        out = await self._hosts.run(host, argv, stdin=stdin)
         if out.status == 127:
             raise Unsupported(
                 f"hypervisor {host.endpoint}: `{argv[0]}` is not installed (exit 127): the host "

@@ -27,8 +27,9 @@ from agents.protocol import (
     PowerState,
     SshTarget,
 )
+from sim.domain import Toolstack
 from sim.hypervisor import Hypervisor as SimHost
-from sim.hypervisor import Toolstack, parse_cfg
+from sim.hypervisor import parse_cfg
 from sim.machine import Timing
 from sim.ssh import host_key
 from tests.sim.aio import run, until

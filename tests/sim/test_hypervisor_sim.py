@@ -17,8 +17,10 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from sim import virsh
+from sim.domain import Toolstack
 from sim.fleet import add_guests
-from sim.hypervisor import AUTO, Hypervisor, Toolstack, parse_cfg
+from sim.hypervisor import AUTO, Hypervisor, parse_cfg
 from sim.machine import Power, Timing
 from sim.ssh import host_key, public_line
 from tests.sim.aio import run, until
@@ -244,11 +246,8 @@ def test_the_virsh_subset_follows_virsh() -> None:
             assert (await execute(conn, f"{uri} domname {db.uuid}")).stdout == "db\n\n"
             assert (await execute(conn, f"{uri} start db")).stdout == "Domain 'db' started\n\n"
             again = await execute(conn, f"{uri} start db")
-            assert again.exit_status == 1
-            assert again.stderr == (
-                "error: Failed to start domain 'db'\n"
-                "error: Requested operation is not valid: domain is already running\n"
-            )
+            assert (again.exit_status, again.stdout) == (1, "\n")
+            assert again.stderr == "error: Domain is already active\n"
             assert db.machine.boot_log[-1].device == "cdrom"  # boot = "dc": the CD first
             for verb, said in [("reset", "was reset"), ("reboot", "is being rebooted"),
                                ("destroy", "destroyed")]:  # fmt: skip
@@ -287,7 +286,8 @@ def test_virsh_define_from_stdin_changes_the_next_start_only() -> None:
             edited = xml.replace("<boot dev='hd'/>", "<boot dev='network'/>\n    <boot dev='hd'/>")
             defined = await execute(conn, "virsh define /dev/stdin", edited)
             assert defined.stdout == "Domain 'web' defined from /dev/stdin\n\n"
-            assert (web.boot, web.defined_boot) == ("c", "nc")
+            assert web.definition is not None
+            assert (web.boot, virsh.boot_order(web.definition)) == ("c", ("nc", False))
             assert "<boot dev='hd'/>" in str((await execute(conn, "virsh dumpxml web")).stdout)
             await execute(conn, "virsh destroy web")
             await execute(conn, "virsh start web")
@@ -295,6 +295,70 @@ def test_virsh_define_from_stdin_changes_the_next_start_only() -> None:
             broken = await execute(conn, "virsh define /dev/stdin", "<domain>")
             assert broken.exit_status == 1
             assert str(broken.stderr).startswith("error: Failed to define domain from /dev/stdin")
+
+    run(scenario)
+
+
+def test_virsh_lists_and_domstats_as_the_libvirt_driver_reads_them() -> None:
+    async def scenario() -> None:
+        async with serving("libvirt") as host, connect(host) as conn:
+            web, db = host.guest("web"), host.guest("db")
+            both = await execute(conn, "virsh list --all --uuid --name")
+            assert both.stdout == f"{web.uuid} web\n{db.uuid} db\n\n"
+            auto = await execute(conn, "virsh list --all --autostart --uuid")
+            assert auto.stdout == f"{web.uuid}\n\n"
+            table = str((await execute(conn, "virsh list --all")).stdout).splitlines()
+            assert table[0] == " Id   Name   State"
+            assert table[2:] == [f" {web.domid}    web    running", " -    db     shut off", ""]
+            stats = await execute(conn, "virsh domstats --state --vcpu --balloon")
+            assert str(stats.stdout).split("\n\n")[1].splitlines() == [
+                "Domain: 'db'",
+                "  state.state=5",
+                "  state.reason=0",
+                "  vcpu.current=2",
+                "  vcpu.maximum=2",
+                "  balloon.current=524288",
+                "  balloon.maximum=524288",
+            ]
+            await execute(conn, "virsh destroy web")
+            state = str((await execute(conn, "virsh domstats --state web")).stdout)
+            assert state == "Domain: 'web'\n  state.state=5\n  state.reason=2\n\n"
+
+    run(scenario)
+
+
+def test_virsh_metadata_lives_in_the_definition_and_is_copied_at_start() -> None:
+    ns = "https://rackhand.dev/xmlns/boot"
+
+    async def scenario() -> None:
+        async with serving("libvirt") as host, connect(host) as conn:
+            web = host.guest("web")
+            missing = await execute(conn, f"virsh metadata --live web {ns}")
+            assert missing.stderr == (
+                "error: metadata not found: Requested metadata element is not present\n"
+            )
+            xml = str((await execute(conn, "virsh dumpxml --inactive web")).stdout)
+            mark = f"<metadata><r:boot xmlns:r='{ns}'><r:dev dev='hd'/></r:boot></metadata>"
+            menu = "<bootmenu enable='yes' timeout='10000'/>"
+            edited = xml.replace("</vcpu>", f"</vcpu>{mark}").replace("</os>", f"{menu}</os>")
+            assert (await execute(conn, "virsh define /dev/stdin", edited)).exit_status == 0
+            assert (await execute(conn, f"virsh metadata --live web {ns}")).exit_status == 1
+            stored = await execute(conn, f"virsh metadata --config web {ns}")
+            assert stored.stdout == '<boot>\n  <dev dev="hd"/>\n</boot>\n\n'
+            assert "  <metadata>\n    <ns0:boot xmlns:ns0=" in str(
+                (await execute(conn, "virsh dumpxml --inactive web")).stdout
+            )  # stored in libvirt's own layout
+            await execute(conn, "virsh destroy web")
+            assert (await execute(conn, f"virsh metadata --live web {ns}")).stderr == (
+                "error: Requested operation is not valid: domain is not running\n"
+            )
+            await execute(conn, "virsh start web")
+            assert web.machine.boot_log[-1].device == "bios"  # the boot menu: setup, here
+            assert (await execute(conn, f"virsh metadata --live web {ns}")).exit_status == 0
+            removed = await execute(conn, f"virsh metadata --live --remove web {ns}")
+            assert removed.stdout == "Metadata removed\n\n"
+            assert (await execute(conn, f"virsh metadata --live web {ns}")).exit_status == 1
+            assert (await execute(conn, f"virsh metadata --config web {ns}")).exit_status == 0
 
     run(scenario)
 
