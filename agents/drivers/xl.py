@@ -125,7 +125,7 @@ class XlFlavour:
     async def power(self, path: GuestPath, action: PowerAction) -> PowerState:
         require_secret(path)
         host, where = path.host, _where(path)
-        domain = (await self._running(host)).get(path.domain.lower())
+        domain = await self._find(path)
         if domain is None:
             config = await self._config(path)
             if action is PowerAction.ON:
@@ -144,8 +144,7 @@ class XlFlavour:
             return PowerState.OFF
         if action is PowerAction.SOFT:  # the OS shuts down in its own time: ends when asked
             await self._command(host, ["xl", "shutdown", domid])
-            still = path.domain.lower() in await self._running(host)
-            return PowerState.ON if still else PowerState.OFF
+            return PowerState.ON if await self._find(path) else PowerState.OFF
         if action is PowerAction.CYCLE:
             config = await self._config(path, running=True)
             await self._command(host, ["xl", "destroy", domid])
@@ -160,8 +159,7 @@ class XlFlavour:
         on or cycle, as a BIOS setting would at the next boot)."""
         require_secret(path)
         where = _where(path)
-        running = path.domain.lower() in await self._running(path.host)
-        config = await self._config(path, running=running)
+        config = await self._config(path, running=await self._find(path) is not None)
         if not config.hvm:
             raise Unsupported(
                 f'{where}: {config.path} is not an HVM guest (no `type = "hvm"`): a PV '
@@ -188,7 +186,7 @@ class XlFlavour:
 
     async def open_console(self, path: GuestPath, cols: int, rows: int) -> ConsoleChannel:
         require_secret(path)
-        domain = (await self._running(path.host)).get(path.domain.lower())
+        domain = await self._find(path)
         if domain is None:
             await self._config(path)
             raise Refused(
@@ -200,19 +198,20 @@ class XlFlavour:
 
     # --- reading the host -------------------------------------------------------------------
 
+    async def _find(self, path: GuestPath) -> _Domain | None:
+        """The guest's domain if it runs. `xl list -l <name>` reads one domain's config,
+        not all of them (a poll of 200 guests would read 200 configs 200 times); a guest
+        renamed since the last sync, or not running, is looked for in the whole list."""
+        uuid = path.domain.lower()
+        if path.name and not path.name.startswith("-"):
+            out = await self._hosts.run(path.host, ["xl", "list", "-l", path.name])
+            if out.status == 0 and (domain := _parse(path.host, out).get(uuid)):
+                return domain
+        return (await self._running(path.host)).get(uuid)
+
     async def _running(self, host: HostPath) -> dict[str, _Domain]:
         """The running domains by uuid (Domain-0 left out: it is the host)."""
-        out = await self._command(host, ["xl", "list", "-l"])
-        try:
-            entries = json.loads(out.stdout or "[]")
-            domains = [_domain(entry) for entry in entries]
-        except (ValueError, TypeError, KeyError) as exc:
-            raise Refused(
-                f"hypervisor {host.endpoint}: `xl list -l` printed no domain list Rackhand can "
-                f"read ({type(exc).__name__}: {exc}); does xl print JSON (xl.conf "
-                "output_format)?"
-            ) from exc
-        return {domain.uuid: domain for domain in domains if domain.domid != 0}
+        return _parse(host, await self._command(host, ["xl", "list", "-l"]))
 
     async def _configs(self, host: HostPath) -> list[_Config]:
         """Every /etc/xen/*.cfg, autostart marked from the links in /etc/xen/auto."""
@@ -289,6 +288,20 @@ class XlFlavour:
                 f"{out.said or 'no message'}"
             )
         return out
+
+
+def _parse(host: HostPath, out: Output) -> dict[str, _Domain]:
+    """`xl list -l`'s domains by uuid (Domain-0 left out: it is the host)."""
+    try:
+        entries = json.loads(out.stdout or "[]")
+        domains = [_domain(entry) for entry in entries]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise Refused(
+            f"hypervisor {host.endpoint}: `xl list -l` printed no domain list Rackhand can "
+            f"read ({type(exc).__name__}: {exc}); does xl print JSON (xl.conf "
+            "output_format)?"
+        ) from exc
+    return {domain.uuid: domain for domain in domains if domain.domid != 0}
 
 
 def _where(path: GuestPath) -> str:

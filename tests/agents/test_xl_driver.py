@@ -282,6 +282,21 @@ def test_the_console_carries_the_firmware_and_echoes_input_on_the_shared_connect
     run(scenario)
 
 
+def test_a_guest_renamed_since_the_sync_is_found_by_its_uuid() -> None:
+    async def scenario() -> None:
+        async with dom0() as d:
+            web = d.path("web")
+            guest = d.sim.guests.pop("web")
+            guest.name = "web-renamed"  # `xl rename`
+            d.sim.guests[guest.name] = guest
+            assert await d.xl.power(web, PowerAction.STATUS) is PowerState.ON
+            assert d.sim.commands[-2:] == ["xl list -l web", "xl list -l"]
+            assert await d.xl.power(web, PowerAction.OFF) is PowerState.OFF
+            assert guest.domid is None
+
+    run(scenario)
+
+
 def test_200_guests_status_through_one_login() -> None:
     async def scenario() -> None:
         async with dom0() as d:
