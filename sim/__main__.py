@@ -74,7 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also stop when standard input closes (a pipe from the process that started us)",
     )
     ssh = parser.add_argument_group(
-        "SSH devices", "machine i is on console server i // P, port i % P + 1 (PDUs likewise)"
+        "SSH devices",
+        "machine i is on console server i // P, port i % P + 1 (PDUs likewise); hypervisor hosts "
+        "hv1, hv2… have G guests each (hv1-vm01…, stable uuids, the first half running)",
     )
     ssh.add_argument("--console-servers", type=int, default=0, metavar="N")
     ssh.add_argument("--console-ports", type=int, default=16, metavar="P")

@@ -32,6 +32,7 @@ AUTO = "/etc/xen/auto"
 ESCAPE = 0x1D  # Ctrl-]: leaves `xl console` and `virsh console`
 DOM0_MEMORY_MIB, DOM0_VCPUS = 2048, 4
 HOST_TIMING = Timing(on_delay=0.0, cycle_off=0.3, soft_delay=1.0, post_seconds=1.5)
+VALUED = {"console": ("-t", "-n")}  # xl options that take a value: console -t serial -n 0
 XL_TRIGGERS = ("nmi", "reset", "init", "power", "sleep", "s3resume")
 
 
@@ -198,9 +199,17 @@ class Hypervisor(SshDevice):
     def _xl(self, args: list[str]) -> Done | Attach:
         if not args:
             return Done(1, err="Usage xl [-vfNtT] <subcommand> [args]\n")
-        verb, rest = args[0], args[1:]
-        options = [a for a in rest if a.startswith("-")]
-        words = [a for a in rest if not a.startswith("-")]
+        verb, options, words = args[0], list[str](), list[str]()
+        rest = iter(args[1:])
+        for arg in rest:
+            if arg == "--":
+                words += rest
+            elif arg in VALUED.get(verb, ()):
+                options.append(f"{arg}{next(rest, '')}")
+            elif arg.startswith("-"):
+                options.append(arg)
+            else:
+                words.append(arg)
         wanted = {"create": 1, "destroy": 1, "shutdown": 1, "reboot": 1, "trigger": 2,
                   "console": 1, "domid": 1}.get(verb, 0)  # fmt: skip
         if len(words) < wanted:
