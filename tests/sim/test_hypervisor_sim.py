@@ -140,6 +140,10 @@ def test_xl_power_commands_change_the_domains() -> None:
             assert web.domid == int(domid)
             bad = await execute(conn, "xl trigger web kick")
             assert (bad.exit_status, bad.stderr) == (1, 'Invalid trigger "kick"\n')
+            rebooted = await execute(conn, "xl reboot web")  # the guest's own: a new domain
+            assert (rebooted.exit_status, rebooted.stderr) == (0, f"Rebooting domain {domid}\n")
+            assert web.domid not in (None, int(domid))
+            domid = str(web.domid)
             down = await execute(conn, f"xl shutdown {domid}")
             assert (down.exit_status, down.stderr) == (0, f"Shutting down domain {domid}\n")
             await until(lambda: host.guest("web").domid is None)  # on_poweroff = "destroy"
