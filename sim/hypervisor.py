@@ -77,10 +77,14 @@ class Hypervisor(SshDevice):
         authorized_keys: Iterable[asyncssh.SSHKey] = (),
         timing: Timing | None = None,
         uris: Iterable[str] = virsh.URIS,
+        max_sessions: int | None = None,
     ) -> None:
+        """`max_sessions`: open sessions per connection, as sshd's MaxSessions (its default
+        is 10; None: no limit)."""
         self.toolstacks = toolstacks(dialect)
         super().__init__(name, "+".join(sorted(self.toolstacks, reverse=True)), users, key)
         self.authorized_keys = list(authorized_keys)
+        self.max_sessions = max_sessions
         self.timing = timing or HOST_TIMING
         self.uris = tuple(uris)
         self.files: dict[str, str] = {}  # path -> text: /etc/xen/*.cfg

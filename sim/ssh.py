@@ -8,6 +8,7 @@ window change requests, and hands every channel to the device's `session(login)`
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -57,6 +58,7 @@ class SshDevice(ABC):
         self.key = key
         self.authorized_keys: list[asyncssh.SSHKey] = []  # public keys any of `users` may use
         self.logins = 0  # successful logins, for tests (one connection, many commands)
+        self.max_sessions: int | None = None  # open sessions per connection (sshd's MaxSessions)
         self.host = ""
         self.port = 0
         self._acceptor: asyncssh.SSHAcceptor | None = None
@@ -125,6 +127,11 @@ class _Server(asyncssh.SSHServer):
     def __init__(self, device: SshDevice) -> None:
         self._device = device
         self._login = ""
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._open: set[asyncio.Task[None]] = set()  # one per session, until its channel closes
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
 
     def begin_auth(self, username: str) -> bool:
         self._login = username
@@ -145,5 +152,17 @@ class _Server(asyncssh.SSHServer):
     def auth_completed(self) -> None:
         self._device.logins += 1
 
-    def session_requested(self) -> Session:
-        return self._device.session(self._login)
+    def session_requested(
+        self,
+    ) -> Session | tuple[asyncssh.SSHServerChannel[bytes], Session] | bool:
+        """A session; beyond `max_sessions` open ones a refusal, as sshd's "open failed"."""
+        limit = self._device.max_sessions
+        if limit is None or self._conn is None:
+            return self._device.session(self._login)
+        if len(self._open) >= limit:
+            return False
+        chan: asyncssh.SSHServerChannel[bytes] = self._conn.create_server_channel(encoding=None)
+        closing = asyncio.get_running_loop().create_task(chan.wait_closed())
+        self._open.add(closing)
+        closing.add_done_callback(self._open.discard)
+        return chan, self._device.session(self._login)

@@ -472,6 +472,29 @@ def test_openssh_runs_xl_with_its_exit_status_and_a_console_on_a_tty(tmp_path: P
     run(scenario)
 
 
+def test_sessions_beyond_max_sessions_are_refused_as_sshd_refuses_them() -> None:
+    async def scenario() -> None:
+        async with serving() as host, connect(host) as conn:
+            host.max_sessions = 3
+            web = host.guest("web")
+            consoles = [
+                await conn.create_process(f"xl console {web.domid}", encoding=None)
+                for _ in range(3)
+            ]
+            with pytest.raises(asyncssh.ChannelOpenError):
+                await execute(conn, "xl list")
+            for console in consoles[:2]:
+                console.stdin.write(b"\x1d")
+                await asyncio.wait_for(console.wait_closed(), 5)
+            await until(lambda: len(web.consoles) == 1)
+            # One at a time: the console, a command, and one that just ended (sshd counts it
+            # for a moment too) stay within the limit
+            for _ in range(20):
+                assert (await execute(conn, "xl list")).exit_status == 0
+
+    run(scenario)
+
+
 def test_python_m_sim_starts_hypervisors_with_guests() -> None:
     fleet = launch(1, "--hypervisors", "2", "--hypervisor-guests", "4",
                    "--hypervisor-dialect", "xl,libvirt")  # fmt: skip
