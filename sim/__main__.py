@@ -1,6 +1,7 @@
 """`python -m sim`: a fleet of simulated IPMI BMCs on consecutive UDP ports until SIGTERM.
 
-Optionally with SSH console servers and switched PDUs wired to the machines in order.
+Optionally with SSH console servers and switched PDUs wired to the machines in order, and
+hypervisor hosts (Xen's xl, libvirt's virsh) with guests of their own.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sim.console_server import Dialect
-from sim.fleet import CONSOLE_SERVER, PDU, DeviceSpec, plan_devices, wiring_unit
+from sim.domain import toolstacks
+from sim.fleet import (
+    CONSOLE_SERVER,
+    PDU,
+    DeviceSpec,
+    plan_devices,
+    plan_hypervisors,
+    wiring_unit,
+)
 from sim.machine import Timing
 from sim.pdu import CYCLE_DELAY, PduDialect
 from sim.run import Saved, run, split
@@ -65,7 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also stop when standard input closes (a pipe from the process that started us)",
     )
     ssh = parser.add_argument_group(
-        "SSH devices", "machine i is on console server i // P, port i % P + 1 (PDUs likewise)"
+        "SSH devices",
+        "machine i is on console server i // P, port i % P + 1 (PDUs likewise); hypervisor hosts "
+        "hv1, hv2… have G guests each (hv1-vm01…, stable uuids, the first half running)",
     )
     ssh.add_argument("--console-servers", type=int, default=0, metavar="N")
     ssh.add_argument("--console-ports", type=int, default=16, metavar="P")
@@ -82,8 +93,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"one of {', '.join(PduDialect)}, or a comma list taken in turn (default: all)",
     )
     ssh.add_argument("--pdu-cycle-delay", type=float, default=CYCLE_DELAY, metavar="SECONDS")
+    ssh.add_argument("--hypervisors", type=int, default=0, metavar="N")
+    ssh.add_argument("--hypervisor-guests", type=int, default=6, metavar="G")
     ssh.add_argument(
-        "--ssh-base-port", type=int, default=0, help="console servers, then PDUs (0: any free)"
+        "--hypervisor-dialect",
+        type=_hypervisor_dialects,
+        default=["xl+libvirt"],
+        help="xl, libvirt or xl+libvirt (both), or a comma list taken in turn (default: both)",
+    )
+    ssh.add_argument(
+        "--authorized-key",
+        type=Path,
+        action="append",
+        default=[],
+        help="an OpenSSH public key file the hypervisors accept for the user (repeatable)",
+    )
+    ssh.add_argument(
+        "--ssh-base-port",
+        type=int,
+        default=0,
+        help="console servers, then PDUs, then hypervisors (0: any free)",
     )
     ssh.add_argument("--host-key-dir", type=Path, help="keep host keys here (stable fingerprints)")
     args = parser.parse_args(argv)
@@ -96,7 +125,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("need at most --count names, each used once")
     if min(args.console_servers, args.pdus) < 0 or min(args.console_ports, args.pdu_outlets) < 1:
         parser.error("need --console-servers, --pdus >= 0 and --console-ports, --pdu-outlets >= 1")
-    devices = args.console_servers + args.pdus
+    if args.hypervisors < 0 or args.hypervisor_guests < 0:
+        parser.error("need --hypervisors, --hypervisor-guests >= 0")
+    devices = args.console_servers + args.pdus + args.hypervisors
     if args.ssh_base_port and not 1 <= args.ssh_base_port <= 65536 - devices:
         parser.error("the SSH ports must lie within 1-65535")
     try:
@@ -119,6 +150,18 @@ def _dialects(kind: type[E]) -> Callable[[str], list[E]]:
     return parse
 
 
+def _hypervisor_dialects(text: str) -> list[str]:
+    dialects = [name.strip() for name in text.split(",")]
+    try:
+        for dialect in dialects:
+            toolstacks(dialect)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use xl, libvirt or xl+libvirt, or a comma list of them"
+        ) from None
+    return dialects
+
+
 def _names(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",")]
     if not all(HOSTNAME.fullmatch(name) for name in names if name):
@@ -127,11 +170,14 @@ def _names(text: str) -> list[str]:
 
 
 def ssh_devices(args: argparse.Namespace) -> list[DeviceSpec]:
-    """The console servers then the PDUs asked for, wired to the machines in order."""
+    """The console servers then the PDUs asked for, wired to the machines in order; then the
+    hypervisor hosts."""
     ports = range(args.base_port, args.base_port + args.count)
     consoles = args.console_dialect or list(Dialect)
     pdus = args.pdu_dialect or list(PduDialect)
     pdu_port = args.ssh_base_port + args.console_servers if args.ssh_base_port else 0
+    hypervisor_port = pdu_port + args.pdus if args.ssh_base_port else 0
+    keys = [path.read_text().strip() for path in args.authorized_key]
     return [
         *plan_devices(
             ports,
@@ -143,6 +189,9 @@ def ssh_devices(args: argparse.Namespace) -> list[DeviceSpec]:
         ),
         *plan_devices(
             ports, PDU, args.pdus, args.pdu_outlets, pdus, pdu_port, args.pdu_cycle_delay
+        ),
+        *plan_hypervisors(
+            args.hypervisors, args.hypervisor_guests, args.hypervisor_dialect, hypervisor_port, keys
         ),
     ]
 

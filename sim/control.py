@@ -2,7 +2,8 @@
 
 Requests: `{"op": "get"|"set", "port": BMC port, ...}`, `{"op": "wiring"}` (SSH devices and what
 each machine is wired to), `{"op": "outlet", "pdu": name, "outlet": n[, "power": on|off|cycle]}`,
-`{"op": "console_port", "server": name, "port": n}` (holder and counters).
+`{"op": "console_port", "server": name, "port": n}` (holder and counters), `{"op": "guest",
+"hypervisor": name, "guest": name}` (a hypervisor guest's domid, boot order and screen).
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ def apply(fleet: Fleet, request: Message) -> Message:
                 raise ValueError(f"unknown outlet power {request['power']!r}")
             pdu.switch([outlet], request["power"])
         return {"ok": True, "state": outlet.state()}
+    if op == "guest":
+        return {
+            "ok": True,
+            "state": fleet.hypervisor(request["hypervisor"]).guest(request["guest"]).state(),
+        }
     if op == "console_port":
         server = fleet.console_server(request["server"])
         return {"ok": True, "state": server.ports[int(request["port"])].state()}
@@ -141,8 +147,8 @@ async def serve_relay(
             request = json.loads(line)
             if request["op"] == "wiring":
                 return json.dumps({"ok": True, "wiring": wiring or {}}).encode() + b"\n"
-            device = request.get("pdu", request.get("server"))
-            if request["op"] in ("outlet", "console_port"):
+            device = request.get("pdu", request.get("server", request.get("hypervisor")))
+            if request["op"] in ("outlet", "console_port", "guest"):
                 control_port = (owners or {})[device]
             else:
                 target = request["port"]

@@ -1,4 +1,7 @@
-"""Many BMCs in one event loop, one UDP port each, and the SSH devices wired to their machines."""
+"""Many BMCs in one event loop, one UDP port each, and the SSH devices wired to their machines.
+
+Hypervisor hosts are SSH devices too, with guests of their own rather than wired machines.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import asyncssh
+
 from sim.console_server import ConsoleServer
+from sim.hypervisor import Hypervisor
 from sim.ipmi import Bmc, BmcProtocol
 from sim.machine import Machine, Timing
 from sim.pdu import CYCLE_DELAY, Feed, Pdu
@@ -20,20 +26,56 @@ from sim.ssh import SshDevice, host_key
 
 GUID_NAMESPACE = uuid.UUID("5d1b1c9e-4c1e-4f57-9a55-7b0c2f0e6a11")
 SAVED_KEYS = ("power", "boot_device", "boot_persistent", "boot_efi")
-CONSOLE_SERVER, PDU = "console_server", "pdu"
+CONSOLE_SERVER, PDU, HYPERVISOR = "console_server", "pdu", "hypervisor"
 
 
 @dataclass(frozen=True)
 class DeviceSpec:
     """One SSH device to start, and the BMC ports of the machines on its ports / outlets 1, 2…"""
 
-    kind: str  # CONSOLE_SERVER or PDU
+    kind: str  # CONSOLE_SERVER, PDU or HYPERVISOR
     name: str
-    dialect: str
+    dialect: str  # a hypervisor's: xl, libvirt or xl+libvirt
     ssh_port: int  # 0: any free port
-    slots: int  # ports or outlets
+    slots: int  # ports, outlets, or a hypervisor's guests
     wired: tuple[int, ...]
     cycle_delay: float = CYCLE_DELAY
+    authorized_keys: tuple[str, ...] = ()  # OpenSSH public key lines a hypervisor accepts
+
+
+def plan_hypervisors(
+    count: int, guests: int, dialects: Sequence[str], ssh_port: int, keys: Sequence[str] = ()
+) -> list[DeviceSpec]:
+    """`count` hypervisor hosts hv1, hv2… of `guests` guests each, dialects in turn."""
+    return [
+        DeviceSpec(
+            HYPERVISOR,
+            f"hv{index + 1}",
+            dialects[index % len(dialects)],
+            ssh_port + index if ssh_port else 0,
+            guests,
+            (),
+            authorized_keys=tuple(keys),
+        )
+        for index in range(count)
+    ]
+
+
+def add_guests(host: Hypervisor, count: int) -> None:
+    """`<host>-vm01`… with stable uuids; the first half running, toolstacks in turn."""
+    stacks = sorted(host.toolstacks, reverse=True)  # xl first
+    for index in range(count):
+        name = f"{host.name}-vm{index + 1:02d}"
+        host.add_guest(
+            name,
+            stacks[index % len(stacks)],
+            uuid=str(uuid.uuid5(GUID_NAMESPACE, f"{host.name}/{name}")),
+            vcpus=1 + index % 2,
+            memory_mib=512 * (1 + index % 4),
+            boot="cd" if index % 3 == 2 else "c",
+            running=index < (count + 1) // 2,
+            autostart=index == 0,
+        )
 
 
 def plan_devices(
@@ -67,7 +109,7 @@ def plan_devices(
 
 def wiring_unit(devices: Sequence[DeviceSpec]) -> int:
     """Machines come in groups of this size that must share a process with their devices."""
-    return math.lcm(1, *(device.slots for device in devices))
+    return math.lcm(1, *(device.slots for device in devices if device.wired))
 
 
 class Fleet:
@@ -97,6 +139,12 @@ class Fleet:
             raise KeyError(f"{name} is not a console server")
         return device
 
+    def hypervisor(self, name: str) -> Hypervisor:
+        device = self.devices[name]
+        if not isinstance(device, Hypervisor):
+            raise KeyError(f"{name} is not a hypervisor")
+        return device
+
     def pdu(self, name: str) -> Pdu:
         device = self.devices[name]
         if not isinstance(device, Pdu):
@@ -111,7 +159,13 @@ class Fleet:
         for spec in specs:
             key = host_key(spec.name, key_dir)
             device: SshDevice
-            if spec.kind == CONSOLE_SERVER:
+            if spec.kind == HYPERVISOR:
+                keys = [asyncssh.import_public_key(line) for line in spec.authorized_keys]
+                device = host = Hypervisor(
+                    spec.name, spec.dialect, users, key, authorized_keys=keys
+                )
+                add_guests(host, spec.slots)
+            elif spec.kind == CONSOLE_SERVER:
                 device = server = ConsoleServer(spec.name, spec.dialect, spec.slots, users, key)
                 for number, port in enumerate(spec.wired, 1):
                     machine = self.machine(port)

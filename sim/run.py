@@ -17,11 +17,11 @@ from typing import Any, TypeVar
 import uvloop
 
 from sim.control import serve_control, serve_relay
-from sim.fleet import CONSOLE_SERVER, PDU, DeviceSpec, start_fleet, wiring_unit
+from sim.fleet import CONSOLE_SERVER, HYPERVISOR, PDU, DeviceSpec, start_fleet, wiring_unit
 
 Saved = dict[int, dict[str, Any]]
 Wiring = dict[str, Any]
-NOUNS = {CONSOLE_SERVER: "console server", PDU: "PDU"}
+NOUNS = {CONSOLE_SERVER: "console server", PDU: "PDU", HYPERVISOR: "hypervisor"}
 T = TypeVar("T")
 
 

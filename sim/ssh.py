@@ -1,12 +1,14 @@
 """What the simulated SSH appliances share: password users, a host key, one session per channel.
 
 A console server and a PDU differ only in what a session does with the bytes; this module runs
-the asyncssh server on 127.0.0.1 (or the given host), checks passwords, accepts PTY and window
-change requests, and hands every channel to the device's `session(login)`.
+the asyncssh server on 127.0.0.1 (or the given host), checks passwords (and public keys, for
+devices given authorized keys: hypervisor hosts are usually reached with one), accepts PTY and
+window change requests, and hands every channel to the device's `session(login)`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -54,6 +56,9 @@ class SshDevice(ABC):
         self.dialect = dialect
         self.users = dict(users)
         self.key = key
+        self.authorized_keys: list[asyncssh.SSHKey] = []  # public keys any of `users` may use
+        self.logins = 0  # successful logins, for tests (one connection, many commands)
+        self.max_sessions: int | None = None  # open sessions per connection (sshd's MaxSessions)
         self.host = ""
         self.port = 0
         self._acceptor: asyncssh.SSHAcceptor | None = None
@@ -69,6 +74,10 @@ class SshDevice(ABC):
     def check_password(self, login: str, password: str) -> bool:
         expected = self.users.get(self.user_of(login))
         return expected is not None and hmac.compare_digest(expected, password)
+
+    def check_key(self, login: str, key: asyncssh.SSHKey) -> bool:
+        known = self.user_of(login) in self.users
+        return known and any(key.public_data == mine.public_data for mine in self.authorized_keys)
 
     @abstractmethod
     def session(self, login: str) -> Session:
@@ -118,6 +127,11 @@ class _Server(asyncssh.SSHServer):
     def __init__(self, device: SshDevice) -> None:
         self._device = device
         self._login = ""
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._open: set[asyncio.Task[None]] = set()  # one per session, until its channel closes
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
 
     def begin_auth(self, username: str) -> bool:
         self._login = username
@@ -129,5 +143,26 @@ class _Server(asyncssh.SSHServer):
     def validate_password(self, username: str, password: str) -> bool:
         return self._device.check_password(username, password)
 
-    def session_requested(self) -> Session:
-        return self._device.session(self._login)
+    def public_key_auth_supported(self) -> bool:
+        return bool(self._device.authorized_keys)
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return self._device.check_key(username, key)
+
+    def auth_completed(self) -> None:
+        self._device.logins += 1
+
+    def session_requested(
+        self,
+    ) -> Session | tuple[asyncssh.SSHServerChannel[bytes], Session] | bool:
+        """A session; beyond `max_sessions` open ones a refusal, as sshd's "open failed"."""
+        limit = self._device.max_sessions
+        if limit is None or self._conn is None:
+            return self._device.session(self._login)
+        if len(self._open) >= limit:
+            return False
+        chan: asyncssh.SSHServerChannel[bytes] = self._conn.create_server_channel(encoding=None)
+        closing = asyncio.get_running_loop().create_task(chan.wait_closed())
+        self._open.add(closing)
+        closing.add_done_callback(self._open.discard)
+        return chan, self._device.session(self._login)
