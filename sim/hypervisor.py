@@ -4,7 +4,7 @@ Commands arrive as SSH exec requests and run against an in-memory host: an xl gu
 file in /etc/xen (and a domain with a domid while it runs), a libvirt guest a definition. Each
 guest is a `Machine`, so `xl console` and `virsh console` show the simulated firmware booting
 as the servers' consoles do. Output and errors follow xl(1) and virsh(1) as far as Rackhand
-reads them (docs/hypervisors-xl.md); a tool the host lacks is `command not found` (127), as a
+reads them (docs/hypervisors.md); a tool the host lacks is `command not found` (127), as a
 shell says it. The few file commands (`cat`, `tee`, `ls`, `grep`) see /etc/xen only.
 """
 

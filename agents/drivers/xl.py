@@ -5,7 +5,7 @@ shows the domains that run (uuid and domid), one `grep` over /etc/xen the config
 (a link in /etc/xen/auto marks autostart). Power is xl's commands on the domid. The boot order
 is the config's HVM `boot` letters, which only `xl create` reads: so a one-time change leaves
 a marker line with the old order in the file and is undone right after our next create.
-docs/hypervisors-xl.md has the mapping; sim/hypervisor.py stands in for Xen in the tests.
+docs/hypervisors.md has the mapping; sim/hypervisor.py stands in for Xen in the tests.
 """
 
 from __future__ import annotations
