@@ -1,9 +1,10 @@
 """Process-wide settings for Rackhand's long-running processes: the server, its workers and
-site agents (the garbage collector; the warnings they print)."""
+site agents (the garbage collector; the warnings and logs they print)."""
 
 from __future__ import annotations
 
 import gc
+import logging
 import warnings
 
 from cryptography.utils import CryptographyDeprecationWarning
@@ -19,6 +20,12 @@ def ignore_asyncssh_dsa_warnings() -> None:
     warnings.filterwarnings(
         "ignore", "DSA is deprecated", CryptographyDeprecationWarning, r"asyncssh\."
     )
+
+
+def quiet_asyncssh() -> None:
+    """asyncssh logs every channel at INFO (five lines per command): a guest poll of a host
+    would fill the log. Its warnings and errors still show."""
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 
 def tune() -> None:

@@ -35,7 +35,14 @@ import httpx
 import pytest
 
 from app.cli.power import CONFIRM
-from app.inventory.demo import CONSOLE_BOXES, DEMO_BMCS, FIRST_BMC_PORT, FIRST_SSH_PORT, PDU_BOXES
+from app.inventory.demo import (
+    CONSOLE_BOXES,
+    DEMO_BMCS,
+    FIRST_BMC_PORT,
+    FIRST_SSH_PORT,
+    HYPERVISORS,
+    PDU_BOXES,
+)
 from sim import rmcp
 from sim.__main__ import parse_args as sim_args
 from tests.live import RACKHAND, free_port
@@ -46,7 +53,9 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 ADMIN_PASSWORD = "readme-admin-password"
 BMC_PORTS = range(FIRST_BMC_PORT, FIRST_BMC_PORT + DEMO_BMCS)
-SSH_PORTS = range(FIRST_SSH_PORT, FIRST_SSH_PORT + len(CONSOLE_BOXES) + len(PDU_BOXES))
+SSH_PORTS = range(
+    FIRST_SSH_PORT, FIRST_SSH_PORT + len(CONSOLE_BOXES) + len(PDU_BOXES) + len(HYPERVISORS)
+)
 PORTS_WAIT = 30.0  # s to wait for another demo to let go of the simulator ports
 START_WAIT = 60.0  # s for the server and its simulated fleet to come up
 COMMAND_TIMEOUT = 60.0

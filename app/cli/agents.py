@@ -108,6 +108,7 @@ def agent(
     from agents import collector
 
     collector.ignore_asyncssh_dsa_warnings()
+    collector.quiet_asyncssh()
     from agents.link import BadCentral, Refused, start
 
     async def run() -> None:

@@ -99,6 +99,7 @@ def serve(
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise typer.BadParameter("give both --tls-cert and --tls-key, or neither")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    collector.quiet_asyncssh()
     private_folder(settings.data_dir)
     serving.check_tls_key(settings.tls_key)
     folder_lock = DataFolderLock(settings.data_dir)  # held until the process ends

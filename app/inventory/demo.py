@@ -1,4 +1,5 @@
-"""A small demo catalogue for `make run`: two sites, racks, and ~40 devices of every kind."""
+"""A small demo catalogue for `make run`: two sites, racks, and ~40 devices of every kind
+(the hypervisors' guests come from their first sync)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import NamedTuple
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agents.protocol import Dialect
+from agents.protocol import Dialect, Hypervisor
 from app.context import system_context
 from app.inventory import devices, paths, racks, sites
 from app.inventory.models import Device, DeviceKind, PathKind, SiteKind
@@ -34,6 +35,10 @@ CONSOLE_BOXES = (
     ("br12-cs", Dialect.OPENGEAR),
 )
 PDU_BOXES = (("pdu-a1", Dialect.RARITAN_PX), ("pdu-a2", Dialect.APC), ("br12-pdu", Dialect.APC))
+# Simulated hypervisor hosts, after the PDUs: (name, toolstack); their guests come by sync.
+HYPERVISORS = (("hv01", Hypervisor.LIBVIRT), ("hv02", Hypervisor.XL))
+DEMO_GUESTS = 6  # per hypervisor
+GUEST_SYNC_MINUTES = 10
 
 
 class DemoServer(NamedTuple):
@@ -84,12 +89,14 @@ def demo_fleet_args() -> list[str]:
         "--console-dialect", ",".join(dialect for _, dialect in CONSOLE_BOXES),
         "--pdus", "3", "--pdu-outlets", "16",
         "--pdu-dialect", ",".join(dialect for _, dialect in PDU_BOXES),
+        "--hypervisors", str(len(HYPERVISORS)), "--hypervisor-guests", str(DEMO_GUESTS),
+        "--hypervisor-dialect", ",".join(toolstack for _, toolstack in HYPERVISORS),
         "--ssh-base-port", str(FIRST_SSH_PORT),
     ]  # fmt: skip
 
 
 def _ssh_port(name: str) -> int:
-    boxes = [box for box, _ in (*CONSOLE_BOXES, *PDU_BOXES)]
+    boxes = [box for box, _ in (*CONSOLE_BOXES, *PDU_BOXES, *HYPERVISORS)]
     return FIRST_SSH_PORT + boxes.index(name)
 
 
@@ -131,7 +138,7 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
         return await devices.get_device(session, name)
 
     async def ssh(
-        device: Device, address: str, dialect: Dialect, port: int = 22, **options: str
+        device: Device, address: str, dialect: Dialect, port: int = 22, **options: object
     ) -> None:
         await paths.create_path(
             session,
@@ -262,30 +269,22 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
             PduOutletPath(kind=PathKind.PDU_OUTLET, via=pdu, outlets=[wire]),
         )
 
-    for n, rack in ((1, "B01"), (2, "B01")):
+    for n, (name, toolstack) in enumerate(HYPERVISORS, 1):
         hypervisor = await add(
-            f"hv{n:02d}",
+            name,
             DeviceKind.HYPERVISOR,
             "bj-dc1",
-            rack=rack,
+            rack="B01",
             position_u=10 + 2 * n,
             height_u=2,
             vendor="Dell",
             model="PowerEdge R750",
             arch="x86_64",
             os="linux",
-            os_version="Debian 12 / KVM",
+            os_version="Debian 12 / KVM" if toolstack is Hypervisor.LIBVIRT else "Xen 4.17",
             tags=["virt"],
         )
-        await ssh(hypervisor, "127.0.0.1", Dialect.SHELL, hypervisor="libvirt")
-        for m in range(1, 4):  # no paths: no driver acts on libvirt guests yet
-            await add(
-                f"vm{n}{m:02d}",
-                DeviceKind.VM,
-                "bj-dc1",
-                parent=hypervisor.name,
-                arch="x86_64",
-                os="linux",
-                tags=["virt"],
-            )
+        # Its guests appear with the first periodic sync, soon after the start (`vm` devices).
+        await ssh(hypervisor, "127.0.0.1", Dialect.SHELL, _ssh_port(name), hypervisor=toolstack,
+                  sync_minutes=GUEST_SYNC_MINUTES)  # fmt: skip
     return True
