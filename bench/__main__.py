@@ -2,7 +2,7 @@
 
 import sys
 
-from bench import agents, audit, catalogue, consoles, dashboard, power
+from bench import agents, audit, catalogue, consoles, dashboard, guests, power
 
 SUITES = {
     "catalogue": catalogue.run,
@@ -11,6 +11,7 @@ SUITES = {
     "consoles": consoles.run,
     "dashboard": dashboard.run,
     "agents": agents.run,
+    "guests": guests.run,
 }
 
 if __name__ == "__main__":
