@@ -32,7 +32,11 @@ log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT = 20.0  # s for one path to connect and attach
 CLOSE_TIMEOUT = 5.0
-_NAMES: dict[str, str] = {PathKind.IPMI: "IPMI SOL", PathKind.CONSOLE_PORT: "console server port"}
+_NAMES: dict[str, str] = {
+    PathKind.IPMI: "IPMI SOL",
+    PathKind.CONSOLE_PORT: "console server port",
+    PathKind.LIBVIRT: "guest serial console",
+}
 
 Sink = Callable[[FromAgent], Awaitable[None]]
 
@@ -129,7 +133,12 @@ class ConsoleHub:
         live = self._live[order.session_id] = _Live(channel, path)
         note = f" (after: {'; '.join(failures)})" if failures else ""
         await self._sink(
-            ConsoleOpened(order.session_id, path.kind, path.endpoint, f"{_NAMES[path.kind]}{note}")
+            ConsoleOpened(
+                order.session_id,
+                path.kind,
+                path.endpoint,
+                f"{_NAMES.get(path.kind, path.kind)}{note}",
+            )
         )
         live.pump = asyncio.create_task(self._pump(order.session_id, live))
         live.writer = asyncio.create_task(self._obey(order.session_id, live))

@@ -19,6 +19,7 @@ from agents.drivers.base import (
     Refused,
     Unsupported,
 )
+from agents.drivers.guest_console import FollowingConsole
 from agents.drivers.hosts import Hosts
 from agents.drivers.libvirt import LibvirtFlavour
 from agents.drivers.xl import XlFlavour
@@ -118,7 +119,15 @@ class GuestsDriver:
         self, path: ConsolePath, *, cols: int = 80, rows: int = 25
     ) -> ConsoleChannel:
         guest = _guest(path)
-        return await self._flavour(guest.host).open_console(guest, cols, rows)
+        flavour = self._flavour(guest.host)
+        first = await flavour.open_console(guest, cols, rows)
+        return FollowingConsole(
+            lambda c, r: flavour.open_console(guest, c, r),
+            lambda: flavour.power(guest, PowerAction.STATUS),
+            first,
+            cols=cols,
+            rows=rows,
+        )
 
     async def close(self) -> None:
         """Log out of every host."""
