@@ -344,7 +344,7 @@ def test_the_runner_drives_guests_through_the_driver(libvirt_host: LibvirtHost) 
                     done.set()
 
         driver = GuestsDriver()
-        runner = Runner({"libvirt": driver}, sink)
+        runner = Runner({"libvirt": driver}, sink, sink)
         path = libvirt_host.guest(uuid)
         runner.submit(PowerOrder("cycle", "vm", "bj", PowerAction.CYCLE, (path,)))
         runner.submit(GuestsOrder("sync", "hv", "bj", libvirt_host.host()))

@@ -55,7 +55,7 @@ def test_taken(kind: str, options: dict[str, Any], through: tuple[str, ...]) -> 
 @pytest.mark.parametrize(
     ("kind", "options", "through", "field", "message"),
     [
-        ("libvirt", {"uri": "qemu:///system"}, (), "options.uri", "libvirt paths; they take none"),
+        ("libvirt", {"uri": "qemu:///system"}, (), "options.uri", "libvirt paths; they take name"),
         (
             "ssh",
             {},
@@ -142,6 +142,6 @@ def test_every_kind_with_a_driver_declares_its_options() -> None:
         "redfish": ("tls_fingerprint",),
         "console_port": (),
         "pdu_outlet": (),
-        "ssh": ("dialect", "host_key", "hypervisor", "uri"),
-        "libvirt": (),
+        "ssh": ("dialect", "host_key", "hypervisor", "uri", "sync_minutes"),
+        "libvirt": ("name",),
     }

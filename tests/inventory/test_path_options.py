@@ -60,8 +60,13 @@ REFUSED = [
     ("hv01", _ssh(hypervisor="libvirt", dialect="opengear"), "driven through its shell"),
     (
         "vm1",
-        {"kind": "libvirt", "via": "hv01", "domain": "vm1", "options": {"uri": "qemu:///system"}},
-        "unknown option 'uri'; this kind of path takes none",
+        {
+            "kind": "libvirt",
+            "via": "hv01",
+            "domain": "5b1c9a1e-1b3f-4c1e-9a55-0a0b0c0d0e0f",
+            "options": {"uri": "qemu:///system"},
+        },
+        "unknown option 'uri'; this kind of path takes name",
     ),
     (
         "web01",
