@@ -108,7 +108,8 @@ class Rig:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     with Branch() as branch:
-        fleet = branch.start_fleet(3)
+        fleet = branch.start_fleet(3, "--hypervisors", "1", "--hypervisor-dialect", "xl",
+                                   "--hypervisor-guests", "2")  # fmt: skip
         (openipmi,) = branch.start_ipmi_sim(1)
         folder = tmp_path_factory.mktemp("central")
         ca, cert, key = private_ca(folder, host=branch.central_address)
@@ -164,11 +165,11 @@ def _ready(url: str, ca: Path) -> bool:
 def _seed(api: httpx.Client, fleet: BranchFleet) -> None:
     site(api, SITE, name="Shanghai branch 12", kind="branch")
     for box in fleet.boxes:
-        kind = "console_server" if box.kind == "console_server" else "pdu"
-        device(api, box.name, kind=kind, site=SITE)
+        device(api, box.name, kind=box.kind, site=SITE)
+        options = {"hypervisor": box.dialect} if box.kind == "hypervisor" else {
+            "dialect": box.dialect}  # fmt: skip
         path(api, box.name, kind="ssh", address=box.address, port=box.port,
-             username=box.username, secret=box.password,
-             options={"dialect": box.dialect})  # fmt: skip
+             username=box.username, secret=box.password, options=options)  # fmt: skip
     for machine in fleet.machines:
         device(api, machine.name, site=SITE)
         bmc = machine.bmc
@@ -225,6 +226,22 @@ def test_power_boot_and_a_bulk_job_go_through_the_agent(linked: Rig) -> None:
     assert finished["status"] == "succeeded", finished
     audit = ok(linked.api.get("audit", params={"type": "agent.connected"}))
     assert any(event["target_name"] == "sh-br12/br12-a" for event in audit["items"])
+
+
+def test_a_branch_hypervisor_is_synced_and_its_guests_powered_through_the_agent(
+    linked: Rig,
+) -> None:
+    """The central cannot reach the branch's Xen host; its agent lists and drives the guests,
+    and pins the host's key at the branch only."""
+    synced = ok(linked.api.post("devices/hv1/sync"))
+    assert (synced["listed"], synced["created"]) == (2, 2)
+    assert ok(linked.api.get("devices/hv1-vm02"))["site"] == SITE
+    on = linked.power("hv1-vm02", "on")
+    assert (on["status"], on["path"], on["power_state"]) == ("succeeded", "libvirt", "on"), on
+    guest = linked.fleet.control.request({"op": "guest", "hypervisor": "hv1", "guest": "hv1-vm02"})
+    assert guest["state"]["domid"] is not None
+    [ssh] = ok(linked.api.get("devices/hv1/paths"))
+    assert ssh["options"]["host_key"] == linked.fleet.box("hv1").host_key
 
 
 def _stream(rig: Rig, console: dict[str, Any]) -> Any:
