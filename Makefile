@@ -83,7 +83,7 @@ format: $(STAMP)  ## fix formatting and the fixable lint
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: $(STAMP) peers  ## benchmarks (catalogue, audit, power, consoles, dashboard, agents): docs/benchmarks.md
+bench: $(STAMP) peers  ## benchmarks (catalogue, audit, power, consoles, dashboard, agents, guests): docs/benchmarks.md
 	$(BIN)/python -m bench
 
 fuzz: $(STAMP)  ## schemathesis against a live server (SQLite, PostgreSQL), in its own network namespace
