@@ -7,15 +7,18 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import asyncpg
 import pytest
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from app.audit.models import GENESIS
 from app.config import Settings
 from app.db import Base, make_engine
+from app.identity import secrets
 from app.main import create_app
 from app.migrate import upgrade
 from app.models import load_all
@@ -24,6 +27,34 @@ from app.vault import generate_key
 POSTGRES = os.environ.get("RACKHAND_TEST_POSTGRES", "postgres@127.0.0.1:5432")
 SERVICE_KEY = generate_key()
 ADMIN_PASSWORD = "admin-password-for-tests"
+
+
+class AdminHashedOnce(PasswordHasher):
+    """The app's argon2, except for the bootstrap admin's password: hashed once a run, and that
+    hash's check remembered. Nearly every test starts an app (which creates the admin) and logs
+    in as the admin, two runs of argon2 that test nothing; every other password (the tests of
+    logins, throttling and timing among them) runs argon2 in full."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.admin_hash = super().hash(ADMIN_PASSWORD)
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        if password == ADMIN_PASSWORD and salt is None:
+            return self.admin_hash
+        return super().hash(password, salt=salt)
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        if hash == self.admin_hash and password == ADMIN_PASSWORD:
+            return True
+        return super().verify(hash, password)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def admin_hashed_once() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(secrets, "_hasher", AdminHashedOnce())
+        yield
 
 
 def _postgres_dsn(database: str) -> str:

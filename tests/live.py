@@ -11,8 +11,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -25,6 +27,7 @@ from fastapi import FastAPI
 
 from tests.conftest import ADMIN_PASSWORD, SERVICE_KEY
 
+T = TypeVar("T")
 RACKHAND = str(Path(sys.executable).parent / "rackhand")
 
 
@@ -94,6 +97,13 @@ def uvicorn_thread(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+def in_a_thread(function: Callable[..., T], *args: object) -> T:
+    """`function(*args)` on a thread of its own: it may `asyncio.run` (a migration does) while
+    this thread has a loop running, as it has while the shared Chromium is open."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(function, *args).result()
 
 
 def admin_token(url: str) -> str:

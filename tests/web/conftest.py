@@ -1,10 +1,9 @@
 """Web fixtures: an app without its lifespan (pages and static files need no database), and
-one Chromium per test worker for the browser tests."""
+one Chromium for the browser tests that run in a row."""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +16,7 @@ from app.web.assets import INSTALL_HINT, SWAGGER_UI
 from tests.conftest import SERVICE_KEY
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, Playwright
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's (`make peers`): Playwright downloads no browser
 
@@ -35,18 +34,55 @@ def web(tmp_path: Path) -> TestClient:
     return TestClient(create_app(settings), raise_server_exceptions=False)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Headless Chromium, per test module. Not per session: Playwright's sync API keeps an
-    event loop running in this thread while it is open, and `asyncio.run` (the database
-    fixtures, migrations) fails meanwhile, so a test asks for it after any such fixture."""
+class SharedChromium:
+    """Headless Chromium, started by the first browser test and kept while browser tests follow
+    one another (the "browser" xdist group runs them all on one worker), so that a run starts
+    it once rather than once a module.
+
+    Closed as soon as the next test is no browser test: Playwright's sync API keeps an event
+    loop running in this thread while it is open, and `asyncio.run` (the database fixtures,
+    migrations) fails meanwhile. Hence a browser test's own fixtures migrate off this thread
+    (`tests.live.in_a_thread`), and a browser test asks for `browser` after them."""
+
+    def __init__(self) -> None:
+        self._playwright: Playwright | None = None
+        self._browser: Browser | None = None
+
+    def get(self) -> Browser:
+        if self._browser is None:
+            from playwright.sync_api import sync_playwright
+
+            self._playwright = sync_playwright().start()
+            self._browser = self._playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True
+            )
+        return self._browser
+
+    def close(self) -> None:
+        if self._browser is not None:
+            self._browser.close()
+            self._browser = None
+        if self._playwright is not None:
+            self._playwright.stop()
+            self._playwright = None
+
+
+SHARED_CHROMIUM = pytest.StashKey[SharedChromium]()
+
+
+@pytest.fixture
+def browser(request: pytest.FixtureRequest) -> Browser:
+    """The shared Chromium; each test makes its own contexts in it (and closes them)."""
     if shutil.which(CHROMIUM) is None:
         pytest.skip("Chromium is not installed (`make peers` installs it)")
-    from playwright.sync_api import sync_playwright
+    return request.config.stash.setdefault(SHARED_CHROMIUM, SharedChromium()).get()
 
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield chromium
-        finally:
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Close the shared Chromium after the last of a row of browser tests, before any fixture's
+    teardown (the last test's teardown ends the session's fixtures too)."""
+    if nextitem is None or "browser" not in getattr(nextitem, "fixturenames", ()):
+        chromium = item.config.stash.get(SHARED_CHROMIUM, None)
+        if chromium is not None:
             chromium.close()

@@ -22,7 +22,7 @@ from app.main import create_app
 from app.migrate import upgrade
 from tests.conftest import ADMIN_PASSWORD, SERVICE_KEY
 from tests.factories import device, ok, path, rack, site
-from tests.live import admin_token, uvicorn_thread
+from tests.live import admin_token, in_a_thread, uvicorn_thread
 from tests.sim.fleet import PASSWORD, RunningFleet, launch
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def live_dashboard(
                    "--post-seconds", str(post_seconds))  # fmt: skip
     try:
         url = f"sqlite+aiosqlite:///{folder / 'dashboard.db'}"
-        upgrade(url)
+        in_a_thread(upgrade, url)  # the shared Chromium may be open
         app_settings = Settings(
             database_url=url,
             data_dir=folder,

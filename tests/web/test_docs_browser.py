@@ -12,7 +12,7 @@ from app.config import Settings
 from app.main import create_app
 from app.migrate import upgrade
 from tests.conftest import ADMIN_PASSWORD, SERVICE_KEY
-from tests.live import uvicorn_thread
+from tests.live import in_a_thread, uvicorn_thread
 
 pytestmark = pytest.mark.xdist_group("browser")  # one Chromium per run, on one worker
 
@@ -22,7 +22,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Rackhand on a real socket, over a throwaway SQLite database."""
     tmp_path = tmp_path_factory.mktemp("docs")
     url = f"sqlite+aiosqlite:///{tmp_path / 'docs.db'}"
-    upgrade(url)
+    in_a_thread(upgrade, url)  # the shared Chromium may be open
     settings = Settings(
         database_url=url,
         data_dir=tmp_path,
@@ -36,7 +36,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_the_docs_page_renders_with_no_way_out(server: str, browser: Browser) -> None:
-    # `server` first: it migrates with asyncio.run, which fails once the browser is open
     own = urlsplit(server).netloc
     refused: list[str] = []
 
