@@ -80,8 +80,8 @@ def test_the_demo_starts_quietly_and_web01_greets_by_its_name(tmp_path: Path) ->
     assert "wiring:" not in start
     assert DEMO_PASSWORD not in start  # the simulated devices' credentials: --verbose only
     assert lines[-3:-1] == [
-        b"demo: 48 simulated BMCs on 127.0.0.1:16230-16277, 6 SSH devices on "
-        b"127.0.0.1:16300-16305; credentials: rackhand serve --demo --verbose",
+        b"demo: 48 simulated BMCs on 127.0.0.1:16230-16277, 8 SSH devices on "
+        b"127.0.0.1:16300-16307; credentials: rackhand serve --demo --verbose",
         f"Rackhand is ready: {url}/  (the dashboard; API docs: {url}/api/v1/docs)".encode(),
     ]
     assert "Traceback" not in start + rest
