@@ -78,7 +78,7 @@ def serve(
     import uvicorn
 
     from app.centrals.folder import DataFolderLock
-    from app.cli import serving
+    from app.cli import demo_libvirt, serving
     from app.cli.demo import demo_fleet
     from app.config import Settings
     from app.datafiles import private_folder
@@ -107,7 +107,8 @@ def serve(
         folder_lock.acquire()  # before the database is migrated: one central per data folder
         vault = load_vault(settings)  # a missing or bad key stops us before the database is touched
         upgrade(settings.database_url, vault=vault)
-        password = asyncio.run(serving.prepare(settings, demo))
+        local = demo_libvirt.prepare(settings.data_dir) if demo else None
+        password = asyncio.run(serving.prepare(settings, demo, local.host if local else None))
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -125,8 +126,12 @@ def serve(
         timeout_graceful_shutdown=10,  # a stream that does not end never holds the stop up
     )
     collector.tune()
-    with demo_fleet(settings.data_dir, verbose) if demo else contextlib.nullcontext() as summary:
-        server = serving.Server(config, serving.last_word(url, password, summary))
+    with (
+        demo_fleet(settings.data_dir, verbose) if demo else contextlib.nullcontext() as summary,
+        demo_libvirt.running(local) as also,
+    ):
+        said = "\n".join(line for line in (also, summary) if line) or None
+        server = serving.Server(config, serving.last_word(url, password, said))
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down by now
             server.run()
     if not server.started:

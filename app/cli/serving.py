@@ -17,7 +17,7 @@ import uvicorn
 from app.config import Settings
 from app.db import make_engine, make_sessionmaker
 from app.identity.service import bootstrap_admin
-from app.inventory.demo import seed_demo
+from app.inventory.demo import LocalLibvirt, seed_demo
 from app.uow import unit_of_work
 from app.vault import load_vault
 
@@ -36,7 +36,7 @@ def check_tls_key(path: Path | None) -> None:
         )
 
 
-async def prepare(settings: Settings, demo: bool) -> str | None:
+async def prepare(settings: Settings, demo: bool, local: LocalLibvirt | None = None) -> str | None:
     """The demo catalogue (into an empty one, if asked) and the first `admin`.
 
     Returns the admin's password when it was generated, for the last word: the app's own start
@@ -46,7 +46,7 @@ async def prepare(settings: Settings, demo: bool) -> str | None:
     engine = make_engine(settings.database_url)
     try:
         async with unit_of_work(make_sessionmaker(engine, write=True)) as session:
-            if demo and await seed_demo(session, load_vault(settings)):
+            if demo and await seed_demo(session, load_vault(settings), local):
                 logging.getLogger("rackhand").info("loaded the demo catalogue")
             return await bootstrap_admin(session, password)
     finally:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from sqlalchemy import func, select
@@ -39,6 +40,18 @@ PDU_BOXES = (("pdu-a1", Dialect.RARITAN_PX), ("pdu-a2", Dialect.APC), ("br12-pdu
 HYPERVISORS = (("hv01", Hypervisor.LIBVIRT), ("hv02", Hypervisor.XL))
 DEMO_GUESTS = 6  # per hypervisor
 GUEST_SYNC_MINUTES = 10
+# The machine's own libvirt, when it has one (app/cli/demo_libvirt.py): hv03, behind an sshd.
+LOCAL_LIBVIRT_PORT = FIRST_SSH_PORT + 10
+LOCAL_GUESTS = ("rackhand-demo-1", "rackhand-demo-2")
+
+
+@dataclass(frozen=True)
+class LocalLibvirt:
+    """How the demo's sshd in front of this machine's libvirt is reached."""
+
+    port: int
+    private_key: str = field(repr=False)
+    host_key: str  # SHA256:…
 
 
 class DemoServer(NamedTuple):
@@ -100,8 +113,9 @@ def _ssh_port(name: str) -> int:
     return FIRST_SSH_PORT + boxes.index(name)
 
 
-async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
-    """Load the demo fleet into an empty catalogue; leave a non-empty one alone."""
+async def seed_demo(session: AsyncSession, vault: Vault, local: LocalLibvirt | None = None) -> bool:
+    """Load the demo fleet into an empty catalogue; leave a non-empty one alone. `local`: the
+    machine's own libvirt, as a third hypervisor."""
     if await session.scalar(select(func.count()).select_from(Device)):
         return False
     ctx = system_context("demo fleet for `make run`")
@@ -138,7 +152,13 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
         return await devices.get_device(session, name)
 
     async def ssh(
-        device: Device, address: str, dialect: Dialect, port: int = 22, **options: object
+        device: Device,
+        address: str,
+        dialect: Dialect,
+        port: int = 22,
+        username: str = "admin",
+        secret: str = DEMO_PASSWORD,
+        **options: object,
     ) -> None:
         await paths.create_path(
             session,
@@ -149,8 +169,8 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
                 kind=PathKind.SSH,
                 address=address,
                 port=port,
-                username="admin",
-                secret=DEMO_PASSWORD,
+                username=username,
+                secret=secret,
                 options=SshOptions.model_validate({"dialect": dialect, **options}),
             ),
         )
@@ -287,4 +307,12 @@ async def seed_demo(session: AsyncSession, vault: Vault) -> bool:
         # Its guests appear with the first periodic sync, soon after the start (`vm` devices).
         await ssh(hypervisor, "127.0.0.1", Dialect.SHELL, _ssh_port(name), hypervisor=toolstack,
                   sync_minutes=GUEST_SYNC_MINUTES)  # fmt: skip
+    if local is not None:
+        hv03 = await add("hv03", DeviceKind.HYPERVISOR, "bj-dc1", rack="B01", position_u=16,
+                         height_u=2, os="linux", os_version="this machine's libvirt",
+                         tags=["virt"])  # fmt: skip
+        # Synced when asked only: its sync lists every domain of the machine, not only ours.
+        await ssh(hv03, "127.0.0.1", Dialect.SHELL, local.port, username="root",
+                  secret=local.private_key, hypervisor=Hypervisor.LIBVIRT,
+                  host_key=local.host_key)  # fmt: skip
     return True

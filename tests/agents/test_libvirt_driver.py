@@ -106,7 +106,8 @@ def test_guests_are_listed_as_the_host_knows_them(libvirt_host: LibvirtHost) -> 
     assert guests[running] == Guest(running, names[running], "running", ON, 2, 96, True)
     assert guests[stopped] == Guest(stopped, names[stopped], "shut off", OFF, 1, 64, False)
     listed = set(virsh("list", "--all", "--uuid").stdout.split())
-    assert set(guests) == listed
+    ours = {uuid for uuid in listed | set(guests) if uuid in libvirt_host.domains}
+    assert ours <= set(guests) & listed  # others' domains may come and go meanwhile (a demo)
     libvirt_host.undefine(running)
     libvirt_host.undefine(stopped)
 

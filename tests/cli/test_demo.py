@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,12 +18,27 @@ import pytest
 from websockets.sync.client import connect
 
 from app.cli.demo import credentials, summary
-from app.inventory.demo import DEMO_PASSWORD, FIRST_BMC_PORT, FIRST_SSH_PORT
-from tests.live import RACKHAND, free_port
+from app.cli.demo_libvirt import guest_uuid
+from app.inventory.demo import (
+    DEMO_PASSWORD,
+    FIRST_BMC_PORT,
+    FIRST_SSH_PORT,
+    LOCAL_GUESTS,
+    LOCAL_LIBVIRT_PORT,
+)
+from tests.live import RACKHAND, free_port, until
 from tests.sim.fleet import read_lines_until
 
 pytestmark = pytest.mark.xdist_group("readme-demo")  # the demo's simulator ports are fixed
 LAST = b"  log in as admin"  # the last line of the start
+URI = "qemu:///system"
+# The demo adds this machine's libvirt (hv03) when it can: root, sshd, libvirtd answering.
+LOCAL = (
+    os.geteuid() == 0
+    and Path("/usr/sbin/sshd").exists()
+    and shutil.which("virsh") is not None
+    and subprocess.run(["virsh", "-c", URI, "uri"], capture_output=True).returncode == 0
+)
 WIRING = {
     "devices": [
         {"name": "cs1", "address": "127.0.0.1", "port": FIRST_SSH_PORT, "username": "admin",
@@ -70,6 +86,8 @@ def test_the_demo_starts_quietly_and_web01_greets_by_its_name(tmp_path: Path) ->
         url = f"http://127.0.0.1:{port}"
         screen = _boot_on_console(url, match[1], "web01", b"web01 login: ")
         assert b"Rackhand SimOS 1.0 web01 ttyS0" in screen
+        if LOCAL:
+            _sync_this_machines_libvirt(url, match[1])
     finally:
         process.terminate()
         rest = process.communicate(timeout=30)[0].decode()
@@ -78,6 +96,8 @@ def test_the_demo_starts_quietly_and_web01_greets_by_its_name(tmp_path: Path) ->
     assert "Warning:" not in start
     assert "deprecat" not in start.lower()
     assert "wiring:" not in start
+    if LOCAL:  # its sshd goes with it, however it ends
+        until(lambda: _closed(LOCAL_LIBVIRT_PORT), "the demo's sshd to stop", 10)
     assert DEMO_PASSWORD not in start  # the simulated devices' credentials: --verbose only
     assert lines[-3:-1] == [
         b"demo: 48 simulated BMCs on 127.0.0.1:16230-16277, 8 SSH devices on "
@@ -85,6 +105,33 @@ def test_the_demo_starts_quietly_and_web01_greets_by_its_name(tmp_path: Path) ->
         f"Rackhand is ready: {url}/  (the dashboard; API docs: {url}/api/v1/docs)".encode(),
     ]
     assert "Traceback" not in start + rest
+
+
+def _closed(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def _sync_this_machines_libvirt(url: str, password: str) -> None:
+    """hv03 is this machine's libvirt behind the demo's sshd: its sync finds the demo's two
+    guests (among whatever else the machine runs), and one of them powers like a server."""
+    login = {"username": "admin", "password": password}
+    token = httpx.post(f"{url}/api/v1/auth/token", data=login).json()["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    synced = httpx.post(f"{url}/api/v1/devices/hv03/sync", headers=auth, timeout=60)
+    assert synced.status_code == 200, synced.text
+    guests = {g["uuid"]: g for g in httpx.get(f"{url}/api/v1/devices/hv03/guests",
+                                              headers=auth).json()}  # fmt: skip
+    for name in LOCAL_GUESTS:
+        assert guests[guest_uuid(name)]["domain"] == name
+    device = guests[guest_uuid(LOCAL_GUESTS[0])]["device"]
+    status = httpx.post(f"{url}/api/v1/devices/{device}/power", json={"action": "status"},
+                        headers=auth, timeout=60).json()  # fmt: skip
+    assert (status["status"], status["power_state"], status["path"]) == (
+        "succeeded", "off", "libvirt"), status  # fmt: skip
 
 
 def _boot_on_console(url: str, password: str, device: str, wanted: bytes) -> bytes:
