@@ -104,7 +104,7 @@ class Hosts:
             self.drop(host)
             raise ssh.lost(exc, where) from exc
         finally:
-            self._release(host)
+            self.release(host)
         status = done.exit_status if done.exit_status is not None else 255
         return Output(status, str(done.stdout or ""), str(done.stderr or ""))
 
@@ -149,17 +149,15 @@ class Hosts:
                 _Session, shlex.join(argv), term_type=TERM, term_size=(cols, rows), encoding=None
             )
         except BaseException as exc:
-            self._release(host)
+            self.release(host)
             if isinstance(exc, Exception):
                 raise ssh.lost(exc, where) from exc
             raise
         return HostConsole(self, host, chan, cast(_Session, opened), where)
 
     def release(self, host: HostPath) -> None:
-        """A console that held the connection ended (commands release their own)."""
-        self._release(host)
-
-    def _release(self, host: HostPath) -> None:
+        """One user of the host's connection is done (a command, or a console that ended); the
+        last one arms the idle close."""
         state = self._hosts.get(host.endpoint)
         if state is None:
             return

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agents.protocol import Guest, GuestsOrder, GuestsReport, HostPath, PowerState, TaskStatus
 from app.audit.models import EventType
-from app.audit.service import stage
+from app.audit.service import SYSTEM, stage
 from app.context import RequestContext
 from app.db import utcnow
 from app.errors import DeviceUnavailable, InvalidInput
@@ -169,12 +169,8 @@ async def _update(
     uuid: str,
     now: datetime,
 ) -> GuestChange:
-    if device.site_id != host.site_id and not _may_operate(ctx, device.site_id):
-        return GuestChange(
-            device=device.name, uuid=uuid, action="skipped",
-            message=f"{device.name} is at a site where you may not change it; a sync by "
-            "someone who operates both sites moves it here",
-        )  # fmt: skip
+    if device.site_id != host.site_id and (why := _stays(ctx, device)) is not None:
+        return GuestChange(device=device.name, uuid=uuid, action="skipped", message=why)
     changed: dict[str, list[Any]] = {}
     if device.parent_id != host.device_id:
         before = await session.scalar(select(Device.name).where(Device.id == device.parent_id))
@@ -316,9 +312,25 @@ def _power(change: GuestChange, host: Host, now: datetime) -> dict[str, Any]:
     }
 
 
-def _may_operate(ctx: RequestContext, site_id: int) -> bool:
-    held = ctx.principal.role_at(site_id)
-    return held is not None and held.rank >= Role.OPERATOR.rank
+def _stays(ctx: RequestContext, device: Device) -> str | None:
+    """Why a guest listed by a host at another site does not move there, if it does not.
+
+    Only a person who operates both sites moves it, having asked: a host that claims another
+    site's guest (its UUID copied, or a host taken over) must not pull it, and the orders
+    for it, to its own site's agent unseen; so the periodic sync never moves one.
+    """
+    if ctx.principal.actor == SYSTEM:
+        return (
+            f"{device.name} is at another site: a periodic sync never moves a guest across "
+            "sites; a sync asked by someone who operates both sites does"
+        )
+    held = ctx.principal.role_at(device.site_id)
+    if held is None or held.rank < Role.OPERATOR.rank:
+        return (
+            f"{device.name} is at a site where you may not change it; a sync by someone who "
+            "operates both sites moves it here"
+        )
+    return None
 
 
 def _event(ctx: RequestContext, host: Host, change: GuestChange) -> Any:

@@ -105,6 +105,33 @@ def test_a_hosts_periodic_sync_runs_at_its_interval_as_the_system(
     assert synced["actor_kind"] == "system"
 
 
+def test_a_host_claiming_another_sites_guest_does_not_pull_it_over(
+    hv: TestClient, fake: FakeDriver
+) -> None:
+    """A branch host (taken over, or with a copied UUID) lists a data-center guest's UUID:
+    neither its periodic sync nor its branch operator moves the guest, or its orders, there."""
+    host(fake, 1, guest(UUID_A, "vps-1"))
+    sync(hv)
+    site(hv, "sh-br12")
+    device(hv, "kvm-br", kind="hypervisor", site="sh-br12")
+    path(hv, "kvm-br", kind="ssh", address="10.9.0.1", username="root", secret="pw",
+         options={"hypervisor": "libvirt", "sync_minutes": 5})  # fmt: skip
+    fake.hosts["10.9.0.1:22"] = [guest(UUID_A, "vps-1")]
+    syncer = hv.app.state.guest_syncer  # type: ignore[attr-defined]
+    assert hv.portal.call(syncer.sync_due) == 1  # type: ignore[union-attr]
+    body = {"username": "br-op", "password": "a-password-123",
+            "grants": [{"role": "operator", "sites": ["sh-br12"]}]}  # fmt: skip
+    ok(hv.post("users", json=body), 201)
+    admin = hv.headers["Authorization"]
+    hv.headers["Authorization"] = f"Bearer {login(hv, 'br-op', 'a-password-123')}"
+    [claimed] = sync(hv, "kvm-br")["guests"]
+    assert (claimed["action"], claimed["device"]) == ("skipped", "vps-1")
+    hv.headers["Authorization"] = admin
+    vm = ok(hv.get("devices/vps-1"))
+    assert (vm["site"], vm["parent"]) == ("bj-dc1", "kvm01")
+    assert ok(hv.get("devices/vps-1/paths"))[0]["via"] == "kvm01"
+
+
 def test_a_dry_run_says_what_would_change_and_changes_nothing(
     hv: TestClient, fake: FakeDriver
 ) -> None:

@@ -15,16 +15,11 @@ from app.config import Settings
 from app.main import create_app
 from tests.conftest import ADMIN_PASSWORD, login
 from tests.factories import device, ok, path, site
+from tests.web.live import PEOPLE, PEOPLE_PASSWORD
 
-PEOPLE_PASSWORD = "correct horse battery staple"
 PAGE = "http://testserver"
 UUID_A = "0b6f1e1c-5a4e-4a8e-9d6b-1f2a3b4c5d01"
 UUID_B = "0b6f1e1c-5a4e-4a8e-9d6b-1f2a3b4c5d02"
-PEOPLE = {
-    "olga": [{"role": "operator", "sites": ["bj-dc1"]}],
-    "vera": [{"role": "viewer", "sites": ["bj-dc1"]}],
-    "sam": [{"role": "operator", "sites": ["sh-br12"]}],
-}
 
 
 @pytest.fixture
