@@ -222,13 +222,7 @@ class SiteAgent:
                     why = "the central closed the link"
                 except (Refused, BadCentral):
                     raise
-                except (
-                    OSError,
-                    TimeoutError,
-                    ConnectionClosed,
-                    InvalidHandshake,
-                    ValueError,
-                ) as exc:
+                except LINK_ERRORS as exc:
                     # ValueError: a frame that is no message; the link starts again
                     why = f"{type(exc).__name__}: {exc}"
                 except InvalidURI as exc:

@@ -10,7 +10,6 @@ says so) and the bytes go on. A guest that stays off ends the console as the dev
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from agents.drivers.base import ConsoleChannel, DriverError, Unreachable
@@ -18,7 +17,7 @@ from agents.protocol import PowerState
 
 Attach = Callable[[int, int], Awaitable[ConsoleChannel]]
 State = Callable[[], Awaitable[PowerState]]
-REATTACHED = b"\r\n[rackhand: the guest restarted; its console is attached again]\r\n"
+REATTACHED = b"\r\n[rackhand: the host's console command ended; attached again]\r\n"
 
 
 class FollowingConsole:
@@ -42,6 +41,7 @@ class FollowingConsole:
         self._follow = follow
         self._every = every
         self._closed = False
+        self._between = False  # the old console ended, the new one is not attached yet
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._output()
@@ -56,22 +56,31 @@ class FollowingConsole:
 
     async def _again(self) -> bool:
         """Attach again once the guest runs, within `follow` seconds; False if it does not."""
-        with contextlib.suppress(TimeoutError):
+        self._between = True
+        try:
             async with asyncio.timeout(self._follow):
                 while not self._closed:
                     try:
                         if await self._state() is PowerState.ON:
                             await self._channel.close()
                             self._channel = await self._attach(*self._size)
+                            if self._closed:  # closed while attaching: the new one goes too
+                                await self._channel.close()
                             return not self._closed
                     except DriverError:
                         pass  # between destroy and start, or the host is busy: ask again
                     await asyncio.sleep(self._every)
+        except TimeoutError:
+            pass
+        finally:
+            self._between = False
         return False
 
     async def write(self, data: bytes) -> None:
         if self._closed:
             raise Unreachable("the guest's console is closed")
+        if self._between:
+            return  # no console to type into while the guest restarts: keys are dropped
         await self._channel.write(data)
 
     async def send_break(self) -> None:

@@ -248,7 +248,10 @@ class LibvirtFlavour:
         return domain_xml.boot_settings(running) != domain_xml.boot_settings(stored)
 
     async def _definition(self, path: GuestPath, *, live: bool = False) -> Element:
-        which = () if live else ("--inactive",)
+        """The domain's XML. The stored one is read with `--security-info`: it is defined
+        again after an edit, and without it virsh leaves out the VNC/SPICE passwords, which
+        the new definition would then drop (the XML is never put in a message)."""
+        which = () if live else ("--inactive", "--security-info")
         out = await self._virsh(path.host, "dumpxml", *which, path.domain)
         self._check(path.host, out, f"read the definition of {_guest(path)}", path)
         try:

@@ -73,12 +73,16 @@ def running(local: Local | None) -> Iterator[str | None]:
     sshd = _start_sshd(local.folder)
     if sshd is None:
         yield (
-            f"demo: this machine's libvirt left out (its sshd on 127.0.0.1:{LOCAL_LIBVIRT_PORT} "
-            "did not start; is another demo running?)"
+            f"demo: hv03 (this machine's libvirt) will not answer: its sshd on 127.0.0.1:"
+            f"{LOCAL_LIBVIRT_PORT} did not start (is another demo running?)"
         )
         return
-    ours = [name for name in LOCAL_GUESTS if _define(name)]
     try:
+        try:
+            ours = [name for name in LOCAL_GUESTS if _define(name)]
+        except subprocess.SubprocessError as exc:  # the host's QEMU lacks what they need
+            yield f"demo: hv03 (this machine's libvirt) without demo guests: {exc}"
+            return
         yield (
             f"demo: this machine's libvirt is hv03 (ssh 127.0.0.1:{LOCAL_LIBVIRT_PORT}); demo "
             f"guests {', '.join(ours) or 'none (their names are taken)'}"

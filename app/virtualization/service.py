@@ -9,6 +9,7 @@ host's guests it no longer lists are marked gone, not deleted. Every change is a
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid as uuidlib
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from app.virtualization.models import Guest as GuestRow
 from app.virtualization.schemas import GuestChange, SyncResult
 
 SYNC_TIMEOUT = 60.0  # s for the host to list its guests
+ANSWER_GRACE = 30.0  # s more for the agent's answer (it may queue the order a while)
 _NOT_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _FIELDS = ("domain", "state", "vcpus", "memory_mib", "autostart")
 
@@ -67,7 +69,14 @@ async def host_for(session: AsyncSession, ctx: RequestContext, vault: Vault, ref
 async def ask(hub: AgentHub, host: Host) -> tuple[Guest, ...]:
     """The host's domains, as an agent of its site lists them; DeviceUnavailable if not."""
     order = GuestsOrder(uuidlib.uuid4().hex, host.name, host.site, host.path, SYNC_TIMEOUT)
-    report: GuestsReport = await hub.guests(order)
+    try:  # an agent that queues the order behind its site's work still answers in time
+        async with asyncio.timeout(SYNC_TIMEOUT + ANSWER_GRACE):
+            report: GuestsReport = await hub.guests(order)
+    except TimeoutError:
+        raise DeviceUnavailable(
+            f"the guests of {host.name} could not be listed: no answer from the site's agent "
+            f"within {SYNC_TIMEOUT + ANSWER_GRACE:g} s"
+        ) from None
     if report.status is not TaskStatus.SUCCEEDED:
         raise DeviceUnavailable(
             f"the guests of {host.name} could not be listed ({report.status}): {report.message}"
@@ -170,7 +179,14 @@ async def _update(
     now: datetime,
 ) -> GuestChange:
     if device.site_id != host.site_id and (why := _stays(ctx, device)) is not None:
-        return GuestChange(device=device.name, uuid=uuid, action="skipped", message=why)
+        shown = device.name if ctx.principal.allows(Role.VIEWER, device.site_id) else "?"
+        return GuestChange(device=shown, uuid=uuid, action="skipped", message=why)
+    if row is None and (other := await session.get(GuestRow, device.id)) is not None:
+        return GuestChange(
+            device=device.name, uuid=uuid, action="skipped",
+            message=f"{device.name}'s libvirt path names domain {uuid}, but its last sync found "
+            f"it as domain {other.uuid}; fix the path's domain (or delete it) and sync again",
+        )  # fmt: skip
     changed: dict[str, list[Any]] = {}
     if device.parent_id != host.device_id:
         before = await session.scalar(select(Device.name).where(Device.id == device.parent_id))
@@ -324,11 +340,10 @@ def _stays(ctx: RequestContext, device: Device) -> str | None:
             f"{device.name} is at another site: a periodic sync never moves a guest across "
             "sites; a sync asked by someone who operates both sites does"
         )
-    held = ctx.principal.role_at(device.site_id)
-    if held is None or held.rank < Role.OPERATOR.rank:
+    if not ctx.principal.allows(Role.OPERATOR, device.site_id):
         return (
-            f"{device.name} is at a site where you may not change it; a sync by someone who "
-            "operates both sites moves it here"
+            "the guest's device is at a site where you may not change it; a sync by someone "
+            "who operates both sites moves it here"
         )
     return None
 

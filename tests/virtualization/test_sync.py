@@ -125,7 +125,8 @@ def test_a_host_claiming_another_sites_guest_does_not_pull_it_over(
     admin = hv.headers["Authorization"]
     hv.headers["Authorization"] = f"Bearer {login(hv, 'br-op', 'a-password-123')}"
     [claimed] = sync(hv, "kvm-br")["guests"]
-    assert (claimed["action"], claimed["device"]) == ("skipped", "vps-1")
+    assert (claimed["action"], claimed["device"]) == ("skipped", "?")  # nor its name shown
+    assert "vps-1" not in claimed["message"]
     hv.headers["Authorization"] = admin
     vm = ok(hv.get("devices/vps-1"))
     assert (vm["site"], vm["parent"]) == ("bj-dc1", "kvm01")
@@ -200,6 +201,21 @@ def test_a_hand_written_libvirt_path_is_adopted(hv: TestClient, fake: FakeDriver
     adopted = by_device(sync(hv))["legacy-vm"]
     assert adopted["changes"]["guest"] == [None, "adopted"]
     assert ok(hv.get("devices/legacy-vm"))["parent"] == "kvm01"
+
+
+def test_a_path_edited_to_another_domain_is_skipped_not_a_conflict(
+    hv: TestClient, fake: FakeDriver
+) -> None:
+    host(fake, 1, guest(UUID_A, "vps-1"))
+    sync(hv)
+    [libvirt] = ok(hv.get("devices/vps-1/paths"))
+    ok(hv.patch(f"devices/vps-1/paths/{libvirt['id']}", json={"domain": UUID_B}))
+    host(fake, 1, guest(UUID_A, "vps-1"), guest(UUID_B, "vps-2"))
+    changes = by_device(sync(hv))
+    assert changes["vps-1"]["action"] in ("skipped", "updated"), changes
+    skipped = [c for c in changes.values() if c["action"] == "skipped"]
+    assert [c["uuid"] for c in skipped] == [UUID_B]
+    assert "fix the path's domain" in skipped[0]["message"]
 
 
 def test_what_cannot_be_synced_says_why(hv: TestClient, fake: FakeDriver) -> None:
