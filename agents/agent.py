@@ -19,6 +19,7 @@ from agents.drivers.base import OptionError
 from agents.drivers.options import validate_path
 from agents.drivers.registry import default_drivers
 from agents.protocol import (
+    Answer,
     BootOrder,
     Cancel,
     ConsoleClosed,
@@ -30,7 +31,7 @@ from agents.protocol import (
     Credit,
     FromAgent,
     GuestsOrder,
-    GuestsReport,
+    HealthOrder,
     HostKeySeen,
     PowerOrder,
     Report,
@@ -133,7 +134,7 @@ class Agent:
 
     def handle(self, message: ToAgent) -> None:
         """One message from the central."""
-        if isinstance(message, PowerOrder | BootOrder | GuestsOrder):
+        if isinstance(message, PowerOrder | BootOrder | GuestsOrder | HealthOrder):
             self._runner.submit(message)
         elif isinstance(message, Cancel):
             self._runner.cancel(message.task_id)
@@ -168,7 +169,7 @@ class Agent:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _report(self, report: Report | GuestsReport) -> None:
+    async def _report(self, report: Report | Answer) -> None:
         await self._send(report)
 
     async def _console(self, message: FromAgent) -> None:

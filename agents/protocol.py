@@ -115,6 +115,33 @@ class PowerState(StrEnum):
     UNKNOWN = "unknown"
 
 
+class Health(StrEnum):
+    """One verdict on a machine's hardware, or on one sensor or logged event, worst last."""
+
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    UNKNOWN = "unknown"  # nothing read yet, or nothing could be read
+
+
+class SensorState(StrEnum):
+    """What one sensor says: its reading against its thresholds, or its asserted states."""
+
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    NOT_PRESENT = "not_present"  # the sensor reads nothing now: absent part, scanning disabled
+
+
+class HealthRead(StrEnum):
+    """What a `HealthOrder` reads from a BMC."""
+
+    SENSORS = "sensors"
+    EVENTS = "events"  # the system event log, oldest first
+    INVENTORY = "inventory"  # FRU data
+    CLEAR_EVENTS = "clear_events"  # the log as it was, then cleared: nothing unseen is lost
+
+
 @dataclass(frozen=True)
 class IpmiPath:
     """An IPMI-over-LAN BMC; `cipher_suite` 17 (SHA-256) or 3 (SHA-1), 0 = let the client pick.
@@ -267,8 +294,23 @@ class GuestsOrder:
     timeout: float = 60.0
 
 
+@dataclass(frozen=True)
+class HealthOrder:
+    """Read (or clear) one device's health data over its first BMC path that answers:
+    answered by one `HealthReport`."""
+
+    task_id: str
+    device: str
+    site: str
+    read: HealthRead
+    paths: tuple[Path, ...]
+    timeout: float = 60.0
+    background: bool = False  # a poll: it queues behind what people asked for
+
+
 TaskOrder = PowerOrder | BootOrder  # the orders of a job's tasks
-Order = TaskOrder | GuestsOrder
+Question = GuestsOrder | HealthOrder  # asked of an agent, answered once, outside any job
+Order = TaskOrder | Question
 
 
 @dataclass(frozen=True)
@@ -304,6 +346,91 @@ class GuestsReport:
     task_id: str
     status: TaskStatus
     guests: tuple[Guest, ...] = ()
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A sensor's thresholds in its unit; None where the BMC defines none."""
+
+    lower_non_recoverable: float | None = None
+    lower_critical: float | None = None
+    lower_non_critical: float | None = None
+    upper_non_critical: float | None = None
+    upper_critical: float | None = None
+    upper_non_recoverable: float | None = None
+
+
+@dataclass(frozen=True)
+class Sensor:
+    """One sensor as its BMC reports it. `type` is the IPMI sensor type's name ("Temperature",
+    "Fan", "Power Supply"…), `states` what is asserted, in words."""
+
+    name: str
+    type: str
+    state: SensorState
+    reading: float | None = None
+    unit: str = ""  # "°C", "RPM", "V", "W"…
+    states: tuple[str, ...] = ()
+    thresholds: Thresholds | None = None
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """One entry of a BMC's event log, decoded. `time` is ISO 8601 UTC, None when the BMC had
+    no clock set yet; `sensor` and `sensor_type` name what raised it."""
+
+    id: str
+    time: str | None
+    severity: Health
+    message: str
+    sensor: str = ""
+    sensor_type: str = ""
+    asserted: bool = True  # False: the condition went away (a deassertion)
+    raw: str = ""  # the entry's bytes in hex (IPMI), for what no decoder reads
+
+
+@dataclass(frozen=True)
+class FruArea:
+    """One area of a FRU record (board, product or chassis); empty strings where unset."""
+
+    manufacturer: str = ""
+    name: str = ""  # product or board name; a chassis' type
+    part_number: str = ""
+    serial_number: str = ""
+    version: str = ""
+    asset_tag: str = ""
+    manufactured: str = ""  # ISO 8601 UTC (boards only)
+
+
+@dataclass(frozen=True)
+class Fru:
+    """One field-replaceable unit's inventory: FRU 0 is the system itself."""
+
+    id: int
+    name: str
+    board: FruArea | None = None
+    product: FruArea | None = None
+    chassis: FruArea | None = None
+
+
+@dataclass(frozen=True)
+class HealthData:
+    """What a health read found: the part the read asked for is filled, the rest is empty."""
+
+    sensors: tuple[Sensor, ...] = ()
+    events: tuple[LogEvent, ...] = ()
+    inventory: tuple[Fru, ...] = ()
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """The end of a `HealthOrder`: what was read (`succeeded`) over `path`, or why not."""
+
+    task_id: str
+    status: TaskStatus
+    data: HealthData | None = None
+    path: str | None = None  # the path kind that answered
     message: str = ""
 
 
@@ -461,14 +588,16 @@ class Credit:
 
 
 ToAgent = Order | Cancel | ConsoleOpen | ConsoleInput | ConsoleControl | Credit
-FromAgent = Report | GuestsReport | ConsoleOpened | ConsoleOutput | ConsoleClosed | HostKeySeen
+Answer = GuestsReport | HealthReport
+FromAgent = Report | Answer | ConsoleOpened | ConsoleOutput | ConsoleClosed | HostKeySeen
 LinkMessage = Hello | Welcome | Refusal | Heartbeat
 Message = ToAgent | FromAgent | LinkMessage
 
 _MESSAGES: dict[str, type[Message]] = {
     cls.__name__: cls
     for cls in (
-        PowerOrder, BootOrder, GuestsOrder, Report, GuestsReport, ConsoleOpen, ConsoleInput,
+        PowerOrder, BootOrder, GuestsOrder, HealthOrder, Report, GuestsReport, HealthReport,
+        ConsoleOpen, ConsoleInput,
         ConsoleControl, ConsoleOpened, ConsoleOutput, ConsoleClosed, HostKeySeen,
         Hello, Welcome, Refusal, Heartbeat, Cancel, Credit,
     )
@@ -543,7 +672,11 @@ def _decode(data: bytes, messages: dict[str, type[_M]]) -> _M:
             body["guests"] = tuple(
                 Guest(**guest | {"power": PowerState(guest["power"])}) for guest in body["guests"]
             )
-        if "data" in body:
+        if cls is HealthReport or cls is DeviceAnswer:
+            name = "data" if cls is HealthReport else "health"
+            if body.get(name) is not None:
+                body[name] = health_data(body[name])
+        elif "data" in body:
             body["data"] = base64.b64decode(body["data"], validate=True)
         if "capabilities" in body:
             body["capabilities"] = tuple(body["capabilities"])
@@ -560,10 +693,42 @@ _ENUMS: dict[type[Any], dict[str, type[StrEnum]]] = {
     BootOrder: {"boot": BootDevice},
     Report: {"status": TaskStatus, "power_state": PowerState},
     GuestsReport: {"status": TaskStatus},
+    HealthOrder: {"read": HealthRead},
+    HealthReport: {"status": TaskStatus},
     ConsoleControl: {"op": ConsoleOp},
     ConsoleClosed: {"reason": CloseReason},
     Refusal: {"reason": RefusedBecause},
 }
+
+
+def health_data(body: dict[str, Any]) -> HealthData:
+    """The `HealthData` of its JSON form (a ValueError, KeyError or TypeError if not one)."""
+
+    def area(fields: dict[str, Any] | None) -> FruArea | None:
+        return None if fields is None else FruArea(**fields)
+
+    def sensor(fields: dict[str, Any]) -> Sensor:
+        limits = fields.get("thresholds")
+        return Sensor(
+            **fields
+            | {
+                "state": SensorState(fields["state"]),
+                "states": tuple(fields.get("states", ())),
+                "thresholds": None if limits is None else Thresholds(**limits),
+            }
+        )
+
+    return HealthData(
+        sensors=tuple(sensor(fields) for fields in body.get("sensors", ())),
+        events=tuple(
+            LogEvent(**fields | {"severity": Health(fields["severity"])})
+            for fields in body.get("events", ())
+        ),
+        inventory=tuple(
+            Fru(**fru | {name: area(fru.get(name)) for name in ("board", "product", "chassis")})
+            for fru in body.get("inventory", ())
+        ),
+    )
 
 
 def hello_protocol(data: bytes) -> int | None:
@@ -588,6 +753,7 @@ class WorkerOp(StrEnum):
     POWER = "power"
     BOOT = "boot"
     CONSOLE_OPEN = "console_open"
+    HEALTH = "health"
     CANCEL = "cancel"  # of the call `call_id`; it gets no answer
 
 
@@ -601,17 +767,20 @@ class DeviceCall:
     action: PowerAction | None = None
     boot: BootDevice | None = None
     persistent: bool = False
+    read: HealthRead | None = None
     cols: int = 80
     rows: int = 25
 
 
 @dataclass(frozen=True)
 class DeviceAnswer:
-    """A call's result: the power state (None if the call returns none), or a `DriverError`
-    named by its class, which the agent raises again (an unknown name as `Refused`)."""
+    """A call's result: the power state or health data (None if the call returns none), or a
+    `DriverError` named by its class, which the agent raises again (an unknown name as
+    `Refused`)."""
 
     call_id: int
     state: PowerState | None = None
+    health: HealthData | None = None
     error: str | None = None
     message: str = ""
 
@@ -635,7 +804,7 @@ _WORKER_MESSAGES: dict[str, type[WorkerMessage]] = {
 }  # fmt: skip
 _ENUMS.update(
     {
-        DeviceCall: {"op": WorkerOp, "action": PowerAction, "boot": BootDevice},
+        DeviceCall: {"op": WorkerOp, "action": PowerAction, "boot": BootDevice, "read": HealthRead},
         DeviceAnswer: {"state": PowerState},
     }
 )

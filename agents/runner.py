@@ -20,6 +20,7 @@ from agents.drivers.base import (
     DeviceTimeout,
     DriverError,
     GuestDriver,
+    HealthDriver,
     OutletDriver,
     OutletReading,
     PowerDriver,
@@ -29,9 +30,14 @@ from agents.drivers.base import (
 )
 from agents.protocol import (
     IDEMPOTENT,
+    Answer,
     BootOrder,
     GuestsOrder,
     GuestsReport,
+    HealthData,
+    HealthOrder,
+    HealthRead,
+    HealthReport,
     Order,
     Path,
     PathKind,
@@ -46,7 +52,7 @@ from agents.protocol import (
 log = logging.getLogger(__name__)
 
 ReportSink = Callable[[Report], Awaitable[None]]
-GuestsSink = Callable[[GuestsReport], Awaitable[None]]
+AnswerSink = Callable[[Answer], Awaitable[None]]
 
 
 class Driver(PowerDriver, BootDriver, Protocol):
@@ -77,14 +83,14 @@ class Runner:
         self,
         drivers: Mapping[str, Driver | OutletDriver],
         report: ReportSink,
-        listed: GuestsSink | None = None,
+        answered: AnswerSink | None = None,
         *,
         per_site: int = 256,
         retry: Retry | None = None,
     ) -> None:
         self._drivers = drivers
         self._report = report
-        self._listed = listed  # where a GuestsOrder's list goes
+        self._answered = answered  # where a question's answer goes
         self._per_site = per_site
         self._retry = retry or Retry()
         self._sites: dict[str, asyncio.Semaphore] = defaultdict(
@@ -126,14 +132,16 @@ class Runner:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _slots(self, order: Order) -> asyncio.Semaphore:
-        background = isinstance(order, PowerOrder) and order.background
+        background = isinstance(order, PowerOrder | HealthOrder) and order.background
         return (self._polls if background else self._sites)[order.site]
 
     async def _run(self, order: Order) -> None:
-        if isinstance(order, GuestsOrder):
-            listed = await self._guests(order)
-            if self._listed is not None:
-                await self._listed(listed)
+        if isinstance(order, GuestsOrder | HealthOrder):
+            answer = await (
+                self._guests(order) if isinstance(order, GuestsOrder) else self._health(order)
+            )
+            if self._answered is not None:
+                await self._answered(answer)
             return
         outcome = _Outcome(TaskStatus.FAILED)
         try:
@@ -188,6 +196,45 @@ class Runner:
             return GuestsReport(order.task_id, failed, message=f"internal error: {exc}")
         said = f"{len(guests)} guest{'' if len(guests) == 1 else 's'} on {where}"
         return GuestsReport(order.task_id, TaskStatus.SUCCEEDED, guests, said)
+
+    async def _health(self, order: HealthOrder) -> HealthReport:
+        """Read over the first path that can be used at all; a BMC that answered and refused is
+        not overruled by another path (its refusal is the answer)."""
+        tried: list[str] = []
+        failed = TaskStatus.FAILED
+        try:
+            async with self._slots(order):
+                await self._report(Report(order.task_id, TaskStatus.RUNNING))
+                async with asyncio.timeout(order.timeout):
+                    for path in order.paths:
+                        driver = self._drivers.get(path.kind)
+                        if not isinstance(driver, HealthDriver):
+                            tried.append(f"{path.kind}: no health driver for this path kind")
+                            continue
+                        try:
+                            require_secret(path)
+                            async with self._endpoints.setdefault(path.endpoint, asyncio.Lock()):
+                                data = await driver.health(path, order.read)
+                        except DriverError as exc:
+                            tried.append(f"{path.kind} {path.endpoint}: {exc}")
+                            if isinstance(exc, UNUSABLE):
+                                continue
+                            break
+                        said = _joined(tried, _read_said(order.read, data, path))
+                        return HealthReport(
+                            order.task_id, TaskStatus.SUCCEEDED, data, path.kind, said
+                        )
+        except TimeoutError:
+            said = _joined(tried, f"no answer within {order.timeout:g} s (the read's timeout)")
+            return HealthReport(order.task_id, TaskStatus.TIMEOUT, message=said)
+        except asyncio.CancelledError:
+            return HealthReport(order.task_id, TaskStatus.CANCELLED, message="cancelled")
+        except Exception as exc:  # a driver bug must still end the task with a report
+            log.exception("task %s failed unexpectedly", order.task_id)
+            return HealthReport(order.task_id, failed, message=f"internal error: {exc}")
+        if not order.paths:
+            tried.append("the device has no BMC path (ipmi or redfish) to read its health from")
+        return HealthReport(order.task_id, failed, message="; ".join(tried))
 
     async def _fallback(self, order: PowerOrder | BootOrder, outcome: _Outcome) -> None:
         """Try each path in order; move on only when a path could not be used at all.
@@ -352,6 +399,21 @@ def _outlet_result(
         return PowerState.OFF, f"{said}; without AC the machine is off"
     why = "no BMC path answered" if bmc else "it has no BMC path"
     return PowerState.UNKNOWN, f"{said}; the machine's own power state cannot be read: {why}"
+
+
+def _read_said(read: HealthRead, data: HealthData, path: Path) -> str:
+    where = f"via {path.kind} {path.endpoint}"
+    if read is HealthRead.SENSORS:
+        return f"{_count(len(data.sensors), 'sensor')} read {where}"
+    if read is HealthRead.INVENTORY:
+        return f"{_count(len(data.inventory), 'FRU')} read {where}"
+    if read is HealthRead.CLEAR_EVENTS:
+        return f"event log cleared {where}; it held {_count(len(data.events), 'entry', 'entries')}"
+    return f"{_count(len(data.events), 'event log entry', 'event log entries')} read {where}"
+
+
+def _count(number: int, one: str, many: str | None = None) -> str:
+    return f"{number} {one if number == 1 else many or one + 's'}"
 
 
 def _numbers(outlets: Sequence[int]) -> str:

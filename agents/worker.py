@@ -39,6 +39,7 @@ from agents.protocol import (
     DeviceAnswer,
     DeviceCall,
     FromWorker,
+    HealthData,
     Path,
     PowerState,
     WorkerOp,
@@ -140,7 +141,10 @@ class Worker:
             text = f"internal error in the worker process: {type(exc).__name__}: {exc}"
             answer = DeviceAnswer(call.call_id, error=type(exc).__name__, message=text)
         else:
-            answer = DeviceAnswer(call.call_id, state)
+            if isinstance(state, HealthData):
+                answer = DeviceAnswer(call.call_id, health=state)
+            else:
+                answer = DeviceAnswer(call.call_id, state)
         self._send(answer)
 
     def _send(self, message: FromWorker) -> None:
@@ -149,7 +153,7 @@ class Worker:
             asyncio.get_running_loop().call_soon(self._flush)
         self._outbox.append(encode(message))
 
-    async def _call(self, call: DeviceCall) -> PowerState | None:
+    async def _call(self, call: DeviceCall) -> PowerState | HealthData | None:
         if call.op is WorkerOp.PING:  # the pool asks whether the driver is loaded
             return None
         if call.op is WorkerOp.CONSOLE_OPEN:
@@ -165,6 +169,12 @@ class Worker:
         if call.op is WorkerOp.BOOT and call.boot is not None:
             await self._driver.set_boot(path, call.boot, call.persistent)
             return None
+        if call.op is WorkerOp.HEALTH and call.read is not None:
+            health = getattr(self._driver, "health", None)
+            if health is None:
+                raise DriverError(f"the {type(self._driver).__name__} driver reads no health")
+            data: HealthData = await health(path, call.read)
+            return data
         raise DriverError(f"a {call.op} call the worker process cannot make: {call!r}")
 
     def _start_console(self, session_id: str, channel: ConsoleChannel) -> None:

@@ -53,6 +53,8 @@ from agents.protocol import (
     ConsolePath,
     DeviceAnswer,
     DeviceCall,
+    HealthData,
+    HealthRead,
     Path,
     PowerAction,
     PowerState,
@@ -90,8 +92,8 @@ _LABELS = {"ipmi": "IPMI", "redfish": "Redfish"}
 
 @dataclass(eq=False)
 class _Call:
-    future: asyncio.Future[PowerState | None]
-    status: bool  # a status read: nothing was done if the child died under it
+    future: asyncio.Future[PowerState | HealthData | None]
+    status: bool  # a read: nothing was done if the child died under it
 
 
 @dataclass(eq=False)
@@ -217,12 +219,18 @@ class WorkerPool:
     async def power(self, path: Path, action: PowerAction) -> PowerState:
         call = DeviceCall(next(self._ids), WorkerOp.POWER, path, action=action)
         state = await self._call(call, status=action is PowerAction.STATUS)
-        assert state is not None
+        assert isinstance(state, PowerState)
         return state
 
     async def set_boot(self, path: Path, device: BootDevice, persistent: bool) -> None:
         call = DeviceCall(next(self._ids), WorkerOp.BOOT, path, boot=device, persistent=persistent)
         await self._call(call, status=False)
+
+    async def health(self, path: Path, read: HealthRead) -> HealthData:
+        call = DeviceCall(next(self._ids), WorkerOp.HEALTH, path, read=read)
+        data = await self._call(call, status=read is not HealthRead.CLEAR_EVENTS)
+        assert isinstance(data, HealthData)
+        return data
 
     async def open_console(
         self, path: ConsolePath, *, cols: int = 80, rows: int = 25
@@ -259,14 +267,16 @@ class WorkerPool:
 
     async def _call(
         self, call: DeviceCall, *, status: bool, child: _Child | None = None
-    ) -> PowerState | None:
-        """`call` in `child`, or else in the child serving its path; its answer's state."""
+    ) -> PowerState | HealthData | None:
+        """`call` in `child`, or else in the child serving its path; its answer's result."""
         if self._closed:
             raise DriverError(f"the {self._label} worker pool is closed")
         if child is None:
             assert call.path is not None
             child = await self._child(self._slot(call.path))
-        future: asyncio.Future[PowerState | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[PowerState | HealthData | None] = (
+            asyncio.get_running_loop().create_future()
+        )
         child.pending[call.call_id] = _Call(future, status)
         child.send(call)
         try:
@@ -350,7 +360,7 @@ class WorkerPool:
         if call is None or call.future.done():
             return  # cancelled here meanwhile
         if answer.error is None:
-            call.future.set_result(answer.state)
+            call.future.set_result(answer.state if answer.health is None else answer.health)
         else:
             call.future.set_exception(ERRORS.get(answer.error, Refused)(answer.message))
 

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     export_stall_seconds: float = Field(30.0, gt=0)
     start_workers: bool = True  # device worker processes at start (tests start them lazily)
     poll_power: bool = True  # the background power poller (tests of other things turn it off)
+    poll_health: bool = True  # the health poll (sensors every site's `health_seconds`)
+    health_first_poll_seconds: float = Field(30.0, ge=0)  # after the start, its first round
     # Webhook deliveries (docs/webhooks.md): one attempt, then one retry after each pause.
     webhook_retry_seconds: tuple[float, ...] = (10.0, 60.0, 300.0, 1800.0, 7200.0)
     webhook_timeout_seconds: float = 5.0  # per attempt: connect, send, first bytes back

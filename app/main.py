@@ -42,6 +42,8 @@ from app.exports import Exports
 from app.fleetlink.hub import AgentHub
 from app.fleetlink.link import LinkServer
 from app.fleetlink.routes import router as agents_router
+from app.health.poller import HealthPoller
+from app.health.routes import router as health_router
 from app.identity.auth import CsrfFailed, check_credential
 from app.identity.logins import LoginFailed, Logins
 from app.identity.rejections import RefusalLog, Rejection
@@ -332,12 +334,22 @@ def create_app(
         )
         if settings.poll_power:
             syncer.start()
+        health = app.state.health_poller = HealthPoller(
+            app.state.sessions,
+            app.state.write_sessions,
+            app.state.vault,
+            agents,
+            delay=settings.health_first_poll_seconds,
+        )
+        if settings.poll_health:
+            health.start()
         presence.start([jobs.recover, consoles.recover])  # a peer that dies is noticed later too
         try:
             yield
         finally:
             await poller.stop()
             await syncer.stop()
+            await health.stop()
             await consoles.close_all()
             await agents.close()
             await poller.close()
@@ -390,6 +402,7 @@ def create_app(
     app.include_router(webhooks_router, prefix=API)
     app.include_router(agents_router, prefix=API)
     app.include_router(virtualization_router, prefix=API)
+    app.include_router(health_router, prefix=API)
     install_docs(app, docs_url=f"{API}/docs", openapi_url=f"{API}/openapi.json")
     install_dashboard(app)
 

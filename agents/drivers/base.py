@@ -12,6 +12,8 @@ from agents.protocol import (
     ConsolePortPath,
     Guest,
     GuestPath,
+    HealthData,
+    HealthRead,
     HostPath,
     IpmiPath,
     Path,
@@ -198,6 +200,15 @@ class GuestDriver(Protocol):
 
     async def guests(self, host: HostPath) -> list[Guest]:
         """Every domain the host knows (running or defined), as the central's sync needs."""
+        ...
+
+
+@runtime_checkable
+class HealthDriver(Protocol):
+    """Sensors, the event log and FRU inventory of a machine, from its BMC."""
+
+    async def health(self, path: Path, read: HealthRead) -> HealthData:
+        """Read what `read` names (or clear the event log, returning what it held)."""
         ...
 
 

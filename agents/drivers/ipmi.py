@@ -16,7 +16,7 @@ import dataclasses
 import ipaddress
 import socket
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from agents.drivers import pyghmi_shim as shim
 from agents.drivers.base import (
@@ -26,12 +26,15 @@ from agents.drivers.base import (
     Unreachable,
     Unsupported,
 )
-from agents.drivers.ipmi_reactor import Job, Key, Plan, Pool, Request, reactor
+from agents.drivers.ipmi_health import SdrCache, conversation
+from agents.drivers.ipmi_reactor import Conversation, Job, Key, Plan, Pool, Request, reactor
 from agents.drivers.sol import SolChannel, open_sol
 from agents.protocol import (
     IDEMPOTENT,
     BootDevice,
     ConsolePath,
+    HealthData,
+    HealthRead,
     IpmiPath,
     Path,
     PowerAction,
@@ -116,6 +119,7 @@ class IpmiDriver:
         self._pool = Pool(max_logins, idle_timeout, request_timeout, login_timeout, silence_timeout)
         self._closed = False
         self._consoles: set[SolChannel] = set()
+        self._sdrs = SdrCache()  # used on the reactor thread only
 
     @property
     def logins(self) -> int:
@@ -124,10 +128,16 @@ class IpmiDriver:
 
     async def power(self, path: Path, action: PowerAction) -> PowerState:
         """Do `action`; the state read after it (before it for nmi; `on` after cycle or reset)."""
-        return await self._run(path, _power_plan(action))
+        return cast(PowerState, await self._run(path, _power_plan(action)))
 
     async def set_boot(self, path: Path, device: BootDevice, persistent: bool) -> None:
         await self._run(path, _boot_plan(device, persistent))
+
+    async def health(self, path: Path, read: HealthRead) -> HealthData:
+        """Sensors, the event log (or clear it) or FRU inventory, on the BMC's warm session;
+        its SDR is read once and kept while unchanged (`ipmi_health.py`)."""
+        talk = conversation(self._sdrs, path.endpoint, read)
+        return cast(HealthData, await self._run(path, talk))
 
     async def open_console(
         self, path: ConsolePath, *, cols: int = 80, rows: int = 25
@@ -159,7 +169,7 @@ class IpmiDriver:
         reactor().close_pool(self._pool, lambda: loop.call_soon_threadsafe(closed.set_result, None))
         await closed
 
-    async def _run(self, path: Path, plan: Plan) -> PowerState:
+    async def _run(self, path: Path, plan: Plan | Conversation) -> object:
         key = await self._key(path)
         loop = asyncio.get_running_loop()
         job = Job(

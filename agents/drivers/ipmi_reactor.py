@@ -18,10 +18,10 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from agents.drivers import pyghmi_shim as shim
 from agents.drivers.base import DriverError, Refused
@@ -52,10 +52,26 @@ class Request:
     data: bytes
     retry: bool
     name: str
+    lun: int = 0  # the BMC's logical unit (sensors may sit behind LUNs 1-3)
     invalid_means_unsupported: bool = False  # 0xCC: the data names an action the BMC lacks
     proof: bool = False  # only proves a warm session still works; a fresh login just did
     # Reads the reply and may end the plan there with an error, before the next request goes.
     guard: Callable[[str, bytes], DriverError | None] | None = None
+    # Completion codes a conversation reads itself (e.g. 0xCA: ask for fewer bytes); any other
+    # non-zero code ends the job with its error.
+    accept: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A reply as a conversation sees it: the completion code (0 or one it accepts), the data."""
+
+    code: int
+    data: bytes
+
+
+# Yields each request, is sent its `Answer`, returns the result; may raise a DriverError.
+Talk = Generator[Request, Answer, Any]
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,14 @@ class Plan:
 
     requests: tuple[Request, ...]
     result: Callable[[list[bytes]], PowerState]
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Requests chosen one by one from the answers so far (the SDR, the event log, FRU data):
+    `start` makes the generator afresh, so a job repeated on a new session starts over."""
+
+    start: Callable[[], Talk]
 
 
 @dataclass(eq=False)
@@ -89,17 +113,19 @@ class Job:
     pool: Pool
     key: Key
     endpoint: str
-    plan: Plan
+    plan: Plan | Conversation
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[PowerState]
+    future: asyncio.Future[Any]
     cancelled: bool = False  # set by the caller's loop; a job not yet started is skipped
     step: int = 0
     replies: list[bytes] = field(default_factory=list)
     warm: bool = False  # started on a session opened for an earlier job
     retried: bool = False
     unsafe_sent: bool = False  # a request that must not be repeated has gone out
+    talk: Talk | None = None  # a conversation's generator, once started
+    request: Request | None = None  # what was sent last
 
-    def settle(self, result: PowerState | None = None, error: DriverError | None = None) -> None:
+    def settle(self, result: Any = None, error: DriverError | None = None) -> None:
         """Hand the outcome to the caller's loop (reactor thread only)."""
         handoff = _handoffs.get(self.loop)
         if handoff is None:
@@ -107,7 +133,7 @@ class Job:
         handoff.put((self.future, result, error))
 
 
-Outcome = tuple[asyncio.Future[PowerState], PowerState | None, DriverError | None]
+Outcome = tuple[asyncio.Future[Any], Any, DriverError | None]
 
 
 class _Handoff:
@@ -309,13 +335,20 @@ class Reactor(threading.Thread):
         job = bmc.job = bmc.jobs.popleft()
         job.warm = not bmc.fresh
         bmc.fresh = False
+        if isinstance(job.plan, Conversation):
+            job.talk = job.plan.start()
+            self._talk(bmc, job, None)
+            return
         self._send(bmc, job)
 
     def _send(self, bmc: _Bmc, job: Job) -> None:
         assert bmc.link is not None
-        while job.plan.requests[job.step].proof and not job.warm:
-            job.step += 1
-        request = job.plan.requests[job.step]
+        if isinstance(job.plan, Plan):
+            while job.plan.requests[job.step].proof and not job.warm:
+                job.step += 1
+            job.request = job.plan.requests[job.step]
+        request = job.request
+        assert request is not None
         token = self._await(bmc, bmc.pool.request_timeout)
         job.unsafe_sent |= not request.retry
         try:
@@ -324,6 +357,7 @@ class Reactor(threading.Thread):
                 request.command,
                 request.data,
                 retry=request.retry,
+                lun=request.lun,
                 on_reply=lambda reply: self._events.append(
                     partial(self._on_reply, bmc, token, reply)
                 ),
@@ -337,14 +371,19 @@ class Reactor(threading.Thread):
             return
         bmc.token += 1
         bmc.last_used = time.monotonic()
-        request = job.plan.requests[job.step]
+        request = job.request
+        assert request is not None
         if reply.error is not None:
             detail = "no reply after retries" if reply.error == "timeout" else reply.error
             self._request_failed(bmc, detail)
             return
-        if reply.code:
+        if reply.code and reply.code not in request.accept:
             self._finish(bmc, error=completion_error(bmc.endpoint, request, reply.code))
             return
+        if job.talk is not None:
+            self._talk(bmc, job, Answer(reply.code, reply.data))
+            return
+        assert isinstance(job.plan, Plan)
         job.replies.append(reply.data)
         if request.guard is not None and (stop := request.guard(bmc.endpoint, reply.data)):
             self._finish(bmc, error=stop)
@@ -361,9 +400,25 @@ class Reactor(threading.Thread):
             return
         self._finish(bmc, result=result)
 
-    def _finish(
-        self, bmc: _Bmc, result: PowerState | None = None, error: DriverError | None = None
-    ) -> None:
+    def _talk(self, bmc: _Bmc, job: Job, answer: Answer | None) -> None:
+        """Hand the conversation its answer (None to start it); send what it asks next."""
+        assert job.talk is not None
+        try:
+            job.request = next(job.talk) if answer is None else job.talk.send(answer)
+        except StopIteration as done:
+            self._finish(bmc, result=done.value)
+            return
+        except DriverError as exc:
+            self._finish(bmc, error=exc)
+            return
+        except Exception as exc:  # pyghmi's decoders choking on what a BMC sent
+            log.warning("BMC %s: could not read its answer", bmc.endpoint, exc_info=True)
+            said = job.request.name if job.request is not None else "its first reply"
+            self._finish(bmc, error=Refused(f"BMC {bmc.endpoint}: cannot read {said}: {exc}"))
+            return
+        self._send(bmc, job)
+
+    def _finish(self, bmc: _Bmc, result: Any = None, error: DriverError | None = None) -> None:
         job = bmc.job
         assert job is not None
         bmc.job = None
@@ -374,10 +429,14 @@ class Reactor(threading.Thread):
         """No usable reply: drop the session; repeat the job once on a new one if that is safe."""
         job = bmc.job
         assert job is not None
-        request = job.plan.requests[job.step]
+        request = job.request
+        assert request is not None
         bmc.token += 1
         self._drop_link(bmc)
         bmc.job = None
+        if job.talk is not None:
+            job.talk.close()
+            job.talk = None
         if job.warm and not job.unsafe_sent and not job.retried:
             job.retried = True  # the warm session may just be stale (e.g. the BMC restarted)
             job.step = 0

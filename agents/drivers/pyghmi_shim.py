@@ -688,8 +688,10 @@ class Link:
         *,
         retry: bool,
         on_reply: Callable[[Reply], None],
+        lun: int = 0,
     ) -> None:
-        """Send one request; `on_reply` gets the answer, or an error if pyghmi gave up.
+        """Send one request (to logical unit `lun` of the BMC); `on_reply` gets the answer, or
+        an error if pyghmi gave up.
 
         With `retry=False` the request goes out exactly once and pyghmi sets no timer at all: no
         reply means no call, and the caller's own deadline must end the wait.
@@ -702,7 +704,9 @@ class Link:
                 session.evq.popleft().set()
             on_reply(_reply(response, netfn + 1, command))
 
-        session.raw_command(netfn=netfn, command=command, data=data, retry=retry, callback=done)
+        session.raw_command(
+            netfn=netfn, command=command, data=data, retry=retry, callback=done, rslun=lun
+        )
 
     def close(self) -> None:
         """Send Close Session once (if logged in) and forget the session; safe in any state."""

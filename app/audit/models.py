@@ -72,6 +72,8 @@ class EventType(StrEnum):
     BOOT_CANCELLED = "boot.cancelled"
     BOOT_LOST = "boot.lost"
     POWER_DRIFT = "power.drift"  # the poller saw a change no job made
+    HEALTH_CHANGED = "health.changed"  # a device's verdict on its sensors changed
+    HEALTH_EVENTS_CLEARED = "health.events_cleared"  # a BMC's event log, cleared by a person
     JOB_CANCELLED = "job.cancelled"
 
     CONSOLE_REQUESTED = "console.requested"

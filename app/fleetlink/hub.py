@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,6 +29,7 @@ from agents.agent import WINDOW, Agent
 from agents.protocol import (
     FINISHED,
     IDEMPOTENT,
+    Answer,
     Cancel,
     CloseReason,
     ConsoleClosed,
@@ -44,11 +45,14 @@ from agents.protocol import (
     GuestPath,
     GuestsOrder,
     GuestsReport,
+    HealthOrder,
+    HealthReport,
     HostKeySeen,
     Order,
     Path,
     PduOutletPath,
     PowerOrder,
+    Question,
     RefusedBecause,
     Report,
     SshTarget,
@@ -66,9 +70,11 @@ from app.fleetlink.models import AgentStatus
 from app.uow import unit_of_work
 
 log = logging.getLogger(__name__)
+_A = TypeVar("_A", GuestsReport, HealthReport)
+_ANSWERS: dict[type[Order], type[Answer]] = {GuestsOrder: GuestsReport, HealthOrder: HealthReport}
 
 ReportSink = Callable[[Report], None]
-Sink = Callable[[Report | GuestsReport], None]  # a held task's: a GuestsOrder's gets both
+Sink = Callable[[Report | Answer], None]  # a held task's: a question's gets both
 ConsoleMessage = ConsoleOpened | ConsoleOutput | ConsoleClosed
 ConsoleSink = Callable[[ConsoleMessage], Awaitable[None]]
 HostKeySink = Callable[[HostKeySeen, set[str]], Awaitable[None]]  # the key, the box's sites
@@ -85,7 +91,7 @@ class _Held:
     sink: Sink
     order: Order | None
     timeout: float
-    lists_guests: bool = False  # a GuestsOrder: it ends with a GuestsReport
+    answer: type[Answer] | None = None  # a question: the kind of answer that ends it
     overdue: asyncio.TimerHandle | None = None  # armed when a remote agent starts the task
 
 
@@ -264,15 +270,23 @@ class AgentHub:
     async def guests(self, order: GuestsOrder) -> GuestsReport:
         """The host's guests, as an agent of its site lists them; or why not (offline, lost,
         timed out), as a failed `GuestsReport`."""
-        done: asyncio.Future[GuestsReport] = asyncio.get_running_loop().create_future()
+        return await self._ask(order, GuestsReport)
 
-        def sink(report: Report | GuestsReport) -> None:
-            if isinstance(report, Report):
-                if report.status not in FINISHED or done.done():
-                    return
-                report = GuestsReport(report.task_id, report.status, message=report.message)
-            if not done.done():
+    async def health(self, order: HealthOrder) -> HealthReport:
+        """What the device's BMC says of its health, as an agent of its site read it; or why
+        not, as a failed `HealthReport`."""
+        return await self._ask(order, HealthReport)
+
+    async def _ask(self, order: Question, kind: type[_A]) -> _A:
+        done: asyncio.Future[_A] = asyncio.get_running_loop().create_future()
+
+        def sink(report: Report | Answer) -> None:
+            if done.done():
+                return
+            if isinstance(report, kind):
                 done.set_result(report)
+            elif isinstance(report, Report) and report.status in FINISHED:
+                done.set_result(kind(report.task_id, report.status, message=report.message))
 
         self._send(order, sink)
         try:
@@ -291,8 +305,8 @@ class AgentHub:
     def _hold(self, link: Connection, order: Order, sink: Sink) -> None:
         again = isinstance(order, PowerOrder) and order.action in IDEMPOTENT
         kept = order if again else None
-        lists_guests = isinstance(order, GuestsOrder)
-        link.tasks[order.task_id] = _Held(order.site, sink, kept, order.timeout, lists_guests)
+        answer = _ANSWERS.get(type(order))
+        link.tasks[order.task_id] = _Held(order.site, sink, kept, order.timeout, answer)
         self._held[order.task_id] = link
         link.note_targets(order)
         link.deliver(order)
@@ -326,7 +340,7 @@ class AgentHub:
     # What agents say ----------------------------------------------------------------------
 
     async def receive(self, link: Connection, message: FromAgent) -> None:
-        if isinstance(message, Report | GuestsReport):
+        if isinstance(message, Report | GuestsReport | HealthReport):
             self._report(link, message)
         elif isinstance(message, ConsoleOpened | ConsoleOutput | ConsoleClosed):
             await self._console(link, message)
@@ -337,13 +351,13 @@ class AgentHub:
         else:
             await self._refuse(link, "a host key of a box it was not asked to reach", message)
 
-    def _report(self, link: Connection, report: Report | GuestsReport) -> None:
+    def _report(self, link: Connection, report: Report | Answer) -> None:
         held = link.tasks.get(report.task_id)
         if held is None:
             self._spawn(self._refuse(link, "a report about a task it was not given", report))
             return
-        if isinstance(report, GuestsReport) and not held.lists_guests:
-            self._spawn(self._refuse(link, "a list of guests for a task of another kind", report))
+        if not isinstance(report, Report) and type(report) is not held.answer:
+            self._spawn(self._refuse(link, "an answer to a question it was not asked", report))
             return
         if report.status in FINISHED:
             del link.tasks[report.task_id]

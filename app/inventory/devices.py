@@ -11,7 +11,7 @@ from sqlalchemy import Row, Select, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from agents.protocol import PowerState
+from agents.protocol import Health, PowerState
 from app.audit.models import EventType
 from app.audit.service import Event, diff, stage
 from app.context import RequestContext
@@ -24,6 +24,7 @@ from app.inventory.models import (
     DeviceKind,
     DeviceStatus,
     DeviceTag,
+    HealthStatus,
     PowerStatus,
     Rack,
     Site,
@@ -45,8 +46,8 @@ from app.paging import decode_cursor, encode_cursor
 
 Sort = Literal["name", "-name"]
 # device, site slug, rack, parent, last power read
-ReadQuery = Select[Device, str, str | None, str | None, PowerStatus | None]
-ReadRow = Row[Device, str, str | None, str | None, PowerStatus | None]
+ReadQuery = Select[Device, str, str | None, str | None, PowerStatus | None, str | None]
+ReadRow = Row[Device, str, str | None, str | None, PowerStatus | None, str | None]
 Parent = aliased(Device)
 
 
@@ -63,6 +64,7 @@ class DeviceFilter:
     parent: str | None = None
     power_state: PowerState | None = None  # never polled counts as unknown
     reachable: bool | None = None  # False: the last power read got no answer (never read: neither)
+    health: Health | None = None  # never read counts as unknown
     q: str | None = None
     site_ids: set[int] | None = None  # the caller's visible sites; None: all
     names: list[str] | None = None  # `select` expanded once (`prepare`), reused page by page
@@ -70,11 +72,12 @@ class DeviceFilter:
 
 def _read_query() -> ReadQuery:
     return (
-        select(Device, Site.slug, Rack.name, Parent.name, PowerStatus)
+        select(Device, Site.slug, Rack.name, Parent.name, PowerStatus, HealthStatus.health)
         .join(Site, Device.site_id == Site.id)
         .outerjoin(Rack, Device.rack_id == Rack.id)
         .outerjoin(Parent, Device.parent_id == Parent.id)
         .outerjoin(PowerStatus, PowerStatus.device_id == Device.id)
+        .outerjoin(HealthStatus, HealthStatus.device_id == Device.id)
     )
 
 
@@ -112,10 +115,11 @@ async def _with_tags(session: AsyncSession, rows: Sequence[ReadRow]) -> list[Dev
             attributes=device.attributes,
             power_state=stored_state(power),
             power=to_power_read(power) if power else None,
+            health=Health(health or Health.UNKNOWN),
             created_at=device.created_at,
             updated_at=device.updated_at,
         )
-        for device, site, rack, parent, power in rows
+        for device, site, rack, parent, power, health in rows
     ]
 
 
@@ -150,6 +154,12 @@ async def filtered_query(session: AsyncSession, flt: DeviceFilter) -> ReadQuery:
         query = query.where(PowerStatus.state == flt.power_state.value)
     if flt.reachable is not None:
         query = query.where(PowerStatus.reachable.is_(flt.reachable))
+    if flt.health is Health.UNKNOWN:
+        query = query.where(
+            or_(HealthStatus.health.is_(None), HealthStatus.health == Health.UNKNOWN.value)
+        )
+    elif flt.health is not None:
+        query = query.where(HealthStatus.health == flt.health.value)
     for tag in flt.tags:
         # EXISTS, probed per device on the (device_id, tag) key: an IN over every device with a
         # common tag made SQLite multiply it with the name list (seconds at 100,000 devices).

@@ -63,6 +63,8 @@ class Site(Timestamped, Base):
     description: Mapped[str] = mapped_column(Text, default="")
     require_ticket: Mapped[bool] = mapped_column(Boolean, default=False)
     poll_seconds: Mapped[int] = mapped_column(Integer, default=300, server_default="300")  # 0: off
+    # How often the health poll reads each device's sensors; 0: off.
+    health_seconds: Mapped[int] = mapped_column(Integer, default=600, server_default="600")
 
 
 class Rack(Timestamped, Base):
@@ -142,6 +144,23 @@ class PowerStatus(Base):
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last answer from it
     changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last state change
+
+
+class HealthStatus(Base):
+    """The last hardware health verdict of a device, from its sensors (a poll or a person's
+    read), kept apart like `PowerStatus`. A device never read has no row: `unknown`."""
+
+    __tablename__ = "health_status"
+
+    device_id: Mapped[int] = mapped_column(
+        ForeignKey("device.id", ondelete="CASCADE"), primary_key=True
+    )
+    health: Mapped[str] = mapped_column(String(16), index=True)  # ok | warning | critical | unknown
+    reasons: Mapped[list[str]] = mapped_column(JSONType, default=list)  # each sensor not ok
+    path: Mapped[str | None] = mapped_column(String(16))  # the path kind that answered
+    message: Mapped[str] = mapped_column(Text, default="")  # why `unknown`
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last verdict change
 
 
 class DeviceTag(Base):

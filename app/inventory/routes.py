@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi import Path as FastApiPath
 from fastapi.responses import StreamingResponse
 
-from agents.protocol import PowerState
+from agents.protocol import Health, PowerState
 from app.deps import SessionDep, VaultDep
 from app.errors import InvalidInput
 from app.exports import ExportSlot
@@ -130,6 +130,10 @@ def device_filter(
         bool | None,
         Query(description="false: the last power read got no answer (never read: neither)"),
     ] = None,
+    health: Annotated[
+        Health | None,
+        Query(description="the last verdict on its sensors; never read counts as unknown"),
+    ] = None,
     q: Annotated[
         str | None, Query(description="text in name, serial, asset tag, vendor, model")
     ] = None,
@@ -145,6 +149,7 @@ def device_filter(
         parent=parent,
         power_state=power_state,
         reachable=reachable,
+        health=health,
         q=q,
         site_ids=ctx.principal.visible_site_ids(),
     )

@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from agents.protocol import Dialect, Hypervisor, PowerState
+from agents.protocol import Dialect, Health, Hypervisor, PowerState
 from app.inventory.models import DeviceKind, DeviceStatus, PathKind, SiteKind
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -140,6 +140,12 @@ PollSeconds = Annotated[
     int,
     Field(ge=0, le=86_400, description="seconds between power-state polls; 0 turns polling off"),
 ]
+HealthSeconds = Annotated[
+    int,
+    Field(
+        ge=0, le=86_400, description="seconds between sensor reads of each device; 0 turns it off"
+    ),
+]
 
 
 class SiteCreate(Schema):
@@ -153,6 +159,7 @@ class SiteCreate(Schema):
         False, description="refuse destructive actions at this site without a ticket"
     )
     poll_seconds: PollSeconds = 300
+    health_seconds: HealthSeconds = 600
 
 
 class SiteUpdate(Schema):
@@ -164,6 +171,7 @@ class SiteUpdate(Schema):
     description: Text | None = None
     require_ticket: bool | None = None
     poll_seconds: PollSeconds | None = None
+    health_seconds: HealthSeconds | None = None
 
 
 class SiteRead(ReadSchema):
@@ -176,6 +184,7 @@ class SiteRead(ReadSchema):
     description: str
     require_ticket: bool
     poll_seconds: int
+    health_seconds: int
     created_at: datetime
     updated_at: datetime
 
@@ -323,6 +332,9 @@ class DeviceRead(BaseModel):
     power_state: PowerState = PowerState.UNKNOWN
     power: PowerRead | None = Field(
         None, description="the last power read (by the poller or a job); null: never read"
+    )
+    health: Health = Field(
+        Health.UNKNOWN, description="the last verdict on its sensors; never read: unknown"
     )
     created_at: datetime
     updated_at: datetime

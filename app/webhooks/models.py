@@ -14,6 +14,7 @@ from app.db import Base, EnumText, JSONType, UTCDateTime, utcnow
 class WebhookEvent(StrEnum):
     JOB_FINISHED = "job.finished"
     CONSOLE_CLOSED = "console.closed"
+    DEVICE_HEALTH_CHANGED = "device.health_changed"
 
 
 class DeliveryStatus(StrEnum):

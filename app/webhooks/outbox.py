@@ -1,7 +1,8 @@
 """The outbox: deliveries written in the transaction of the event that causes them.
 
 Hook points (one call each): `app.jobs.engine` calls `jobs_finished` where jobs reach their
-final status, `app.consoles.service` calls `console_closed` where a session is sealed. A
+final status, `app.consoles.service` calls `console_closed` where a session is sealed,
+`app.health.service` calls `health_changed` where a device's verdict changes. A
 delivery goes to every active webhook subscribed to the event whose scope covers every site
 the event touches (a job over two sites reaches only webhooks covering both), so a webhook
 never learns of a device outside its sites. The sender (`sender.py`) sends what is committed.
@@ -10,6 +11,8 @@ never learns of a device outside its sites. The sender (`sender.py`) sends what 
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import asdict, dataclass
+from datetime import datetime
 
 import orjson
 from sqlalchemy import select
@@ -116,4 +119,37 @@ async def console_closed(session: AsyncSession, row: ConsoleSession) -> int:
     for webhook_id in targets:
         session.add(new_delivery(webhook_id, WebhookEvent.CONSOLE_CLOSED, row.id, payload))
     await session.flush()
+    return len(targets)
+
+
+@dataclass(frozen=True)
+class HealthChange:
+    """A device's verdict on its sensors, before and after (docs/health.md, "Verdicts")."""
+
+    device_id: int
+    device: str
+    site_id: int
+    site: str
+    before: str
+    after: str
+    reasons: list[str]
+    message: str  # why `unknown`
+    at: datetime
+
+
+async def health_changed(session: AsyncSession, change: HealthChange) -> int:
+    """`device.health_changed` to the webhooks covering the device's site."""
+    hooks = await _subscribers(session, WebhookEvent.DEVICE_HEALTH_CHANGED)
+    targets = _covering(hooks, {change.site_id})
+    if not targets:
+        return 0
+    body = asdict(change) | {"at": change.at.isoformat()}
+    del body["site_id"]
+    payload = _body(WebhookEvent.DEVICE_HEALTH_CHANGED, "health", body)
+    for webhook_id in targets:
+        session.add(
+            new_delivery(
+                webhook_id, WebhookEvent.DEVICE_HEALTH_CHANGED, str(change.device_id), payload
+            )
+        )
     return len(targets)

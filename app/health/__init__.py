@@ -1,0 +1,1 @@
+"""Hardware health: sensors, event logs and FRU inventory read from BMCs, and verdicts."""

@@ -1,0 +1,205 @@
+"""HTTP routes of hardware health: a device's sensors, verdict, event log and FRU inventory.
+
+Each read asks the device's BMC through an agent of its site, with no transaction held while
+it answers; a sensor read also stores the device's verdict (`service.record`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from sqlalchemy import select
+
+from agents.protocol import Health, HealthRead, HealthReport
+from app.audit.service import stage
+from app.db import utcnow
+from app.deps import own_transactions
+from app.health import inventory, service
+from app.health.schemas import (
+    EventsRead,
+    HealthVerdict,
+    InventoryApplied,
+    InventoryRead,
+    SensorsRead,
+)
+from app.identity.auth import Ctx
+from app.identity.models import Role
+from app.inventory.devices import device_and_site
+from app.inventory.models import HealthStatus
+from app.uow import unit_of_work
+
+router = APIRouter(tags=["health"])
+
+
+async def _read(
+    request: Request, ctx: Ctx, device: str, read: HealthRead, role: Role, what: str
+) -> tuple[service.Machine, HealthReport]:
+    """Find the device (a short read transaction), then ask its BMC (none held)."""
+    state = request.app.state
+    async with unit_of_work(state.sessions) as session:
+        machine = await service.machine(session, ctx, state.vault, device, role, what)
+    return machine, await service.ask(state.agents, machine, read)
+
+
+async def _sensors(request: Request, ctx: Ctx, device: str) -> tuple[SensorsRead, service.Machine]:
+    machine, report = await _read(
+        request, ctx, device, HealthRead.SENSORS, Role.VIEWER, "reading a device's sensors"
+    )
+    async with unit_of_work(request.app.state.write_sessions) as session:
+        await service.record(session, [service.Seen(machine, report)], ctx.principal.actor, "read")
+    data = service.answered(machine, report, "sensors")
+    health, reasons = service.verdict(data.sensors)
+    read = SensorsRead(
+        device=machine.name,
+        site=machine.site,
+        path=report.path,
+        read_at=utcnow(),
+        health=health,
+        reasons=reasons,
+        sensors=list(data.sensors),
+    )
+    return read, machine
+
+
+@router.get("/devices/{device}/sensors")
+@own_transactions
+async def read_sensors(request: Request, ctx: Ctx, device: str) -> SensorsRead:
+    """Every sensor of the device's BMC: type, reading, unit, state and thresholds; the
+    verdict they make is stored as the device's health."""
+    read, _ = await _sensors(request, ctx, device)
+    return read
+
+
+@router.get("/devices/{device}/health")
+@own_transactions
+async def read_health(
+    request: Request,
+    ctx: Ctx,
+    device: str,
+    cached: Annotated[
+        bool, Query(description="the last stored verdict, without asking the BMC")
+    ] = False,
+) -> HealthVerdict:
+    """One verdict (ok, warning, critical, unknown) with the reasons: read from the sensors
+    now, or as last stored (`cached`: by the health poll or an earlier read)."""
+    state = request.app.state
+    if not cached:
+        await _sensors(request, ctx, device)
+    async with unit_of_work(state.sessions) as session:
+        found, site = await device_and_site(
+            session, ctx, device, Role.VIEWER, "reading a device's health"
+        )
+        row = await session.scalar(select(HealthStatus).where(HealthStatus.device_id == found.id))
+    if row is None:
+        return HealthVerdict(
+            device=found.name,
+            site=site.slug,
+            health=Health.UNKNOWN,
+            reasons=[],
+            path=None,
+            message="never read: no health poll or sensor read has reached its BMC yet",
+            checked_at=None,
+            changed_at=None,
+        )
+    return HealthVerdict(
+        device=found.name,
+        site=site.slug,
+        health=Health(row.health),
+        reasons=row.reasons,
+        path=row.path,
+        message=row.message,
+        checked_at=row.checked_at,
+        changed_at=row.changed_at,
+    )
+
+
+@router.get("/devices/{device}/events")
+@own_transactions
+async def read_events(
+    request: Request,
+    ctx: Ctx,
+    device: str,
+    limit: Annotated[int, Query(ge=1, le=4096, description="the newest this many")] = 1000,
+) -> EventsRead:
+    """The BMC's system event log, decoded, newest first."""
+    machine, report = await _read(
+        request, ctx, device, HealthRead.EVENTS, Role.VIEWER, "reading a device's event log"
+    )
+    data = service.answered(machine, report, "event log")
+    return EventsRead(
+        device=machine.name,
+        site=machine.site,
+        path=report.path,
+        read_at=utcnow(),
+        events=list(data.events[:limit]),
+    )
+
+
+@router.post("/devices/{device}/events/clear")
+@own_transactions
+async def clear_events(request: Request, ctx: Ctx, device: str) -> EventsRead:
+    """Clear the BMC's event log: read to its end and cleared under one reservation, so an
+    entry logged meanwhile is never lost (the clear is refused instead). Answers with what
+    the log held; audited with the ticket."""
+    state = request.app.state
+    async with unit_of_work(state.sessions) as session:
+        found, site = await device_and_site(
+            session, ctx, device, Role.OPERATOR, "clearing a device's event log"
+        )
+        ctx.require_ticket(site.slug, site.require_ticket, "clearing an event log")
+        machine = await service.machine(
+            session, ctx, state.vault, str(found.id), Role.OPERATOR, "clearing an event log"
+        )
+    report = await service.ask(state.agents, machine, HealthRead.CLEAR_EVENTS)
+    async with unit_of_work(state.write_sessions) as session:
+        stage(session, service.cleared(ctx, machine, report))
+    data = service.answered(machine, report, "event log")
+    return EventsRead(
+        device=machine.name,
+        site=machine.site,
+        path=report.path,
+        read_at=utcnow(),
+        events=list(data.events),
+        cleared=True,
+    )
+
+
+@router.get("/devices/{device}/inventory")
+@own_transactions
+async def read_inventory(request: Request, ctx: Ctx, device: str) -> InventoryRead:
+    """FRU data (board, product, chassis: manufacturer, part and serial numbers), and what
+    copying it into the catalogue's vendor, model and serial would change."""
+    machine, report = await _read(
+        request, ctx, device, HealthRead.INVENTORY, Role.VIEWER, "reading a device's inventory"
+    )
+    data = service.answered(machine, report, "inventory")
+    async with unit_of_work(request.app.state.sessions) as session:
+        changes = await inventory.changes(session, machine.device_id, data.inventory)
+    return InventoryRead(
+        device=machine.name,
+        site=machine.site,
+        path=report.path,
+        read_at=utcnow(),
+        frus=list(data.inventory),
+        changes=changes,
+    )
+
+
+@router.post("/devices/{device}/inventory/apply")
+@own_transactions
+async def apply_inventory(
+    request: Request, ctx: Ctx, device: str, dry_run: bool = False
+) -> InventoryApplied:
+    """Copy the system FRU's manufacturer, product name and serial number into the catalogue's
+    vendor, model and serial where they differ (or are empty); `dry_run` only says what would
+    change. A catalogue change: admin of the site, audited as `device.updated`."""
+    machine, report = await _read(
+        request, ctx, device, HealthRead.INVENTORY, Role.ADMIN, "changing a device"
+    )
+    data = service.answered(machine, report, "inventory")
+    async with unit_of_work(request.app.state.write_sessions) as session:
+        changes = await inventory.apply(session, ctx, machine, data.inventory, dry_run=dry_run)
+        if dry_run:
+            await session.rollback()
+    return InventoryApplied(device=machine.name, dry_run=dry_run, changes=changes)
