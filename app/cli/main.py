@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from app.cli import agents, audit, console, devices, guests, login, power, tokens
+from app.cli import agents, audit, console, devices, guests, health, login, power, tokens
 
 app = typer.Typer(
     help="Rackhand: remote hands for data-center fleets.",
@@ -29,6 +29,10 @@ app.command("passwd")(login.passwd)
 app.command("power")(power.power)
 app.command("boot")(power.boot)
 app.command("console")(console.console)
+app.command("health")(health.health)
+app.command("sensors")(health.sensors)
+app.command("sel")(health.sel)
+app.command("fru")(health.fru)
 
 
 @app.callback()

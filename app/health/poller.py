@@ -1,11 +1,11 @@
 """The health poll: each site's devices with a BMC path, their sensors read every
 `health_seconds`, and their verdicts stored; a verdict that changes is `health.changed`.
 
-A round at a site never starts while its last one is still out. Its reads go to the site's
-agent as background orders (they queue behind what people asked for, in the agent's poll
-share of the site's slots) and at most `at_once` per round are out at once; the agent's IPMI
-driver reads over the same warm sessions the power poll keeps. The first round waits `delay`
-after the start, so a restart does not read every BMC along with the first power poll.
+A round at a site never starts while its last one is still out. Its reads (`fleet.read`) go
+to the site's agent as background orders, which queue behind what people asked for in the
+agent's poll share of the site's slots, at most 64 out at once; the agent's IPMI driver reads
+over the same warm sessions the power poll keeps. The first round waits `delay` after the
+start, so a restart does not read every BMC along with the first power poll.
 """
 
 from __future__ import annotations
@@ -17,20 +17,15 @@ import time
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from agents.protocol import HealthRead
 from app.audit.service import SYSTEM
 from app.fleetlink.hub import AgentHub
-from app.fleetlink.paths import power_paths
-from app.health import service
-from app.health.service import HEALTH_PATHS, Machine, Seen
-from app.inventory.models import ControlPath, Device, DeviceStatus, Site
-from app.uow import unit_of_work
+from app.health import fleet
+from app.inventory.models import Site
 from app.vault import Vault
 
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT = 60.0  # s for one device's sensors
-_BATCH = 200  # verdicts stored per transaction
 
 
 class HealthPoller:
@@ -43,7 +38,6 @@ class HealthPoller:
         *,
         tick: float = 5.0,
         delay: float = 30.0,
-        at_once: int = 64,
     ) -> None:
         self._sessions = sessions
         self._write_sessions = write_sessions
@@ -51,7 +45,6 @@ class HealthPoller:
         self._hub = hub
         self._tick = tick
         self._delay = delay
-        self._at_once = at_once
         self._next_round: dict[int, float] = {}
         self._rounds: dict[int, asyncio.Task[int]] = {}
         self._loop: asyncio.Task[None] | None = None
@@ -89,7 +82,7 @@ class HealthPoller:
                 continue
             self._next_round[site_id] = now + every
             self._rounds[site_id] = asyncio.create_task(
-                self._round(site_id, slug), name=f"health-poll-{slug}"
+                self._round(site_id), name=f"health-poll-{slug}"
             )
             started += 1
         return started
@@ -102,57 +95,16 @@ class HealthPoller:
         read = await asyncio.gather(*self._rounds.values(), return_exceptions=True)
         return sum(count for count in read if isinstance(count, int))
 
-    async def _round(self, site_id: int, slug: str) -> int:
-        machines = await self._machines(site_id, slug)
-        slots = asyncio.Semaphore(self._at_once)
-
-        async def read(machine: Machine) -> Seen:
-            async with slots:
-                report = await service.ask(
-                    self._hub, machine, HealthRead.SENSORS, within=POLL_TIMEOUT, background=True
-                )
-            return Seen(machine, report)
-
-        pending = [asyncio.create_task(read(machine)) for machine in machines]
-        batch: list[Seen] = []
-        try:
-            for done in asyncio.as_completed(pending):
-                batch.append(await done)
-                if len(batch) >= _BATCH:
-                    await self._store(batch)
-                    batch = []
-            await self._store(batch)
-        finally:
-            for task in pending:
-                task.cancel()
-        return len(machines)
-
-    async def _machines(self, site_id: int, slug: str) -> list[Machine]:
-        with_bmc = select(ControlPath.device_id).where(ControlPath.kind.in_(HEALTH_PATHS))
+    async def _round(self, site_id: int) -> int:
         async with self._sessions() as session:
-            devices = (
-                await session.execute(
-                    select(Device.id, Device.name).where(
-                        Device.site_id == site_id,
-                        Device.status != DeviceStatus.DECOMMISSIONED,
-                        Device.id.in_(with_bmc),
-                    )
-                )
-            ).all()
-            paths = await power_paths(
-                session, self._vault, [device_id for device_id, _ in devices], HEALTH_PATHS
-            )
-        return [
-            Machine(device_id, name, site_id, slug, tuple(paths[device_id]))
-            for device_id, name in devices
-            if device_id in paths
-        ]
-
-    async def _store(self, batch: list[Seen]) -> None:
-        if not batch:
-            return
-        try:
-            async with unit_of_work(self._write_sessions) as session:
-                await service.record(session, batch, SYSTEM, "poller")
-        except Exception:
-            log.exception("storing %d health verdicts failed; they are dropped", len(batch))
+            machines = await fleet.site_machines(session, self._vault, site_id)
+        await fleet.read(
+            self._hub,
+            self._write_sessions,
+            machines,
+            SYSTEM,
+            "poller",
+            within=POLL_TIMEOUT,
+            background=True,
+        )
+        return len(machines)

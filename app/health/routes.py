@@ -15,9 +15,10 @@ from agents.protocol import Health, HealthRead, HealthReport
 from app.audit.service import stage
 from app.db import utcnow
 from app.deps import own_transactions
-from app.health import inventory, service
+from app.health import fleet, inventory, service
 from app.health.schemas import (
     EventsRead,
+    FleetHealth,
     HealthVerdict,
     InventoryApplied,
     InventoryRead,
@@ -27,9 +28,12 @@ from app.identity.auth import Ctx
 from app.identity.models import Role
 from app.inventory.devices import device_and_site
 from app.inventory.models import HealthStatus
+from app.inventory.routes import FilterDep
 from app.uow import unit_of_work
 
 router = APIRouter(tags=["health"])
+FRESH_AT_MOST = 2_000  # devices one fleet read asks; more must narrow or take the stored
+STORED_AT_MOST = 100_000
 
 
 async def _read(
@@ -71,6 +75,33 @@ async def read_sensors(request: Request, ctx: Ctx, device: str) -> SensorsRead:
     return read
 
 
+@router.get("/health")
+@own_transactions
+async def fleet_health(
+    request: Request,
+    ctx: Ctx,
+    flt: FilterDep,
+    cached: Annotated[
+        bool, Query(description="the stored verdicts, without asking the BMCs")
+    ] = False,
+) -> FleetHealth:
+    """The verdict of every device the selector and filters match (as GET /devices takes
+    them): read from their sensors now, at most 64 at once, or as last stored (`cached`)."""
+    state = request.app.state
+    most = STORED_AT_MOST if cached else FRESH_AT_MOST
+    async with unit_of_work(state.sessions) as session:
+        matched = await fleet.matched(session, flt, most)
+        machines = [] if cached else await fleet.machines(session, state.vault, matched)
+    if machines:
+        await fleet.read(state.agents, state.write_sessions, machines, ctx.principal.actor, "read")
+    async with unit_of_work(state.sessions) as session:
+        verdicts = await fleet.verdicts(session, matched)
+    return FleetHealth(
+        devices=verdicts,
+        counts={health: sum(v.health is health for v in verdicts) for health in Health},
+    )
+
+
 @router.get("/devices/{device}/health")
 @own_transactions
 async def read_health(
@@ -91,27 +122,7 @@ async def read_health(
             session, ctx, device, Role.VIEWER, "reading a device's health"
         )
         row = await session.scalar(select(HealthStatus).where(HealthStatus.device_id == found.id))
-    if row is None:
-        return HealthVerdict(
-            device=found.name,
-            site=site.slug,
-            health=Health.UNKNOWN,
-            reasons=[],
-            path=None,
-            message="never read: no health poll or sensor read has reached its BMC yet",
-            checked_at=None,
-            changed_at=None,
-        )
-    return HealthVerdict(
-        device=found.name,
-        site=site.slug,
-        health=Health(row.health),
-        reasons=row.reasons,
-        path=row.path,
-        message=row.message,
-        checked_at=row.checked_at,
-        changed_at=row.changed_at,
-    )
+    return fleet.verdict(found.name, site.slug, row)
 
 
 @router.get("/devices/{device}/events")

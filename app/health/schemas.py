@@ -59,3 +59,8 @@ class InventoryApplied(BaseModel):
     device: str
     dry_run: bool
     changes: list[CatalogueChange]
+
+
+class FleetHealth(BaseModel):
+    devices: list[HealthVerdict] = Field(description="in name order")
+    counts: dict[Health, int] = Field(description="devices per verdict")
