@@ -13,12 +13,17 @@ from agents.drivers.base import DriverError, OutletReading, PoweredOff
 from agents.protocol import (
     BootDevice,
     ConsolePath,
+    Fru,
     Guest,
+    HealthData,
+    HealthRead,
     HostPath,
+    LogEvent,
     Path,
     PduOutletPath,
     PowerAction,
     PowerState,
+    Sensor,
 )
 
 
@@ -68,6 +73,9 @@ class FakeMachine:
     banner: bytes = b""  # what a console prints as it opens
     outlets_on: set[int] = field(default_factory=set)  # a PDU's outlets that have AC
     consoles: list[FakeConsole] = field(default_factory=list)
+    sensors: list[Sensor] = field(default_factory=list)
+    events: list[LogEvent] = field(default_factory=list)  # oldest first, as a BMC keeps them
+    inventory: list[Fru] = field(default_factory=list)
 
 
 class FakeDriver:
@@ -122,6 +130,17 @@ class FakeDriver:
     async def guests(self, host: HostPath) -> list[Guest]:
         await self._answer(host, "guests")
         return list(self.hosts.get(host.endpoint, []))
+
+    async def health(self, path: Path, read: HealthRead) -> HealthData:
+        machine = await self._answer(path, f"health {read}")
+        newest_first = tuple(reversed(machine.events))
+        if read is HealthRead.SENSORS:
+            return HealthData(sensors=tuple(machine.sensors))
+        if read is HealthRead.INVENTORY:
+            return HealthData(inventory=tuple(machine.inventory))
+        if read is HealthRead.CLEAR_EVENTS:
+            machine.events.clear()
+        return HealthData(events=newest_first)
 
     async def _answer(self, path: Path | ConsolePath | HostPath, what: str) -> FakeMachine:
         machine = self.machine(path)

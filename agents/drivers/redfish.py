@@ -35,7 +35,16 @@ from agents.drivers.base import (
     Unreachable,
     Unsupported,
 )
-from agents.protocol import BootDevice, Path, PowerAction, PowerState, RedfishPath
+from agents.drivers.redfish_health import work as health_work
+from agents.protocol import (
+    BootDevice,
+    HealthData,
+    HealthRead,
+    Path,
+    PowerAction,
+    PowerState,
+    RedfishPath,
+)
 
 T = TypeVar("T")
 Work = Callable[[Any, str], T]  # (pyghmi Command, "Redfish BMC <url>"), in a pool thread
@@ -133,6 +142,11 @@ class RedfishDriver:
 
     async def set_boot(self, path: Path, device: BootDevice, persistent: bool) -> None:
         await self._run(path, _boot_work(device, persistent), mutating=True)
+
+    async def health(self, path: Path, read: HealthRead) -> HealthData:
+        """Sensors, the event log (or clear it) or inventory, read resource by resource
+        (`redfish_health.py`)."""
+        return await self._run(path, health_work(read), mutating=read is HealthRead.CLEAR_EVENTS)
 
     async def close(self) -> None:
         """Stop taking work and wait for the pool's threads (each bounded by its timeouts)."""

@@ -27,10 +27,17 @@ from agents.protocol import (
     Dialect,
     FromAgent,
     FromWorker,
+    Fru,
+    FruArea,
     Guest,
     GuestPath,
     GuestsOrder,
     GuestsReport,
+    Health,
+    HealthData,
+    HealthOrder,
+    HealthRead,
+    HealthReport,
     Heartbeat,
     Hello,
     HostKeySeen,
@@ -38,6 +45,7 @@ from agents.protocol import (
     Hypervisor,
     IpmiPath,
     LinkMessage,
+    LogEvent,
     Message,
     PowerAction,
     PowerOrder,
@@ -46,6 +54,8 @@ from agents.protocol import (
     Refusal,
     RefusedBecause,
     Report,
+    Sensor,
+    SensorState,
     SshTarget,
     TaskStatus,
     ToAgent,
@@ -67,6 +77,13 @@ GUEST = GuestPath(HOST, "5b1c9a1e-1b3f-4c1e-9a55-0a0b0c0d0e0f", "vps-7")
 ORDER = PowerOrder("1", "web01", "bj-dc1", PowerAction.CYCLE, (BMC, REDFISH), 12.5)
 CALL = DeviceCall(7, WorkerOp.POWER, BMC, action=PowerAction.CYCLE)
 ANSWER = DeviceAnswer(7, PowerState.ON)
+HEALTH = HealthData(
+    sensors=(Sensor("Inlet Temp", "Temperature", SensorState.OK, 24.0, "°C"),),
+    events=(
+        LogEvent("1", "2026-12-06T10:00:00Z", Health.WARNING, "Upper Non-critical going high"),
+    ),
+    inventory=(Fru(0, "System", board=FruArea("Acme", manufactured="2026-01-01T00:00:00Z")),),
+)
 CONSOLE: list[ConsoleInput | ConsoleControl | ConsoleOutput | ConsoleClosed] = [
     ConsoleInput("s1", b"ls\r\n\x00\xff"),
     ConsoleControl("s1", ConsoleOp.RESIZE, 132, 43),
@@ -83,6 +100,8 @@ LINK: list[Message] = [
     GuestsReport(
         "4", TaskStatus.SUCCEEDED, (Guest(GUEST.domain, "vps-7", "running", PowerState.ON, 2, 64),)
     ),
+    HealthOrder("5", "web01", "bj-dc1", HealthRead.SENSORS, (BMC, REDFISH), background=True),
+    HealthReport("5", TaskStatus.SUCCEEDED, HEALTH, "redfish", "1 sensor read"),
     ConsoleOpen("s2", "vps-7", "bj-dc1", (GUEST,)),
     ConsoleOpen("s1", "web01", "bj-dc1", (BMC,), 132, 43),
     ConsoleOpened("s1", "ipmi", BMC.endpoint, "SOL"),
@@ -100,6 +119,8 @@ WORKER: list[WorkerMessage] = [
     DeviceCall(8, WorkerOp.BOOT, REDFISH, boot=BootDevice.PXE, persistent=True),
     DeviceCall(9, WorkerOp.CONSOLE_OPEN, BMC, cols=132, rows=43),
     DeviceCall(10, WorkerOp.PING),
+    DeviceCall(11, WorkerOp.HEALTH, BMC, read=HealthRead.EVENTS),
+    DeviceAnswer(11, health=HEALTH),
     DeviceCall(7, WorkerOp.CANCEL),
     ANSWER,
     DeviceAnswer(10),

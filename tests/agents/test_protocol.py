@@ -12,7 +12,15 @@ from agents.protocol import (
     ConsoleOpen,
     ConsolePortPath,
     Dialect,
+    Fru,
+    FruArea,
+    Health,
+    HealthData,
+    HealthOrder,
+    HealthRead,
+    HealthReport,
     IpmiPath,
+    LogEvent,
     Message,
     PduOutletPath,
     PowerAction,
@@ -20,8 +28,11 @@ from agents.protocol import (
     PowerState,
     RedfishPath,
     Report,
+    Sensor,
+    SensorState,
     SshTarget,
     TaskStatus,
+    Thresholds,
     decode,
     encode,
 )
@@ -50,6 +61,25 @@ MESSAGES = [
         (ConsolePortPath(SshTarget("10.0.0.8", "admin", "pw", Dialect.OPENGEAR, 22), 3),),
     ),
     ConsoleClosed("s1", CloseReason.AGENT, "the agent's link dropped"),
+    HealthOrder(
+        "5", "web01", "bj-dc1", HealthRead.CLEAR_EVENTS,
+        (IpmiPath("10.0.0.1", "admin", "pw"),), 30.0, background=True,
+    ),
+    HealthReport(
+        "5", TaskStatus.SUCCEEDED,
+        HealthData(
+            sensors=(
+                Sensor("Fan2", "Fan", SensorState.CRITICAL, 0.0, "RPM",
+                       ("lower critical threshold",), Thresholds(lower_critical=500.0)),
+                Sensor("PSU2", "Power Supply", SensorState.NOT_PRESENT),
+            ),
+            events=(LogEvent("7", None, Health.CRITICAL, "Failure detected", "PSU2",
+                             "Power Supply", asserted=False, raw="0700"),),
+            inventory=(Fru(0, "System", product=FruArea("Acme", "R1", serial_number="S1")),),
+        ),
+        "ipmi", "2 sensors read",
+    ),
+    HealthReport("6", TaskStatus.FAILED, message="no BMC answered"),
 ]  # fmt: skip
 
 
