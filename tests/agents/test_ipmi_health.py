@@ -147,8 +147,8 @@ def run(bmc: ScriptedBmc, read: HealthRead, cache: SdrCache | None = None) -> He
         try:
             request = talk.send(answer)
         except StopIteration as done:
-            assert isinstance(done.value, HealthData)
-            return done.value
+            data: HealthData = done.value
+            return data
 
 
 def healthy_bmc(**fields: object) -> ScriptedBmc:
@@ -171,8 +171,10 @@ def test_sensors_are_read_and_judged_as_pyghmi_decodes_them() -> None:
     assert (inlet.reading, inlet.unit, inlet.state) == (24.0, "°C", SensorState.OK)
     assert inlet.thresholds == Thresholds(upper_non_critical=40.0, upper_critical=45.0)
     psu = by_name["PSU2"]
-    assert psu.type == "Power Supply" and psu.state is SensorState.CRITICAL
-    assert psu.thresholds is None and psu.states == ("Present", "Failure")
+    assert psu.type == "Power Supply"
+    assert psu.state is SensorState.CRITICAL
+    assert psu.thresholds is None
+    assert psu.states == ("Present", "Failure")
 
 
 def test_the_sdr_is_read_once_while_its_timestamps_stay() -> None:
@@ -201,7 +203,8 @@ def test_a_sensor_the_bmc_says_is_absent_is_not_present() -> None:
     del bmc.readings[0x01]
     data = run(bmc, HealthRead.SENSORS)
     inlet = next(sensor for sensor in data.sensors if sensor.name == "Inlet Temp")
-    assert inlet.state is SensorState.NOT_PRESENT and inlet.reading is None
+    assert inlet.state is SensorState.NOT_PRESENT
+    assert inlet.reading is None
 
 
 def test_an_empty_repository_reads_as_no_sensors() -> None:
@@ -236,7 +239,8 @@ def test_the_event_log_is_decoded_newest_first_with_sensor_names() -> None:
     assert [event.id for event in events] == ["3", "2", "1"]
     newest = events[0]
     assert (newest.sensor, newest.sensor_type, newest.asserted) == ("Fan2", "Fan", False)
-    assert events[1].sensor == "PSU2" and events[1].severity is Health.CRITICAL
+    assert events[1].sensor == "PSU2"
+    assert events[1].severity is Health.CRITICAL
     assert "Failure" in events[1].message
     assert events[2].time == "2024-10-04T14:47:28Z"  # 0x67000000 s after 1970, in UTC
     assert not bmc.cleared
@@ -245,7 +249,8 @@ def test_the_event_log_is_decoded_newest_first_with_sensor_names() -> None:
 def test_clearing_reads_to_the_end_under_a_reservation_first() -> None:
     bmc = healthy_bmc(sel=[_sel_entry(1, 0x67000000, 0x30, 0x04, 0x01, 0x02)])
     events = run(bmc, HealthRead.CLEAR_EVENTS).events
-    assert bmc.cleared and [event.id for event in events] == ["1"]
+    assert bmc.cleared
+    assert [event.id for event in events] == ["1"]
     assert bmc.asked.index("Reserve SEL") < bmc.asked.index("Clear SEL")
 
 
@@ -279,7 +284,8 @@ def test_fru_zero_is_read_in_chunks_the_bmc_accepts() -> None:
     bmc = healthy_bmc(fru={0: _fru_bytes()})
     (system,) = run(bmc, HealthRead.INVENTORY).inventory
     assert system.name == "System"
-    assert system.product is not None and system.board is not None
+    assert system.product is not None
+    assert system.board is not None
     assert (system.product.manufacturer, system.product.name) == ("Acme", "R100 server")
     assert (system.product.serial_number, system.product.asset_tag) == ("SN0042", "ASSET7")
     assert (system.board.serial_number, system.board.part_number) == ("BRD123", "PN-B")

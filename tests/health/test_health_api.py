@@ -98,7 +98,8 @@ def test_sensors_give_the_verdict_which_the_device_list_filters_on(
     assert (read["health"], read["path"]) == ("critical", "ipmi")
     assert read["reasons"] == ["Fan2 critical: 0 RPM (lower critical 500 RPM)"]
     fan2 = next(s for s in read["sensors"] if s["name"] == "Fan2")
-    assert fan2["thresholds"]["lower_critical"] == 500.0 and fan2["unit"] == "RPM"
+    assert fan2["thresholds"]["lower_critical"] == 500.0
+    assert fan2["unit"] == "RPM"
     ok(api.get("devices/web01/sensors"))
     listed = ok(api.get("devices", params={"health": "critical"}))["items"]
     assert [d["name"] for d in listed] == ["web02"]
@@ -106,7 +107,8 @@ def test_sensors_give_the_verdict_which_the_device_list_filters_on(
     assert {d["name"] for d in unknown} == {"web03", "br01", "sw01"}  # never read
     assert ok(api.get("devices/web01"))["health"] == "ok"
     verdict = ok(api.get("devices/web02/health", params={"cached": "true"}))
-    assert verdict["health"] == "critical" and verdict["checked_at"]
+    assert verdict["health"] == "critical"
+    assert verdict["checked_at"]
 
 
 def test_a_verdict_that_changes_is_audited_once_and_a_healthy_first_read_is_no_news(
@@ -119,7 +121,8 @@ def test_a_verdict_that_changes_is_audited_once_and_a_healthy_first_read_is_no_n
     ok(api.get("devices/web01/health"))  # still critical: no second event
     [changed] = audit(api, "health.changed")
     assert changed["target_name"] == "web01"
-    assert changed["details"]["before"] == "ok" and changed["details"]["after"] == "critical"
+    assert changed["details"]["before"] == "ok"
+    assert changed["details"]["after"] == "critical"
     assert changed["details"]["seen_by"] == "read"
 
 
@@ -130,7 +133,8 @@ def test_a_bmc_that_does_not_answer_is_a_502_and_an_unknown_verdict_saying_why(
     fake.machine(bmc(3)).fail = Unreachable("BMC 10.0.0.3:623: no answer")
     assert "no answer" in error(api.get("devices/web03/sensors"), 502)
     verdict = ok(api.get("devices/web03/health", params={"cached": "true"}))
-    assert verdict["health"] == "unknown" and "no answer" in verdict["message"]
+    assert verdict["health"] == "unknown"
+    assert "no answer" in verdict["message"]
 
 
 def test_a_device_without_a_bmc_path_is_told_what_to_add(api: TestClient) -> None:
@@ -152,7 +156,8 @@ def test_the_event_log_is_read_newest_first_and_cleared_by_an_operator_with_its_
     assert "ticket" in error(api.post("devices/br01/events/clear"), 422)
     assert len(machine.events) == 2  # refused before the BMC was asked
     cleared = ok(api.post("devices/br01/events/clear", headers={"X-Ticket": "OPS-7"}))
-    assert cleared["cleared"] and len(cleared["events"]) == 2
+    assert cleared["cleared"]
+    assert len(cleared["events"]) == 2
     assert machine.events == []
     [entry] = audit(api, "health.events_cleared")
     assert (entry["ticket"], entry["details"]["entries"]) == ("OPS-7", 2)
@@ -191,12 +196,14 @@ def test_fru_data_is_shown_as_a_diff_and_copied_by_an_admin(
     changes = {c["field"]: (c["catalogue"], c["fru"]) for c in read["changes"]}
     assert changes == {"model": ("r100", "R100"), "serial": ("", "SN0042")}
     dry = ok(api.post("devices/web01/inventory/apply", params={"dry_run": "true"}))
-    assert dry["dry_run"] and ok(api.get("devices/web01"))["serial"] == ""
+    assert dry["dry_run"]
+    assert ok(api.get("devices/web01"))["serial"] == ""
     ok(api.post("devices/web01/inventory/apply"))
     after = ok(api.get("devices/web01"))
     assert (after["model"], after["serial"]) == ("R100", "SN0042")
     updated = audit(api, "device.updated")[0]  # newest first
-    assert updated["target_name"] == "web01" and "serial" in str(updated["details"])
+    assert updated["target_name"] == "web01"
+    assert "serial" in str(updated["details"])
     assert ok(api.get("devices/web01/inventory"))["changes"] == []
 
 
