@@ -53,19 +53,23 @@ class Product:
 
 @dataclass(frozen=True)
 class Fru:
-    """One FRU device's inventory: the three areas servers usually fill."""
+    """One FRU device's inventory: the areas servers usually fill (a part may lack some)."""
 
-    chassis: Chassis
-    board: Board
-    product: Product
+    chassis: Chassis | None = None
+    board: Board | None = None
+    product: Product | None = None
 
     def encode(self) -> bytes:
         """The FRU device's bytes: header, chassis, board, product, each 8-byte aligned."""
-        areas = [_chassis_area(self.chassis), _board_area(self.board), _product_area(self.product)]
+        areas = [
+            _chassis_area(self.chassis) if self.chassis else b"",
+            _board_area(self.board) if self.board else b"",
+            _product_area(self.product) if self.product else b"",
+        ]
         offsets: list[int] = []
         at = 8
         for area in areas:
-            offsets.append(at // 8)
+            offsets.append(at // 8 if area else 0)  # 0: no such area
             at += len(area)
         # internal use, chassis, board, product, multi-record, pad
         header = bytes([_FORMAT_VERSION, 0, *offsets, 0, 0])

@@ -179,7 +179,6 @@ class Bmc:
         return int(answer.rsplit(" ", 1)[1])  # "Added record N"
 
 
-
 @contextlib.contextmanager
 def openipmi_fleet(
     count: int,

@@ -1,10 +1,11 @@
-"""What an `ipmi_sim` health BMC holds: sensors with their SDRs, a System Event Log and FRU 0.
+"""What an `ipmi_sim` health BMC holds: sensors with their SDRs, a System Event Log, FRU 0 and
+a power supply's FRU 1 (found through a FRU device locator SDR).
 
 `openipmi_fleet(..., health=True)` starts BMCs configured from these constants, so a test
-compares what a client reads with `SENSORS`, `SEL_EVENTS` and `FRU`. The SDRs are written in
-OpenIPMI's own SDR language and compiled by its `sdrcomp` (Debian's `openipmi` ships it), so
-the record bytes come from someone else's reading of the spec, as the BMC does. Every reading
-is one raw byte: `ThresholdSensor.raw` says which.
+compares what a client reads with `SENSORS`, `SEL_EVENTS`, `FRU` and `PSU1_FRU`. The SDRs are
+written in OpenIPMI's own SDR language and compiled by its `sdrcomp` (Debian's `openipmi` ships
+it), so the record bytes come from someone else's reading of the spec, as the BMC does. Every
+reading is one raw byte: `ThresholdSensor.raw` says which.
 
 ipmi_sim quirks this relies on: a sensor added after its SDR takes its thresholds and event
 masks from the SDR (`sensor_threshold_access settable` and `init_thresholds`); its status bits
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
@@ -96,13 +98,13 @@ class Threshold(StrEnum):
     UPPER_NON_RECOVERABLE = "unr"
 
     @property
-    def upper(self) -> bool:
+    def is_upper(self) -> bool:
         return self.value.startswith("u")
 
     def event_offset(self) -> int:
         """The generic threshold event offset (table 42-2) for crossing it the bad way."""
         index = list(Threshold).index(self)
-        return index * 2 + 1 if self.upper else index * 2
+        return index * 2 + 1 if self.is_upper else index * 2
 
 
 @dataclass(frozen=True)
@@ -116,14 +118,15 @@ class ThresholdSensor:
     entity: Entity
     instance: int
     reading: float
-    thresholds: dict[Threshold, float]
+    thresholds: Mapping[Threshold, float]
     m: int = 1
     r_exp: int = 0
 
     def raw(self, value: float) -> int:
         """The byte the BMC stores for `value` (which must be a multiple of the resolution)."""
-        raw = round(value / (self.m * 10**self.r_exp))
-        if not 0 <= raw <= 255 or abs(raw * self.m * 10**self.r_exp - value) > 1e-9:
+        resolution = self.m * 10.0**self.r_exp
+        raw = round(value / resolution)
+        if not 0 <= raw <= 255 or abs(raw * resolution - value) > 1e-9:
             raise ValueError(f"{self.name}: {value} is no reading of this sensor")
         return raw
 
@@ -136,7 +139,7 @@ class ThresholdSensor:
             f"event_reading_type_code {_THRESHOLD_READING_TYPE}",
         ]
         for threshold, value in self.thresholds.items():
-            going = "gh" if threshold.upper else "gl"
+            going = "gh" if threshold.is_upper else "gl"
             lines += [
                 f"assert_{threshold}{going} true",
                 f"deassert_{threshold}{going} true",
@@ -159,7 +162,9 @@ class ThresholdSensor:
 
 @dataclass(frozen=True)
 class DiscreteSensor:
-    """A sensor-specific discrete sensor: a set of asserted state offsets (table 42-3)."""
+    """A sensor-specific discrete sensor: a set of asserted state offsets (table 42-3), each
+    named as FreeIPMI names it.
+    """
 
     number: int
     name: str
@@ -301,11 +306,20 @@ PSU_2 = DiscreteSensor(
 POWER_OFF, AC_LOST = 0, 4
 POWER_UNIT = DiscreteSensor(
     8, "Power Unit", SensorType.POWER_UNIT, Entity.POWER_UNIT, 1,
-    {POWER_OFF: "Power Off/Power Down", 1: "Power Cycle", AC_LOST: "AC lost",
+    {POWER_OFF: "Power Off/Power Down", 1: "Power Cycle", AC_LOST: "AC lost/Power input lost",
      6: "Power Unit Failure detected"},
 )  # fmt: skip
 
-SENSORS: tuple[Sensor, ...] = (CPU_TEMP, INLET_TEMP, FAN_1, FAN_2, RAIL_12V, PSU_1, PSU_2, POWER_UNIT)
+SENSORS: tuple[Sensor, ...] = (
+    CPU_TEMP,
+    INLET_TEMP,
+    FAN_1,
+    FAN_2,
+    RAIL_12V,
+    PSU_1,
+    PSU_2,
+    POWER_UNIT,
+)
 
 # In the log at start, oldest first (record IDs 1, 2, ...): an inlet too warm for a while, a
 # power supply that failed and came back, and a power loss with the power back.
@@ -337,6 +351,40 @@ FRU = Fru(
         asset_tag="ASSET-0042",
     ),
 )
+
+PSU1_FRU_ID = 1
+PSU1_FRU_NAME = "Power Supply 1"  # with a lower-case letter: see above
+PSU1_FRU = Fru(
+    board=Board(
+        manufactured_at=datetime(2023, 11, 2, 16, 40, tzinfo=UTC),
+        manufacturer="PowerCo",
+        product_name="PWS-800W",
+        serial_number="PSU0009876",
+        part_number="PWS-800-A",
+    ),
+    product=Product(
+        manufacturer="PowerCo",
+        product_name="800W Platinum PSU",
+        part_number="PWS-800-A",
+        version="B2",
+        serial_number="PSU0009876",
+        asset_tag="",
+    ),
+)
+# A logical FRU device of the BMC (FRU device locator, table 43-7): how a client finds FRU 1.
+_PSU1_FRU_LOCATOR_SDR = f"""sdr type 17
+	device_access_address 0x20
+	fru_device_address {PSU1_FRU_ID}
+	logical_fru true
+	lun 0
+	channel_number 0
+	device_type 0x10
+	device_type_modifier 0
+	fru_entity_id {Entity.POWER_SUPPLY.value}
+	fru_entity_instance 1
+	id_string "{PSU1_FRU_NAME}"
+endsdr
+"""
 
 _CONTROLLER_SDR = """sdr type 18
 	device_slave_address 0x20
@@ -375,8 +423,9 @@ def emulation() -> str:
         else:
             lines += [set_state_command(sensor, o, True, event=False) for o in sensor.asserted]
     lines += [event.command() for event in SEL_EVENTS]
-    fru = FRU.encode()
-    lines.append(f"mc_add_fru_data {addr} 0 {len(fru)} data {_hex(fru)}")
+    for fru_id, fru in ((0, FRU), (PSU1_FRU_ID, PSU1_FRU)):
+        data = fru.encode()
+        lines.append(f"mc_add_fru_data {addr} {fru_id} {len(data)} data {_hex(data)}")
     return "".join(f"{line}\n" for line in lines)
 
 
@@ -401,14 +450,15 @@ def set_state_command(sensor: DiscreteSensor, offset: int, asserted: bool, *, ev
 
 
 def compiled_sdrs() -> list[bytes]:
-    """The SDR records, management controller first, as `sdrcomp -r` encodes them."""
-    source = _CONTROLLER_SDR + "".join(sensor.sdr() for sensor in SENSORS)
+    """The SDR records (the controller, the sensors, FRU 1's locator), as `sdrcomp -r`
+    encodes them.
+    """
+    sensors = "".join(sensor.sdr() for sensor in SENSORS)
+    source = _CONTROLLER_SDR + sensors + _PSU1_FRU_LOCATOR_SDR
     with tempfile.TemporaryDirectory(prefix="sdrcomp-") as folder:
         path = Path(folder) / "health.sdrs"
         path.write_text(source)
-        raw = subprocess.run(
-            ["sdrcomp", "-r", str(path)], capture_output=True, check=True
-        ).stdout
+        raw = subprocess.run(["sdrcomp", "-r", str(path)], capture_output=True, check=True).stdout
     records: list[bytes] = []
     while raw:
         length = 5 + raw[4]  # the header's 5 bytes, then as many as its last byte says
