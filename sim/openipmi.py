@@ -8,7 +8,8 @@ the BMC really did, and how many times. Needs Debian's `openipmi` package (`make
 A health BMC (`health=True`) also has sensors, a System Event Log and FRU 0, as
 `sim.openipmi_health` declares them, and an emulator console on a TCP port of 127.0.0.1 (the
 lan.conf `console` line: one command a line, answered before the next `> ` prompt), through
-which a test changes readings and adds events while the BMC runs.
+which a test changes readings and adds events while the BMC runs (anyone on the machine can:
+the console asks for no password, so it is for tests only).
 """
 
 from __future__ import annotations
@@ -160,8 +161,8 @@ class Bmc:
         return answer
 
     def set_sensor(self, sensor: ThresholdSensor, reading: float, *, event: bool = True) -> None:
-        """Set an analog sensor's reading; with `event`, ipmi_sim logs each threshold crossed
-        (assertions going up, deassertions coming back) in the SEL.
+        """Set an analog sensor's reading; with `event`, ipmi_sim logs in the SEL an assertion
+        for each threshold newly crossed and a deassertion for each one come back from.
         """
         self.emulate(set_reading_command(sensor, reading, event=event))
 

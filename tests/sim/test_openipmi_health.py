@@ -198,6 +198,16 @@ def test_the_console_reports_ipmi_sims_refusals(bmc: Bmc) -> None:
         bmc.set_sensor(FAN_1, 4810)  # not a multiple of 50 RPM
 
 
+def test_each_health_bmc_of_a_fleet_has_its_own_console(tmp_path: Path) -> None:
+    with openipmi_fleet(2, health=True) as (changed, untouched):
+        changed.set_sensor(CPU_TEMP, 70)
+
+        readings = [
+            {s.name: s.reading for s in read_sensors(bmc, tmp_path)} for bmc in (changed, untouched)
+        ]
+    assert [reading[CPU_TEMP.name] for reading in readings] == [70, CPU_TEMP.reading]
+
+
 def test_a_bmc_without_health_has_no_console() -> None:
     with openipmi_fleet(1) as (plain,), pytest.raises(EmulatorError, match="health"):
         plain.set_sensor(CPU_TEMP, 50)
