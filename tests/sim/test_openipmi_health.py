@@ -21,6 +21,7 @@ from sim.openipmi import Bmc, EmulatorError, openipmi_fleet
 from sim.openipmi_health import (
     CPU_TEMP,
     FAN_1,
+    FAN_2,
     FRU,
     INLET_TEMP,
     POWER_OFF,
@@ -30,6 +31,7 @@ from sim.openipmi_health import (
     PSU1_FRU_NAME,
     PSU_1,
     PSU_FAILURE,
+    RAIL_12V,
     SEL_EVENTS,
     SENSORS,
     DiscreteSensor,
@@ -38,6 +40,7 @@ from sim.openipmi_health import (
     ThresholdSensor,
 )
 from tests.freeipmi import read_fru, read_sel, read_sensors
+from tests.sim.fleet import ipmitool
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ipmi_sim") is None or shutil.which("ipmi-sensors") is None,
@@ -187,6 +190,21 @@ def test_an_event_added_while_running_gets_the_next_record_id(bmc: Bmc, tmp_path
         POWER_UNIT.name,
         "Power Off/Power Down",
     )
+
+
+def test_ipmitool_agrees_on_sensors_and_sel(bmc: Bmc) -> None:
+    bmc.set_sensor(FAN_2, 450)
+
+    sdr = ipmitool(bmc.port, "sdr", "elist", suite=3, password=bmc.password)
+    rows = [[cell.strip() for cell in line.split("|")] for line in sdr.stdout.splitlines()]
+    assert [row[0] for row in rows] == [sensor.name for sensor in SENSORS]
+    assert rows[SENSORS.index(FAN_2)][2:] == ["lcr", "29.2", "450 RPM"]
+    assert rows[SENSORS.index(RAIL_12V)][4] == "12.10 Volts"
+    sel = ipmitool(bmc.port, "sel", "elist", suite=3, password=bmc.password)
+    lines = sel.stdout.splitlines()
+    assert len(lines) == len(SEL_EVENTS) + 2  # lower non-critical, then lower critical
+    assert all(FAN_2.name in line for line in lines[-2:])
+    assert "Lower Critical going low" in lines[-1]
 
 
 def test_the_console_reports_ipmi_sims_refusals(bmc: Bmc) -> None:
