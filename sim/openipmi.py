@@ -4,6 +4,12 @@
 someone else's reading of the spec. Power and boot go through a `chassis_control` shell script
 that keeps them in files of the BMC's directory, and logs every change, so a test reads what
 the BMC really did, and how many times. Needs Debian's `openipmi` package (`make peers`).
+
+A health BMC (`health=True`) also has sensors, a System Event Log and FRU 0, as
+`sim.openipmi_health` declares them, and an emulator console on a TCP port of 127.0.0.1 (the
+lan.conf `console` line: one command a line, answered before the next `> ` prompt), through
+which a test changes readings and adds events while the BMC runs (anyone on the machine can:
+the console asks for no password, so it is for tests only).
 """
 
 from __future__ import annotations
@@ -19,6 +25,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from sim.openipmi_health import (
+    DiscreteSensor,
+    SelEvent,
+    ThresholdSensor,
+    set_reading_command,
+    set_state_command,
+)
+from sim.openipmi_health import emulation as health_emulation
 
 # The power-control program ipmi_sim popen()s as `SCRIPT DIR get power` (answer `power:1`) and
 # `SCRIPT DIR set power "0"`. A power cycle is `set power 0`, then `set power 1` 1 s later,
@@ -55,10 +70,11 @@ set)
 esac
 """
 
-_EMULATION = """mc_setbmc 0x20
+# ipmi_sim stops reading this at the first command that fails, saying nothing with `-n`.
+_ADD_BMC = """mc_setbmc 0x20
 mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
-mc_enable 0x20
 """
+_ENABLE_BMC = "mc_enable 0x20\n"
 
 _LAN_CONF = """name "{name}"
 set_working_mc 0x20
@@ -73,11 +89,17 @@ set_working_mc 0x20
   endlan
   chassis_control "{chassis_control}"
   user 2 true "{user}" "{password}" admin 10 md5
-{sol}"""
+{sol}{console}"""
 
 # IPMI 1.5 Get Channel Authentication Capabilities, outside a session: any BMC answers it.
 _PING = bytes.fromhex("0600ff07000000000000000000092018c88100388e04b5")
 _START_TIMEOUT = 10.0
+_PROMPT = b"> "
+_CONSOLE_TIMEOUT = 5.0
+
+
+class EmulatorError(RuntimeError):
+    """ipmi_sim refused an emulator command, or the BMC has no console to send it to."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,6 +112,7 @@ class Bmc:
     password: str
     directory: Path
     process: subprocess.Popen[bytes]
+    console_port: int | None = None
 
     @property
     def endpoint(self) -> str:
@@ -120,6 +143,42 @@ class Bmc:
         """Back to as started: off, boot device default, no change logged, no stall pending."""
         _fresh_state(self.directory)
 
+    def emulate(self, command: str) -> str:
+        """Run one ipmi_sim emulator command (`man ipmi_sim_cmd`) on a health BMC; its output.
+
+        Raises `EmulatorError` when ipmi_sim answers with an error (a line starting `**`).
+        """
+        if self.console_port is None:
+            raise EmulatorError("only a health BMC has an emulator console")
+        with socket.create_connection((self.address, self.console_port), _CONSOLE_TIMEOUT) as con:
+            _until_prompt(con)  # after telnet's option offers
+            con.sendall(b"noecho\n")
+            _until_prompt(con)
+            con.sendall(command.encode() + b"\n")
+            answer = _until_prompt(con).decode().replace("\r", "").strip()
+        if any(line.startswith("**") for line in answer.splitlines()):
+            raise EmulatorError(f"{command!r}: {answer}")
+        return answer
+
+    def set_sensor(self, sensor: ThresholdSensor, reading: float, *, event: bool = True) -> None:
+        """Set an analog sensor's reading; with `event`, ipmi_sim logs in the SEL an assertion
+        for each threshold newly crossed and a deassertion for each one come back from.
+        """
+        self.emulate(set_reading_command(sensor, reading, event=event))
+
+    def set_sensor_state(
+        self, sensor: DiscreteSensor, offset: int, asserted: bool, *, event: bool = True
+    ) -> None:
+        """Assert or deassert one state of a discrete sensor (e.g. `PSU_FAILURE`); with `event`,
+        a change is logged in the SEL.
+        """
+        self.emulate(set_state_command(sensor, offset, asserted, event=event))
+
+    def add_sel_event(self, event: SelEvent) -> int:
+        """Add a record to the SEL as if a sensor had sent it; its record ID."""
+        answer = self.emulate(event.command())
+        return int(answer.rsplit(" ", 1)[1])  # "Added record N"
+
 
 @contextlib.contextmanager
 def openipmi_fleet(
@@ -129,11 +188,15 @@ def openipmi_fleet(
     password: str = "password",
     workdir: Path | None = None,
     sol: str | None = None,
+    health: bool = False,
 ) -> Iterator[list[Bmc]]:
     """Start `count` ipmi_sim BMCs, powered off; kill them all on the way out, whatever happens.
 
     `sol` ("tcp:HOST:PORT") gives each BMC a serial port for SOL: ipmi_sim connects to that TCP
     address (again and again until something listens), one connection per BMC.
+
+    `health` gives each the sensors, SEL and FRU of `sim.openipmi_health` and an emulator
+    console (`Bmc.emulate`, `Bmc.set_sensor`, ...) on a free TCP port.
 
     Ports are free UDP ports from `base_port` up, or any the kernel offers. A port someone else
     took between the check and ipmi_sim's bind (ipmi_sim does not fail then: it shares the port)
@@ -146,7 +209,7 @@ def openipmi_fleet(
         script.write_text(_CHASSIS_CONTROL)
         script.chmod(0o755)
         emulation = workdir / "bmc.emu"
-        emulation.write_text(_EMULATION)
+        emulation.write_text(_ADD_BMC + (health_emulation() if health else "") + _ENABLE_BMC)
         launched: list[Bmc] = []
         stack.callback(_kill, launched)
         bmcs: list[Bmc] = []
@@ -157,8 +220,11 @@ def openipmi_fleet(
             ports = free_udp_ports(count - len(bmcs), next_port)
             next_port = None if base_port is None else max(ports) + 1
             first = len(launched)
-            for port in ports:
-                launched.append(_start(workdir, script, emulation, port, user, password, sol))
+            consoles = _free_tcp_ports(len(ports)) if health else [None] * len(ports)
+            for port, console in zip(ports, consoles, strict=True):
+                launched.append(
+                    _start(workdir, script, emulation, port, user, password, sol, console)
+                )
             bmcs.extend(_keep_listening(launched[first:]))
         if len(bmcs) < count:
             raise RuntimeError(f"only {len(bmcs)} of {count} ipmi_sim BMCs came up")
@@ -192,6 +258,7 @@ def _start(
     user: str,
     password: str,
     sol: str | None = None,
+    console_port: int | None = None,
 ) -> Bmc:
     directory = workdir / f"bmc-{port}"
     directory.mkdir()
@@ -208,6 +275,7 @@ def _start(
             user=user,
             password=password,
             sol=f'  sol "{sol}" 115200\n' if sol else "",
+            console=f"  console 127.0.0.1 {console_port}\n" if console_port else "",
         )
     )
     command = ["ipmi_sim", "-n", "-c", str(config), "-f", str(emulation), "-s", str(state)]
@@ -219,7 +287,32 @@ def _start(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return Bmc("127.0.0.1", port, user, password, directory, process)
+    return Bmc("127.0.0.1", port, user, password, directory, process, console_port)
+
+
+def _free_tcp_ports(count: int) -> list[int]:
+    """`count` TCP ports of 127.0.0.1 free now. One taken before ipmi_sim binds it makes that
+    ipmi_sim exit, and the fleet starts that BMC again elsewhere.
+    """
+    with contextlib.ExitStack() as stack:
+        probes = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            for _ in range(count)
+        ]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+
+
+def _until_prompt(con: socket.socket) -> bytes:
+    """What the console says up to its next prompt (without it)."""
+    received = b""
+    while not received.endswith(_PROMPT):
+        chunk = con.recv(4096)
+        if not chunk:
+            raise EmulatorError(f"the console closed after {received!r}")
+        received += chunk
+    return received[: -len(_PROMPT)]
 
 
 def _fresh_state(directory: Path) -> None:
