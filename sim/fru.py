@@ -95,9 +95,7 @@ def images(who: Identity) -> dict[int, bytes]:
         bytes([0]),
         [MANUFACTURER, PRODUCT, MODEL, VERSION, who.serial, who.asset_tag, ""],
     )
-    psu_board = _board(
-        who.made, [PSU_MANUFACTURER, PSU_PRODUCT, who.psu_serials[0], PSU_PART, ""]
-    )
+    psu_board = _board(who.made, [PSU_MANUFACTURER, PSU_PRODUCT, who.psu_serials[0], PSU_PART, ""])
     psu_product = _area(
         bytes([0]), [PSU_MANUFACTURER, PSU_PRODUCT, PSU_PART, VERSION, who.psu_serials[0], "", ""]
     )

@@ -10,7 +10,8 @@ from __future__ import annotations
 import struct
 from functools import cache
 
-from sim.sensors import ANALOG, DISCRETE, Analog, Discrete, Entity, EventType, Threshold
+from sim.sel import EventType
+from sim.sensors import ANALOG, DISCRETE, Analog, Discrete, Entity, Threshold
 
 SDR_VERSION = 0x51
 OWNER = 0x20  # the BMC owns every sensor, on LUN 0
@@ -79,11 +80,7 @@ def repository() -> tuple[bytes, ...]:
 def info() -> bytes:
     """Get SDR Repository Info's response (§33.9); operations: reserve supported."""
     count = len(repository())
-    return (
-        bytes([SDR_VERSION])
-        + struct.pack("<HHII", count, 0, ADDED_AT, ADDED_AT)
-        + bytes([0x02])
-    )
+    return bytes([SDR_VERSION]) + struct.pack("<HHII", count, 0, ADDED_AT, ADDED_AT) + bytes([0x02])
 
 
 def record(record_id: int) -> tuple[int, bytes] | None:

@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+from typing import Any
 
 from sim.sel import UNSPECIFIED, Event, EventLog, EventType, WallClock
 
@@ -185,8 +186,9 @@ PSUS = (
 POWER_UNIT = Discrete(0x50, "Pwr Unit Status", SensorType.POWER_UNIT, Entity.POWER_UNIT, 0b1)
 EVENT_LOG = Discrete(0x60, "Event Log", SensorType.EVENT_LOGGING, Entity.BMC, 0b100)
 DISCRETE = (*PSUS, POWER_UNIT, EVENT_LOG)
-BY_NAME: dict[str, Analog | Discrete] = {sensor.name: sensor for sensor in (*ANALOG, *DISCRETE)}
-BY_NUMBER: dict[int, Analog | Discrete] = {s.number: s for s in (*ANALOG, *DISCRETE)}
+EVERY: tuple[Analog | Discrete, ...] = (*ANALOG, *DISCRETE)
+BY_NAME = {sensor.name: sensor for sensor in EVERY}
+BY_NUMBER = {sensor.number: sensor for sensor in EVERY}
 
 
 class Sensors:
@@ -215,8 +217,9 @@ class Sensors:
         if on == self._on:
             return
         self._on = on
-        self.log.log(Event(SensorType.POWER_UNIT, POWER_UNIT.number,
-                           EventType.SENSOR_SPECIFIC, _discrete(POWER_OFF), deassertion=on))  # fmt: skip
+        event = Event(POWER_UNIT.type, POWER_UNIT.number, EventType.SENSOR_SPECIFIC,
+                      _discrete(POWER_OFF), deassertion=on)  # fmt: skip
+        self.log.log(event)
         self._rescan()
 
     def set_value(self, name: str, value: float | None) -> None:
@@ -301,10 +304,23 @@ class Sensors:
 
     def overall(self) -> Health:
         """The worst health of any sensor: what a BMC's rollup shows."""
-        seen = {self.health(sensor) for sensor in (*ANALOG, *PSUS)}
+        seen = {self.health(sensor) for sensor in EVERY}
         return next(
             (health for health in (Health.CRITICAL, Health.WARNING) if health in seen), Health.OK
         )
+
+    def snapshot(self) -> dict[str, Any]:
+        """Readings (None: unavailable), states and health by sensor name, as JSON-ready data."""
+        sensors: dict[str, Any] = {
+            sensor.name: {"value": self.value(sensor), "health": str(self.health(sensor))}
+            for sensor in ANALOG
+        }
+        for psu in PSUS:
+            sensors[psu.name] = {
+                "state": str(self.psus[psu.number]),
+                "health": str(self.health(psu)),
+            }
+        return {"health": str(self.overall()), "sensors": sensors, "sel_entries": len(self.log)}
 
     def _analog(self, name: str) -> Analog:
         sensor = BY_NAME.get(name)
