@@ -198,7 +198,7 @@ def _get_sdr(target: Target, data: bytes) -> Reply:
     if len(data) != 6:
         return BAD_LENGTH, b""
     reservation, record_id, offset, count = struct.unpack("<HHBB", data)
-    if offset and reservation != target.sdr_reservation:
+    if offset and (not reservation or reservation != target.sdr_reservation):
         return RESERVATION_CANCELLED, b""
     found = sdr.record(record_id)
     if found is None:
