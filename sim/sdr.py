@@ -23,7 +23,6 @@ ADDED_AT = 1_735_689_600  # 2025-01-01: the repository's "most recent addition"
 PSU_FRU = 1  # the FRU device id of the locator record
 PSU_FRU_NAME = "PSU1 FRU"
 INIT = 0x67  # init scanning, events, sensor type; event generation and scanning enabled
-THRESHOLD_OFFSETS = {threshold: threshold.event_offset for threshold in Threshold}
 
 
 def _name(name: str) -> bytes:
@@ -37,7 +36,7 @@ def _header(record_id: int, kind: int, body: bytes) -> bytes:
 def full_record(record_id: int, sensor: Analog) -> bytes:
     """A Full Sensor Record (§43.1): linear, B = 0, thresholds readable, none settable."""
     readable = sum(1 << threshold for threshold in sensor.raw_thresholds)
-    events = sum(1 << THRESHOLD_OFFSETS[threshold] for threshold in sensor.raw_thresholds)
+    events = sum(1 << threshold.event_offset for threshold in sensor.raw_thresholds)
     lower = sum(1 << threshold for threshold in sensor.raw_thresholds if not threshold.upper)
     upper = sum(1 << (threshold - 3) for threshold in sensor.raw_thresholds if threshold.upper)
     thresholds = [sensor.raw_thresholds.get(Threshold(bit), 0) for bit in (5, 4, 3, 2, 1, 0)]

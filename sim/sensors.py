@@ -244,6 +244,12 @@ class Sensors:
                 self.log.log(Event(sensor.type, sensor.number, EventType.SENSOR_SPECIFIC,
                                    _discrete(offset), deassertion=deassert))  # fmt: skip
 
+    def set_input(self, index: int, fed: bool) -> None:
+        """AC at power supply `index` lost or back; a failed or absent supply stays so."""
+        psu = PSUS[index]
+        if self.psus[psu.number] in (PsuState.OK, PsuState.AC_LOST):
+            self.set_state(psu.name, PsuState.OK if fed else PsuState.AC_LOST)
+
     def reset(self) -> None:
         """Every sensor back to its own reading, every power supply working."""
         self._override.clear()

@@ -141,7 +141,8 @@ def test_a_failed_fan_turns_critical_and_is_logged_while_polled(
         "Fan Fan2 | Lower Critical going low  | Asserted | Reading 0 < Threshold 600 RPM",
         "Power Supply PSU2 | Failure detected | Asserted",
         "Power Supply PSU2 | Failure detected | Deasserted",
-        f"Fan Fan2 | Lower Non-critical going low  | Deasserted | Reading {rpm} > Threshold 1200 RPM",
+        f"Fan Fan2 | Lower Non-critical going low  | Deasserted | Reading {rpm} > Threshold "
+        "1200 RPM",
         f"Fan Fan2 | Lower Critical going low  | Deasserted | Reading {rpm} > Threshold 600 RPM",
     ]
     assert rows(freeipmi("ipmi-sensors", port, tmp_path, "--output-sensor-state"))["Fan2"][3] == (
