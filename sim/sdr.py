@@ -19,6 +19,7 @@ FULL, COMPACT, FRU_LOCATOR = 0x01, 0x02, 0x11
 MAX_READ = 0x30  # record bytes one Get SDR answers: longer reads get 0xCA, as on many BMCs
 ENTIRE = 0xFF
 LAST = 0xFFFF
+FREE_SPACE = 0x0800  # bytes; nothing is ever added, but a full repository looks broken
 ADDED_AT = 1_735_689_600  # 2025-01-01: the repository's "most recent addition"
 PSU_FRU = 1  # the FRU device id of the locator record
 PSU_FRU_NAME = "PSU1 FRU"
@@ -79,7 +80,11 @@ def repository() -> tuple[bytes, ...]:
 def info() -> bytes:
     """Get SDR Repository Info's response (§33.9); operations: reserve supported."""
     count = len(repository())
-    return bytes([SDR_VERSION]) + struct.pack("<HHII", count, 0, ADDED_AT, ADDED_AT) + bytes([0x02])
+    return (
+        bytes([SDR_VERSION])
+        + struct.pack("<HHII", count, FREE_SPACE, ADDED_AT, ADDED_AT)
+        + bytes([0x02])
+    )
 
 
 def record(record_id: int) -> tuple[int, bytes] | None:

@@ -374,6 +374,7 @@ class Sensors:
             event = Event(inlet.type, inlet.number, EventType.THRESHOLD, data, deassertion)
             self.log.log(event, start + at)
         self.log.added_at = int(start + 87000)
+        self.log.erased_at = int(start)
 
 
 def _discrete(offset: int) -> bytes:
