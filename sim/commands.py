@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -66,12 +65,12 @@ class Target:
     valid_bit_clearing: int = 0
     boot_info_ack: int = 0
     sdr_reservation: int = 0
-    fru: dict[int, bytes] = field(default_factory=dict)  # built on the first FRU read
+    fru_images: dict[int, bytes] = field(default_factory=dict)  # built on the first FRU read
 
     def fru_image(self, device: int) -> bytes | None:
-        if not self.fru:
-            self.fru = fru.images(self.machine.identity)
-        return self.fru.get(device)
+        if not self.fru_images:
+            self.fru_images = fru.images(self.machine.identity)
+        return self.fru_images.get(device)
 
 
 Reply = tuple[int, bytes]
@@ -264,7 +263,7 @@ def _clear_sel(target: Target, data: bytes) -> Reply:
 
 
 def _sel_time(target: Target, data: bytes) -> Reply:
-    return OK, struct.pack("<I", int(time.time()))
+    return OK, struct.pack("<I", int(target.machine.sensors.log.wall()))
 
 
 def _fru_info(target: Target, data: bytes) -> Reply:

@@ -22,13 +22,15 @@ PYGHMI = """
 import json, sys
 from pyghmi.ipmi.command import Command
 command = Command("127.0.0.1", "admin", sys.argv[2], port=int(sys.argv[1]))
+health = command.get_health()
 sensors = {
     r.name: {"value": r.value, "units": r.units, "states": r.states, "health": r.health}
     for r in command.get_sensor_data()
 }
 print(json.dumps({
     "sensors": sensors,
-    "health": command.get_health()["health"],
+    "health": health["health"],
+    "bad": [reading.name for reading in health["badreadings"]],
     "events": [
         {"component": e.get("component"), "event": e.get("event"), "severity": e["severity"]}
         for e in command.get_event_log()
@@ -187,6 +189,7 @@ def test_pyghmi_reads_sensors_health_events_and_inventory(fleet: RunningFleet, p
     assert seen["sensors"]["Fan1"]["units"] == "RPM"
     assert seen["sensors"]["PSU1"]["states"] == ["Present"]
     assert seen["health"] == 1  # warning
+    assert seen["bad"] == ["Inlet Temp"]
     assert {"component": "Inlet Temp", "event": "Upper non-critical", "severity": 1} in seen[
         "events"
     ]
