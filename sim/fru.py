@@ -57,7 +57,7 @@ def identity(name: str) -> Identity:
 
 
 def _field(text: str) -> bytes:
-    data = text.encode("latin-1")[:63]
+    data = text.encode("latin-1", "replace")[:63]
     return bytes([0xC0 | len(data)]) + data  # 8-bit ASCII + Latin-1
 
 
