@@ -1,5 +1,7 @@
 """`python -m sim`: a fleet of simulated IPMI BMCs on consecutive UDP ports until SIGTERM.
 
+Each serves its machine's sensors, event log and FRU inventory besides power, boot and SOL.
+
 Optionally with SSH console servers and switched PDUs wired to the machines in order, and
 hypervisor hosts (Xen's xl, libvirt's virsh) with guests of their own.
 """

@@ -3,7 +3,11 @@
 Requests: `{"op": "get"|"set", "port": BMC port, ...}`, `{"op": "wiring"}` (SSH devices and what
 each machine is wired to), `{"op": "outlet", "pdu": name, "outlet": n[, "power": on|off|cycle]}`,
 `{"op": "console_port", "server": name, "port": n}` (holder and counters), `{"op": "guest",
-"hypervisor": name, "guest": name}` (a hypervisor guest's domid, boot order and screen).
+"hypervisor": name, "guest": name}` (a hypervisor guest's domid, boot order and screen),
+`{"op": "sensor", "port": BMC port, "sensor": name, "value": number|null}` (hold a threshold
+sensor at a reading; null lets it read on its own), `{"op": "sensor", "port": ..., "sensor":
+"PSU2", "state": "ok"|"failed"|"ac_lost"|"absent"}` and `{"op": "sensor", "port": ...,
+"reset": true}` (every sensor back to normal); each answers with the machine's sensors.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 from sim.fleet import Fleet
 from sim.ipmi import Bmc
 from sim.machine import Power
+from sim.sensors import PsuState
 
 FAULTS = ("slow", "mute", "refuse_password", "drop_sessions", "ignore_soft_off")
 
@@ -67,6 +72,8 @@ def apply(fleet: Fleet, request: Message) -> Message:
         server = fleet.console_server(request["server"])
         return {"ok": True, "state": server.ports[int(request["port"])].state()}
     bmc = fleet.bmc(request["port"])
+    if op == "sensor":
+        return {"ok": True, "sensors": set_sensor(bmc, request)}
     if op == "set":
         if "fault" in request:
             set_fault(bmc, request["fault"], request.get("value", True))
@@ -94,6 +101,19 @@ def set_fault(bmc: Bmc, fault: str, value: Any) -> None:
         bmc.machine.ignore_soft_off = bool(value)
     else:
         raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+
+
+def set_sensor(bmc: Bmc, request: Message) -> Message:
+    """Run a `sensor` request (reset, a reading or a PSU state); the sensors after it."""
+    sensors = bmc.machine.sensors
+    if request.get("reset"):
+        sensors.reset()
+    if "state" in request:
+        sensors.set_state(request["sensor"], PsuState(request["state"]))
+    if "value" in request:
+        value = request["value"]
+        sensors.set_value(request["sensor"], None if value is None else float(value))
+    return sensors.snapshot()
 
 
 async def serve_lines(
@@ -196,6 +216,25 @@ class FleetControl:
     def set_power(self, port: int, power: str) -> Message:
         state: Message = self.request({"op": "set", "port": port, "power": power})["state"]
         return state
+
+    def sensors(self, port: int) -> Message:
+        """A machine's readings, PSU states and health (see `Sensors.snapshot`)."""
+        return self._sensor({"port": port})
+
+    def set_sensor(self, port: int, sensor: str, value: float | None) -> Message:
+        """Hold a threshold sensor at `value` in its units (None: back to its own reading)."""
+        return self._sensor({"port": port, "sensor": sensor, "value": value})
+
+    def set_psu(self, port: int, sensor: str, state: str) -> Message:
+        """Make a power supply `failed`, `ac_lost`, `absent` or `ok` again."""
+        return self._sensor({"port": port, "sensor": sensor, "state": state})
+
+    def reset_sensors(self, port: int) -> Message:
+        return self._sensor({"port": port, "reset": True})
+
+    def _sensor(self, request: Message) -> Message:
+        sensors: Message = self.request({"op": "sensor", **request})["sensors"]
+        return sensors
 
     def wiring(self) -> Message:
         """SSH devices and the console port and outlets of each machine (see `Fleet.wiring`)."""

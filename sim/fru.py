@@ -1,12 +1,16 @@
-"""FRU inventory bytes as a BMC stores them (IPMI Platform Management FRU Information Storage
-Definition 1.0): a common header, then chassis, board and product areas of 8-bit ASCII fields.
+"""FRU inventory: the bytes a BMC stores (IPMI Platform Management FRU Information Storage
+Definition 1.0: a common header, then chassis, board and product areas of 8-bit ASCII fields),
+and what a simulated server says it is (its identity, and the FRU images that carry it).
 
-Built here rather than copied from a dump so the values a test compares against are the ones
-written, and every checksum is right by construction.
+FRU 0 is the server (chassis, board and product areas), FRU 1 its first power supply (board
+and product areas). Serial numbers derive from the machine's name, so two machines never read
+alike. Built here rather than copied from a dump so the values a test compares against are the
+ones written, and every checksum is right by construction.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -17,6 +21,49 @@ _ENGLISH = 0x00
 _BOARD_EPOCH = datetime(1996, 1, 1, tzinfo=UTC)
 _ASCII_8BIT = 0xC0
 _MAX_FIELD = 63
+
+
+MANUFACTURER = "Rackhand"
+PRODUCT = "RH-1U Simulated Server"
+MODEL = "RH1U-SIM"
+PART_NUMBER = "RH-1U-0042"
+VERSION = "A01"
+BOARD_PRODUCT = "RH-1U Mainboard"
+BOARD_PART = "RH-MB-0042"
+PSU_MANUFACTURER = "Rackhand Power"
+PSU_PRODUCT = "RH-PSU-800W"
+PSU_PART = "RH-PSU-0800"
+MAX_READ = 0x20  # bytes one Read FRU Data returns at most; more gets 0xCA
+RACK_MOUNT = 0x17  # chassis type (SMBIOS)
+CHASSIS_FRU, PSU_FRU = 0, 1
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A machine's names and numbers, the same over IPMI FRU and Redfish."""
+
+    name: str
+    serial: str
+    board_serial: str
+    psu_serials: tuple[str, str]
+    made: datetime
+
+    @property
+    def asset_tag(self) -> str:
+        return self.name[:32]
+
+
+def identity(name: str) -> Identity:
+    """The identity of the machine called `name`."""
+    code = zlib.crc32(name.encode())
+    made = datetime(2024, 1, 1, tzinfo=UTC).timestamp() + code % (365 * 86400)
+    return Identity(
+        name,
+        f"SIM{code:08X}",
+        f"BRD{code ^ 0x5A5A5A5A:08X}",
+        (f"PSU1{code % 10**7:07d}", f"PSU2{code % 10**7:07d}"),
+        datetime.fromtimestamp(made - made % 60, UTC),
+    )
 
 
 @dataclass(frozen=True)
@@ -118,3 +165,17 @@ def _field(text: str) -> bytes:
 def _with_checksum(data: bytes) -> bytes:
     """`data` and the zero checksum byte that makes the whole sum 0 modulo 256."""
     return data + bytes([-sum(data) & 0xFF])
+
+
+def images(who: Identity) -> dict[int, bytes]:
+    """FRU id -> the inventory bytes of the server and of its first power supply."""
+    server = Fru(
+        Chassis(RACK_MOUNT, PART_NUMBER, who.serial),
+        Board(who.made, MANUFACTURER, BOARD_PRODUCT, who.board_serial, BOARD_PART),
+        Product(MANUFACTURER, PRODUCT, MODEL, VERSION, who.serial, who.asset_tag),
+    )
+    psu = Fru(
+        board=Board(who.made, PSU_MANUFACTURER, PSU_PRODUCT, who.psu_serials[0], PSU_PART),
+        product=Product(PSU_MANUFACTURER, PSU_PRODUCT, PSU_PART, VERSION, who.psu_serials[0], ""),
+    )
+    return {CHASSIS_FRU: server.encode(), PSU_FRU: psu.encode()}

@@ -10,6 +10,8 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 from sim.firmware import BootTarget, Firmware
+from sim.fru import Identity, identity
+from sim.sensors import Sensors
 from sim.serial import SerialLine
 
 Clock = Callable[[], float]
@@ -89,7 +91,7 @@ FIRMWARE_TARGETS = {BootDevice.BIOS: BootTarget.SETUP, BootDevice.PXE: BootTarge
 
 
 class Machine:
-    """A server's power, boot state and serial console.
+    """A server's power, boot state, serial console, sensors and identity.
 
     Scheduled changes happen when the state is next read, and also on time when an asyncio
     loop is running (so that the console shows a boot as it happens).
@@ -103,6 +105,8 @@ class Machine:
         self.name = name
         self.serial = SerialLine()
         self.firmware = Firmware(self.serial, name, self.timing.post_seconds)
+        self.identity: Identity = identity(name)
+        self._sensors = Sensors(name)
         self.ignore_soft_off = False
         self.counters = {action.name.lower(): 0 for action in Control}
         self._boot = BootOverride()
@@ -116,6 +120,12 @@ class Machine:
     def power(self) -> Power:
         self._advance()
         return Power.ON if self._on else Power.OFF
+
+    @property
+    def sensors(self) -> Sensors:
+        """The sensors and event log, with any due power change applied first."""
+        self._advance()
+        return self._sensors
 
     @property
     def boot(self) -> BootOverride:
@@ -134,7 +144,7 @@ class Machine:
         if not self.ac:
             return False
         if action is Control.OFF:
-            self._on = False
+            self._set_on(False)
             self._schedule(None)
             self.firmware.power_off()
         elif action is Control.ON:
@@ -143,7 +153,7 @@ class Machine:
         elif not self._on:
             return False  # 0xD5 on real BMCs: cannot cycle, reset, interrupt or shut down "off"
         elif action is Control.CYCLE:
-            self._on = False
+            self._set_on(False)
             self.firmware.power_off()
             self._schedule(_Pending(now + self.timing.cycle_off, boot=True, cause="cycle"))
         elif action is Control.RESET:
@@ -158,7 +168,7 @@ class Machine:
         """Set power at once, from outside IPMI (a hand on the button, a test's setup)."""
         self._advance()
         was_on = self._on
-        self._on = power is Power.ON
+        self._set_on(power is Power.ON)
         self._schedule(None)
         if self._on and not was_on:
             self._start(self.clock(), "external")
@@ -172,7 +182,7 @@ class Machine:
             return
         self.ac = fed
         if not fed:
-            self._on = False
+            self._set_on(False)
             self._schedule(None)
             self.firmware.power_off()
         elif not self._on and self._pending is None:
@@ -197,7 +207,7 @@ class Machine:
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Take back power and boot settings from a snapshot (counters and log start afresh)."""
-        self._on = saved["power"] == Power.ON
+        self._set_on(saved["power"] == Power.ON)
         self._schedule(None)
         if self._on:
             self.firmware.resume()
@@ -208,6 +218,10 @@ class Machine:
             bool(saved["boot_persistent"]),
             bool(saved["boot_efi"]),
         )
+
+    def _set_on(self, on: bool) -> None:
+        self._on = on
+        self._sensors.power_changed(on)
 
     def _schedule(self, pending: _Pending | None) -> None:
         """Make `pending` the next change; with a loop running it also happens on time."""
@@ -235,7 +249,7 @@ class Machine:
 
     def _apply(self, pending: _Pending) -> None:
         self._schedule(None)
-        self._on = pending.boot
+        self._set_on(pending.boot)
         if pending.boot:
             self._start(pending.at, pending.cause)
         else:

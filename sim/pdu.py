@@ -18,6 +18,7 @@ from typing import Any
 import asyncssh
 
 from sim.machine import Machine
+from sim.sensors import PSUS
 from sim.ssh import Session, SshDevice
 
 CYCLE_DELAY = 2.0
@@ -36,7 +37,11 @@ class Feed:
         self.outlets: list[Outlet] = []
 
     def update(self) -> None:
+        """Power supply i hangs on outlet i (all on the one outlet of a single-fed machine)."""
         self.machine.set_ac(any(outlet.on for outlet in self.outlets))
+        sensors = self.machine.sensors
+        for index in range(len(PSUS)) if self.outlets else ():
+            sensors.set_input(index, self.outlets[index % len(self.outlets)].on)
 
 
 @dataclass(eq=False)

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from sim.fleet import raise_fd_limit
+from sim.fleet import machine_name, raise_fd_limit
 from sim.machine import Machine, Timing
 from sim.redfish_bmc import RedfishBmc, Response, error
 from sim.run import until_signalled
@@ -182,7 +182,8 @@ async def start_redfish_fleet(
     fleet = RedfishFleet(host, hashlib.sha256(der).hexdigest(), server_context(cert_pem, key_pem))
     try:
         for port in range(base_port, base_port + count):
-            await fleet.listen(port, RedfishBmc(Machine(timing or Timing()), {user: password}))
+            machine = Machine(timing or Timing(), name=machine_name(port))
+            await fleet.listen(port, RedfishBmc(machine, {user: password}))
     except BaseException:
         await fleet.close()
         raise

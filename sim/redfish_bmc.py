@@ -1,8 +1,10 @@
 """The Redfish side of a simulated BMC, without sockets: one request in, one response out.
 
 It serves the few resources a power and boot client reads (service root, sessions, one
-system, its manager and chassis) over the same `Machine` the IPMI simulator drives, so both
-protocols act on the same kind of server. The HTTPS server around it is `sim/redfish.py`.
+system, its manager and chassis) and a health client reads (the chassis' Thermal and Power,
+the SEL as a LogService of the system and of the manager) over the same `Machine` the IPMI
+simulator drives, so both protocols act on the same kind of server. The HTTPS server around
+it is `sim/redfish.py`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from sim import fru, redfish_health
 from sim.ipmi import Faults
 from sim.machine import BootDevice, BootOverride, Control, Machine, Power
+from sim.sensors import BY_NAME
 
 ROOT = "/redfish/v1"
 SYSTEM = f"{ROOT}/Systems/1"
@@ -25,6 +29,10 @@ RESET = f"{SYSTEM}/Actions/ComputerSystem.Reset"
 MANAGER = f"{ROOT}/Managers/1"
 CHASSIS = f"{ROOT}/Chassis/1"
 SESSIONS = f"{ROOT}/SessionService/Sessions"
+THERMAL = f"{CHASSIS}/Thermal"
+POWER = f"{CHASSIS}/Power"
+LOG_SERVICES = (f"{SYSTEM}/LogServices", f"{MANAGER}/LogServices")  # one SEL, seen from both
+CLEAR_LOG = "Actions/LogService.ClearLog"
 MAX_SESSIONS = 64  # the oldest goes first, as on BMCs with a fixed session table
 
 RESETS = {
@@ -104,6 +112,11 @@ class RedfishBmc:
             return _only(method, "POST") or self._reset(body)
         if method == "DELETE" and path.startswith(f"{SESSIONS}/"):
             return self._logout(path.rsplit("/", 1)[1])
+        if path in (f"{logs}/SEL/{CLEAR_LOG}" for logs in LOG_SERVICES):
+            return _only(method, "POST") or self._clear_log()
+        health = self._health(path)
+        if health is not None:
+            return _only(method, "GET") or Response(200, health)
         resource = self._resources().get(path)
         if resource is None:
             return error(404, "ResourceMissingAtURI", f"The resource at {path} does not exist.")
@@ -170,6 +183,48 @@ class RedfishBmc:
             return error(409, "GeneralError", f"Cannot {kind}: the system is powered off.")
         return Response(204)
 
+    def _clear_log(self) -> Response:
+        sensors = self.machine.sensors
+        sensors.log.clear()
+        sensors.cleared()
+        return Response(204)
+
+    def _health(self, path: str) -> dict[str, Any] | None:
+        """Thermal, Power and the log resources; None for any other path."""
+        sensors = self.machine.sensors
+        if path == THERMAL:
+            return redfish_health.thermal(path, sensors)
+        if path == POWER:
+            return redfish_health.power(path, sensors, self.machine.identity)
+        for logs in LOG_SERVICES:
+            if path == logs:
+                return _collection(logs, [f"{logs}/SEL"])
+            if path == f"{logs}/SEL":
+                return redfish_health.log_service(path, sensors)
+            if path == f"{logs}/SEL/Entries":
+                return redfish_health.entries(path, sensors)
+            entry_id = path.removeprefix(f"{logs}/SEL/Entries/")
+            if entry_id != path and entry_id.isdigit():
+                found = sensors.log.entry(int(entry_id)) if 0 < int(entry_id) < 0xFFFF else None
+                return None if found is None else redfish_health.log_entry(path, found[1])
+        return None
+
+    def _identity(self) -> dict[str, Any]:
+        """What the system and the chassis say they are: the values of the IPMI FRU."""
+        who = self.machine.identity
+        return {
+            "Manufacturer": fru.MANUFACTURER,
+            "Model": fru.PRODUCT,
+            "SKU": fru.MODEL,
+            "PartNumber": fru.PART_NUMBER,
+            "SerialNumber": who.serial,
+            "AssetTag": who.asset_tag,
+        }
+
+    def _status(self) -> dict[str, str]:
+        health = str(self.machine.sensors.overall())
+        return {"State": "Enabled", "Health": health, "HealthRollup": health}
+
     def _patch_boot(self, body: bytes) -> Response:
         data = _json(body)
         boot = data.get("Boot") if data else None
@@ -216,8 +271,23 @@ class RedfishBmc:
             "@odata.type": "#ComputerSystem.v1_13_0.ComputerSystem",
             "Id": "1",
             "Name": "Simulated server",
+            **self._identity(),
             "PowerState": "On" if self.machine.power is Power.ON else "Off",
-            "Status": {"State": "Enabled", "Health": "OK"},
+            "Status": self._status(),
+            "ProcessorSummary": {
+                "Count": 1,
+                "Status": {
+                    "State": "Enabled",
+                    "Health": str(self.machine.sensors.health(BY_NAME["CPU1 Temp"])),
+                },
+            },
+            "MemorySummary": {
+                "TotalSystemMemoryGiB": 64,
+                "Status": {"State": "Enabled", "Health": "OK"},
+            },
+            "PCIeDevices": [],
+            "PCIeFunctions": [],
+            "LogServices": {"@odata.id": LOG_SERVICES[0]},
             "Boot": {
                 **self._boot(),
                 "BootSourceOverrideEnabled@Redfish.AllowableValues": list(ENABLED),
@@ -249,6 +319,9 @@ class RedfishBmc:
                 "@odata.type": "#Manager.v1_10_0.Manager",
                 "Id": "1",
                 "ManagerType": "BMC",
+                "DateTime": redfish_health.timestamp(self.machine.sensors.log.wall()),
+                "Status": {"State": "Enabled", "Health": "OK"},
+                "LogServices": {"@odata.id": LOG_SERVICES[1]},
                 "Links": {"ManagerForServers": [{"@odata.id": SYSTEM}]},
             },
             f"{ROOT}/Chassis": _collection(f"{ROOT}/Chassis", [CHASSIS]),
@@ -257,6 +330,11 @@ class RedfishBmc:
                 "@odata.type": "#Chassis.v1_14_0.Chassis",
                 "Id": "1",
                 "ChassisType": "RackMount",
+                **self._identity(),
+                "PowerState": "On" if self.machine.power is Power.ON else "Off",
+                "Status": self._status(),
+                "Thermal": {"@odata.id": THERMAL},
+                "Power": {"@odata.id": POWER},
                 "Links": {"ComputerSystems": [{"@odata.id": SYSTEM}]},
             },
         }

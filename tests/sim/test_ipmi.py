@@ -208,7 +208,7 @@ def test_tampered_packets_are_dropped(bmc: Bmc) -> None:
 def test_unknown_commands_answer_c1(bmc: Bmc) -> None:
     console = Console(bmc)
     console.login()
-    assert console.command(0x0A, 0x10) == (0xC1, b"")
+    assert console.command(0x0A, 0x21) == (0xC1, b"")  # SDR repository allocation info
 
 
 def test_boot_flags_round_trip_with_the_valid_bit(bmc: Bmc) -> None:

@@ -16,6 +16,7 @@ import pytest
 from sim.control import ControlError
 from sim.machine import Control, Machine, Power, Timing
 from sim.pdu import Feed, Pdu
+from sim.sensors import Health, PsuState
 from sim.ssh import host_key, public_line
 from tests.sim.aio import run, until
 from tests.sim.fleet import PASSWORD, RunningFleet, launch, openssh
@@ -143,11 +144,16 @@ def test_dual_power_supplies_need_every_outlet_off() -> None:
         async with wired_pdu("raritan_px") as (pdu, web, db), pdu_cli(pdu) as cli:
             await cli.command("power outlets 2 off", "y")
             assert power(db) is Power.ON  # the other supply still feeds it
+            assert db.sensors.snapshot()["sensors"]["PSU1"]["state"] == PsuState.AC_LOST
+            assert db.sensors.snapshot()["sensors"]["PSU2"]["state"] == PsuState.OK
+            assert db.sensors.log.records()[-1][11:14] == b"\x40\x6f\x03"  # PSU1: AC lost
             await cli.command("power outlets 2,3 off", "y")
             assert power(db) is Power.OFF
             assert power(web) is Power.ON
             await cli.command("power outlets 3 on", "y")
             await until(lambda: power(db) is Power.ON)
+            assert db.sensors.snapshot()["sensors"]["PSU2"]["state"] == PsuState.OK
+            assert web.sensors.overall() is Health.OK
             assert [o.on for o in pdu.outlets.values()] == [True, False, True, True]
 
     run(scenario)
