@@ -28,6 +28,7 @@ _APP, _SENSOR, _STORAGE = 0x06, 0x04, 0x0A
 
 # Completion codes a conversation answers itself (IPMI 2.0 table 5-2).
 _RESERVATION_CANCELLED = 0xC5
+_TOO_LONG = 0xC8  # "request data field length limit exceeded": ipmi_sim's word for too much
 _OUT_OF_RANGE = 0xC9  # "parameter out of range": Read FRU Data asked too much at once
 _TOO_MANY_BYTES = 0xCA  # "cannot return number of requested data bytes"
 _NOT_PRESENT = 0xCB  # "requested sensor, data, or record not present"
@@ -311,6 +312,7 @@ def _fru_bytes(bmc: str, number: int) -> Generator[Request, Answer, bytes]:
             0x11,
             struct.pack("<BHB", number, offset, min(chunk, size - offset)),
             f"Read FRU Data ({number})",
+            _TOO_LONG,
             _OUT_OF_RANGE,
             _TOO_MANY_BYTES,
         )
