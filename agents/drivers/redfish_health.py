@@ -41,6 +41,8 @@ _THRESHOLDS = {
 _HEALTH = {"OK": Health.OK, "Warning": Health.WARNING, "Critical": Health.CRITICAL}
 _STATE = {Health.OK: SensorState.OK, Health.WARNING: SensorState.WARNING,
           Health.CRITICAL: SensorState.CRITICAL}  # fmt: skip
+_NOT_READING = ("Absent", "Disabled", "StandbyOffline", "UnavailableOffline")
+_NUMERIC = ("Temperature", "Fan", "Voltage")
 _UNITS = {"Cel": "°C", "RPM": "RPM", "Percent": "%", "V": "V", "W": "W"}
 
 
@@ -102,8 +104,8 @@ def _sensor(item: dict[str, Any], kind: str, reading: Any, unit: str) -> Sensor:
     limits = {ours: float(item[theirs]) for theirs, ours in _THRESHOLDS.items()
               if isinstance(item.get(theirs), int | float)}  # fmt: skip
     value = float(reading) if isinstance(reading, int | float) else None
-    if status.get("State") in ("Absent", "Disabled", "UnavailableOffline"):
-        state = SensorState.NOT_PRESENT
+    if status.get("State") in _NOT_READING or (value is None and kind in _NUMERIC):
+        state = SensorState.NOT_PRESENT  # as IPMI's "reading unavailable": nothing to judge
     else:
         state = _STATE[_HEALTH.get(status.get("Health") or "OK", Health.WARNING)]
     words = [] if state is SensorState.OK else [f"health {status.get('Health') or 'unknown'}"]
