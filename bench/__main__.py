@@ -2,7 +2,7 @@
 
 import sys
 
-from bench import agents, audit, catalogue, consoles, dashboard, guests, power
+from bench import agents, audit, catalogue, consoles, dashboard, guests, health, power
 
 SUITES = {
     "catalogue": catalogue.run,
@@ -12,6 +12,7 @@ SUITES = {
     "dashboard": dashboard.run,
     "agents": agents.run,
     "guests": guests.run,
+    "health": health.run,
 }
 
 if __name__ == "__main__":
