@@ -104,7 +104,9 @@ def sel(
         return
     grid = table("ID", "TIME", "SEVERITY", "SENSOR", "EVENT")
     for event in read["events"]:
-        what = event["message"] + ("" if event["asserted"] else " (deasserted)")
+        what = event["message"]
+        if not event["asserted"] and "deassert" not in what.lower():
+            what += " (deasserted)"
         style = _STYLE.get(event["severity"], "dim")
         grid.add_row(
             event["id"],
