@@ -22,6 +22,7 @@ from agents.drivers import domain_xml
 from agents.drivers.base import ConsoleChannel, HostKeyMismatch, PoweredOff, Refused
 from agents.drivers.guests import GuestsDriver
 from agents.protocol import (
+    Answer,
     BootDevice,
     Guest,
     GuestPath,
@@ -333,12 +334,12 @@ def test_an_unpinned_host_key_is_reported(libvirt_host: LibvirtHost) -> None:
 def test_the_runner_drives_guests_through_the_driver(libvirt_host: LibvirtHost) -> None:
     """As the agent does: a cycle of an off guest powers it on; a guest sync lists it."""
     uuid = libvirt_host.define("runner")
-    finals: dict[str, Report | GuestsReport] = {}
+    finals: dict[str, Report | Answer] = {}
 
     async def main() -> None:
         done = asyncio.Event()
 
-        async def sink(report: Report | GuestsReport) -> None:
+        async def sink(report: Report | Answer) -> None:
             if report.status is not TaskStatus.RUNNING:
                 finals[report.task_id] = report
                 if len(finals) == 2:

@@ -81,7 +81,7 @@ def as_user(client: TestClient, name: str, role: str, where: str) -> str:
     body = {"username": name, "password": "a-password-123",
             "grants": [{"role": role, "sites": [where]}]}  # fmt: skip
     ok(client.post("users", json=body), 201)
-    admin = client.headers["Authorization"]
+    admin: str = client.headers["Authorization"]
     client.headers["Authorization"] = f"Bearer {login(client, name, 'a-password-123')}"
     return admin
 
