@@ -507,9 +507,9 @@ class HostKeySeen:
 
 # The link ------------------------------------------------------------------------------------
 
-PROTOCOL = 1
-"""The protocol's version, named in `Hello` and `Welcome`. A change that an older peer would
-misread is a new version; `Hello` and `Refusal` keep their shape in every version, so a
+PROTOCOL = 2
+"""The protocol's version, named in `Hello` and `Welcome` (2: `HealthOrder` and `HealthReport`).
+A change that an older peer would misread is a new version; `Hello` and `Refusal` keep their shape in every version, so a
 mismatch is always a clear refusal (docs/agents.md, "Versions")."""
 
 

@@ -108,7 +108,7 @@ LINK: list[Message] = [
     HostKeySeen("10.0.0.9", 22, "SHA256:abc"),
     Hello(PROTOCOL, "0.1.0", "sh-br12", "br12-a", ("ipmi", "pdu_outlet")),
     Welcome(PROTOCOL, 3, 5.0, 256 * 1024),
-    Refusal(RefusedBecause.VERSION, "this central speaks agent protocol 1"),
+    Refusal(RefusedBecause.VERSION, "this central speaks agent protocol 2"),
     Heartbeat(4, 1),
     Cancel("1"),
     Credit("s1", 65536),
