@@ -31,6 +31,7 @@ from sim.fleet import (
 from sim.machine import Timing
 from sim.pdu import CYCLE_DELAY, PduDialect
 from sim.run import Saved, run, split
+from sim.sensors import BY_NAME, PsuState
 
 E = TypeVar("E", bound=StrEnum)
 HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -62,6 +63,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         help="machine names in port order, comma-separated: the hostname their consoles show, "
         "their console port labels and outlet names (an empty or missing one: node<PORT>)",
+    )
+    parser.add_argument(
+        "--fault",
+        type=_fault,
+        action="append",
+        default=[],
+        metavar="MACHINE:SENSOR=VALUE",
+        help="from the start, hold a sensor of a named machine at a reading (e.g. 'db04:Inlet "
+        "Temp=39') or a power supply in a state ('br12-srv03:PSU2=failed'); repeatable",
     )
     parser.add_argument("--verbose", action="store_true", help="log dropped packets")
     parser.add_argument(
@@ -122,6 +132,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("need --count >= 1 and 1 <= --processes <= --count")
     if args.base_port < 1 or args.base_port + args.count > 65536:
         parser.error("the ports must lie within 1-65535")
+    for _, sensor, value in args.fault:
+        if sensor not in BY_NAME:
+            parser.error(f"--fault: no sensor {sensor!r}; known: {', '.join(BY_NAME)}")
+        if value not in set(PsuState):
+            try:
+                float(value)
+            except ValueError:
+                parser.error(f"--fault: {value!r} is neither a reading nor one of "
+                             f"{', '.join(PsuState)}")  # fmt: skip
     named = [name for name in args.names if name]
     if len(args.names) > args.count or len(set(named)) < len(named):
         parser.error("need at most --count names, each used once")
@@ -162,6 +181,14 @@ def _hypervisor_dialects(text: str) -> list[str]:
             f"{text!r}: use xl, libvirt or xl+libvirt, or a comma list of them"
         ) from None
     return dialects
+
+
+def _fault(text: str) -> tuple[str, str, str]:
+    machine, colon, rest = text.partition(":")
+    sensor, equals, value = rest.partition("=")
+    if not (colon and equals and machine and sensor and value):
+        raise argparse.ArgumentTypeError(f"{text!r}: give MACHINE:SENSOR=VALUE")
+    return machine, sensor, value
 
 
 def _names(text: str) -> list[str]:
@@ -216,6 +243,7 @@ def fleet_settings(args: argparse.Namespace) -> dict[str, Any]:
         "devices": ssh_devices(args),
         "host_key_dir": args.host_key_dir,
         "names": {port: name for port, name in zip(ports, args.names, strict=False) if name},
+        "faults": tuple(args.fault),
     }
 
 

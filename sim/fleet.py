@@ -22,6 +22,7 @@ from sim.hypervisor import Hypervisor
 from sim.ipmi import Bmc, BmcProtocol
 from sim.machine import Machine, Timing
 from sim.pdu import CYCLE_DELAY, Feed, Pdu
+from sim.sensors import PsuState
 from sim.ssh import SshDevice, host_key
 
 GUID_NAMESPACE = uuid.UUID("5d1b1c9e-4c1e-4f57-9a55-7b0c2f0e6a11")
@@ -230,11 +231,13 @@ async def start_fleet(
     devices: Sequence[DeviceSpec] = (),
     host_key_dir: Path | None = None,
     names: Mapping[int, str] | None = None,
+    faults: Sequence[tuple[str, str, str]] = (),
 ) -> Fleet:
     """Start `count` BMCs on ports base_port.. (`credentials` maps a port to its own users).
 
     Then the SSH `devices` wired to them, with the BMCs' default user and password. `names`
-    maps a port to its machine's name (default `machine_name(port)`).
+    maps a port to its machine's name (default `machine_name(port)`); `faults` holds sensors of
+    named machines from the start: (machine, sensor, a reading or a `PsuState`).
     """
     raise_fd_limit()
     loop = asyncio.get_running_loop()
@@ -248,6 +251,9 @@ async def start_fleet(
             machine = Machine(timing or Timing(), name=name)
             if saved and port in saved:
                 machine.restore(dict(saved[port]))
+            for named, sensor, value in faults:
+                if named == name:
+                    hold(machine, sensor, value)
             users = (credentials or {}).get(port, {user: password})
             guid = uuid.uuid5(GUID_NAMESPACE, f"{host}:{port}").bytes
             bmc = Bmc(machine, users, offered, guid=guid)
@@ -266,6 +272,14 @@ async def start_fleet(
         await fleet.close()
         raise
     return fleet
+
+
+def hold(machine: Machine, sensor: str, value: str) -> None:
+    """Hold one of the machine's sensors at a reading, or a power supply in a state."""
+    if value in set(PsuState):
+        machine.sensors.set_state(sensor, PsuState(value))
+    else:
+        machine.sensors.set_value(sensor, float(value))
 
 
 def machine_name(port: int) -> str:

@@ -146,10 +146,18 @@ def _crossed(value: float, thresholds: Thresholds | None, unit: str) -> str:
             continue
         past = value <= limit if name.startswith("lower") else value >= limit
         if past:
-            return f"{name.replace('_', ' ')} {limit:g} {unit}".strip()
+            return f"{_WORDS[name]} {limit:g} {unit}".strip()
     return ""
 
 
+_WORDS = {
+    "lower_non_recoverable": "lower non-recoverable",
+    "upper_non_recoverable": "upper non-recoverable",
+    "lower_critical": "lower critical",
+    "upper_critical": "upper critical",
+    "lower_non_critical": "lower non-critical",
+    "upper_non_critical": "upper non-critical",
+}
 _SEVERE_FIRST = (
     "lower_non_recoverable",
     "upper_non_recoverable",

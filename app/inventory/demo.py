@@ -39,6 +39,9 @@ PDU_BOXES = (("pdu-a1", Dialect.RARITAN_PX), ("pdu-a2", Dialect.APC), ("br12-pdu
 # Simulated hypervisor hosts, after the PDUs: (name, toolstack); their guests come by sync.
 HYPERVISORS = (("hv01", Hypervisor.LIBVIRT), ("hv02", Hypervisor.XL))
 DEMO_GUESTS = 6  # per hypervisor
+# Hardware to look at: a branch server with a failed power supply (critical), a warm inlet on
+# db04 (warning); the health poll finds them (docs/health.md).
+DEMO_FAULTS = ("br12-srv03:PSU2=failed", "db04:Inlet Temp=39")
 GUEST_SYNC_MINUTES = 10
 # The machine's own libvirt, when it has one (app/cli/demo_libvirt.py): hv03, behind an sshd.
 LOCAL_LIBVIRT_PORT = FIRST_SSH_PORT + 10
@@ -105,6 +108,7 @@ def demo_fleet_args() -> list[str]:
         "--hypervisors", str(len(HYPERVISORS)), "--hypervisor-guests", str(DEMO_GUESTS),
         "--hypervisor-dialect", ",".join(toolstack for _, toolstack in HYPERVISORS),
         "--ssh-base-port", str(FIRST_SSH_PORT),
+        *(option for fault in DEMO_FAULTS for option in ("--fault", fault)),
     ]  # fmt: skip
 
 
