@@ -509,8 +509,8 @@ class HostKeySeen:
 
 PROTOCOL = 2
 """The protocol's version, named in `Hello` and `Welcome` (2: `HealthOrder` and `HealthReport`).
-A change that an older peer would misread is a new version; `Hello` and `Refusal` keep their shape in every version, so a
-mismatch is always a clear refusal (docs/agents.md, "Versions")."""
+A change that an older peer would misread is a new version; `Hello` and `Refusal` keep their
+shape in every version, so a mismatch is always a clear refusal (docs/agents.md, "Versions")."""
 
 
 class RefusedBecause(StrEnum):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
+from agents.drivers import pyghmi_decoders
 from agents.drivers import pyghmi_shim as shim
 from agents.drivers.base import DriverError, Refused
 from agents.drivers.ipmi_errors import (
@@ -220,6 +221,7 @@ def reactor() -> Reactor:
     with _reactor_lock:
         if _reactor is None:
             shim.apply()
+            pyghmi_decoders.check()
             _reactor = Reactor()
             _reactor.start()
         return _reactor

@@ -155,13 +155,10 @@ async def clear_events(request: Request, ctx: Ctx, device: str) -> EventsRead:
     the log held; audited with the ticket."""
     state = request.app.state
     async with unit_of_work(state.sessions) as session:
-        found, site = await device_and_site(
-            session, ctx, device, Role.OPERATOR, "clearing a device's event log"
-        )
-        ctx.require_ticket(site.slug, site.require_ticket, "clearing an event log")
         machine = await service.machine(
-            session, ctx, state.vault, str(found.id), Role.OPERATOR, "clearing an event log"
+            session, ctx, state.vault, device, Role.OPERATOR, "clearing a device's event log"
         )
+    ctx.require_ticket(machine.site, machine.ticket_required, "clearing an event log")
     report = await service.ask(state.agents, machine, HealthRead.CLEAR_EVENTS)
     async with unit_of_work(state.write_sessions) as session:
         stage(session, service.cleared(ctx, machine, report))

@@ -60,6 +60,7 @@ class Machine:
     site_id: int
     site: str
     paths: tuple[Path, ...]
+    ticket_required: bool = False  # the site's rule for what changes a device
 
 
 async def machine(
@@ -74,7 +75,7 @@ async def machine(
             f"{device.name} has no BMC path (ipmi or redfish) to read its health from; add one "
             f"with POST /api/v1/devices/{device.name}/paths"
         )
-    return Machine(device.id, device.name, site.id, site.slug, tuple(paths))
+    return Machine(device.id, device.name, site.id, site.slug, tuple(paths), site.require_ticket)
 
 
 async def ask(

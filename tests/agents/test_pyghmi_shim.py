@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from agents.drivers import pyghmi_decoders
 from agents.drivers import pyghmi_shim as shim
 from sim.openipmi import openipmi_fleet
 
@@ -61,6 +62,15 @@ def test_a_changed_function_shape_is_refused(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(shim._SHAPES, "_io_wait", "(timeout)")
     with pytest.raises(RuntimeError, match="changed shape"):
         shim.apply()
+
+
+def test_the_decoders_shapes_are_pyghmis_and_a_changed_one_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pyghmi_decoders.check()
+    monkeypatch.setitem(pyghmi_decoders._SHAPES, "FRU.__init__", "(self, rawdata)")
+    with pytest.raises(RuntimeError, match="re-read it"):
+        pyghmi_decoders.check()
 
 
 def _probe_queued_reply() -> float:
