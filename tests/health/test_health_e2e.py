@@ -87,17 +87,26 @@ def test_a_fan_and_a_power_supply_failing_while_the_poll_runs(
     port = bmcs.base + 1
     bmcs.control.set_sensor(port, "Fan2", 0)
     bmcs.control.set_psu(port, "PSU2", "failed")
+    bmcs.control.set_sensor(bmcs.base + 2, "Inlet Temp", 39)  # past upper non-critical (38)
     api.portal.call(poller.poll_once)  # type: ignore[union-attr]
+    warm = ok(api.get("devices/srv03/health", params={"cached": "true"}))
+    assert (warm["health"], warm["reasons"]) == (
+        "warning",
+        ["Inlet Temp warning: 39 °C (upper non-critical 38 °C)"],
+    )
     verdict = ok(api.get("devices/srv02/health", params={"cached": "true"}))
     assert verdict["health"] == "critical"
     assert any(reason.startswith("Fan2 critical: 0 RPM") for reason in verdict["reasons"])
     assert any(reason.startswith("PSU2 critical") for reason in verdict["reasons"])
     api.portal.call(poller.poll_once)  # type: ignore[union-attr]
-    [changed] = ok(api.get("audit", params={"type": "health.changed"}))["items"]
-    assert (changed["target_name"], changed["details"]["after"]) == ("srv02", "critical")
+    changed = ok(api.get("audit", params={"type": "health.changed"}))["items"]
+    assert {(e["target_name"], e["details"]["after"]) for e in changed} == {
+        ("srv02", "critical"),
+        ("srv03", "warning"),
+    }  # once each, though polled twice
     [webhook] = ok(api.get("webhooks"))
-    [delivery] = ok(api.get(f"webhooks/{webhook['id']}/deliveries"))["items"]
-    assert delivery["event"] == "device.health_changed"
+    deliveries = ok(api.get(f"webhooks/{webhook['id']}/deliveries"))["items"]
+    assert [d["event"] for d in deliveries] == ["device.health_changed"] * 2
 
     events = ok(api.get("devices/srv02/events"))["events"]
     fan_events = [e for e in events if e["sensor"] == "Fan2" and e["asserted"]]
