@@ -205,7 +205,7 @@ class RedfishDriver:
         )
 
 
-_MAYBE_RAN = "; the action may or may not have run: check the power state before repeating it"
+_MAYBE_RAN = "; it may or may not have run: check (the power state, the log) before repeating it"
 
 
 def _pin_digits(fingerprint: str) -> str | None:
