@@ -11,11 +11,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import select
 
-from agents.protocol import Health, HealthRead, HealthReport
+from agents.protocol import Health, HealthRead
 from app.audit.service import stage
 from app.db import utcnow
 from app.deps import own_transactions
-from app.health import fleet, inventory, service
+from app.health import fleet, inventory, reads, service
 from app.health.schemas import (
     EventsRead,
     FleetHealth,
@@ -36,34 +36,8 @@ FRESH_AT_MOST = 2_000  # devices one fleet read asks; more must narrow or take t
 STORED_AT_MOST = 100_000
 
 
-async def _read(
-    request: Request, ctx: Ctx, device: str, read: HealthRead, role: Role, what: str
-) -> tuple[service.Machine, HealthReport]:
-    """Find the device (a short read transaction), then ask its BMC (none held)."""
-    state = request.app.state
-    async with unit_of_work(state.sessions) as session:
-        machine = await service.machine(session, ctx, state.vault, device, role, what)
-    return machine, await service.ask(state.agents, machine, read)
-
-
-async def _sensors(request: Request, ctx: Ctx, device: str) -> tuple[SensorsRead, service.Machine]:
-    machine, report = await _read(
-        request, ctx, device, HealthRead.SENSORS, Role.VIEWER, "reading a device's sensors"
-    )
-    async with unit_of_work(request.app.state.write_sessions) as session:
-        await service.record(session, [service.Seen(machine, report)], ctx.principal.actor, "read")
-    data = service.answered(machine, report, "sensors")
-    health, reasons = service.verdict(data.sensors)
-    read = SensorsRead(
-        device=machine.name,
-        site=machine.site,
-        path=report.path,
-        read_at=utcnow(),
-        health=health,
-        reasons=reasons,
-        sensors=list(data.sensors),
-    )
-    return read, machine
+def _central(request: Request) -> reads.Central:
+    return reads.Central.of(request.app.state)
 
 
 @router.get("/devices/{device}/sensors")
@@ -71,8 +45,7 @@ async def _sensors(request: Request, ctx: Ctx, device: str) -> tuple[SensorsRead
 async def read_sensors(request: Request, ctx: Ctx, device: str) -> SensorsRead:
     """Every sensor of the device's BMC: type, reading, unit, state and thresholds; the
     verdict they make is stored as the device's health."""
-    read, _ = await _sensors(request, ctx, device)
-    return read
+    return await reads.sensors(_central(request), ctx, device)
 
 
 @router.get("/health")
@@ -116,7 +89,7 @@ async def read_health(
     now, or as last stored (`cached`: by the health poll or an earlier read)."""
     state = request.app.state
     if not cached:
-        await _sensors(request, ctx, device)
+        await reads.sensors(_central(request), ctx, device)
     async with unit_of_work(state.sessions) as session:
         found, site = await device_and_site(
             session, ctx, device, Role.VIEWER, "reading a device's health"
@@ -134,17 +107,7 @@ async def read_events(
     limit: Annotated[int, Query(ge=1, le=4096, description="the newest this many")] = 1000,
 ) -> EventsRead:
     """The BMC's system event log, decoded, newest first."""
-    machine, report = await _read(
-        request, ctx, device, HealthRead.EVENTS, Role.VIEWER, "reading a device's event log"
-    )
-    data = service.answered(machine, report, "event log")
-    return EventsRead(
-        device=machine.name,
-        site=machine.site,
-        path=report.path,
-        read_at=utcnow(),
-        events=list(data.events[:limit]),
-    )
+    return await reads.events(_central(request), ctx, device, limit)
 
 
 @router.post("/devices/{device}/events/clear")
@@ -178,20 +141,7 @@ async def clear_events(request: Request, ctx: Ctx, device: str) -> EventsRead:
 async def read_inventory(request: Request, ctx: Ctx, device: str) -> InventoryRead:
     """FRU data (board, product, chassis: manufacturer, part and serial numbers), and what
     copying it into the catalogue's vendor, model and serial would change."""
-    machine, report = await _read(
-        request, ctx, device, HealthRead.INVENTORY, Role.VIEWER, "reading a device's inventory"
-    )
-    data = service.answered(machine, report, "inventory")
-    async with unit_of_work(request.app.state.sessions) as session:
-        changes = await inventory.changes(session, machine.device_id, data.inventory)
-    return InventoryRead(
-        device=machine.name,
-        site=machine.site,
-        path=report.path,
-        read_at=utcnow(),
-        frus=list(data.inventory),
-        changes=changes,
-    )
+    return await reads.frus(_central(request), ctx, device)
 
 
 @router.post("/devices/{device}/inventory/apply")
@@ -202,8 +152,8 @@ async def apply_inventory(
     """Copy the system FRU's manufacturer, product name and serial number into the catalogue's
     vendor, model and serial where they differ (or are empty); `dry_run` only says what would
     change. A catalogue change: admin of the site, audited as `device.updated`."""
-    machine, report = await _read(
-        request, ctx, device, HealthRead.INVENTORY, Role.ADMIN, "changing a device"
+    machine, report = await reads.ask(
+        _central(request), ctx, device, HealthRead.INVENTORY, Role.ADMIN, "changing a device"
     )
     data = service.answered(machine, report, "inventory")
     async with unit_of_work(request.app.state.write_sessions) as session:
