@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import State
 
@@ -13,9 +14,11 @@ from agents.protocol import HealthRead, HealthReport
 from app.context import RequestContext
 from app.db import utcnow
 from app.fleetlink.hub import AgentHub
-from app.health import inventory, service
-from app.health.schemas import EventsRead, InventoryRead, SensorsRead
+from app.health import fleet, inventory, service
+from app.health.schemas import EventsRead, HealthVerdict, InventoryRead, SensorsRead
 from app.identity.models import Role
+from app.inventory.devices import device_and_site
+from app.inventory.models import ControlPath, HealthStatus
 from app.uow import unit_of_work
 from app.vault import Vault
 
@@ -96,3 +99,19 @@ async def frus(central: Central, ctx: RequestContext, device: str) -> InventoryR
         frus=list(data.inventory),
         changes=changes,
     )
+
+
+async def stored(session: AsyncSession, ctx: RequestContext, device: str) -> HealthVerdict:
+    """The device's last stored verdict; never read says why (no BMC path, or not yet)."""
+    found, site = await device_and_site(
+        session, ctx, device, Role.VIEWER, "reading a device's health"
+    )
+    row = await session.scalar(select(HealthStatus).where(HealthStatus.device_id == found.id))
+    has_bmc = await session.scalar(
+        select(
+            exists().where(
+                ControlPath.device_id == found.id, ControlPath.kind.in_(service.HEALTH_PATHS)
+            )
+        )
+    )
+    return fleet.verdict(found.name, site.slug, row, bool(has_bmc))

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from sqlalchemy import select
 
 from agents.protocol import Health, HealthRead
 from app.audit.service import stage
@@ -27,7 +26,6 @@ from app.health.schemas import (
 from app.identity.auth import Ctx
 from app.identity.models import Role
 from app.inventory.devices import device_and_site
-from app.inventory.models import HealthStatus
 from app.inventory.routes import FilterDep
 from app.uow import unit_of_work
 
@@ -91,11 +89,7 @@ async def read_health(
     if not cached:
         await reads.sensors(_central(request), ctx, device)
     async with unit_of_work(state.sessions) as session:
-        found, site = await device_and_site(
-            session, ctx, device, Role.VIEWER, "reading a device's health"
-        )
-        row = await session.scalar(select(HealthStatus).where(HealthStatus.device_id == found.id))
-    return fleet.verdict(found.name, site.slug, row)
+        return await reads.stored(session, ctx, device)
 
 
 @router.get("/devices/{device}/events")

@@ -9,6 +9,7 @@ from app.web import (
     audit,
     consoles,
     device_guests,
+    device_health,
     device_list,
     device_page,
     jobs,
@@ -17,8 +18,8 @@ from app.web import (
     sites,
 )
 
-PAGES = (login, overview, device_list, device_page, device_guests, sites, jobs, consoles, audit,
-         admin)  # fmt: skip
+PAGES = (login, overview, device_list, device_page, device_guests, device_health, sites, jobs,
+         consoles, audit, admin)  # fmt: skip
 
 
 def install_dashboard(app: FastAPI) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from fastapi import Query
 from starlette.responses import Response
 
-from agents.protocol import BootDevice, PowerAction, PowerState
+from agents.protocol import BootDevice, Health, PowerAction, PowerState
 from app.errors import AmbiguousReference, InvalidInput, NotFound
 from app.identity.models import Role
 from app.inventory import devices, sites
@@ -44,6 +44,7 @@ class Search:
     tag: str = ""
     kind: str = ""
     power: str = ""
+    health: str = ""
     sort: str = "name"
     errors: list[str] = field(default_factory=list)
 
@@ -57,6 +58,7 @@ class Search:
             "tag": self.tag,
             "kind": self.kind,
             "power": self.power,
+            "health": self.health,
         }
         if self.sort != "name":
             named["sort"] = self.sort
@@ -67,8 +69,8 @@ class Search:
 
     def bulk_targets(self) -> dict[str, object] | None:
         """The search as POST /power's targets, or None when it filters on what a bulk request
-        cannot name (text search, reachability): then only ticked rows can be acted on."""
-        if self.q or self.power == PowerFilter.UNREACHABLE:
+        cannot name (text search, reachability, health): then only ticked rows can be acted on."""
+        if self.q or self.power == PowerFilter.UNREACHABLE or self.health:
             return None
         targets: dict[str, object] = {
             name: value
@@ -86,7 +88,7 @@ class Search:
         return targets
 
     def device_filter(self, viewer: Viewer) -> devices.DeviceFilter:
-        """The service's filter; a wrong kind or power state is said as the API says it."""
+        """The service's filter; a wrong kind, power state or health is said as the API says it."""
         try:
             kind = DeviceKind(self.kind) if self.kind else None
         except ValueError:
@@ -95,6 +97,10 @@ class Search:
             power = PowerFilter(self.power) if self.power else None
         except ValueError:
             raise InvalidInput(f"power: use one of {', '.join(PowerFilter)}") from None
+        try:
+            health = Health(self.health) if self.health else None
+        except ValueError:
+            raise InvalidInput(f"health: use one of {', '.join(Health)}") from None
         power_state, reachable = None, None
         if power is PowerFilter.UNREACHABLE:
             reachable = False
@@ -108,6 +114,7 @@ class Search:
             tags=[self.tag] if self.tag else [],
             power_state=power_state,
             reachable=reachable,
+            health=health,
             q=self.q or None,
             site_ids=viewer.ctx.principal.visible_site_ids(),
         )
@@ -128,12 +135,13 @@ async def device_list(
     tag: Text = "",
     kind: Text = "",
     power: Text = "",
+    health: Text = "",
     sort: Literal["name", "-name"] = "name",
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> Response:
     """The full page, or only its results for htmx (a history restore wants the full page)."""
     search = Search(q.strip(), select.strip(), site.strip(), rack.strip(), tag.strip(),
-                    kind, power, sort)  # fmt: skip
+                    kind, power, health, sort)  # fmt: skip
     rows: list[DeviceRead] = []
     next_cursor, matched, status = None, 0, 200
     try:
@@ -166,6 +174,7 @@ async def device_list(
         kinds=list(DeviceKind),
         power_choices=list(PowerFilter),
         power_labels={PowerFilter.UNREACHABLE: "BMC unreachable (last read failed)"},
+        health_choices=list(Health),
         power_actions=[a for a in PowerAction if a is not PowerAction.NMI],
         boot_devices=[BootDevice.BIOS, BootDevice.PXE, BootDevice.DISK, BootDevice.CDROM],
         bulk_targets=search.bulk_targets(),

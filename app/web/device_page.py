@@ -1,8 +1,9 @@
 """`/devices/{name}`: one device as the API reads it (facts, control paths, power), what was
 done to it (consoles, audit), and its actions, which the browser sends to the API
 (`static/device.js`); at a site whose agents are all offline, since when (its actions fail
-then). A hypervisor's page lists its guests, a vm's says what its host last said of it. A
-device of a site the viewer cannot see is the same 404 as a missing one.
+then). A hypervisor's page lists its guests, a vm's says what its host last said of it; a
+device with a BMC path shows its hardware health (`device_health`). A device of a site the
+viewer cannot see is the same 404 as a missing one.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from app.audit import service as audit
 from app.audit.models import Outcome
 from app.consoles import service as consoles
 from app.consoles.models import ConsoleStatus, ConsoleVia
+from app.health import reads
 from app.identity.models import Role
 from app.inventory import devices
 from app.inventory.health import ConsoleAttempt, Health, PathHealth, health
 from app.inventory.models import DeviceKind
 from app.inventory.schemas import PATH_MODELS, PathRead
 from app.virtualization import guests
-from app.web import device_guests
+from app.web import device_guests, device_health
 from app.web.pages import ViewerDep, page_router
 from app.web.site_agents import SilenceDep, site_agents
 
@@ -83,6 +85,11 @@ async def device_page(viewer: ViewerDep, silence: SilenceDep, name: str) -> Resp
         else None
     )
     guest = await guests.of_device(session, found) if found.kind is DeviceKind.VM else None
+    verdict = (
+        await reads.stored(session, ctx, found.name)
+        if device_health.has_bmc(detail.paths)
+        else None
+    )
     return viewer.render(
         "device.html",
         device=detail,
@@ -96,6 +103,8 @@ async def device_page(viewer: ViewerDep, silence: SilenceDep, name: str) -> Resp
         events=events,
         guests=hosted,
         guest=guest,
+        verdict=verdict,
+        admin=viewer.can(Role.ADMIN, found.site_id),
         agents_down=served if served is not None and not served.online else None,
         operator=viewer.can(Role.OPERATOR, found.site_id),
         power_buttons=[

@@ -1,5 +1,6 @@
 """`/`: the fleet at a glance, per site the viewer can see; every number links to the list it
 counts, in that list's own filter names (`/devices?site=&kind=`, `…&power=off|unreachable`,
+`…&health=critical|warning|ok|unknown`,
 `/jobs?site=&status=running`, `/consoles?site=`), and whether its own agents serve it, with their
 states (linking to `/admin/agents?site=`)."""
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 
 from starlette.responses import Response
 
-from agents.protocol import PowerState
+from agents.protocol import Health, PowerState
 from app.consoles import service as consoles
 from app.inventory.models import DeviceKind
 from app.inventory.summary import SiteCounts, site_counts
@@ -20,6 +21,7 @@ from app.web.pages import ViewerDep, link, page_router
 from app.web.site_agents import SilenceDep, SiteAgents, site_agents
 
 router = page_router()
+HEALTH_ORDER = (Health.CRITICAL, Health.WARNING, Health.OK, Health.UNKNOWN)  # worst first
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class SiteCard:
     counts: SiteCounts
     kinds: list[Count]
     power: list[Count]
+    health: list[Count]
     unreachable: Count
     jobs: Count
     consoles: Count
@@ -55,10 +58,19 @@ def card(counts: SiteCounts, jobs: int, consoles_open: int, agents: SiteAgents |
         Count(state.value, counts.power[state], link("/devices", {"site": slug, "power": state}))
         for state in PowerState
     ]
+    health = [
+        Count(
+            verdict.value,
+            counts.health[verdict],
+            link("/devices", {"site": slug, "health": verdict}),
+        )
+        for verdict in HEALTH_ORDER
+    ]
     return SiteCard(
         counts,
         kinds,
         power,
+        health,
         Count(
             "unreachable BMCs",
             counts.unreachable,
