@@ -82,7 +82,9 @@ def test_facts_and_paths_with_secrets_only_as_set(fleet: TestClient) -> None:
 
 def test_a_viewer_gets_no_buttons_an_operator_does(fleet: TestClient) -> None:
     _, seen = _as(fleet, "vera", "/devices/web01")
-    assert "<button" not in seen.split('id="main"')[1]
+    buttons = [tag.split(">")[0] for tag in seen.split('id="main"')[1].split("<button")[1:]]
+    assert len(buttons) == 3  # only the health reads, which viewers may make
+    assert all("hx-get=" in button and "data-read-" in button for button in buttons)
     assert "device.js" not in seen
     assert "<dialog" not in seen
     _, operated = _as(fleet, "olga", "/devices/web01")
