@@ -4,6 +4,7 @@ one Chromium for the browser tests that run in a row."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,11 +43,14 @@ class SharedChromium:
     Closed as soon as the next test is no browser test: Playwright's sync API keeps an event
     loop running in this thread while it is open, and `asyncio.run` (the database fixtures,
     migrations) fails meanwhile. Hence a browser test's own fixtures migrate off this thread
-    (`tests.live.in_a_thread`), and a browser test asks for `browser` after them."""
+    (`tests.live.in_a_thread`), and a browser test asks for `browser` after them: it is closed
+    as `browser` is torn down, after the test's own pages and contexts and before the module's
+    and session's fixtures."""
 
     def __init__(self) -> None:
         self._playwright: Playwright | None = None
         self._browser: Browser | None = None
+        self.last = False  # the test running is the last of a row of browser tests
 
     def get(self) -> Browser:
         if self._browser is None:
@@ -71,18 +75,22 @@ SHARED_CHROMIUM = pytest.StashKey[SharedChromium]()
 
 
 @pytest.fixture
-def browser(request: pytest.FixtureRequest) -> Browser:
+def browser(request: pytest.FixtureRequest) -> Iterator[Browser]:
     """The shared Chromium; each test makes its own contexts in it (and closes them)."""
     if shutil.which(CHROMIUM) is None:
         pytest.skip("Chromium is not installed (`make peers` installs it)")
-    return request.config.stash.setdefault(SHARED_CHROMIUM, SharedChromium()).get()
+    chromium = request.config.stash.setdefault(SHARED_CHROMIUM, SharedChromium())
+    yield chromium.get()
+    if chromium.last:
+        chromium.last = False
+        chromium.close()
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    """Close the shared Chromium after the last of a row of browser tests, before any fixture's
-    teardown (the last test's teardown ends the session's fixtures too)."""
+    """Mark the last of a row of browser tests, before its fixtures are torn down: `browser`
+    then closes Chromium (the last test's teardown ends the session's fixtures too)."""
     if nextitem is None or "browser" not in getattr(nextitem, "fixturenames", ()):
         chromium = item.config.stash.get(SHARED_CHROMIUM, None)
         if chromium is not None:
-            chromium.close()
+            chromium.last = True

@@ -52,7 +52,7 @@ REASON = "Fan2 critical: 0 RPM (lower critical 500 RPM)"
 
 @pytest.fixture
 def bmc() -> FakeMachine:
-    return FakeMachine(sensors=list(SENSORS), events=list(EVENTS), frus=list(FRUS))
+    return FakeMachine(sensors=list(SENSORS), events=list(reversed(EVENTS)), inventory=list(FRUS))
 
 
 @pytest.fixture
