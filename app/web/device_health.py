@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from starlette.responses import Response
 
 from agents.protocol import Fru, FruArea, Thresholds
-from app.errors import DeviceUnavailable
+from app.errors import DeviceUnavailable, InvalidInput
 from app.health import reads
 from app.health.service import HEALTH_PATHS
 from app.identity.models import Role
@@ -24,6 +24,9 @@ from app.uow import unit_of_work
 from app.web.pages import Viewer, ViewerDep, page_router
 
 router = page_router()
+# What a read answers instead of data (502: the BMC or agent failed; 422: no BMC path): said
+# in the part, where htmx swaps it (it swaps no error status).
+_UNREAD = (DeviceUnavailable, InvalidInput)
 EVENTS = 500  # log entries a page shows, newest first (GET /api/v1/devices/{d}/events: more)
 _AREAS = ("product", "board", "chassis")
 _FIELDS = tuple(field.name for field in fields(FruArea))
@@ -75,7 +78,7 @@ async def sensors(viewer: ViewerDep, name: str) -> Response:
     device, central = await _device(viewer, name, "reading a device's sensors")
     try:
         read, failed = await reads.sensors(central, viewer.ctx, device.name), None
-    except DeviceUnavailable as exc:
+    except _UNREAD as exc:
         read, failed = None, str(exc)
     async with unit_of_work(central.sessions) as session:  # a fresh one: sees what was stored
         verdict = await reads.stored(session, viewer.ctx, device.name)
@@ -90,7 +93,7 @@ async def events(viewer: ViewerDep, name: str) -> Response:
     device, central = await _device(viewer, name, "reading a device's event log")
     try:
         read, failed = await reads.events(central, viewer.ctx, device.name, EVENTS + 1), None
-    except DeviceUnavailable as exc:
+    except _UNREAD as exc:
         read, failed = None, str(exc)
     return viewer.render(
         "device_events.html",
@@ -108,7 +111,7 @@ async def inventory(viewer: ViewerDep, name: str) -> Response:
     device, central = await _device(viewer, name, "reading a device's inventory")
     try:
         read, failed = await reads.frus(central, viewer.ctx, device.name), None
-    except DeviceUnavailable as exc:
+    except _UNREAD as exc:
         read, failed = None, str(exc)
     return viewer.render(
         "device_inventory.html",

@@ -36,7 +36,7 @@ class SiteCard:
     counts: SiteCounts
     kinds: list[Count]
     power: list[Count]
-    health: list[Count]
+    health: list[tuple[Health, Count]]
     unreachable: Count
     jobs: Count
     consoles: Count
@@ -59,10 +59,13 @@ def card(counts: SiteCounts, jobs: int, consoles_open: int, agents: SiteAgents |
         for state in PowerState
     ]
     health = [
-        Count(
-            verdict.value,
-            counts.health[verdict],
-            link("/devices", {"site": slug, "health": verdict}),
+        (
+            verdict,
+            Count(
+                f"{verdict} health",
+                counts.health[verdict],
+                link("/devices", {"site": slug, "health": verdict}),
+            ),
         )
         for verdict in HEALTH_ORDER
     ]

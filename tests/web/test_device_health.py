@@ -117,6 +117,9 @@ def test_a_device_without_a_bmc_path_says_so(rack: TestClient) -> None:
     assert "No BMC path (ipmi or redfish)" in section
     assert "hx-get" not in section
     assert "device_health.js" not in html
+    status, part = _as(rack, "olga", "/devices/pdu1/events")  # asked all the same
+    assert status == 200
+    assert "pdu1 has no BMC path (ipmi or redfish)" in part.split("data-read-failed>")[1]
 
 
 def test_reading_sensors_shows_the_table_and_stores_the_verdict(rack: TestClient) -> None:

@@ -49,6 +49,8 @@ def test_admin_sees_both_sites_with_their_counts(dashboard: Dashboard, browser: 
             "1 off at bj-dc1": "1",
             "4 unknown at bj-dc1": "4",
             "0 unreachable BMCs at bj-dc1": "0",
+            "0 critical health at bj-dc1": "0",
+            "6 unknown health at bj-dc1": "6",
             "0 running jobs at bj-dc1": "0",
             "1 open consoles at bj-dc1": "1",
             "2 devices at sh-br12": "2",
@@ -64,6 +66,7 @@ def test_admin_sees_both_sites_with_their_counts(dashboard: Dashboard, browser: 
             ("1 off at bj-dc1", "/devices?site=bj-dc1&power=off"),
             ("4 server at bj-dc1", "/devices?site=bj-dc1&kind=server"),
             ("0 unreachable BMCs at bj-dc1", "/devices?site=bj-dc1&power=unreachable"),
+            ("0 critical health at bj-dc1", "/devices?site=bj-dc1&health=critical"),
             ("0 running jobs at bj-dc1", "/jobs?site=bj-dc1&status=running"),
             ("1 open consoles at bj-dc1", "/consoles?site=bj-dc1"),
         ):
