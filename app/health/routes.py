@@ -25,7 +25,6 @@ from app.health.schemas import (
 )
 from app.identity.auth import Ctx
 from app.identity.models import Role
-from app.inventory.devices import device_and_site
 from app.inventory.routes import FilterDep
 from app.uow import unit_of_work
 

@@ -147,11 +147,11 @@ def _crossed(value: float, thresholds: Thresholds | None, unit: str) -> str:
             continue
         past = value <= limit if name.startswith("lower") else value >= limit
         if past:
-            return f"{_WORDS[name]} {limit:g} {unit}".strip()
+            return f"{THRESHOLD_WORDS[name]} {limit:g} {unit}".strip()
     return ""
 
 
-_WORDS = {
+THRESHOLD_WORDS = {  # as ipmitool and the IPMI spec say them (the dashboard too)
     "lower_non_recoverable": "lower non-recoverable",
     "upper_non_recoverable": "upper non-recoverable",
     "lower_critical": "lower critical",

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from agents.protocol import Fru, FruArea, Thresholds
 from app.errors import DeviceUnavailable, InvalidInput
 from app.health import reads
-from app.health.service import HEALTH_PATHS
+from app.health.service import HEALTH_PATHS, THRESHOLD_WORDS
 from app.identity.models import Role
 from app.inventory import devices
 from app.inventory.models import Device
@@ -30,12 +30,11 @@ _UNREAD = (DeviceUnavailable, InvalidInput)
 EVENTS = 500  # log entries a page shows, newest first (GET /api/v1/devices/{d}/events: more)
 _AREAS = ("product", "board", "chassis")
 _FIELDS = tuple(field.name for field in fields(FruArea))
-# ipmitool's short names, in the order a scale reads (the title says the long name).
+# ipmitool's short names, in the order a scale reads, with the words reasons use (a title).
 THRESHOLDS = tuple(
-    zip(
-        (field.name for field in fields(Thresholds)),
-        ("LNR", "LC", "LNC", "UNC", "UC", "UNR"),
-        strict=True,
+    (field.name, short, THRESHOLD_WORDS[field.name])
+    for field, short in zip(
+        fields(Thresholds), ("LNR", "LC", "LNC", "UNC", "UC", "UNR"), strict=True
     )
 )
 

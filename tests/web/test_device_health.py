@@ -132,7 +132,7 @@ def test_reading_sensors_shows_the_table_and_stores_the_verdict(rack: TestClient
     assert "<td>0 RPM</td>" in fan
     assert '<span class="verdict verdict-critical">critical</span>' in fan
     assert '<abbr title="lower critical">LC</abbr> 500' in fan
-    assert '<abbr title="lower non critical">LNC</abbr> 1000' in fan
+    assert '<abbr title="lower non-critical">LNC</abbr> 1000' in fan
     cpu = _row(part, 'data-sensor="CPU Temp"')
     assert "<td>45 °C</td>" in cpu
     assert "UNC</abbr> 80" in cpu
