@@ -6,6 +6,7 @@ it answers; a sensor read also stores the device's verdict (`service.record`).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -16,6 +17,7 @@ from app.db import utcnow
 from app.deps import own_transactions
 from app.health import fleet, inventory, reads, service
 from app.health.schemas import (
+    ClearRequest,
     EventsRead,
     FleetHealth,
     HealthVerdict,
@@ -105,10 +107,17 @@ async def read_events(
 
 @router.post("/devices/{device}/events/clear")
 @own_transactions
-async def clear_events(request: Request, ctx: Ctx, device: str) -> EventsRead:
+async def clear_events(
+    request: Request, ctx: Ctx, device: str, body: ClearRequest | None = None
+) -> EventsRead:
     """Clear the BMC's event log: read to its end and cleared under one reservation, so an
     entry logged meanwhile is never lost (the clear is refused instead). Answers with what
-    the log held; audited with the ticket."""
+    the log held; audited with the ticket (the body's ticket and reason win over the
+    headers)."""
+    if body is not None:
+        ctx = dataclasses.replace(
+            ctx, ticket=body.ticket or ctx.ticket, reason=body.reason or ctx.reason
+        )
     state = request.app.state
     async with unit_of_work(state.sessions) as session:
         machine = await service.machine(

@@ -7,6 +7,8 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from agents.protocol import Fru, Health, LogEvent, Sensor
+from app.inventory.schemas import Schema
+from app.jobs.schemas import Reason, Ticket
 
 
 class Read(BaseModel):
@@ -33,6 +35,13 @@ class HealthVerdict(BaseModel):
     message: str = Field(description="why it is unknown, when it is")
     checked_at: datetime | None = Field(description="the last read; null: never read")
     changed_at: datetime | None = Field(description="when the verdict last changed")
+
+
+class ClearRequest(Schema):
+    """Why the log is cleared; the body's ticket and reason win over X-Ticket and X-Reason."""
+
+    ticket: Ticket | None = None
+    reason: Reason | None = None
 
 
 class EventsRead(Read):

@@ -155,12 +155,14 @@ def test_the_event_log_is_read_newest_first_and_cleared_by_an_operator_with_its_
     assert [e["id"] for e in ok(api.get("devices/br01/events"))["events"]] == ["2", "1"]
     assert "ticket" in error(api.post("devices/br01/events/clear"), 422)
     assert len(machine.events) == 2  # refused before the BMC was asked
-    cleared = ok(api.post("devices/br01/events/clear", headers={"X-Ticket": "OPS-7"}))
+    body = {"ticket": "OPS-7", "reason": "Lüfter getauscht"}  # not Latin-1-only: a body
+    cleared = ok(api.post("devices/br01/events/clear", json=body))
     assert cleared["cleared"]
     assert len(cleared["events"]) == 2
     assert machine.events == []
     [entry] = audit(api, "health.events_cleared")
     assert (entry["ticket"], entry["details"]["entries"]) == ("OPS-7", 2)
+    assert entry["reason"] == "Lüfter getauscht"
 
 
 def test_a_viewer_cannot_clear_and_another_sites_operator_cannot_see(

@@ -36,13 +36,13 @@
     const text = `Every entry of ${name}'s BMC event log is removed; what it held is kept in the audit.`;
     if (!(await Rackhand.confirm(`Clear the event log of ${name}?`, text, "Clear log"))) return;
     const fields = Rackhand.formJson(document.getElementById("confirm-form"));
-    const headers = {};
-    if (fields.ticket) headers["X-Ticket"] = fields.ticket;
-    if (fields.reason) headers["X-Reason"] = fields.reason;
+    const body = {};
+    if (fields.ticket) body.ticket = fields.ticket;
+    if (fields.reason) body.reason = fields.reason;
     busy(log, true);
     result.replaceChildren(line("info", `Clearing the event log of ${name}…`));
     try {
-      const answer = await Rackhand.api("POST", `${api}/events/clear`, undefined, headers);
+      const answer = await Rackhand.api("POST", `${api}/events/clear`, body);
       const count = answer.events.length;
       await reread("events", "#event-log", "clear-result",
         line("ok", `Cleared the event log of ${name}: ${count} entr${count === 1 ? "y" : "ies"} removed.`));
