@@ -61,7 +61,7 @@ def health(
 
 def sensors(device: Device, as_json: Json = False) -> None:
     """Every sensor of the device's BMC, read now: reading, state and thresholds."""
-    read = _get(f"/devices/{quote(device, safe='')}/sensors", device)
+    read = _call("GET", device, "sensors")
     if as_json:
         print_json(read)
         return
@@ -87,18 +87,10 @@ def sel(
     as_json: Json = False,
 ) -> None:
     """The BMC's system event log, newest first; `--clear` empties it, losing nothing unseen."""
-    url = f"/devices/{quote(device, safe='')}/events"
-    try:
-        with Client(authenticated(), timeout=120.0) as client:
-            if clear:
-                headers = {"X-Ticket": ticket} if ticket else {}
-                read = client.request(
-                    "POST", f"{url}/clear", references=[device], headers=headers
-                ).json()
-            else:
-                read = client.get(url, references=[device])
-    except ApiError as exc:
-        raise fail(exc) from exc
+    if clear:
+        read = _call("POST", device, "events/clear", json={"ticket": ticket} if ticket else None)
+    else:
+        read = _call("GET", device, "events")
     if as_json:
         print_json(read)
         return
@@ -130,18 +122,10 @@ def fru(
     as_json: Json = False,
 ) -> None:
     """FRU inventory (board, product, chassis) and how it differs from the catalogue."""
-    url = f"/devices/{quote(device, safe='')}/inventory"
-    try:
-        with Client(authenticated(), timeout=120.0) as client:
-            if apply:
-                params = {"dry_run": str(dry_run).lower()}
-                read = client.request(
-                    "POST", f"{url}/apply", references=[device], params=params
-                ).json()
-            else:
-                read = client.get(url, references=[device])
-    except ApiError as exc:
-        raise fail(exc) from exc
+    if apply:
+        read = _call("POST", device, "inventory/apply", params={"dry_run": str(dry_run).lower()})
+    else:
+        read = _call("GET", device, "inventory")
     if as_json:
         print_json(read)
         return
@@ -162,10 +146,12 @@ def fru(
         err.print(f"{device}: the catalogue agrees with the FRU data", highlight=False)
 
 
-def _get(url: str, device: str) -> Any:
+def _call(method: str, device: str, what: str, **kwargs: Any) -> Any:
+    """One call about the device's BMC (it may take a while to answer), its JSON answer."""
+    url = f"/devices/{quote(device, safe='')}/{what}"
     try:
         with Client(authenticated(), timeout=120.0) as client:
-            return client.get(url, references=[device])
+            return client.request(method, url, references=[device], **kwargs).json()
     except ApiError as exc:
         raise fail(exc) from exc
 

@@ -7,8 +7,6 @@ answers in the same shapes as an IPMI one.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,8 +17,7 @@ from app.config import Settings
 from app.main import create_app
 from tests.conftest import ADMIN_PASSWORD, login
 from tests.factories import device, ok, path, site
-from tests.sim.console import free_tcp_ports
-from tests.sim.fleet import PASSWORD, RunningFleet, launch
+from tests.sim.fleet import PASSWORD, RunningFleet, launch, redfish_sim
 
 COUNT = 3
 pytestmark = pytest.mark.xdist_group("power-e2e")
@@ -35,21 +32,8 @@ def bmcs() -> Iterator[RunningFleet]:
 
 @pytest.fixture(scope="module")
 def redfish_bmc() -> Iterator[tuple[str, str]]:
-    """One simulated Redfish BMC (HTTPS) in its own process: its URL and certificate pin."""
-    port = free_tcp_ports(1)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sim.redfish", "--count", "1", "--base-port", str(port),
-         "--password", "redfish-pw"],
-        stdout=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        fingerprint = process.stdout.readline().decode().split(":", 1)[1].strip()
-        assert process.stdout.readline().startswith(b"listening: ")
-        yield f"https://127.0.0.1:{port}", fingerprint
-    finally:
-        process.terminate()
-        process.wait(10)
+    with redfish_sim() as bmc:
+        yield bmc
 
 
 @pytest.fixture

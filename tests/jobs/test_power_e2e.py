@@ -7,8 +7,6 @@ record of what its machine did (a cycle must run exactly once).
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +21,7 @@ from app.main import create_app
 from sim.openipmi import openipmi_fleet
 from tests.conftest import ADMIN_PASSWORD, login
 from tests.factories import device, ok, path, site
-from tests.sim.console import free_tcp_ports
-from tests.sim.fleet import PASSWORD, RunningFleet, ipmitool, launch
+from tests.sim.fleet import PASSWORD, RunningFleet, ipmitool, launch, redfish_sim
 
 COUNT = 12
 pytestmark = pytest.mark.xdist_group("power-e2e")
@@ -160,21 +157,8 @@ def test_the_paths_privilege_reaches_the_bmc(api: TestClient, tmp_path: Path) ->
 
 @pytest.fixture
 def redfish_bmc() -> Iterator[tuple[str, str]]:
-    """One simulated Redfish BMC (HTTPS) in its own process: its URL and certificate pin."""
-    port = free_tcp_ports(1)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sim.redfish", "--count", "1", "--base-port", str(port),
-         "--password", "redfish-pw"],
-        stdout=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        fingerprint = process.stdout.readline().decode().split(":", 1)[1].strip()
-        assert process.stdout.readline().startswith(b"listening: ")
-        yield f"https://127.0.0.1:{port}", fingerprint
-    finally:
-        process.terminate()
-        process.wait(10)
+    with redfish_sim() as bmc:
+        yield bmc
 
 
 def test_dead_bmc_falls_back_to_redfish_and_says_so(

@@ -8,11 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from sim.control import FleetControl
-from tests.sim.console import free_ports
+from tests.sim.console import free_ports, free_tcp_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "pw-for-tests"
@@ -108,3 +110,22 @@ def openssh(
     env = {**os.environ, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"}
     env.pop("DISPLAY", None)
     return command, env
+
+
+@contextmanager
+def redfish_sim(password: str = "redfish-pw") -> Iterator[tuple[str, str]]:
+    """One simulated Redfish BMC (HTTPS) in its own process: its URL and certificate pin."""
+    port = free_tcp_ports(1)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sim.redfish", "--count", "1", "--base-port", str(port),
+         "--password", password],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        fingerprint = process.stdout.readline().decode().split(":", 1)[1].strip()
+        assert process.stdout.readline().startswith(b"listening: ")
+        yield f"https://127.0.0.1:{port}", fingerprint
+    finally:
+        process.terminate()
+        process.wait(10)
