@@ -66,8 +66,11 @@ def has_bmc(paths: Sequence[PathRead]) -> bool:
 
 async def _device(viewer: Viewer, name: str, what: str) -> tuple[Device, reads.Central]:
     """The device as the viewer may see it (else the 404 of a missing one), and the central
-    to read it through."""
+    to read it through. The page's transaction ends here: none is held while the BMC answers
+    (the device, detached, keeps what was loaded for the template)."""
     device, _ = await devices.device_and_site(viewer.session, viewer.ctx, name, Role.VIEWER, what)
+    viewer.session.expunge(device)
+    await viewer.session.rollback()
     return device, reads.Central.of(viewer.request.app.state)
 
 
