@@ -8,8 +8,10 @@ Sensor Reading (§35.14), the SEL (§31: Get SEL Info, Get SEL Entry, Reserve SE
 Get SEL Time) and FRU data (§34: Get FRU Inventory Area Info, Read FRU Data). The bytes are
 read by pyghmi's own decoders (`pyghmi_decoders.py`).
 
-A BMC's SDR is read once and kept (`SdrCache`) while its device id, firmware and repository
-timestamps stay the same: a warm sensor read is two requests plus one per sensor.
+A BMC's SDR is read once and kept (`SdrCache`, as its raw records) while its device id,
+firmware and repository timestamps stay the same: a warm sensor read is two requests plus one
+per sensor. Every loop over a BMC's answers is bounded: a BMC that chains its records in a
+circle, or shrinks nothing when asked for less, ends the read with an error, never a hang.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any
 
 from agents.drivers import pyghmi_decoders as decode
@@ -33,12 +36,18 @@ _OUT_OF_RANGE = 0xC9  # "parameter out of range": Read FRU Data asked too much a
 _TOO_MANY_BYTES = 0xCA  # "cannot return number of requested data bytes"
 _NOT_PRESENT = 0xCB  # "requested sensor, data, or record not present"
 _FRU_GONE = frozenset({0x81, 0xC3, 0xC9, 0xCB, 0xCC})  # busy, or no such FRU device
+# What a BMC may answer for one sensor that has no reading to give (not present, no such
+# sensor, not now, not for us): that sensor is unreadable; the others are still read.
+_NO_READING = frozenset({0xC1, 0xC3, 0xCB, 0xCC, 0xCD, 0xCE, 0xD4, 0xD5, 0xD6})
 
 _WHOLE = 0xFF  # Get SDR's "read entire record"
 _HEADER = 5  # an SDR record's header: id, version, type, length
 _FRU_CHUNK = 224  # bytes per Read FRU Data, as pyghmi asks; smaller when refused
 _MAX_RECORDS = 4096  # a repository or event log longer than this is a BMC looping
 _MAX_ERASE_POLLS = 50
+_MAX_FRU_READS = 512  # Read FRU Data requests for one FRU device (64 KiB at 128 bytes each)
+_MIN_CHUNK = 4  # bytes below which a BMC that refuses every size gets no more requests
+_SEL_SETTLE = 3  # tail re-reads before a clear, while entries keep arriving
 _LAST = 0xFFFF
 
 Talk = Generator[Request, Answer, Any]
@@ -56,28 +65,39 @@ _RESERVE_SEL = _request(_STORAGE, 0x42, b"", "Reserve SEL")
 _SEL_TIME = _request(_STORAGE, 0x48, b"", "Get SEL Time")
 
 
+@dataclass(frozen=True)
+class _Kept:
+    stamp: bytes
+    records: tuple[bytes, ...]
+    manufacturer: int
+    product: int
+
+
 class SdrCache:
     """Each BMC's SDR as last read, for as long as it is unchanged, least recently used out.
 
     A BMC's repository changes only with its firmware or when records are added or erased,
     which move the timestamps Get SDR Repository Info reports: those and the device id are
     the key's stamp. Kept per BMC, never shared between BMCs of one model: two servers of the
-    same model can carry different sensors (a second PSU, more fans).
+    same model can carry different sensors (a second PSU, more fans). Kept as raw records (some
+    60 bytes each), decoded at each use: pyghmi's decoded records weigh twenty times more.
     """
 
     def __init__(self, size: int = 20_000) -> None:
         self._size = size
-        self._kept: OrderedDict[str, tuple[bytes, decode.Repository]] = OrderedDict()
+        self._kept: OrderedDict[str, _Kept] = OrderedDict()
 
     def get(self, bmc: str, stamp: bytes) -> decode.Repository | None:
         kept = self._kept.get(bmc)
-        if kept is None or kept[0] != stamp:
+        if kept is None or kept.stamp != stamp:
             return None
         self._kept.move_to_end(bmc)
-        return kept[1]
+        return decode.repository(list(kept.records), kept.manufacturer, kept.product)
 
-    def put(self, bmc: str, stamp: bytes, repository: decode.Repository) -> None:
-        self._kept[bmc] = (stamp, repository)
+    def put(
+        self, bmc: str, stamp: bytes, records: list[bytes], manufacturer: int, product: int
+    ) -> None:
+        self._kept[bmc] = _Kept(stamp, tuple(records), manufacturer, product)
         self._kept.move_to_end(bmc)
         while len(self._kept) > self._size:
             self._kept.popitem(last=False)
@@ -98,8 +118,11 @@ def _sensors(cache: SdrCache, bmc: str) -> Talk:
     repository = yield from _repository(cache, bmc)
     sensors: list[Sensor] = []
     for record in repository.sensors:
-        if not record.readable:
-            continue  # event-only records: the sensor exists only in the event log
+        if not record.readable or record.owner != decode.BMC_ADDRESS:
+            # Event-only records: the sensor exists only in the event log. Sensors of other
+            # controllers (an ME at 2Ch) answer only bridged requests: asked of the BMC by
+            # number, another sensor's reading would be read with this one's formula.
+            continue
         answer = yield Request(
             _SENSOR,
             0x2D,
@@ -107,14 +130,16 @@ def _sensors(cache: SdrCache, bmc: str) -> Talk:
             retry=True,
             name=f"Get Sensor Reading ({record.name})",
             lun=record.lun,
-            accept=frozenset({_NOT_PRESENT}),
+            accept=_NO_READING,
         )
         if answer.code:
-            sensors.append(decode.sensor(record, None))
+            why = "" if answer.code == _NOT_PRESENT else f"no reading (code {answer.code:02X}h)"
+            sensors.append(decode.sensor(record, None, why=why))
             continue
         factors = None
         if record.needs_factors and answer.data:
-            factors = (yield _factors(record, answer.data[0])).data
+            given = yield _factors(record, answer.data[0])
+            factors = None if given.code else given.data
         sensors.append(decode.sensor(record, answer.data, factors))
     return HealthData(sensors=tuple(sensors))
 
@@ -127,6 +152,7 @@ def _factors(record: decode.SensorRecord, raw: int) -> Request:
         retry=True,
         name=f"Get Sensor Reading Factors ({record.name})",
         lun=record.lun,
+        accept=_NO_READING,
     )
 
 
@@ -146,11 +172,10 @@ def _repository(cache: SdrCache, bmc: str) -> Generator[Request, Answer, decode.
     if known is not None:
         return known
     records = yield from _sdr_records(bmc)
-    manufacturer = device[6] | device[7] << 8 | device[8] << 16
+    manufacturer = device[6] | device[7] << 8 | (device[8] & 0x0F) << 16  # 20 bits (IANA)
     product = device[9] | device[10] << 8
-    repository = decode.repository(records, manufacturer, product)
-    cache.put(bmc, stamp, repository)
-    return repository
+    cache.put(bmc, stamp, records, manufacturer, product)
+    return decode.repository(records, manufacturer, product)
 
 
 def _sdr_records(bmc: str) -> Generator[Request, Answer, list[bytes]]:
@@ -160,10 +185,12 @@ def _sdr_records(bmc: str) -> Generator[Request, Answer, list[bytes]]:
     header, then chunks halved until they fit, under a reservation (renewed if cancelled).
     """
     records: list[bytes] = []
+    seen: set[int] = set()
     record_id, reservation, chunk = 0, 0, _WHOLE
     while record_id != _LAST:
-        if len(records) >= _MAX_RECORDS:
-            raise Refused(f"BMC {bmc}: its SDR does not end after {_MAX_RECORDS} records")
+        if record_id in seen or len(records) >= _MAX_RECORDS:
+            raise Refused(f"BMC {bmc}: its SDR chains its records in a circle or without end")
+        seen.add(record_id)
         record = bytearray()
         length: int | None = None
         next_id = record_id
@@ -200,8 +227,6 @@ def _sdr_records(bmc: str) -> Generator[Request, Answer, list[bytes]]:
         if length is None or len(record) < length:
             raise Refused(f"BMC {bmc}: SDR record {record_id} could not be read whole")
         records.append(bytes(record[:length]))
-        if next_id == record_id:
-            raise Refused(f"BMC {bmc} names SDR record {record_id} as its own successor")
         record_id = next_id
     return records
 
@@ -219,10 +244,14 @@ def _get_sdr(reservation: int, record_id: int, offset: int, size: int) -> Reques
 
 
 def _events(cache: SdrCache, bmc: str, *, clear: bool) -> Talk:
-    """The event log, newest first; with `clear`, read to its end under a reservation, then
-    cleared with it. An entry logged after the read cancels the reservation, so the clear is
-    refused instead of losing an entry nobody saw."""
-    repository = yield from _repository(cache, bmc)
+    """The event log, newest first; with `clear`, what it held, then cleared (`_settled`).
+
+    The SDR only names the sensors: a BMC without an SDR repository still has its log read.
+    """
+    try:
+        repository = yield from _repository(cache, bmc)
+    except Unsupported:
+        repository = decode.Repository((), ())
     info = (yield _SEL_INFO).data
     count = _u16(info[1:3]) if len(info) >= 3 else _MAX_RECORDS
     entries: list[bytes] = []
@@ -231,9 +260,7 @@ def _events(cache: SdrCache, bmc: str, *, clear: bool) -> Talk:
         last = yield from _sel_entries(bmc, entries, 0, 0)
     if clear:
         reservation = _u16((yield _RESERVE_SEL).data)
-        if entries:  # read the last entry again and anything after it, under the reservation
-            entries.pop()
-            yield from _sel_entries(bmc, entries, last, reservation)
+        yield from _settled(bmc, entries, last, reservation)
         yield from _clear_sel(bmc, reservation)
     clock = yield _SEL_TIME
     now = struct.unpack_from("<I", clock.data)[0] if len(clock.data) >= 4 else None
@@ -245,9 +272,11 @@ def _sel_entries(
 ) -> Generator[Request, Answer, int]:
     """Append the entries from `start` to the end; return the id of the last one read."""
     record_id = last = start
+    seen: set[int] = set()
     while record_id != _LAST:
-        if len(entries) >= _MAX_RECORDS:
-            raise Refused(f"BMC {bmc}: its event log does not end after {_MAX_RECORDS} entries")
+        if record_id in seen or len(entries) >= _MAX_RECORDS:
+            raise Refused(f"BMC {bmc}: its event log chains in a circle or without end")
+        seen.add(record_id)
         answer = yield _request(
             _STORAGE,
             0x43,
@@ -261,17 +290,50 @@ def _sel_entries(
             raise Refused(f"BMC {bmc} sent a short Get SEL Entry reply")
         last = record_id
         entries.append(bytes(answer.data[2:18]))
-        next_id = _u16(answer.data)
-        if next_id == record_id:
-            raise Refused(f"BMC {bmc} names event log entry {record_id} as its own successor")
-        record_id = next_id
+        record_id = _u16(answer.data)
     return last
+
+
+def _settled(
+    bmc: str, entries: list[bytes], last: int, reservation: int
+) -> Generator[Request, Answer, None]:
+    """Read the log's tail again under the reservation until no entry arrived meanwhile.
+
+    A new entry does not cancel a SEL reservation on every BMC (ipmi_sim keeps it), so the
+    log's last-addition time (Get SEL Info) is compared before and after each re-read; the
+    clear follows at once. An entry logged in that one last round trip can still be lost, as
+    with every IPMI client (the spec has no atomic read-and-clear); docs/health.md.
+    """
+    for _ in range(_SEL_SETTLE):
+        before = _added((yield _SEL_INFO).data)
+        if entries:  # the last entry read, again, and anything after it
+            entries.pop()
+        yield from _sel_entries(bmc, entries, last if entries or last else 0, reservation)
+        if _added((yield _SEL_INFO).data) == before:
+            return
+    raise Refused(
+        f"BMC {bmc} keeps logging events; nothing was cleared, so no entry was lost: read the "
+        "log and clear it again"
+    )
+
+
+def _added(info: bytes) -> bytes:
+    """Get SEL Info's most recent addition timestamp (bytes 6-9)."""
+    return bytes(info[5:9])
 
 
 def _clear_sel(bmc: str, reservation: int) -> Generator[Request, Answer, None]:
     """Clear SEL with 'CLR' and AAh (initiate), then 00h (status) until erasure completes."""
     clear = struct.pack("<H", reservation) + b"CLR"
-    answer = yield _request(_STORAGE, 0x47, clear + b"\xaa", "Clear SEL", _RESERVATION_CANCELLED)
+    initiate = Request(
+        _STORAGE,
+        0x47,
+        clear + b"\xaa",
+        retry=False,  # a clear whose reply is lost is not repeated: it says it may have run
+        name="Clear SEL",
+        accept=frozenset({_RESERVATION_CANCELLED}),
+    )
+    answer = yield initiate
     if answer.code == _RESERVATION_CANCELLED:
         raise Refused(
             f"BMC {bmc} logged a new event while its log was being cleared; nothing was "
@@ -281,6 +343,7 @@ def _clear_sel(bmc: str, reservation: int) -> Generator[Request, Answer, None]:
         if answer.data and answer.data[0] & 0x0F == 0x01:  # erasure completed
             return
         answer = yield _request(_STORAGE, 0x47, clear + b"\x00", "Clear SEL (status)")
+    raise Refused(f"BMC {bmc} is still erasing its event log; it may be cleared only in part")
 
 
 def _inventory(cache: SdrCache, bmc: str) -> Talk:
@@ -305,7 +368,9 @@ def _fru_bytes(bmc: str, number: int) -> Generator[Request, Answer, bytes]:
     size = _u16(area.data)
     data = bytearray()
     chunk = min(_FRU_CHUNK, size)
-    while len(data) < size and chunk:
+    for _ in range(_MAX_FRU_READS):
+        if len(data) >= size or not chunk:
+            break
         offset = len(data)
         answer = yield _request(
             _STORAGE,
@@ -317,13 +382,16 @@ def _fru_bytes(bmc: str, number: int) -> Generator[Request, Answer, bytes]:
             _TOO_MANY_BYTES,
         )
         if answer.code:
-            if chunk <= 3:
+            if chunk <= _MIN_CHUNK:
                 raise Refused(f"BMC {bmc} returns no part of FRU {number}")
-            chunk = chunk // 2 + 2
+            chunk = max(_MIN_CHUNK, chunk // 2 + 2)
             continue
-        if not answer.data or not answer.data[0]:
+        got = answer.data[1 : 1 + answer.data[0]] if answer.data else b""
+        if not got:
             break  # the device ends before the size it declared
-        data += answer.data[1 : 1 + answer.data[0]]
+        data += got
+    else:
+        raise Refused(f"BMC {bmc}: FRU {number} does not end after {_MAX_FRU_READS} reads")
     return bytes(data)
 
 

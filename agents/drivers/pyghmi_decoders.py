@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import logging
+import re
 import struct
 import time
 from collections.abc import Mapping
@@ -56,8 +58,15 @@ def check() -> None:
             raise RuntimeError(f"pyghmi's {name} is now {found}, not {shape}: re-read it")
 
 
+log = logging.getLogger(__name__)
+
 SDR_VERSION = 0x51  # the only SDR version IPMI defines (1.5 and 2.0)
+BMC_ADDRESS = 0x20  # the owner of the sensors the BMC itself answers for
 _FULL_RECORD = 0x01
+# Where each record type keeps its ID string's type/length byte (tables 43-1, 43-2, 43-3, 43-7).
+_NAME_AT = {0x01: 47, 0x02: 31, 0x03: 16, 0x11: 15}
+_SIX_BIT = 2  # "6-bit packed ASCII": pyghmi's decoder of it never ends (it does not consume)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NON_LINEAR = 11  # linearization codes above this need the BMC's factors for each reading
 
 
@@ -71,6 +80,10 @@ class SensorRecord:
     @property
     def number(self) -> int:
         return int(self.entry.sensor_number)
+
+    @property
+    def owner(self) -> int:
+        return int(self.entry.sensor_owner)
 
     @property
     def lun(self) -> int:
@@ -127,11 +140,15 @@ def repository(records: list[bytes], manufacturer: int, product: int) -> Reposit
     that appears twice is dropped, as pyghmi drops it: neither record can be trusted."""
     sensors: dict[tuple[int, int, int], SensorRecord | None] = {}
     frus: dict[int, FruLocator | None] = {}
-    for raw in records:
+    for record in records:
+        raw = _eight_bit_name(record)
         try:
             entry = _sdr.SDREntry(bytearray(raw), _constants, False, manufacturer, product)
-        except (NotImplementedError, IndexError, KeyError, ValueError):
+        except (NotImplementedError, IndexError, KeyError, ValueError, struct.error):
             continue
+        for name in ("sensor_name", "fru_name"):
+            if isinstance(getattr(entry, name, None), str):
+                setattr(entry, name, clean(getattr(entry, name)))
         if entry.sdrtype == _sdr.TYPE_SENSOR:
             key = (entry.sensor_owner, entry.sensor_number, entry.sensor_lun)
             sensors[key] = None if key in sensors else SensorRecord(entry, _thresholds(entry, raw))
@@ -141,6 +158,25 @@ def repository(records: list[bytes], manufacturer: int, product: int) -> Reposit
         tuple(record for record in sensors.values() if record is not None),
         tuple(locator for locator in frus.values() if locator is not None),
     )
+
+
+def _eight_bit_name(raw: bytes) -> bytes:
+    """The record with a 6-bit packed ID string rewritten as 8-bit ASCII (IPMI 2.0 §43.15),
+    which pyghmi's own decoder of it would loop on forever."""
+    at = _NAME_AT.get(raw[3]) if len(raw) > 5 else None
+    if at is None or len(raw) <= at or raw[at] >> 6 != _SIX_BIT:
+        return raw
+    packed = bytearray(raw[at + 1 : at + 1 + (raw[at] & 0x3F)])
+    packed += bytes(-len(packed) % 3)  # whole 3-byte groups of four characters
+    text: str = _fru.unpack6bitascii(packed)
+    name = text.rstrip().encode("ascii")[:0x3F]
+    body = bytes(raw[:at]) + bytes([0xC0 | len(name)]) + name
+    return body[:4] + bytes([len(body) - 5]) + body[5:]
+
+
+def clean(text: str) -> str:
+    """A BMC's text without NULs and control characters (PostgreSQL stores no NUL)."""
+    return _CONTROL.sub("", text).strip()
 
 
 # Full sensor record (IPMI 2.0 table 43-1): byte 19 is the readable threshold mask (bit 0
@@ -194,13 +230,30 @@ class _Factors:
         return {"code": 0, "data": bytearray(self._reply)}
 
 
-def sensor(record: SensorRecord, reading: bytes | None, factors: bytes | None = None) -> Sensor:
-    """One sensor from its Get Sensor Reading reply (None: the BMC said it is not present)."""
+def sensor(
+    record: SensorRecord,
+    reading: bytes | None,
+    factors: bytes | None = None,
+    *,
+    why: str = "",
+) -> Sensor:
+    """One sensor from its Get Sensor Reading reply. None: the BMC gave no reading (`why`
+    says what it answered, when not "not present"); a reading pyghmi cannot decode is one
+    unreadable sensor, never a failed read of them all."""
     entry = record.entry
     kind = str(entry.sensor_type)
     if reading is None:
-        return Sensor(record.name, kind, SensorState.NOT_PRESENT, thresholds=record.thresholds)
-    decoded = entry.decode_sensor_reading(_Factors(factors), bytearray(reading))
+        return Sensor(record.name, kind, SensorState.NOT_PRESENT, states=(why,) if why else (),
+                      thresholds=record.thresholds)  # fmt: skip
+    try:
+        if factors is not None and len(factors) > 1:
+            entry.decode_formula(bytearray(factors[1:]))  # this reading's M, B and exponents
+        decoded = entry.decode_sensor_reading(_Factors(factors), bytearray(reading))
+    except Exception as exc:  # pyghmi's decoders raise what they meet
+        log.warning("sensor %s: cannot decode its reading %s", record.name, reading.hex())
+        return Sensor(record.name, kind, SensorState.NOT_PRESENT,
+                      states=(f"unreadable: {type(exc).__name__}",),
+                      thresholds=record.thresholds)  # fmt: skip
     state = SensorState.NOT_PRESENT if decoded.unavailable else _STATES[_worst(decoded.health)]
     value = None if decoded.value is None else round(float(decoded.value), 3)
     return Sensor(
@@ -209,7 +262,7 @@ def sensor(record: SensorRecord, reading: bytes | None, factors: bytes | None = 
         state=state,
         reading=value,
         unit=str(decoded.units or "").strip() if value is not None else "",
-        states=tuple(str(words) for words in decoded.states),
+        states=tuple(clean(str(words)) for words in decoded.states),
         thresholds=record.thresholds,
     )
 
@@ -252,7 +305,10 @@ def events(entries: list[bytes], repository: Repository, clock: int | None) -> l
     now = time.time()
     decoded: list[LogEvent] = []
     for raw in entries:
-        event = decoder._sel_decode(bytearray(raw))
+        try:
+            event = decoder._sel_decode(bytearray(raw))
+        except Exception:  # one record pyghmi cannot read stays as its bytes
+            event = {"record_id": struct.unpack_from("<H", raw)[0]}
         decoded.append(_event(event, raw, _when(event.get("timecode"), clock, now)))
     decoded.reverse()
     return decoded
@@ -281,17 +337,17 @@ def _event(event: dict[str, Any], raw: bytes, when: str | None) -> LogEvent:
     severity = _worst(int(event.get("severity", 0)))
     if "event" not in event:  # OEM records: bytes only a vendor's decoder reads
         return LogEvent(record, when, severity, "OEM record (not decoded)", raw=raw.hex())
-    words = str(event["event"]) or f"event {event.get('event_id', '?')}"
+    words = clean(str(event["event"])) or f"event {event.get('event_id', '?')}"
     detail = event.get("event_data")
     if detail:
-        words = f"{words}: {detail}"
+        words = f"{words}: {clean(str(detail))}"
     return LogEvent(
         id=record,
         time=when,
         severity=severity,
         message=words,
-        sensor=str(event.get("component") or ""),
-        sensor_type=str(event.get("component_type") or ""),
+        sensor=clean(str(event.get("component") or "")),
+        sensor_type=clean(str(event.get("component_type") or "")),
         asserted=not event.get("deassertion", False),
         raw=raw.hex(),
     )
@@ -300,7 +356,12 @@ def _event(event: dict[str, Any], raw: bytes, when: str | None) -> LogEvent:
 def fru(number: int, name: str, raw: bytes, locator: FruLocator | None) -> Fru | None:
     """A FRU's inventory from its bytes; None when pyghmi finds no inventory format in them
     (a memory module's SPD, an empty or erased device)."""
-    info = _fru.FRU(rawdata=bytearray(raw), sdr=None if locator is None else locator.entry).info
+    try:
+        found = _fru.FRU(rawdata=bytearray(raw), sdr=None if locator is None else locator.entry)
+    except Exception:  # a malformed area: this FRU is left out, not the rest
+        log.warning("FRU %d (%s): pyghmi cannot read its %d bytes", number, name, len(raw))
+        return None
+    info = found.info
     if not info:
         return None
     return Fru(
@@ -347,7 +408,7 @@ def _text(value: Any) -> str:
         return ""
     if isinstance(value, bytes | bytearray):
         return value.hex()
-    text = str(value).strip()
+    text = clean(str(value))
     if len(text) == 16 and text[10:11] == "T":  # pyghmi's board date, "YYYY-MM-DDTHH:MM"
         return f"{text}:00Z"
     return text

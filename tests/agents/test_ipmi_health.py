@@ -69,6 +69,10 @@ class ScriptedBmc:
     sel: list[bytes] = field(default_factory=list)
     fru: dict[int, bytes] = field(default_factory=dict)
     most: int = 0xFF  # bytes a Get SDR reply may carry; more is 0xCA
+    fru_most: int = 32  # bytes a Read FRU Data reply may carry; more is 0xCA
+    next_ids: dict[int, int] = field(default_factory=dict)  # a SEL chain of the BMC's own
+    logging: int = 0  # SEL entries logged while the log is read (each Get SEL Info: one more)
+    refused: dict[int, int] = field(default_factory=dict)  # sensor number → completion code
     additions: int = 1
     reservation: int = 0
     asked: list[str] = field(default_factory=list)
@@ -106,16 +110,24 @@ class ScriptedBmc:
             following = index + 2 if index + 1 < len(self.records) else 0xFFFF
             return Answer(0, struct.pack("<H", following) + record[offset : offset + want])
         if key == (0x04, 0x2D):
+            if data[0] in self.refused:
+                return Answer(self.refused[data[0]], b"")
             reading = self.readings.get(data[0])
             return Answer(0xCB, b"") if reading is None else Answer(0, reading)
         if key == (0x0A, 0x40):
-            return Answer(0, bytes([0x51]) + struct.pack("<H", len(self.sel)) + bytes(11))
+            if self.logging:
+                self.logging -= 1
+                self.sel.append(_sel_entry(len(self.sel) + 1, 0x67000000, 0x30, 0x04, 1, 2))
+            added = struct.pack("<I", len(self.sel))  # the last addition's time, as it moves
+            return Answer(0, bytes([0x51]) + struct.pack("<H", len(self.sel)) + bytes(2) + added
+                          + bytes(5))  # fmt: skip
         if key == (0x0A, 0x43):
             _, record_id, _, _ = struct.unpack("<HHBB", data)
             index = 0 if record_id == 0 else record_id - 1
             if index >= len(self.sel):
                 return Answer(0xCB, b"")
             following = index + 2 if index + 1 < len(self.sel) else 0xFFFF
+            following = self.next_ids.get(index + 1, following)
             return Answer(0, struct.pack("<H", following) + self.sel[index])
         if key == (0x0A, 0x47):
             if self.added_while_clearing:
@@ -129,7 +141,7 @@ class ScriptedBmc:
             return Answer(0xCB, b"") if raw is None else Answer(0, struct.pack("<HB", len(raw), 0))
         if key == (0x0A, 0x11):
             number, offset, count = struct.unpack("<BHB", data)
-            if count > 32:
+            if count > self.fru_most:
                 return Answer(0xCA, b"")
             chunk = self.fru[number][offset : offset + count]
             return Answer(0, bytes([len(chunk)]) + chunk)
@@ -290,3 +302,100 @@ def test_fru_zero_is_read_in_chunks_the_bmc_accepts() -> None:
     assert (system.product.serial_number, system.product.asset_tag) == ("SN0042", "ASSET7")
     assert (system.board.serial_number, system.board.part_number) == ("BRD123", "PN-B")
     assert bmc.asked.count("Read FRU Data (0)") > 2  # 224 bytes asked, 32 at most answered
+
+
+def six_bit(text: str) -> bytes:
+    """`text` as IPMI's 6-bit packed ASCII (four characters in three bytes)."""
+    codes = [ord(char) - 0x20 for char in text.upper()]
+    codes += [0] * (-len(codes) % 4)
+    packed = bytearray()
+    for a, b, c, d in zip(*[iter(codes)] * 4, strict=True):
+        packed += bytes([a | (b & 0x03) << 6, b >> 2 | (c & 0x0F) << 4, c >> 4 | d << 2])
+    return bytes(packed)
+
+
+def test_a_name_in_six_bit_ascii_is_read_not_looped_on() -> None:
+    """pyghmi's decoder of 6-bit names never ends; the record is rewritten before it."""
+    name = six_bit("SYS FAN")
+    record = bytearray(compact_record(4, 0x51, "X", sensor_type=0x04))
+    record[31:] = bytes([0x80 | len(name)]) + name
+    record[4] = len(record) - 5
+    bmc = healthy_bmc()
+    bmc.records.append(bytes(record))
+    bmc.readings[0x51] = bytes([0x00, 0x40, 0x00, 0x00])
+    names = {sensor.name for sensor in run(bmc, HealthRead.SENSORS).sensors}
+    assert "SYS FAN" in names
+
+
+def test_a_name_with_nul_bytes_is_stored_without_them() -> None:
+    record = full_record(1, 0x30, "Fan\x002", sensor_type=0x04, unit=18, m=100,
+                         thresholds={"lcr": 5})  # fmt: skip
+    bmc = ScriptedBmc([record], {0x30: bytes([60, 0x40, 0])})
+    (fan,) = run(bmc, HealthRead.SENSORS).sensors
+    assert fan.name == "Fan2"
+
+
+def test_one_sensor_refused_leaves_the_others_read() -> None:
+    bmc = healthy_bmc(refused={0x01: 0xD5})
+    by_name = {sensor.name: sensor for sensor in run(bmc, HealthRead.SENSORS).sensors}
+    assert by_name["Inlet Temp"].state is SensorState.NOT_PRESENT
+    assert by_name["Inlet Temp"].states == ("no reading (code D5h)",)
+    assert by_name["Fan2"].state is SensorState.CRITICAL
+
+
+def test_a_sensor_of_another_controller_is_not_read_by_its_number_alone() -> None:
+    other = bytearray(TEMP)
+    other[5] = 0x2C  # owned by the management engine, not the BMC
+    bmc = healthy_bmc()
+    bmc.records[1] = bytes(other)
+    names = {sensor.name for sensor in run(bmc, HealthRead.SENSORS).sensors}
+    assert names == {"Fan2", "PSU2"}
+    assert bmc.asked.count("Get Sensor Reading (Inlet Temp)") == 0
+
+
+def test_a_non_linear_sensor_is_read_with_the_bmcs_factors() -> None:
+    record = bytearray(full_record(4, 0x40, "Exhaust", sensor_type=0x01, unit=1, m=1,
+                                   thresholds={"ucr": 80}))  # fmt: skip
+    record[23] = 0x70  # linearization: non-linear, factors per reading
+    bmc = ScriptedBmc([bytes(record)], {0x40: bytes([20, 0x40, 0x00])})
+    factors = bytes([0x00, 2, 0, 0, 0, 0, 0])  # next reading, then M=2, B=0, exponents 0
+
+    class WithFactors(ScriptedBmc):
+        def answer(self, request: Request) -> Answer:
+            if (request.netfn, request.command) == (0x04, 0x23):
+                return Answer(0, factors)
+            return super().answer(request)
+
+    (exhaust,) = run(WithFactors(bmc.records, bmc.readings), HealthRead.SENSORS).sensors
+    assert (exhaust.reading, exhaust.state) == (40.0, SensorState.OK)
+
+
+def test_a_fru_the_bmc_never_returns_ends_the_read_instead_of_looping() -> None:
+    bmc = healthy_bmc(fru={0: _fru_bytes()}, fru_most=0)
+    with pytest.raises(Refused, match="returns no part of FRU 0"):
+        run(bmc, HealthRead.INVENTORY)
+    assert len(bmc.asked) < 20
+
+
+def test_an_event_log_chained_in_a_circle_ends_the_read() -> None:
+    bmc = healthy_bmc(sel=[_sel_entry(1, 0x67000000, 0x30, 0x04, 1, 2),
+                           _sel_entry(2, 0x67000001, 0x30, 0x04, 1, 2)],
+                      next_ids={2: 1})  # fmt: skip
+    with pytest.raises(Refused, match="in a circle"):
+        run(bmc, HealthRead.EVENTS)
+
+
+def test_entries_logged_while_clearing_are_read_before_the_clear() -> None:
+    """A BMC that keeps its reservation when an entry arrives (as ipmi_sim does): the tail is
+    read again until the log's last-addition time holds still, then cleared."""
+    bmc = healthy_bmc(sel=[_sel_entry(1, 0x67000000, 0x30, 0x04, 0x01, 0x02)], logging=2)
+    events = run(bmc, HealthRead.CLEAR_EVENTS).events
+    assert bmc.cleared
+    assert len(events) == len(bmc.sel) == 3  # all that was cleared was read first
+
+
+def test_a_log_that_never_holds_still_is_not_cleared() -> None:
+    bmc = healthy_bmc(sel=[_sel_entry(1, 0x67000000, 0x30, 0x04, 0x01, 0x02)], logging=50)
+    with pytest.raises(Refused, match="keeps logging events; nothing was cleared"):
+        run(bmc, HealthRead.CLEAR_EVENTS)
+    assert not bmc.cleared
