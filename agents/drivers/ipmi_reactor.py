@@ -42,6 +42,7 @@ Key = tuple[str, int, str, str, int, int]
 
 _SWEEP_EVERY = 1.0  # s between looks for idle or broken sessions
 _BLOCKED_POLL = 0.05  # s between looks at a session busy with pyghmi's keep-alive
+_TALK_BUDGET = 60_000  # requests of one conversation (a whole SDR of 4,096 records, in parts)
 
 
 @dataclass(frozen=True)
@@ -403,8 +404,18 @@ class Reactor(threading.Thread):
         self._finish(bmc, result=result)
 
     def _talk(self, bmc: _Bmc, job: Job, answer: Answer | None) -> None:
-        """Hand the conversation its answer (None to start it); send what it asks next."""
+        """Hand the conversation its answer (None to start it); send what it asks next.
+
+        A conversation whose caller gave up (a timeout, a cancel) sends nothing more: a clear
+        that timed out must not run later unseen. One that asks without end is ended.
+        """
         assert job.talk is not None
+        if job.cancelled or job.step >= _TALK_BUDGET:
+            job.talk.close()
+            said = "cancelled" if job.cancelled else f"more than {_TALK_BUDGET} requests"
+            self._finish(bmc, error=Refused(f"BMC {bmc.endpoint}: the read ended ({said})"))
+            return
+        job.step += 1
         try:
             job.request = next(job.talk) if answer is None else job.talk.send(answer)
         except StopIteration as done:
@@ -439,7 +450,7 @@ class Reactor(threading.Thread):
         if job.talk is not None:
             job.talk.close()
             job.talk = None
-        if job.warm and not job.unsafe_sent and not job.retried:
+        if job.warm and not job.unsafe_sent and not job.retried and not job.cancelled:
             job.retried = True  # the warm session may just be stale (e.g. the BMC restarted)
             job.step = 0
             job.replies.clear()
