@@ -137,7 +137,7 @@ class HealthRead(StrEnum):
     """What a `HealthOrder` reads from a BMC."""
 
     SENSORS = "sensors"
-    EVENTS = "events"  # the system event log, oldest first
+    EVENTS = "events"  # the system event log, newest first
     INVENTORY = "inventory"  # FRU data
     CLEAR_EVENTS = "clear_events"  # the log as it was, then cleared: nothing unseen is lost
 

@@ -42,6 +42,7 @@ from app.exports import Exports
 from app.fleetlink.hub import AgentHub
 from app.fleetlink.link import LinkServer
 from app.fleetlink.routes import router as agents_router
+from app.health.fleet import AT_ONCE as HEALTH_READS_AT_ONCE
 from app.health.poller import HealthPoller
 from app.health.routes import router as health_router
 from app.identity.auth import CsrfFailed, check_credential
@@ -334,11 +335,13 @@ def create_app(
         )
         if settings.poll_power:
             syncer.start()
+        slots = app.state.health_slots = asyncio.Semaphore(HEALTH_READS_AT_ONCE)
         health = app.state.health_poller = HealthPoller(
             app.state.sessions,
             app.state.write_sessions,
             app.state.vault,
             agents,
+            slots,
             delay=settings.health_first_poll_seconds,
         )
         if settings.poll_health:

@@ -10,6 +10,7 @@ supplies). Every GET bypasses pyghmi's 30-second cache: a reading must be now's.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -61,10 +62,14 @@ def work(read: HealthRead) -> Callable[[Any, str], HealthData]:
         services = _log_services(command, get)
         if not services:
             raise Unsupported(f"{where}: the BMC offers no log service")
+        targets = (
+            [_clear_target(service, where) for service in services]
+            if (read is HealthRead.CLEAR_EVENTS)
+            else []
+        )  # every log must be clearable before any is cleared
         entries = [entry for service in services for entry in _entries(get, service)]
-        if read is HealthRead.CLEAR_EVENTS:
-            for service in services:
-                _clear(command, service, where)
+        for target in targets:
+            command._do_web_request(target, {})
         return HealthData(events=tuple(_newest_first(entries)))
 
     return run
@@ -144,7 +149,7 @@ def _entries(get: Get, service: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def _newest_first(entries: list[dict[str, Any]]) -> list[LogEvent]:
     events = [_event(entry) for entry in entries]
-    events.sort(key=lambda event: event.time or "", reverse=True)
+    events.sort(key=lambda event: event.time or "", reverse=True)  # ISO UTC: sorts as text
     return events
 
 
@@ -161,16 +166,22 @@ def _event(entry: dict[str, Any]) -> LogEvent:
     )
 
 
-def _utc(created: str) -> str:
-    """Created as the BMC wrote it, with "+00:00" written as "Z"."""
-    return created.replace("+00:00", "Z")
+def _utc(created: str) -> str | None:
+    """`Created` (ISO 8601 with an offset) in UTC, to the second; None if it is not a time."""
+    try:
+        when = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)  # no offset: taken as UTC, as BMCs keep time
+    return when.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def _clear(command: Any, service: dict[str, Any], where: str) -> None:
+def _clear_target(service: dict[str, Any], where: str) -> str:
     target = service.get("Actions", {}).get("#LogService.ClearLog", {}).get("target")
-    if not target:
+    if not isinstance(target, str) or not target:
         raise Unsupported(f"{where}: log service {service.get('Id', '?')} cannot be cleared")
-    command._do_web_request(target, {})
+    return target
 
 
 def _inventory(command: Any, get: Get, where: str) -> Iterator[Fru]:

@@ -70,18 +70,19 @@ async def read(
     machines: Sequence[Machine],
     actor: Actor,
     by: str,
+    slots: asyncio.Semaphore,
     *,
     within: float = service.READ_TIMEOUT,
-    background: bool = False,
 ) -> None:
-    """Read each machine's sensors, `AT_ONCE` at a time, and store the verdicts in batches as
-    the answers come (a slow BMC holds back no one's verdict but its own)."""
-    slots = asyncio.Semaphore(AT_ONCE)
+    """Read each machine's sensors as background work (behind what people asked of single
+    devices), as many at once as `slots` lets (one semaphore for the whole central: the poll
+    and every fleet read share it), and store the verdicts in batches as the answers come (a
+    slow BMC holds back no one's verdict but its own)."""
 
     async def one(machine: Machine) -> Seen:
         async with slots:
             report = await service.ask(
-                hub, machine, HealthRead.SENSORS, within=within, background=background
+                hub, machine, HealthRead.SENSORS, within=within, background=True
             )
         return Seen(machine, report)
 

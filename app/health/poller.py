@@ -35,6 +35,7 @@ class HealthPoller:
         write_sessions: async_sessionmaker[AsyncSession],
         vault: Vault,
         hub: AgentHub,
+        slots: asyncio.Semaphore,
         *,
         tick: float = 5.0,
         delay: float = 30.0,
@@ -43,6 +44,7 @@ class HealthPoller:
         self._write_sessions = write_sessions
         self._vault = vault
         self._hub = hub
+        self._slots = slots
         self._tick = tick
         self._delay = delay
         self._next_round: dict[int, float] = {}
@@ -78,12 +80,14 @@ class HealthPoller:
             out = self._rounds.get(site_id)
             if not every or (out is not None and not out.done()):
                 continue
+            if isinstance(self._hub.route(slug), str):
+                continue  # no agent of ours serves it now: its verdicts wait, not turn unknown
             if self._next_round.get(site_id, 0) > now:
                 continue
             self._next_round[site_id] = now + every
-            self._rounds[site_id] = asyncio.create_task(
-                self._round(site_id), name=f"health-poll-{slug}"
-            )
+            task = asyncio.create_task(self._round(site_id), name=f"health-poll-{slug}")
+            task.add_done_callback(_said)
+            self._rounds[site_id] = task
             started += 1
         return started
 
@@ -99,12 +103,13 @@ class HealthPoller:
         async with self._sessions() as session:
             machines = await fleet.site_machines(session, self._vault, site_id)
         await fleet.read(
-            self._hub,
-            self._write_sessions,
-            machines,
-            SYSTEM,
-            "poller",
+            self._hub, self._write_sessions, machines, SYSTEM, "poller", self._slots,
             within=POLL_TIMEOUT,
-            background=True,
-        )
+        )  # fmt: skip
         return len(machines)
+
+
+def _said(task: asyncio.Task[int]) -> None:
+    """A round that failed says so in the log (nobody awaits a round but `poll_once`)."""
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("a health poll round failed", exc_info=error)

@@ -65,7 +65,10 @@ async def fleet_health(
         matched = await fleet.matched(session, flt, most)
         machines = [] if cached else await fleet.machines(session, state.vault, matched)
     if machines:
-        await fleet.read(state.agents, state.write_sessions, machines, ctx.principal.actor, "read")
+        await fleet.read(
+            state.agents, state.write_sessions, machines, ctx.principal.actor, "read",
+            state.health_slots,
+        )  # fmt: skip
     async with unit_of_work(state.sessions) as session:
         verdicts = await fleet.verdicts(session, matched)
     return FleetHealth(

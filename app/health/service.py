@@ -42,7 +42,7 @@ from app.fleetlink.hub import AgentHub
 from app.fleetlink.paths import power_paths
 from app.identity.models import Role
 from app.inventory.devices import device_and_site
-from app.inventory.models import HealthStatus, PathKind
+from app.inventory.models import Device, HealthStatus, PathKind
 from app.vault import Vault
 from app.webhooks import outbox
 
@@ -179,24 +179,33 @@ class Seen:
 
 async def record(session: AsyncSession, seen: Sequence[Seen], actor: Actor, by: str) -> int:
     """Store each device's verdict; audit and announce those that changed. Returns how many
-    changed. `by` says who looked ("poller", "read")."""
+    changed. `by` says who looked ("poller", "read").
+
+    A read that fails keeps a known verdict for `MISSES_TO_UNKNOWN - 1` reads (saying why in
+    `message`): one lost answer of a loaded agent or BMC is no news, three in a row are. Rows
+    are written in device order (two batches never wait on each other in opposite orders),
+    and a device deleted meanwhile is left out.
+    """
     if not seen:
         return 0
     now = utcnow()
     latest = {one.machine.device_id: one for one in seen}
-    before = dict(
-        (
-            await session.execute(
-                select(HealthStatus.device_id, HealthStatus.health).where(
-                    HealthStatus.device_id.in_(list(latest))
-                )
-            )
-        ).all()
-    )
+    ids = sorted(latest)
+    alive = set(await session.scalars(select(Device.id).where(Device.id.in_(ids))))
+    stored = {
+        row.device_id: (row.health, row.misses)
+        for row in await session.execute(
+            select(HealthStatus.device_id, HealthStatus.health, HealthStatus.misses)
+            .where(HealthStatus.device_id.in_(ids))
+            .with_for_update()  # a poll and a person's read announce a change once
+        )
+    }
     rows: list[dict[str, Any]] = []
-    changed = 0
-    for device_id, one in latest.items():
-        health, reasons, message = _judged(one.report)
+    changes: list[outbox.HealthChange] = []
+    for device_id in (device_id for device_id in ids if device_id in alive):
+        one = latest[device_id]
+        was, misses = stored.get(device_id, (None, 0))
+        health, reasons, message, misses = _judged(one.report, was, misses)
         rows.append(
             {
                 "device_id": device_id,
@@ -204,24 +213,38 @@ async def record(session: AsyncSession, seen: Sequence[Seen], actor: Actor, by: 
                 "reasons": reasons,
                 "path": one.report.path,
                 "message": message,
+                "misses": misses,
                 "checked_at": now,
                 "changed_at": now,
             }
         )
-        was = before.get(device_id)
         if _announced(was, health):
-            changed += 1
             stage(session, _changed(one, actor, was, health, reasons, message, by))
-            await outbox.health_changed(session, _payload(one, was, health, reasons, now))
-    await _upsert(session, rows)
-    return changed
+            changes.append(_payload(one, was, health, reasons, now))
+    if rows:
+        await _upsert(session, rows)
+    await outbox.health_changed(session, changes)
+    return len(changes)
 
 
-def _judged(report: HealthReport) -> tuple[Health, list[str], str]:
+MISSES_TO_UNKNOWN = 3  # failed reads in a row before a known verdict becomes `unknown`
+
+
+def _judged(
+    report: HealthReport, was: str | None, misses: int
+) -> tuple[Health, list[str], str, int]:
+    """The verdict, its reasons, why it is unknown or stale, and the failed reads in a row."""
     if report.status is TaskStatus.SUCCEEDED and report.data is not None:
         health, reasons = verdict(report.data.sensors)
-        return health, reasons, ""
-    return Health.UNKNOWN, [], report.message
+        return health, reasons, "", 0
+    misses += 1
+    if was in _KNOWN and misses < MISSES_TO_UNKNOWN:
+        said = f"the last read failed ({misses} of {MISSES_TO_UNKNOWN} before unknown): "
+        return Health(was), [], said + report.message, misses
+    return Health.UNKNOWN, [], report.message, misses
+
+
+_KNOWN = (Health.OK.value, Health.WARNING.value, Health.CRITICAL.value)
 
 
 def _announced(was: str | None, now: Health) -> bool:
@@ -281,7 +304,12 @@ async def _upsert(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
             index_elements=[HealthStatus.device_id],
             set_={
                 "health": new.health,
-                "reasons": new.reasons,
+                "reasons": case(  # a stale verdict keeps the reasons it was given for
+                    (new.misses == 0, new.reasons),
+                    (new.health == Health.UNKNOWN.value, new.reasons),
+                    else_=HealthStatus.reasons,
+                ),
+                "misses": new.misses,
                 "path": new.path,
                 "message": new.message,
                 "checked_at": new.checked_at,

@@ -158,7 +158,8 @@ class HealthStatus(Base):
     health: Mapped[str] = mapped_column(String(16), index=True)  # ok | warning | critical | unknown
     reasons: Mapped[list[str]] = mapped_column(JSONType, default=list)  # each sensor not ok
     path: Mapped[str | None] = mapped_column(String(16))  # the path kind that answered
-    message: Mapped[str] = mapped_column(Text, default="")  # why `unknown`
+    message: Mapped[str] = mapped_column(Text, default="")  # why `unknown`, or why stale
+    misses: Mapped[int] = mapped_column(Integer, default=0)  # failed reads in a row
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
     changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last verdict change
 

@@ -10,7 +10,7 @@ never learns of a device outside its sites. The sender (`sender.py`) sends what 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -137,19 +137,25 @@ class HealthChange:
     at: datetime
 
 
-async def health_changed(session: AsyncSession, change: HealthChange) -> int:
-    """`device.health_changed` to the webhooks covering the device's site."""
-    hooks = await _subscribers(session, WebhookEvent.DEVICE_HEALTH_CHANGED)
-    targets = _covering(hooks, {change.site_id})
-    if not targets:
+async def health_changed(session: AsyncSession, changes: Sequence[HealthChange]) -> int:
+    """`device.health_changed` to the webhooks covering each device's site; the number of
+    deliveries (the subscribers are read once for the whole batch)."""
+    if not changes:
         return 0
-    body = asdict(change) | {"at": change.at.isoformat()}
-    del body["site_id"]
-    payload = _body(WebhookEvent.DEVICE_HEALTH_CHANGED, "health", body)
-    for webhook_id in targets:
-        session.add(
-            new_delivery(
-                webhook_id, WebhookEvent.DEVICE_HEALTH_CHANGED, str(change.device_id), payload
+    hooks = await _subscribers(session, WebhookEvent.DEVICE_HEALTH_CHANGED)
+    count = 0
+    for change in changes:
+        targets = _covering(hooks, {change.site_id})
+        if not targets:
+            continue
+        body = asdict(change) | {"at": change.at.isoformat()}
+        del body["site_id"]
+        payload = _body(WebhookEvent.DEVICE_HEALTH_CHANGED, "health", body)
+        for webhook_id in targets:
+            session.add(
+                new_delivery(
+                    webhook_id, WebhookEvent.DEVICE_HEALTH_CHANGED, str(change.device_id), payload
+                )
             )
-        )
-    return len(targets)
+            count += 1
+    return count

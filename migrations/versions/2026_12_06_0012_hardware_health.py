@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("reasons", JSON, nullable=False),
         sa.Column("path", sa.String(length=16), nullable=True),
         sa.Column("message", sa.Text(), nullable=False),
+        sa.Column("misses", sa.Integer(), nullable=False),
         sa.Column("checked_at", when, nullable=False),
         sa.Column("changed_at", when, nullable=True),
         sa.ForeignKeyConstraint(

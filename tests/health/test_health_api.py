@@ -132,6 +132,13 @@ def test_a_bmc_that_does_not_answer_is_a_502_and_an_unknown_verdict_saying_why(
     ok(api.get("devices/web03/sensors"))
     fake.machine(bmc(3)).fail = Unreachable("BMC 10.0.0.3:623: no answer")
     assert "no answer" in error(api.get("devices/web03/sensors"), 502)
+    stale = ok(api.get("devices/web03/health", params={"cached": "true"}))
+    assert stale["health"] == "ok"  # one lost answer is no news
+    assert stale["message"].startswith("the last read failed (1 of 3 before unknown)")
+    error(api.get("devices/web03/sensors"), 502)
+    error(api.get("devices/web03/sensors"), 502)
+    [changed] = audit(api, "health.changed")
+    assert (changed["details"]["before"], changed["details"]["after"]) == ("ok", "unknown")
     verdict = ok(api.get("devices/web03/health", params={"cached": "true"}))
     assert verdict["health"] == "unknown"
     assert "no answer" in verdict["message"]
