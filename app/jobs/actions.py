@@ -26,7 +26,9 @@ from app.vault import Vault
 
 DESTRUCTIVE = frozenset({PowerAction.OFF, PowerAction.SOFT, PowerAction.CYCLE, PowerAction.RESET,
                          PowerAction.NMI})  # fmt: skip
-TARGET_FIELDS = frozenset({"select", "site", "rack", "kind", "tags", "status", "power_state"})
+TARGET_FIELDS = frozenset(
+    {"select", "site", "rack", "kind", "tags", "status", "power_state", "health"}
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agents.protocol import BootDevice, PowerAction, PowerState, TaskStatus
+from agents.protocol import BootDevice, Health, PowerAction, PowerState, TaskStatus
 from app.inventory.models import DeviceKind, DeviceStatus
 from app.inventory.schemas import Schema
 from app.jobs.models import JobKind, JobStatus
@@ -47,6 +47,7 @@ class Targets(Schema):
     tags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=20)
     status: DeviceStatus | None = None
     power_state: PowerState | None = None
+    health: Health | None = Field(None, description="the stored verdict on its sensors")
 
 
 class BulkPowerRequest(Targets, ActionFields):

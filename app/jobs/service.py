@@ -104,6 +104,7 @@ async def bulk_targets(
         tags=asked.tags,
         status=asked.status,
         power_state=asked.power_state,
+        health=asked.health,
         site_ids=ctx.principal.visible_site_ids(),
     )
     rows = (await session.execute(await filtered_query(session, flt))).all()

@@ -250,3 +250,12 @@ def test_the_poll_reads_every_site_and_announces_a_fan_that_stops(
     deliveries = ok(api.get(f"webhooks/{hook_row['id']}/deliveries"))["items"]
     assert [d["event"] for d in deliveries] == ["device.health_changed"]  # not br01's site
     assert deliveries[0]["subject"] == str(ok(api.get("devices/web02"))["id"])
+
+
+def test_a_bulk_power_action_can_pick_the_critical_devices(
+    api: TestClient, fake: FakeDriver
+) -> None:
+    fake.machine(bmc(2)).sensors = sensors(rpm=0)
+    ok(api.get("health", params={"site": "bj-dc1"}))
+    body = {"site": "bj-dc1", "health": "critical", "action": "cycle", "dry_run": True}
+    assert ok(api.post("power", json=body))["devices"] == ["web02"]
