@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -29,32 +29,45 @@ SERVICE_KEY = generate_key()
 ADMIN_PASSWORD = "admin-password-for-tests"
 
 
-class AdminHashedOnce(PasswordHasher):
-    """The app's argon2, except for the bootstrap admin's password: hashed once a run, and that
-    hash's check remembered. Nearly every test starts an app (which creates the admin) and logs
-    in as the admin, two runs of argon2 that test nothing; every other password (the tests of
-    logins, throttling and timing among them) runs argon2 in full."""
+class HashedOnce(PasswordHasher):
+    """The app's argon2, except for passwords the tests use as mere keys: each hashed once a
+    run, and that hash's check remembered. Nearly every test starts an app (which creates the
+    admin) and logs in as the admin, and the page tests log their people in, runs of argon2
+    (~0.2 s of CPU each) that test nothing; every other password (the tests of logins,
+    throttling and timing among them) runs argon2 in full, as does a wrong password."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.admin_hash = super().hash(ADMIN_PASSWORD)
+        self._known: dict[str | bytes, str] = {}
+        self.remember(ADMIN_PASSWORD)
+
+    def remember(self, password: str) -> None:
+        """Hash `password` once from now on (the bootstrap admin's always is)."""
+        if password not in self._known:
+            self._known[password] = super().hash(password)
+
+    def forget(self, password: str) -> None:
+        if password != ADMIN_PASSWORD:
+            self._known.pop(password, None)
 
     def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
-        if password == ADMIN_PASSWORD and salt is None:
-            return self.admin_hash
+        known = self._known.get(password)
+        if known is not None and salt is None:
+            return known
         return super().hash(password, salt=salt)
 
     def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
-        if hash == self.admin_hash and password == ADMIN_PASSWORD:
+        if self._known.get(password) == hash:
             return True
         return super().verify(hash, password)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def admin_hashed_once() -> Iterator[None]:
+def hashed_once() -> Iterator[HashedOnce]:
+    hasher = HashedOnce()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(secrets, "_hasher", AdminHashedOnce())
-        yield
+        patch.setattr(secrets, "_hasher", hasher)
+        yield hasher
 
 
 def _postgres_dsn(database: str) -> str:
@@ -104,8 +117,9 @@ WHERE seq.relkind = 'S' AND tab.relname <> 'audit_head'
 """
 
 
-async def empty_database(url: str) -> None:
-    """Remove every row (tests share one migrated database per backend and worker)."""
+async def empty_database(url: str, keep: Collection[str] = ()) -> None:
+    """Remove every row (tests share one migrated database per backend and worker), but those
+    of the tables in `keep`."""
     load_all()
     engine = make_engine(url)
     tables = [table.name for table in reversed(Base.metadata.sorted_tables)]  # children first
@@ -113,7 +127,7 @@ async def empty_database(url: str) -> None:
         if connection.dialect.name == "sqlite":
             await connection.execute(text("PRAGMA defer_foreign_keys=ON"))
         for table in tables:
-            if table != "audit_head":
+            if table != "audit_head" and table not in keep:
                 await connection.execute(text(f"DELETE FROM {table}"))
         if connection.dialect.name == "postgresql":
             await connection.execute(text(RESTART_SEQUENCES))

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -52,22 +53,36 @@ def rackhand_serve(
                "--data-dir", str(data_dir)]  # fmt: skip
     if tls is not None:
         command += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:  # only whether it answers: the tests check the certificate themselves
-                if httpx.get(f"{url}/api/v1/readyz", verify=False).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            process.kill()
-            pytest.fail(f"rackhand serve did not start: {process.communicate()[0].decode()}")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    # Its output in a file, not a pipe: a server a module long would fill a pipe no one reads.
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        try:
+            if not _answers(process, url):
+                process.kill()
+                process.wait()
+                output.seek(0)
+                pytest.fail(f"rackhand serve did not start: {output.read().decode()}")
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            finally:
+                process.kill()
+
+
+def _answers(process: subprocess.Popen[bytes], url: str, timeout: float = 60.0) -> bool:
+    """Whether the server answers within `timeout` (False at once if it exited)."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        try:  # only whether it answers: the tests check the certificate themselves
+            if httpx.get(f"{url}/api/v1/readyz", verify=False).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    return False
 
 
 def until(done: Callable[[], bool], what: str, timeout: float = 30.0) -> None:

@@ -11,15 +11,32 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import empty_database
+from app.db import make_engine, make_sessionmaker
+from app.identity.service import bootstrap_admin
+from app.uow import unit_of_work
+from tests.conftest import ADMIN_PASSWORD, empty_database
 from tests.live import RACKHAND, admin_token, private_ca, rackhand_serve
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `rackhand serve` on the test database (started per test: it makes the admin)."""
+    """A real `rackhand serve` on the test database, one a module (a start costs seconds of
+    CPU): each test leaves the database as the server's start made it (`as_first_started`)."""
     with rackhand_serve(database_url, tmp_path_factory.mktemp("serve")) as url:
         yield url
+    asyncio.run(empty_database(database_url))
+
+
+async def as_first_started(url: str) -> None:
+    """The database as a first `rackhand serve` leaves it: empty but for the running server's
+    own row in `central`, and the admin made (her creation the first audit event)."""
+    await empty_database(url, keep=("central",))
+    engine = make_engine(url)
+    try:
+        async with unit_of_work(make_sessionmaker(engine, write=True)) as session:
+            await bootstrap_admin(session, ADMIN_PASSWORD)
+    finally:
+        await engine.dispose()
 
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -40,7 +57,7 @@ def rackhand(server: str, database_url: str) -> Iterator[Run]:
     httpx.post(f"{server}/api/v1/sites", json=site, headers=auth).raise_for_status()
     httpx.post(f"{server}/api/v1/racks", json={"site": "bj-dc1", "name": "A01"}, headers=auth)
     yield run
-    asyncio.run(empty_database(database_url))
+    asyncio.run(as_first_started(database_url))
 
 
 def first_run_env(url: str, home: Path) -> dict[str, str]:
@@ -68,7 +85,7 @@ def runner(url: str, home: Path) -> Run:
 def newcomer(server: str, database_url: str, tmp_path: Path) -> Iterator[Run]:
     """`rackhand` at the server on a first run: no token, no config.toml yet."""
     yield runner(server, tmp_path / "home")
-    asyncio.run(empty_database(database_url))
+    asyncio.run(as_first_started(database_url))
 
 
 @pytest.fixture

@@ -7,8 +7,13 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.cli.conftest import Run, runner
 from tests.live import RACKHAND, admin_token, free_port
+
+# One worker runs the module: its tests share one `rackhand serve` per database.
+pytestmark = pytest.mark.xdist_group("cli-serve")
 
 CSV = "name,kind,site,rack,position_u,serial,tags\n" + "".join(
     f"web{n:02d},server,bj-dc1,A01,{n},S{n},web\n" for n in range(1, 6)

@@ -8,12 +8,16 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from app.db import make_engine
 from tests.cli.conftest import Run
 from tests.conftest import ADMIN_PASSWORD
 from tests.live import RACKHAND
+
+# One worker runs the module: its tests share one `rackhand serve` per database.
+pytestmark = pytest.mark.xdist_group("cli-serve")
 
 
 def test_token_created_from_a_password_then_used(rackhand: Run, server: str) -> None:

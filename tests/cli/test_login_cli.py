@@ -17,8 +17,12 @@ from tests.cli.conftest import Run, first_run_env
 from tests.conftest import ADMIN_PASSWORD
 from tests.live import RACKHAND
 
-# The command, not the database, is under test: one backend keeps the runs short.
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+pytestmark = [
+    # The command, not the database, is under test: one backend keeps the runs short.
+    pytest.mark.parametrize("database_url", ["sqlite"], indirect=True),
+    # One worker runs the module: its tests share one `rackhand serve`.
+    pytest.mark.xdist_group("cli-serve"),
+]
 
 MINE = '# my settings\ncolour = "blue"\n\n[profiles.lab]\ntoken = "rh_lab"\n'
 

@@ -1,5 +1,5 @@
-"""Web fixtures: an app without its lifespan (pages and static files need no database), and
-one Chromium for the browser tests that run in a row."""
+"""Web fixtures: an app without its lifespan (pages and static files need no database), the
+people's password hashed once, and one Chromium for the browser tests that run in a row."""
 
 from __future__ import annotations
 
@@ -14,12 +14,22 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from app.web.assets import INSTALL_HINT, SWAGGER_UI
-from tests.conftest import SERVICE_KEY
+from tests.conftest import SERVICE_KEY, HashedOnce
+from tests.web.live import PEOPLE_PASSWORD
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Playwright
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's (`make peers`): Playwright downloads no browser
+
+
+@pytest.fixture(scope="module", autouse=True)
+def people_hashed_once(hashed_once: HashedOnce) -> Iterator[None]:
+    """The people the pages are shown to share one password: hashed once, as the admin's (no
+    page test is about argon2; the identity tests keep it in full)."""
+    hashed_once.remember(PEOPLE_PASSWORD)
+    yield
+    hashed_once.forget(PEOPLE_PASSWORD)
 
 
 @pytest.fixture
