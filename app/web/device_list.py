@@ -69,8 +69,8 @@ class Search:
 
     def bulk_targets(self) -> dict[str, object] | None:
         """The search as POST /power's targets, or None when it filters on what a bulk request
-        cannot name (text search, reachability, health): then only ticked rows can be acted on."""
-        if self.q or self.power == PowerFilter.UNREACHABLE or self.health:
+        cannot name (text search, reachability): then only ticked rows can be acted on."""
+        if self.q or self.power == PowerFilter.UNREACHABLE:
             return None
         targets: dict[str, object] = {
             name: value
@@ -80,6 +80,7 @@ class Search:
                 ("rack", self.rack),
                 ("kind", self.kind),
                 ("power_state", self.power),
+                ("health", self.health),
             )
             if value
         }

@@ -245,6 +245,8 @@ def test_the_list_shows_and_filters_health_and_the_overview_counts_it(rack: Test
     assert '<option value="critical" selected>critical</option>' in critical
     assert 'href="/devices/node1"' in critical
     assert 'href="/devices/node2"' not in critical
+    # "All matching" acts on the search itself, health included (POST /power takes it).
+    assert '"health": "critical"' in critical.split('id="bulk-targets">')[1].split("</script>")[0]
     _, unknown = _as(rack, "vera", "/devices?health=unknown")
     assert 'href="/devices/pdu1"' in unknown
     assert 'href="/devices/node1"' not in unknown
