@@ -7,8 +7,9 @@ copying FRU data into the catalogue go through the API (`static/device_health.js
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, fields
+from typing import TypeVar
 
 from starlette.responses import Response
 
@@ -24,6 +25,7 @@ from app.uow import unit_of_work
 from app.web.pages import Viewer, ViewerDep, page_router
 
 router = page_router()
+_R = TypeVar("_R")
 # What a read answers instead of data (502: the BMC or agent failed; 422: no BMC path): said
 # in the part, where htmx swaps it (it swaps no error status).
 _UNREAD = (DeviceUnavailable, InvalidInput)
@@ -74,14 +76,19 @@ async def _device(viewer: Viewer, name: str, what: str) -> tuple[Device, reads.C
     return device, reads.Central.of(viewer.request.app.state)
 
 
+async def _tried(read: Awaitable[_R]) -> tuple[_R | None, str | None]:
+    """The read's answer, or what the API would have said instead (said in the part)."""
+    try:
+        return await read, None
+    except _UNREAD as exc:
+        return None, str(exc)
+
+
 @router.get("/devices/{name}/sensors")
 async def sensors(viewer: ViewerDep, name: str) -> Response:
     """The sensor table, read now, and the verdict that read stored (swapped in beside it)."""
     device, central = await _device(viewer, name, "reading a device's sensors")
-    try:
-        read, failed = await reads.sensors(central, viewer.ctx, device.name), None
-    except _UNREAD as exc:
-        read, failed = None, str(exc)
+    read, failed = await _tried(reads.sensors(central, viewer.ctx, device.name))
     async with unit_of_work(central.sessions) as session:  # a fresh one: sees what was stored
         verdict = await reads.stored(session, viewer.ctx, device.name)
     return viewer.render(
@@ -93,10 +100,7 @@ async def sensors(viewer: ViewerDep, name: str) -> Response:
 async def events(viewer: ViewerDep, name: str) -> Response:
     """The event log, newest first, with "Clear log" for operators of the device's site."""
     device, central = await _device(viewer, name, "reading a device's event log")
-    try:
-        read, failed = await reads.events(central, viewer.ctx, device.name, EVENTS + 1), None
-    except _UNREAD as exc:
-        read, failed = None, str(exc)
+    read, failed = await _tried(reads.events(central, viewer.ctx, device.name, EVENTS + 1))
     return viewer.render(
         "device_events.html",
         device=device,
@@ -111,10 +115,7 @@ async def events(viewer: ViewerDep, name: str) -> Response:
 async def inventory(viewer: ViewerDep, name: str) -> Response:
     """The FRU areas, and for admins of the site what "Copy to catalogue" would change."""
     device, central = await _device(viewer, name, "reading a device's inventory")
-    try:
-        read, failed = await reads.frus(central, viewer.ctx, device.name), None
-    except _UNREAD as exc:
-        read, failed = None, str(exc)
+    read, failed = await _tried(reads.frus(central, viewer.ctx, device.name))
     return viewer.render(
         "device_inventory.html",
         device=device,

@@ -188,6 +188,10 @@ def test_a_viewer_cannot_clear_and_another_sites_operator_cannot_see(
     assert [d["device"] for d in ok(api.get("health", params={"cached": "true"}))["devices"]] == [
         "br01"
     ]
+    # A fresh fleet read naming the other site's devices reads only its own site's BMCs.
+    fresh = ok(api.get("health", params={"select": "web01,br01"}))
+    assert [d["device"] for d in fresh["devices"]] == ["br01"]
+    assert fake.machine(bmc(4)).actions == ["health sensors"]
     assert fake.machine(bmc(1)).events  # nothing cleared by anyone
     assert fake.machine(bmc(1)).actions == ["health events"]  # nor asked for them
 

@@ -124,12 +124,7 @@
     section().setAttribute("aria-busy", on ? "true" : "false");
   }
 
-  function line(kind, text) {
-    const node = document.createElement("p");
-    node.className = `alert ${kind}`;
-    node.textContent = text;
-    return node;
-  }
+  const line = Rackhand.alert;
 
   function counts(answer, done) {
     const words = done
@@ -171,20 +166,7 @@
       }
       parts.push(table);
     }
-    const buttons = document.createElement("div");
-    buttons.className = "buttons";
-    const apply = document.createElement("button");
-    apply.type = "button";
-    apply.className = "small";
-    apply.dataset.syncApply = "";
-    apply.textContent = "Apply";
-    const cancel = document.createElement("button");
-    cancel.type = "button";
-    cancel.className = "small secondary outline";
-    cancel.dataset.syncCancel = "";
-    cancel.textContent = "Cancel";
-    buttons.append(apply, cancel);
-    parts.push(buttons);
+    parts.push(Rackhand.applyOrCancel("sync"));
     return parts;
   }
 

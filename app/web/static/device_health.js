@@ -11,12 +11,7 @@
   const api = `/api/v1/devices/${encodeURIComponent(name)}`;
   const page = `/devices/${encodeURIComponent(name)}`;
 
-  function line(kind, text) {
-    const node = document.createElement("p");
-    node.className = `alert ${kind}`;
-    node.textContent = text;
-    return node;
-  }
+  const line = Rackhand.alert;
 
   function busy(part, on) {
     part.querySelectorAll("button").forEach((button) => { button.disabled = on; });
@@ -65,21 +60,7 @@
       }
       parts.push(list);
     }
-    const buttons = document.createElement("div");
-    buttons.className = "buttons";
-    const apply = document.createElement("button");
-    apply.type = "button";
-    apply.className = "small";
-    apply.dataset.inventoryApply = "";
-    apply.textContent = "Apply";
-    apply.disabled = !answer.changes.length;
-    const cancel = document.createElement("button");
-    cancel.type = "button";
-    cancel.className = "small secondary outline";
-    cancel.dataset.inventoryCancel = "";
-    cancel.textContent = "Cancel";
-    buttons.append(apply, cancel);
-    parts.push(buttons);
+    parts.push(Rackhand.applyOrCancel("inventory", answer.changes.length > 0));
     return parts;
   }
 

@@ -182,6 +182,32 @@ const Rackhand = (() => {
     });
   }
 
-  return { api, ApiError, confirm, csrf, formJson, notify };
+  /** A result line of a page's part: an alert paragraph of `kind` (info, ok, error). */
+  function alert(kind, text) {
+    const node = document.createElement("p");
+    node.className = `alert ${kind}`;
+    node.textContent = text;
+    return node;
+  }
+
+  /** The Apply and Cancel buttons under a dry run's plan; `data` names their data attributes
+   *  (`data-<data>-apply`, `data-<data>-cancel`), by which the page's click handler knows them. */
+  function applyOrCancel(data, canApply = true) {
+    const buttons = document.createElement("div");
+    buttons.className = "buttons";
+    for (const [what, label, style] of [["apply", "Apply", "small"],
+                                        ["cancel", "Cancel", "small secondary outline"]]) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = style;
+      button.setAttribute(`data-${data}-${what}`, "");
+      button.textContent = label;
+      if (what === "apply") button.disabled = !canApply;
+      buttons.append(button);
+    }
+    return buttons;
+  }
+
+  return { alert, api, ApiError, applyOrCancel, confirm, csrf, formJson, notify };
 })();
 window.Rackhand = Rackhand;
